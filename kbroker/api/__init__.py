@@ -1,0 +1,3 @@
+"""API handlers, one module per API family; importing this package registers them all."""
+
+from kbroker.api import fetch, metadata, offsets, produce, transactions, versions  # noqa: F401

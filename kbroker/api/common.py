@@ -1,0 +1,22 @@
+"""Small pieces several API families share."""
+
+from __future__ import annotations
+
+# Kafka's ACL operation numbers; with no authorizer every operation on a resource is allowed,
+# so the "authorized operations" bit sets are fixed.
+_READ, _WRITE, _CREATE, _DELETE, _ALTER, _DESCRIBE = 3, 4, 5, 6, 7, 8
+_CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE = 9, 10, 11, 12
+_CREATE_TOKENS, _DESCRIBE_TOKENS = 13, 14
+
+
+def _bits(*operations: int) -> int:
+    return sum(1 << operation for operation in operations)
+
+
+TOPIC_OPERATIONS = _bits(_READ, _WRITE, _CREATE, _DELETE, _ALTER, _DESCRIBE, _DESCRIBE_CONFIGS,
+                         _ALTER_CONFIGS)
+CLUSTER_OPERATIONS = _bits(_CREATE, _ALTER, _DESCRIBE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS,
+                           _ALTER_CONFIGS, _IDEMPOTENT_WRITE, _CREATE_TOKENS, _DESCRIBE_TOKENS)
+GROUP_OPERATIONS = _bits(_READ, _DELETE, _DESCRIBE)
+# Sent when the client did not ask for authorized operations (Integer.MIN_VALUE).
+OPERATIONS_NOT_REQUESTED = -(2**31)

@@ -1,0 +1,160 @@
+"""Fetch: stored batches sent as file regions, long polling, fetch sessions, isolation levels.
+
+The response is ready when the partitions hold at least min_bytes for the consumer, when any
+partition has an error, or when max_wait_ms has passed; until then the request sleeps on the
+wake-ups of the partitions it reads (no polling loop).
+"""
+
+from __future__ import annotations
+
+import time
+
+from kbroker.api.registry import serves
+from kbroker.fetch_sessions import FetchPosition, position_key
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.messages import FetchResponse
+
+READ_COMMITTED = 1
+LEADER_EPOCH = 0  # a single broker is the only leader there ever was
+
+TopicResponse = FetchResponse.FetchableTopicResponse
+PartitionData = FetchResponse.PartitionData
+AbortedTransaction = FetchResponse.AbortedTransaction
+
+
+def _requested_positions(broker, request, version: int) -> list[FetchPosition]:
+    positions = []
+    for topic in request.topics:
+        if version >= 13:
+            info = broker.logs.topic_by_id(topic.topic_id)
+            name, topic_id = (info.name if info else None), topic.topic_id
+        else:
+            name, topic_id = topic.topic, None
+        for partition in topic.partitions:
+            positions.append(FetchPosition(
+                name, topic_id, partition.partition, partition.fetch_offset,
+                partition.partition_max_bytes, partition.current_leader_epoch,
+            ))
+    return positions
+
+
+def _forgotten_keys(request, version: int) -> list:
+    if version < 7:
+        return []
+    return [
+        (topic.topic_id if version >= 13 else topic.topic, partition)
+        for topic in request.forgotten_topics_data
+        for partition in topic.partitions
+    ]
+
+
+def _error_data(position: FetchPosition, error: ErrorCode) -> PartitionData:
+    return PartitionData(partition_index=position.partition, error_code=error, high_watermark=-1,
+                         records=None)
+
+
+def _read_partition(broker, position: FetchPosition, committed: bool, budget: int,
+                    min_one_batch: bool) -> tuple[PartitionData, int]:
+    """One partition's answer and the bytes of records it carries."""
+    if position.topic is None:
+        return _error_data(position, ErrorCode.UNKNOWN_TOPIC_ID), 0
+    partition_log = broker.logs.partition(position.topic, position.partition)
+    if partition_log is None:
+        return _error_data(position, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), 0
+    if position.current_leader_epoch > LEADER_EPOCH:
+        return _error_data(position, ErrorCode.UNKNOWN_LEADER_EPOCH), 0
+    high_watermark = partition_log.high_watermark
+    last_stable_offset = partition_log.last_stable_offset
+    log_start_offset = partition_log.log_start_offset
+    data = PartitionData(
+        partition_index=position.partition, error_code=ErrorCode.NONE,
+        high_watermark=high_watermark, last_stable_offset=last_stable_offset,
+        log_start_offset=log_start_offset, records=None,
+    )
+    upper = last_stable_offset if committed else high_watermark
+    max_bytes = min(position.max_bytes, budget)
+    try:
+        result = partition_log.read(position.fetch_offset, max_bytes, upper, min_one_batch)
+    except KafkaError as exc:
+        data.error_code = exc.code
+        return data, 0
+    size = 0
+    if result.records is not None and result.records.size:
+        data.records = result.records
+        size = result.records.size
+    if committed:
+        data.aborted_transactions = [
+            AbortedTransaction(producer_id=producer_id, first_offset=first_offset)
+            for producer_id, first_offset in partition_log.aborted_transactions(
+                position.fetch_offset, upper)
+        ]
+    return data, size
+
+
+def _read_all(broker, positions, committed: bool, max_bytes: int, incremental: bool):
+    """Read every position within the response budget; returns (topics, bytes, has_error)."""
+    by_topic: dict[object, TopicResponse] = {}
+    total = 0
+    has_error = False
+    for position in positions:
+        data, size = _read_partition(broker, position, committed, max(max_bytes - total, 0),
+                                     min_one_batch=total == 0)
+        total += size
+        has_error = has_error or data.error_code != ErrorCode.NONE
+        news = data.records is not None or data.error_code != ErrorCode.NONE or position.has_news(
+            data.high_watermark, data.last_stable_offset, data.log_start_offset)
+        if incremental and not news:
+            continue
+        key = position.topic_id if position.topic_id is not None else position.topic
+        topic = by_topic.get(key)
+        if topic is None:
+            topic = by_topic[key] = TopicResponse(
+                topic=position.topic or "", topic_id=position.topic_id, partitions=[])
+        topic.partitions.append(data)
+    return by_topic, total, has_error
+
+
+def _remember_sent(positions, topics) -> None:
+    sent = {
+        (key, data.partition_index): data
+        for key, topic in topics.items() for data in topic.partitions
+    }
+    for position in positions:
+        data = sent.get(position_key(position))
+        if data is not None:
+            position.remember_sent(data.high_watermark, data.last_stable_offset,
+                                   data.log_start_offset)
+
+
+@serves("Fetch", 4, 16)
+async def handle_fetch(ctx, request) -> FetchResponse:
+    broker = ctx.broker
+    version = ctx.api_version
+    requested = _requested_positions(broker, request, version)
+    session_id = 0
+    incremental = False
+    positions = requested
+    if version >= 7:
+        try:
+            session, positions, incremental = broker.fetch_sessions.resolve(
+                request.session_id, request.session_epoch, requested,
+                _forgotten_keys(request, version))
+        except KafkaError as exc:
+            return FetchResponse(error_code=exc.code, session_id=0, responses=[])
+        session_id = session.session_id if session is not None else 0
+    committed = request.isolation_level == READ_COMMITTED
+    max_bytes = request.max_bytes if version >= 3 else 2**31 - 1
+    deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
+    watched = [(p.topic, p.partition) for p in positions if p.topic is not None]
+    while True:
+        topics, total, has_error = _read_all(broker, positions, committed, max_bytes, incremental)
+        remaining = deadline - time.monotonic()
+        if total >= request.min_bytes or has_error or remaining <= 0 or not watched:
+            break
+        await broker.wakeups.wait_for_data(watched, remaining)
+    if session_id:
+        _remember_sent(positions, topics)
+    return FetchResponse(
+        throttle_time_ms=0, error_code=ErrorCode.NONE, session_id=session_id,
+        responses=list(topics.values()),
+    )

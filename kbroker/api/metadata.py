@@ -1,0 +1,80 @@
+"""Metadata: brokers, cluster id, controller and topics; auto-creates topics when allowed."""
+
+from __future__ import annotations
+
+from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
+from kbroker.api.registry import serves
+from kbroker.broker import INTERNAL_TOPICS
+from kbroker.log import validate_topic_name
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.messages import MetadataResponse
+
+Topic = MetadataResponse.MetadataResponseTopic
+Partition = MetadataResponse.MetadataResponsePartition
+
+
+def _topic_entry(broker, info, include_operations: bool) -> Topic:
+    node = broker.node_id
+    return Topic(
+        error_code=ErrorCode.NONE,
+        name=info.name,
+        topic_id=info.topic_id,
+        is_internal=info.name in INTERNAL_TOPICS,
+        partitions=[
+            Partition(
+                error_code=ErrorCode.NONE, partition_index=index, leader_id=node, leader_epoch=0,
+                replica_nodes=[node], isr_nodes=[node], offline_replicas=[],
+            )
+            for index in range(info.partitions)
+        ],
+        topic_authorized_operations=TOPIC_OPERATIONS if include_operations else OPERATIONS_NOT_REQUESTED,
+    )
+
+
+def _requested_topic(broker, name: str, may_create: bool, include_operations: bool) -> Topic:
+    info = broker.logs.topics.get(name)
+    if info is None:
+        try:
+            validate_topic_name(name)
+        except KafkaError as exc:
+            return Topic(error_code=exc.code, name=name)
+        if not may_create:
+            return Topic(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name=name)
+        info = broker.create_topic(name)
+    return _topic_entry(broker, info, include_operations)
+
+
+@serves("Metadata", 0, 12)
+async def handle_metadata(ctx, request) -> MetadataResponse:
+    broker = ctx.broker
+    version = ctx.api_version
+    include_operations = version >= 8 and request.include_topic_authorized_operations
+    may_create = broker.config["auto.create.topics.enable"] and (
+        version < 4 or request.allow_auto_topic_creation
+    )
+    if request.topics is None or (version == 0 and not request.topics):
+        topics = [_topic_entry(broker, info, include_operations) for info in broker.logs.topics.values()]
+    else:
+        topics = []
+        for wanted in request.topics:
+            name = wanted.name
+            if name is None:  # v10+: asked for by topic id
+                info = broker.logs.topic_by_id(wanted.topic_id)
+                if info is None:
+                    topics.append(Topic(error_code=ErrorCode.UNKNOWN_TOPIC_ID, name=None,
+                                        topic_id=wanted.topic_id))
+                    continue
+                name = info.name
+            topics.append(_requested_topic(broker, name, may_create, include_operations))
+    host, port = broker.advertised
+    include_cluster_operations = 8 <= version <= 10 and request.include_cluster_authorized_operations
+    return MetadataResponse(
+        brokers=[MetadataResponse.MetadataResponseBroker(
+            node_id=broker.node_id, host=host, port=port, rack=None)],
+        cluster_id=broker.identity.cluster_id,
+        controller_id=broker.node_id,
+        topics=topics,
+        cluster_authorized_operations=(
+            CLUSTER_OPERATIONS if include_cluster_operations else OPERATIONS_NOT_REQUESTED
+        ),
+    )

@@ -1,0 +1,81 @@
+"""ListOffsets and OffsetForLeaderEpoch: where a consumer may start and validate its position."""
+
+from __future__ import annotations
+
+from kbroker.api.registry import serves
+from kbroker.protocol.errors import ErrorCode
+from kbroker.protocol.messages import ListOffsetsResponse, OffsetForLeaderEpochResponse
+
+LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
+READ_COMMITTED = 1
+LEADER_EPOCH = 0  # a single broker is the only leader there ever was
+NO_TIMESTAMP = -1
+
+ListTopic = ListOffsetsResponse.ListOffsetsTopicResponse
+ListPartition = ListOffsetsResponse.ListOffsetsPartitionResponse
+
+
+def _leader_epoch_error(current_leader_epoch: int) -> ErrorCode:
+    """Kafka's check of the epoch a client believes the leader has (-1: no check)."""
+    return ErrorCode.UNKNOWN_LEADER_EPOCH if current_leader_epoch > LEADER_EPOCH else ErrorCode.NONE
+
+
+def _lookup(partition_log, timestamp: int, committed: bool) -> tuple[int, int]:
+    """(offset, timestamp) for one ListOffsets query, as Kafka answers it."""
+    last_fetchable = partition_log.last_stable_offset if committed else partition_log.high_watermark
+    if timestamp == LATEST:
+        return last_fetchable, NO_TIMESTAMP
+    if timestamp in (EARLIEST, EARLIEST_LOCAL):
+        return partition_log.log_start_offset, NO_TIMESTAMP
+    if timestamp == LATEST_TIERED:  # no tiered storage here
+        return -1, NO_TIMESTAMP
+    found = partition_log.max_timestamp() if timestamp == MAX_TIMESTAMP else \
+        partition_log.offset_for_timestamp(timestamp)
+    if found is None or found[0] >= last_fetchable:
+        return -1, NO_TIMESTAMP
+    return found
+
+
+@serves("ListOffsets", 1, 10)
+async def handle_list_offsets(ctx, request) -> ListOffsetsResponse:
+    logs = ctx.broker.logs
+    committed = ctx.api_version >= 2 and request.isolation_level == READ_COMMITTED
+    topics = []
+    for topic in request.topics:
+        answers = []
+        for asked in topic.partitions:
+            partition_log = logs.partition(topic.name, asked.partition_index)
+            error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if partition_log is None else \
+                _leader_epoch_error(asked.current_leader_epoch)
+            if error != ErrorCode.NONE:
+                answers.append(ListPartition(partition_index=asked.partition_index, error_code=error))
+                continue
+            offset, timestamp = _lookup(partition_log, asked.timestamp, committed)
+            answers.append(ListPartition(
+                partition_index=asked.partition_index, error_code=ErrorCode.NONE,
+                timestamp=timestamp, offset=offset, leader_epoch=LEADER_EPOCH if offset >= 0 else -1,
+            ))
+        topics.append(ListTopic(name=topic.name, partitions=answers))
+    return ListOffsetsResponse(throttle_time_ms=0, topics=topics)
+
+
+@serves("OffsetForLeaderEpoch", 0, 4)
+async def handle_offset_for_leader_epoch(ctx, request) -> OffsetForLeaderEpochResponse:
+    logs = ctx.broker.logs
+    EpochEndOffset = OffsetForLeaderEpochResponse.EpochEndOffset
+    topics = []
+    for topic in request.topics:
+        answers = []
+        for asked in topic.partitions:
+            partition_log = logs.partition(topic.topic, asked.partition)
+            error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if partition_log is None else \
+                _leader_epoch_error(asked.current_leader_epoch)
+            if error != ErrorCode.NONE:
+                answers.append(EpochEndOffset(error_code=error, partition=asked.partition))
+                continue
+            epoch, end_offset = partition_log.end_offset_for_epoch(asked.leader_epoch)
+            answers.append(EpochEndOffset(error_code=ErrorCode.NONE, partition=asked.partition,
+                                          leader_epoch=epoch, end_offset=end_offset))
+        topics.append(OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult(
+            topic=topic.topic, partitions=answers))
+    return OffsetForLeaderEpochResponse(throttle_time_ms=0, topics=topics)

@@ -1,0 +1,75 @@
+"""Produce: validate each partition's batch and append it, as the bytes the producer sent."""
+
+from __future__ import annotations
+
+import logging
+
+from kbroker.api.registry import CloseConnection, serves
+from kbroker.broker import INTERNAL_TOPICS, now_ms
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.messages import ProduceResponse
+
+log = logging.getLogger("kbroker.produce")
+
+TopicResponse = ProduceResponse.TopicProduceResponse
+PartitionResponse = ProduceResponse.PartitionProduceResponse
+
+
+def _append(broker, topic: str, partition: int, records, timestamp_ms: int) -> PartitionResponse:
+    if topic in INTERNAL_TOPICS:
+        return PartitionResponse(
+            index=partition, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
+            error_message=f"Cannot append to internal topic {topic}",
+        )
+    partition_log = broker.logs.partition(topic, partition)
+    if partition_log is None:
+        return PartitionResponse(index=partition, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    if records is None:
+        return PartitionResponse(index=partition, error_code=ErrorCode.CORRUPT_MESSAGE,
+                                 error_message="no records")
+    try:
+        result = partition_log.append_produce(records, timestamp_ms)
+    except KafkaError as exc:
+        return PartitionResponse(index=partition, error_code=exc.code, error_message=exc.message,
+                                 log_start_offset=partition_log.log_start_offset)
+    if not result.duplicate:
+        broker.wakeups.notify(topic, partition)
+    return PartitionResponse(
+        index=partition, error_code=ErrorCode.NONE, base_offset=result.base_offset,
+        log_append_time_ms=result.log_append_time_ms, log_start_offset=result.log_start_offset,
+    )
+
+
+@serves("Produce", 3, 11)
+async def handle_produce(ctx, request) -> ProduceResponse | None:
+    broker = ctx.broker
+    if request.acks not in (0, 1, -1):
+        error = ErrorCode.INVALID_REQUIRED_ACKS
+        responses = [
+            TopicResponse(name=topic.name, partition_responses=[
+                PartitionResponse(index=data.index, error_code=error) for data in topic.partition_data
+            ])
+            for topic in request.topic_data
+        ]
+    else:
+        timestamp_ms = now_ms()
+        responses = [
+            TopicResponse(name=topic.name, partition_responses=[
+                _append(broker, topic.name, data.index, data.records, timestamp_ms)
+                for data in topic.partition_data
+            ])
+            for topic in request.topic_data
+        ]
+    await broker.flush_if_due()
+    if request.acks == 0:
+        failed = [
+            (topic.name, partition.index, partition.error_code)
+            for topic in responses for partition in topic.partition_responses
+            if partition.error_code != ErrorCode.NONE
+        ]
+        if failed:
+            # Kafka tells an acks=0 producer about a failure only by closing its connection.
+            log.info("acks=0 produce failed %s; closing the connection", failed)
+            raise CloseConnection
+        return None
+    return ProduceResponse(responses=responses)

@@ -1,0 +1,40 @@
+"""ApiVersions: tells clients which APIs and versions this broker serves, from the registry."""
+
+from __future__ import annotations
+
+import re
+
+from kbroker.api.registry import HANDLERS, serves, supported_apis
+from kbroker.protocol.errors import ErrorCode
+from kbroker.protocol.messages import API_KEYS, ApiVersionsResponse
+
+_API_VERSIONS_KEY = API_KEYS["ApiVersions"]
+# Kafka accepts client software names and versions of this shape (KIP-511).
+_SOFTWARE_TEXT = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
+
+
+def _advertised(entries) -> list:
+    return [
+        ApiVersionsResponse.ApiVersion(
+            api_key=entry.api_key, min_version=entry.min_version, max_version=entry.max_version
+        )
+        for entry in entries
+    ]
+
+
+def unsupported_version_response() -> ApiVersionsResponse:
+    """The v0 answer to an ApiVersions request newer than we serve: our own range only."""
+    return ApiVersionsResponse(
+        error_code=ErrorCode.UNSUPPORTED_VERSION,
+        api_keys=_advertised([HANDLERS[_API_VERSIONS_KEY]]),
+    )
+
+
+@serves("ApiVersions", 0, 4)
+async def handle_api_versions(ctx, request) -> ApiVersionsResponse:
+    if ctx.api_version >= 3:
+        name, version = request.client_software_name, request.client_software_version
+        if not (_SOFTWARE_TEXT.fullmatch(name) and _SOFTWARE_TEXT.fullmatch(version)):
+            return ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
+        ctx.connection.client_software = f"{name} {version}"
+    return ApiVersionsResponse(error_code=ErrorCode.NONE, api_keys=_advertised(supported_apis()))

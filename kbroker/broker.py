@@ -1,0 +1,205 @@
+"""The broker's shared state as the API handlers see it.
+
+A Broker owns the config, the logs, the coordinators and the wake-ups that long-polling
+fetches wait on. Handlers get it through their RequestContext; nothing here touches sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from kbroker.config import Config
+from kbroker.fetch_sessions import FetchSessionCache
+from kbroker.log import LogConfig, LogManager
+
+log = logging.getLogger("kbroker")
+
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def _flush_all(partition_logs) -> None:
+    for partition_log in partition_logs:
+        partition_log.flush()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` so a crash leaves either the old or the new content."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temporary, path)
+
+
+@dataclass(slots=True)
+class BrokerIdentity:
+    """What makes this broker the same broker across restarts (Kafka's meta.properties)."""
+
+    cluster_id: str
+    node_id: int
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path, node_id: int) -> "BrokerIdentity":
+        path = data_dir / "meta.properties"
+        if path.exists():
+            values = dict(
+                line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
+            )
+            return cls(values["cluster.id"], node_id)
+        cluster_id = _kafka_style_id(uuid.uuid4())
+        write_atomically(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
+        return cls(cluster_id, node_id)
+
+
+def _kafka_style_id(value: uuid.UUID) -> str:
+    """A UUID as the 22-character URL-safe base64 text Kafka uses for cluster ids."""
+    import base64
+
+    return base64.urlsafe_b64encode(value.bytes).decode().rstrip("=")
+
+
+class ProducerIdAllocator:
+    """Hands out producer ids that are never reused, even across restarts.
+
+    Ids are reserved in blocks recorded in the data dir before any id of the block is given
+    out, so a crash can only skip ids, never repeat them (as Kafka's controller does).
+    """
+
+    BLOCK_SIZE = 1000
+
+    def __init__(self, data_dir: Path):
+        self._path = data_dir / "producer-id-block"
+        self._next = int(self._path.read_text()) if self._path.exists() else 0
+        self._block_end = self._next
+
+    def allocate(self) -> int:
+        if self._next >= self._block_end:
+            self._block_end = self._next + self.BLOCK_SIZE
+            write_atomically(self._path, str(self._block_end))
+        producer_id = self._next
+        self._next += 1
+        return producer_id
+
+
+@dataclass
+class ApiUsage:
+    """Which API versions each client software used (for the compatibility report)."""
+
+    path: Path | None
+    seen: dict[str, dict[str, set[int]]] = field(default_factory=dict)
+    dirty: bool = False
+
+    def record(self, client: str, api_name: str, version: int) -> None:
+        versions = self.seen.setdefault(client, {}).setdefault(api_name, set())
+        if version not in versions:
+            versions.add(version)
+            self.dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        self.dirty = False
+        report = {
+            client: {api: sorted(versions) for api, versions in sorted(apis.items())}
+            for client, apis in sorted(self.seen.items())
+        }
+        write_atomically(self.path, json.dumps(report, indent=1))
+
+
+class PartitionWakeups:
+    """Lets long-polling fetches sleep until data arrives on any partition they read.
+
+    A waiter registers one trio.Event under every partition it reads; an append sets the
+    events of that partition only, so no fetch is woken by partitions it does not read.
+    """
+
+    def __init__(self):
+        self._waiters: dict[tuple[str, int], set[trio.Event]] = {}
+
+    def notify(self, topic: str, partition: int) -> None:
+        for event in self._waiters.pop((topic, partition), ()):
+            event.set()
+
+    async def wait_for_data(self, partitions: list[tuple[str, int]], timeout_s: float) -> None:
+        event = trio.Event()
+        for key in partitions:
+            self._waiters.setdefault(key, set()).add(event)
+        try:
+            with trio.move_on_after(timeout_s):
+                await event.wait()
+        finally:
+            for key in partitions:
+                waiting = self._waiters.get(key)
+                if waiting is not None:
+                    waiting.discard(event)
+                    if not waiting:
+                        del self._waiters[key]
+
+
+class Broker:
+    """Everything a request handler may use, opened from a Config."""
+
+    def __init__(self, config: Config, api_usage_path: Path | None = None):
+        self.config = config
+        self.data_dir = Path(config["log.dirs"])
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = BrokerIdentity.load_or_create(self.data_dir, config["node.id"])
+        self.log_defaults = LogConfig().with_overrides(config.topic_defaults())
+        self.logs = LogManager(self.data_dir, self.log_defaults)
+        self.producer_ids = ProducerIdAllocator(self.data_dir)
+        self.wakeups = PartitionWakeups()
+        self.api_usage = ApiUsage(api_usage_path)
+        self.advertised = config.advertised_listener()
+        self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
+
+    def create_topic(self, name: str, partitions: int | None = None,
+                     configs: dict[str, str] | None = None):
+        """Create a topic (auto-created ones get num.partitions and no overrides)."""
+        count = partitions if partitions is not None else self.config["num.partitions"]
+        info = self.logs.create_topic(name, count, configs or {})
+        log.info("created topic %s with %d partitions", name, count)
+        return info
+
+    async def flush_if_due(self) -> None:
+        """fsync the logs whose flush.messages / flush.ms say so, off the event loop."""
+        due = self.logs.logs_due_flush(now_ms())
+        if due:
+            await trio.to_thread.run_sync(_flush_all, due)
+
+    async def run_background_tasks(self) -> None:
+        """Start every timer-driven part of the broker in one nursery that owns them."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_flusher)
+            nursery.start_soon(self._run_api_usage_saver)
+
+    async def _run_flusher(self) -> None:
+        interval_s = self.config["log.flush.scheduler.interval.ms"] / 1000
+        while True:
+            await trio.sleep(interval_s)
+            await self.flush_if_due()
+
+    async def _run_api_usage_saver(self) -> None:
+        while True:
+            await trio.sleep(2.0)
+            self.api_usage.save()
+
+    @property
+    def node_id(self) -> int:
+        return self.identity.node_id
+
+    def close(self) -> None:
+        self.api_usage.save()
+        self.logs.close()

@@ -1,0 +1,110 @@
+"""The `kbroker` command line: serve, list what is supported, measure."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from kbroker.protocol.errors import KafkaError
+
+
+def _override(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kbroker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the broker")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=9092, help="port to listen on; 0 picks a free one")
+    serve.add_argument("--advertised-host", help="host name given to clients (default: --host)")
+    serve.add_argument("--data-dir", default="./kbroker-data", help="where data is kept")
+    serve.add_argument("--node-id", type=int, default=1)
+    serve.add_argument("--num-partitions", type=int, default=1,
+                       help="partitions of auto-created topics")
+    serve.add_argument("--auto-create-topics", action=argparse.BooleanOptionalAction, default=True,
+                       help="create unknown topics when clients ask for their metadata")
+    serve.add_argument("--override", type=_override, action="append", default=[],
+                       metavar="NAME=VALUE", help="any broker setting by its Kafka config name")
+    serve.add_argument("--api-usage-file", type=Path,
+                       help="record which API versions each client used, as JSON, here")
+    serve.add_argument("--log-level", default="INFO")
+
+    commands.add_parser("apis", help="print the supported APIs and versions as a Markdown table")
+    commands.add_parser("configs", help="print the broker settings as a Markdown table")
+    return parser
+
+
+def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The broker settings implied by the command line flags, then the explicit --overrides."""
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    settings = {
+        "listeners": f"PLAINTEXT://{host}:{args.port}",
+        "log.dirs": args.data_dir,
+        "node.id": str(args.node_id),
+        "num.partitions": str(args.num_partitions),
+        "auto.create.topics.enable": "true" if args.auto_create_topics else "false",
+    }
+    if args.advertised_host:
+        settings["advertised.listeners"] = f"PLAINTEXT://{args.advertised_host}:0"
+    settings.update(dict(args.override))
+    return settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from kbroker.broker import Broker
+    from kbroker.config import Config
+    from kbroker.server import run_broker
+
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = Config(serve_overrides(args))
+    except KafkaError as exc:
+        print(f"kbroker: {exc.message}", file=sys.stderr)
+        return 2
+    broker = Broker(config, api_usage_path=args.api_usage_file)
+    try:
+        trio.run(run_broker, broker)
+    finally:
+        broker.close()
+    return 0
+
+
+def _print_apis() -> int:
+    import kbroker.api  # noqa: F401  (registers every handler)
+    from kbroker.api.registry import supported_apis
+
+    print("| API | key | versions |")
+    print("|---|---|---|")
+    for entry in supported_apis():
+        print(f"| {entry.name} | {entry.api_key} | {entry.min_version}-{entry.max_version} |")
+    return 0
+
+
+def _print_configs() -> int:
+    from kbroker.config import SETTINGS
+
+    print("| setting | default | topic setting | meaning |")
+    print("|---|---|---|---|")
+    for setting in SETTINGS:
+        print(f"| `{setting.name}` | {setting.render(setting.default)} | "
+              f"{setting.topic_name or ''} | {setting.doc} |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    commands = {"serve": _serve, "apis": lambda _: _print_apis(), "configs": lambda _: _print_configs()}
+    sys.exit(commands[args.command](args))

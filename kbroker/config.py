@@ -1,0 +1,240 @@
+"""The broker's one Config: every setting under its Apache Kafka broker config name.
+
+The table below is the single source for defaults, types, validation and documentation;
+`kbroker serve --override NAME=VALUE`, the topic defaults handed to the log layer and
+DescribeConfigs for the broker resource are all derived from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kbroker.protocol.errors import ErrorCode, KafkaError
+
+LONG_MAX = 2**63 - 1
+INT_MAX = 2**31 - 1
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "long": int,
+    "double": float,
+    "boolean": _parse_bool,
+    "string": str,
+    "list": _parse_list,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One broker setting: its Kafka name, type, default, allowed range and documentation.
+
+    `topic_name` is the per-topic config this broker setting provides the default for
+    (Kafka calls the pair synonyms: log.segment.bytes is the default of segment.bytes).
+    """
+
+    name: str
+    kind: str
+    default: Any
+    doc: str
+    minimum: float | None = None
+    choices: tuple[str, ...] | None = None
+    topic_name: str | None = None
+    read_only: bool = False
+
+    def parse(self, text: str) -> Any:
+        try:
+            value = _PARSERS[self.kind](text)
+        except ValueError as exc:
+            raise KafkaError(ErrorCode.INVALID_CONFIG, f"{self.name}: {exc}") from None
+        self.check(value)
+        return value
+
+    def check(self, value: Any) -> None:
+        if self.minimum is not None and value < self.minimum:
+            raise KafkaError(ErrorCode.INVALID_CONFIG, f"{self.name} must be at least {self.minimum}")
+        if self.choices is not None:
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                if item not in self.choices:
+                    raise KafkaError(
+                        ErrorCode.INVALID_CONFIG,
+                        f"{self.name}: {item!r} is not one of {', '.join(self.choices)}",
+                    )
+
+    def render(self, value: Any) -> str | None:
+        """The value as Kafka shows it in DescribeConfigs."""
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, list):
+            return ",".join(value)
+        return str(value)
+
+
+_DAY_MS = 24 * 3600 * 1000
+
+SETTINGS: tuple[Setting, ...] = (
+    # Identity and listeners.
+    Setting("node.id", "int", 1, "The id of this broker in the cluster.", minimum=0, read_only=True),
+    Setting("log.dirs", "string", "./kbroker-data", "Directory holding topic data and broker state.",
+            read_only=True),
+    Setting("listeners", "string", "PLAINTEXT://127.0.0.1:9092", "Address the broker listens on.",
+            read_only=True),
+    Setting("advertised.listeners", "string", None, "Address given to clients in metadata; defaults "
+            "to the listener.", read_only=True),
+    # Limits on connections and requests.
+    Setting("socket.request.max.bytes", "int", 104857600, "Largest request frame accepted; a larger "
+            "size closes the connection before anything is allocated.", minimum=1),
+    Setting("max.connections", "int", INT_MAX, "Most client connections open at once; further "
+            "connections are closed on accept.", minimum=0),
+    Setting("connections.max.idle.ms", "long", 600000, "Idle connections are closed after this long.",
+            minimum=1),
+    Setting("message.max.bytes", "int", 1048588, "Largest record batch accepted.", minimum=0,
+            topic_name="max.message.bytes"),
+    # Topics.
+    Setting("auto.create.topics.enable", "boolean", True, "Create unknown topics on metadata requests."),
+    Setting("num.partitions", "int", 1, "Partition count of auto-created topics.", minimum=1),
+    Setting("default.replication.factor", "int", 1, "Replication factor of auto-created topics.",
+            minimum=1),
+    Setting("delete.topic.enable", "boolean", True, "Whether DeleteTopics may delete topics."),
+    # The log.
+    Setting("log.segment.bytes", "int", 1073741824, "Size at which a segment file is rolled.",
+            minimum=14, topic_name="segment.bytes"),
+    Setting("log.roll.ms", "long", 7 * _DAY_MS, "Age at which a segment is rolled.", minimum=1,
+            topic_name="segment.ms"),
+    Setting("log.index.interval.bytes", "int", 4096, "Bytes between offset index entries.",
+            minimum=0, topic_name="index.interval.bytes"),
+    Setting("log.index.size.max.bytes", "int", 10485760, "Largest offset index of one segment.",
+            minimum=4, topic_name="segment.index.bytes"),
+    Setting("log.flush.interval.messages", "long", LONG_MAX, "Records appended between fsyncs "
+            "(default: leave flushing to the OS).", minimum=1, topic_name="flush.messages"),
+    Setting("log.flush.interval.ms", "long", LONG_MAX, "Time between fsyncs (default: leave "
+            "flushing to the OS).", minimum=0, topic_name="flush.ms"),
+    Setting("log.flush.scheduler.interval.ms", "long", 1000, "How often the flusher looks for logs "
+            "due a flush.", minimum=1),
+    Setting("log.retention.ms", "long", 7 * _DAY_MS, "Age after which closed segments are deleted "
+            "(-1: no limit).", minimum=-1, topic_name="retention.ms"),
+    Setting("log.retention.bytes", "long", -1, "Partition size above which the oldest segments are "
+            "deleted (-1: no limit).", minimum=-1, topic_name="retention.bytes"),
+    Setting("log.retention.check.interval.ms", "long", 300000, "How often retention is applied.",
+            minimum=1),
+    Setting("log.cleanup.policy", "list", ["delete"], "delete, compact, or both.",
+            choices=("delete", "compact"), topic_name="cleanup.policy"),
+    Setting("log.segment.delete.delay.ms", "long", 60000, "Delay before a deleted segment's file "
+            "is removed, so reads in progress finish.", minimum=0, topic_name="file.delete.delay.ms"),
+    Setting("log.message.timestamp.type", "string", "CreateTime", "CreateTime keeps the producer's "
+            "timestamps; LogAppendTime stamps batches with broker time.",
+            choices=("CreateTime", "LogAppendTime"), topic_name="message.timestamp.type"),
+    Setting("log.message.timestamp.before.max.ms", "long", LONG_MAX, "How far in the past a "
+            "CreateTime timestamp may be.", minimum=0, topic_name="message.timestamp.before.max.ms"),
+    Setting("log.message.timestamp.after.max.ms", "long", 3600000, "How far in the future a "
+            "CreateTime timestamp may be.", minimum=0, topic_name="message.timestamp.after.max.ms"),
+    Setting("compression.type", "string", "producer", "Codec of stored batches; producer keeps the "
+            "producer's.", choices=("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"),
+            topic_name="compression.type"),
+    Setting("log.cleaner.min.compaction.lag.ms", "long", 0, "Minimum age of a record before it may "
+            "be compacted.", minimum=0, topic_name="min.compaction.lag.ms"),
+    Setting("log.cleaner.max.compaction.lag.ms", "long", LONG_MAX, "Maximum time a record stays "
+            "uncompacted.", minimum=1, topic_name="max.compaction.lag.ms"),
+    Setting("log.cleaner.delete.retention.ms", "long", _DAY_MS, "How long tombstones are kept on "
+            "compacted topics.", minimum=0, topic_name="delete.retention.ms"),
+    Setting("log.cleaner.min.cleanable.ratio", "double", 0.5, "Dirty share of a log that triggers "
+            "compaction.", minimum=0, topic_name="min.cleanable.dirty.ratio"),
+    Setting("log.cleaner.backoff.ms", "long", 15000, "Pause of the cleaner when nothing is to clean.",
+            minimum=0),
+    Setting("min.insync.replicas", "int", 1, "Replicas that must acknowledge acks=all writes.",
+            minimum=1, topic_name="min.insync.replicas"),
+    # Fetch sessions.
+    Setting("max.incremental.fetch.session.cache.slots", "int", 1000, "Most incremental fetch "
+            "sessions kept at once.", minimum=0),
+    # Groups.
+    Setting("group.initial.rebalance.delay.ms", "int", 0, "Wait before the first rebalance of an "
+            "empty group (Kafka: 3000; 0 suits a development broker).", minimum=0),
+    Setting("group.min.session.timeout.ms", "int", 6000, "Smallest session timeout a member may ask "
+            "for.", minimum=0),
+    Setting("group.max.session.timeout.ms", "int", 1800000, "Largest session timeout a member may "
+            "ask for.", minimum=0),
+    Setting("group.max.size", "int", INT_MAX, "Most members in one group.", minimum=1),
+    Setting("offsets.retention.minutes", "int", 10080, "How long committed offsets of an empty "
+            "group are kept.", minimum=1),
+    Setting("offsets.retention.check.interval.ms", "long", 600000, "How often expired offsets are "
+            "removed.", minimum=1),
+    Setting("offsets.topic.num.partitions", "int", 1, "Partitions of __consumer_offsets (Kafka: "
+            "50; one broker needs only one).", minimum=1, read_only=True),
+    # Transactions.
+    Setting("transaction.max.timeout.ms", "int", 900000, "Largest transaction timeout a producer "
+            "may ask for.", minimum=1),
+    Setting("transactional.id.expiration.ms", "int", 604800000, "Idle time after which a "
+            "transactional id is forgotten.", minimum=1),
+    Setting("transaction.abort.timed.out.transaction.cleanup.interval.ms", "int", 10000,
+            "How often timed-out transactions are looked for.", minimum=1),
+    Setting("transaction.state.log.num.partitions", "int", 1, "Partitions of "
+            "__transaction_state (Kafka: 50; one broker needs only one).", minimum=1,
+            read_only=True),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+TOPIC_DEFAULT_SETTINGS: dict[str, Setting] = {s.topic_name: s for s in SETTINGS if s.topic_name}
+
+
+class Config:
+    """Broker settings by Kafka name; values not overridden keep their defaults."""
+
+    def __init__(self, overrides: dict[str, str] | None = None):
+        self._values: dict[str, Any] = {}
+        for name, text in (overrides or {}).items():
+            self.set(name, text)
+
+    def set(self, name: str, text: str) -> None:
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is None:
+            raise KafkaError(ErrorCode.INVALID_CONFIG, f"unknown broker setting {name!r}")
+        self._values[name] = setting.parse(text)
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._values:
+            return self._values[name]
+        return SETTINGS_BY_NAME[name].default
+
+    def is_default(self, name: str) -> bool:
+        return name not in self._values
+
+    def topic_defaults(self) -> dict[str, str]:
+        """Per-topic config defaults (topic config name -> text) implied by the broker settings."""
+        return {
+            topic_name: setting.render(self[setting.name])
+            for topic_name, setting in TOPIC_DEFAULT_SETTINGS.items()
+        }
+
+    def listener(self) -> tuple[str, int]:
+        """(host, port) this broker listens on, from `listeners`."""
+        return _split_listener(self["listeners"])
+
+    def advertised_listener(self) -> tuple[str, int]:
+        """(host, port) clients are told to connect to; the listener unless set."""
+        host, port = self.listener()
+        advertised = self["advertised.listeners"]
+        if not advertised:
+            return host, port
+        advertised_host, advertised_port = _split_listener(advertised)
+        return advertised_host, advertised_port or port
+
+
+def _split_listener(text: str) -> tuple[str, int]:
+    address = text.split(",")[0].split("://", 1)[-1]
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)

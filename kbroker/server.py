@@ -1,0 +1,228 @@
+"""The thin trio server: listen, cut each connection's byte stream into frames, dispatch.
+
+One task per connection, owned by the server's nursery. A connection's requests are handled
+one at a time and answered in order, as Kafka does; a long-polling fetch therefore delays
+only its own connection. Anything malformed closes that connection alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import struct
+from dataclasses import dataclass
+
+import trio
+
+import kbroker.api  # noqa: F401  (registers every handler)
+from kbroker.api.registry import HANDLERS
+from kbroker.api.versions import unsupported_version_response
+from kbroker.broker import Broker
+from kbroker.protocol import FileRegion, codec, messages
+from kbroker.protocol.codec import ProtocolError
+
+log = logging.getLogger("kbroker.server")
+
+_SIZE = struct.Struct(">i")
+_RECEIVE_CHUNK = 256 * 1024
+_API_VERSIONS_KEY = messages.API_KEYS["ApiVersions"]
+
+
+class ConnectionClosed(Exception):
+    """The peer closed the connection, or we decided to."""
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a handler knows about the request beyond its body."""
+
+    broker: Broker
+    connection: "Connection"
+    api_version: int
+    correlation_id: int
+    client_id: str
+
+
+class Connection:
+    """One client connection: framing in, responses out."""
+
+    def __init__(self, broker: Broker, sock: trio.socket.SocketType, peer: str):
+        self.broker = broker
+        self.sock = sock
+        self.peer = peer
+        self.client_software: str | None = None
+        self._buffer = bytearray()
+        self._max_frame = broker.config["socket.request.max.bytes"]
+        self._idle_timeout_s = broker.config["connections.max.idle.ms"] / 1000
+
+    async def run(self) -> None:
+        try:
+            while True:
+                frame = await self._receive_frame()
+                await self._handle_frame(frame)
+        except ConnectionClosed:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
+                log.info("connection %s: %s", self.peer, exc)
+
+    async def _receive_more(self) -> None:
+        with trio.move_on_after(self._idle_timeout_s) as idle:
+            data = await self.sock.recv(_RECEIVE_CHUNK)
+        if idle.cancelled_caught:
+            log.info("connection %s idle for %.0fs, closing", self.peer, self._idle_timeout_s)
+            raise ConnectionClosed
+        if not data:
+            raise ConnectionClosed
+        self._buffer += data
+
+    async def _receive_frame(self) -> memoryview:
+        """Return the next request frame (without its size prefix)."""
+        while len(self._buffer) < 4:
+            await self._receive_more()
+        (size,) = _SIZE.unpack_from(self._buffer)
+        if size < 8 or size > self._max_frame:
+            log.warning(
+                "connection %s: frame size %d outside 8..%d (socket.request.max.bytes), closing",
+                self.peer, size, self._max_frame,
+            )
+            raise ConnectionClosed
+        end = 4 + size
+        if len(self._buffer) >= end:
+            frame = self._buffer[4:end]
+            del self._buffer[:end]
+            return memoryview(frame)
+        # A large frame: receive its rest straight into a buffer of the exact size.
+        frame = bytearray(size)
+        have = len(self._buffer) - 4
+        frame[:have] = memoryview(self._buffer)[4:]
+        self._buffer.clear()
+        view = memoryview(frame)
+        while have < size:
+            with trio.move_on_after(self._idle_timeout_s) as idle:
+                received = await self.sock.recv_into(view[have:])
+            if idle.cancelled_caught or received == 0:
+                raise ConnectionClosed
+            have += received
+        return view
+
+    async def _handle_frame(self, frame: memoryview) -> None:
+        try:
+            header, body_offset = codec.decode_request_header(frame)
+        except ProtocolError as exc:
+            log.warning("connection %s: bad request header (%s), closing", self.peer, exc)
+            raise ConnectionClosed from None
+        entry = HANDLERS.get(header.request_api_key)
+        if entry is None or not entry.supports(header.request_api_version):
+            if header.request_api_key == _API_VERSIONS_KEY:
+                await self._send(codec.encode_response(
+                    _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response()
+                ))
+                return
+            log.warning(
+                "connection %s: unsupported api key %d version %d, closing",
+                self.peer, header.request_api_key, header.request_api_version,
+            )
+            raise ConnectionClosed
+        try:
+            request = codec.decode_request(header, frame, body_offset)
+        except ProtocolError as exc:
+            log.warning("connection %s: malformed %s request (%s), closing", self.peer, entry.name, exc)
+            raise ConnectionClosed from None
+        self.broker.api_usage.record(
+            self.client_software or f"client-id:{header.client_id}", entry.name,
+            header.request_api_version,
+        )
+        context = RequestContext(
+            self.broker, self, header.request_api_version, header.correlation_id,
+            header.client_id or "",
+        )
+        response = await entry.handle(context, request)
+        if response is not None:
+            await self._send(codec.encode_response(
+                entry.api_key, header.request_api_version, header.correlation_id, response
+            ))
+
+    async def _send(self, parts: list) -> None:
+        for part in parts:
+            if isinstance(part, FileRegion):
+                await self._send_file_region(part)
+            else:
+                await self._send_all(part)
+
+    async def _send_all(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            sent = await self.sock.send(view)
+            view = view[sent:]
+
+    async def _send_file_region(self, region: FileRegion) -> None:
+        """Send bytes of a segment file without copying them through Python."""
+        position, remaining = region.position, region.size
+        fd = self.sock.fileno()
+        while remaining > 0:
+            await trio.lowlevel.checkpoint()
+            try:
+                sent = os.sendfile(fd, region.fd, position, remaining)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.sock)
+                continue
+            if sent == 0:
+                raise ConnectionClosed  # the file is shorter than the region: never send garbage
+            position += sent
+            remaining -= sent
+
+
+class Server:
+    """Accepts connections and runs each in a task of the server's nursery."""
+
+    def __init__(self, broker: Broker):
+        self.broker = broker
+        self.connections = 0
+
+    async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        host, port = self.broker.config.listener()
+        listener = trio.socket.socket(
+            trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_STREAM
+        )
+        listener.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        await listener.bind((host, port))
+        listener.listen(512)
+        bound_port = listener.getsockname()[1]
+        advertised_host, advertised_port = self.broker.advertised
+        self.broker.advertised = (advertised_host, advertised_port or bound_port)
+        async with trio.open_nursery() as nursery:
+            task_status.started((host, bound_port))
+            with listener:
+                while True:
+                    sock, address = await listener.accept()
+                    if self.connections >= self.broker.config["max.connections"]:
+                        log.warning("max.connections reached, closing %s", address)
+                        sock.close()
+                        continue
+                    sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+                    nursery.start_soon(self._run_connection, sock, f"{address[0]}:{address[1]}")
+
+    async def _run_connection(self, sock, peer: str) -> None:
+        self.connections += 1
+        try:
+            with sock:
+                await Connection(self.broker, sock, peer).run()
+        finally:
+            self.connections -= 1
+
+
+async def run_broker(broker: Broker, *, announce=print) -> None:
+    """Serve until SIGINT or SIGTERM, then stop cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            host, port = await nursery.start(Server(broker).serve)
+            nursery.start_soon(broker.run_background_tasks)
+            announce(f"kbroker {broker.identity.cluster_id} node {broker.node_id}: "
+                     f"accepting connections on {host}:{port}", flush=True)
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                break
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,26 @@
+"""Fixtures: a real kbroker on a loopback port, shared by the tests of one module."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from kbroker.testing import BrokerProcess, running_broker
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory) -> BrokerProcess:
+    """A broker with default settings and auto-created topics."""
+    with running_broker(data_dir=tmp_path_factory.mktemp("broker")) as started:
+        yield started
+
+
+@pytest.fixture
+def topic_name(request) -> str:
+    """A topic name unique to this test."""
+    base = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:80]
+    return f"t-{os.getpid()}-{next(_names)}-{base}"
