@@ -1,0 +1,25 @@
+"""FileRegion: bytes that stay in a file until the server sends them with os.sendfile."""
+
+
+class FileRegion:
+    """``size`` bytes of the open file ``fd`` starting at ``position``.
+
+    The codec only needs ``size`` (for length prefixes); the server sends the bytes.
+    """
+
+    __slots__ = ("fd", "position", "size")
+
+    def __init__(self, fd: int, position: int, size: int):
+        self.fd = fd
+        self.position = position
+        self.size = size
+
+    def __eq__(self, other):
+        if type(other) is not FileRegion:
+            return NotImplemented
+        return (self.fd, self.position, self.size) == (other.fd, other.position, other.size)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"FileRegion(fd={self.fd}, position={self.position}, size={self.size})"
