@@ -8,7 +8,8 @@ default; the ``__init__`` of each class is generated source so building response
 hot path costs no more than a hand-written class.
 
 Lookups for the server: ``request_class(api_key)``, ``response_class(api_key)``,
-``API_NAMES`` and ``API_INFO`` (version ranges per API key).
+``API_NAMES`` (key -> name), ``API_KEYS`` (name -> key) and ``API_INFO`` (version
+ranges per API key).
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ class ApiInfo(NamedTuple):
 
 
 API_INFO: dict[int, ApiInfo] = {}
-API_NAMES: dict[int, str] = {}
+API_NAMES: dict[int, str] = {}  # api key -> API name ("Produce")
+API_KEYS: dict[str, int] = {}  # API name -> api key
 
 
 def _register_apis() -> None:
@@ -194,6 +196,7 @@ def _register_apis() -> None:
             spec["request"]["latest_version_unstable"], request, response,
         )
         API_NAMES[api_key] = spec["name"]
+        API_KEYS[spec["name"]] = api_key
         globals()[request.__name__] = request
         globals()[response.__name__] = response
 
