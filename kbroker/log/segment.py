@@ -1,0 +1,216 @@
+"""One log segment: `<base offset>.log` plus its offset, time and transaction indexes."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from kbroker.log.batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, compute_crc
+from kbroker.log.index import TxnIndex, offset_index, time_index
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+TXN_INDEX_SUFFIX = ".txnindex"
+DELETED_SUFFIX = ".deleted"
+SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
+
+
+def file_prefix(directory: str, offset: int) -> str:
+    """Kafka names segment files by base offset, 20 digits zero padded."""
+    return os.path.join(directory, f"{offset:020d}")
+
+
+class LogSegment:
+    """Batches [base_offset, next segment's base) stored contiguously in one file.
+
+    Index entries follow Kafka's LogSegment.append: once more than index.interval.bytes were
+    appended since the last entry, the next batch gets an offset index entry (its last offset,
+    its position) and the time index gets (max timestamp so far, its offset) if that grew.
+    """
+
+    __slots__ = (
+        "base_offset", "prefix", "fd", "size", "index", "time_index", "txn_index",
+        "max_timestamp", "offset_of_max_timestamp", "first_batch_timestamp",
+        "bytes_since_index", "index_interval",
+    )
+
+    def __init__(self, directory: str, base_offset: int, index_interval: int):
+        self.base_offset = base_offset
+        self.index_interval = index_interval
+        self.prefix = file_prefix(directory, base_offset)
+        self.fd = os.open(self.prefix + LOG_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        self.index = offset_index(self.prefix + INDEX_SUFFIX)
+        self.time_index = time_index(self.prefix + TIME_INDEX_SUFFIX)
+        self.txn_index = TxnIndex(self.prefix + TXN_INDEX_SUFFIX)
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = base_offset
+        self.first_batch_timestamp: int | None = None
+        self.bytes_since_index = 0
+
+    @classmethod
+    def create(cls, directory: str, base_offset: int, index_interval: int) -> LogSegment:
+        segment = cls(directory, base_offset, index_interval)
+        segment.index.reset()
+        segment.time_index.reset()
+        segment.txn_index.rewrite([])
+        return segment
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def append(self, parts: list, size: int, last_offset: int, max_timestamp: int) -> None:
+        """Write one batch given as buffers (patched base offset first) and index it."""
+        position = self.size
+        if self.first_batch_timestamp is None:
+            self.first_batch_timestamp = max_timestamp
+        self._track(position, size, last_offset, max_timestamp)
+        written = os.writev(self.fd, parts)
+        if written != size:  # a short write to a regular file means the disk is full
+            os.ftruncate(self.fd, position)
+            raise OSError(f"short write to {self.prefix}{LOG_SUFFIX}: {written} of {size} bytes")
+        self.size = position + size
+
+    def _track(self, position: int, size: int, last_offset: int, max_timestamp: int) -> None:
+        if max_timestamp > self.max_timestamp:
+            self.max_timestamp = max_timestamp
+            self.offset_of_max_timestamp = last_offset
+        if self.bytes_since_index > self.index_interval:
+            self.index.append(last_offset - self.base_offset, position)
+            self._index_max_timestamp()
+            self.bytes_since_index = 0
+        self.bytes_since_index += size
+
+    def _index_max_timestamp(self) -> None:
+        times = self.time_index.keys
+        if self.max_timestamp > (times[-1] if times else -1):
+            self.time_index.append(self.max_timestamp, self.offset_of_max_timestamp - self.base_offset)
+
+    def seal(self) -> None:
+        """The segment stops being active: index its final max timestamp, release index fds."""
+        self._index_max_timestamp()
+        self.index.close()
+        self.time_index.close()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def headers(self, position: int = 0, end: int | None = None) -> Iterator[tuple[int, BatchHeader]]:
+        """Walk batch headers from position (a batch start) with one small pread each."""
+        end = self.size if end is None else end
+        fd = self.fd
+        while position + HEADER_SIZE <= end:
+            header = BatchHeader(os.pread(fd, HEADER_SIZE, position))
+            yield position, header
+            position += header.length + LOG_OVERHEAD
+
+    def position_of(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """(position, header) of the first batch whose last offset >= offset, if any here."""
+        slot = self.index.floor(offset - self.base_offset)
+        start = self.index.values[slot] if slot >= 0 else 0
+        for position, header in self.headers(start):
+            if header.base_offset + header.last_offset_delta >= offset:
+                return position, header
+        return None
+
+    def read_batch(self, position: int, header: BatchHeader) -> bytes:
+        return os.pread(self.fd, header.length + LOG_OVERHEAD, position)
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def valid_batches(self, verify_crc: bool) -> Iterator[tuple[int, BatchHeader, bytes | None]]:
+        """Walk batches while they are structurally sound (and their CRC matches if verify_crc).
+
+        Yields (position, header, batch bytes when verified); the walk ends at the first torn,
+        oversized or corrupt batch, so position + size of the last yield is the valid end.
+        """
+        position = 0
+        end = self.size
+        while position + HEADER_SIZE <= end:
+            header = BatchHeader(os.pread(self.fd, HEADER_SIZE, position))
+            size = header.length + LOG_OVERHEAD
+            if header.magic != 2 or size < HEADER_SIZE or position + size > end:
+                return
+            data = None
+            if verify_crc:
+                data = os.pread(self.fd, size, position)
+                if len(data) != size or compute_crc(data) != header.crc:
+                    return
+            yield position, header, data
+            position += size
+
+    def rebuild_indexes(self, verify_crc: bool, on_batch=None) -> int:
+        """Re-derive indexes and timestamps from the data; cut any invalid tail.
+
+        Returns the number of bytes cut. on_batch(position, header, data) sees each valid batch.
+        """
+        self.index.reset()
+        self.time_index.reset()
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = self.base_offset
+        self.first_batch_timestamp = None
+        self.bytes_since_index = 0
+        valid_end = 0
+        for position, header, data in self.valid_batches(verify_crc):
+            size = header.length + LOG_OVERHEAD
+            if self.first_batch_timestamp is None:
+                self.first_batch_timestamp = header.max_timestamp
+            self._track(position, size, header.base_offset + header.last_offset_delta,
+                        header.max_timestamp)
+            if on_batch is not None:
+                on_batch(position, header, data)
+            valid_end = position + size
+        cut = self.size - valid_end
+        if cut:
+            os.ftruncate(self.fd, valid_end)
+            self.size = valid_end
+        return cut
+
+    def load_indexes(self, next_offset: int) -> bool:
+        """Load index files of a sealed segment; False when any is missing or inconsistent."""
+        if not (self.index.load() and self.time_index.load()):
+            return False
+        rel_limit = next_offset - self.base_offset
+        index, times = self.index, self.time_index
+        if index.keys and (index.keys[0] < 0 or index.keys[-1] >= rel_limit
+                           or index.values[-1] >= self.size):
+            return False
+        if times.keys and (times.values[0] < 0 or times.values[-1] >= rel_limit):
+            return False
+        if times.keys:
+            self.max_timestamp = times.keys[-1]
+            self.offset_of_max_timestamp = self.base_offset + times.values[-1]
+        if self.size:
+            self.first_batch_timestamp = BatchHeader(os.pread(self.fd, HEADER_SIZE, 0)).max_timestamp
+        return True
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+        self.index.fsync()
+        self.time_index.fsync()
+
+    def close(self) -> None:
+        self.index.close()
+        self.time_index.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def rename_deleted(self) -> None:
+        """Kafka's async delete: files get `.deleted` now, an open fd keeps serving sendfile."""
+        self.index.close()
+        self.time_index.close()
+        for suffix in SEGMENT_SUFFIXES:
+            try:
+                os.rename(self.prefix + suffix, self.prefix + suffix + DELETED_SUFFIX)
+            except FileNotFoundError:
+                pass
+
+    def unlink_deleted(self) -> None:
+        for suffix in SEGMENT_SUFFIXES:
+            try:
+                os.unlink(self.prefix + suffix + DELETED_SUFFIX)
+            except FileNotFoundError:
+                pass
+        self.close()
