@@ -1,0 +1,62 @@
+"""LogConfig under Kafka topic config names, and topic name rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from kbroker.log import TOPIC_CONFIGS, LogConfig, validate_topic_name
+from kbroker.protocol.errors import ErrorCode, KafkaError
+
+
+def test_defaults_match_kafka():
+    config = LogConfig()
+    kafka = config.to_kafka()
+    assert kafka["segment.bytes"] == "1073741824"
+    assert kafka["segment.ms"] == "604800000"
+    assert kafka["max.message.bytes"] == "1048588"
+    assert kafka["cleanup.policy"] == "delete"
+    assert kafka["flush.messages"] == str((1 << 63) - 1)
+    assert kafka["message.timestamp.type"] == "CreateTime"
+    assert config.delete and not config.compact and not config.log_append_time
+
+
+def test_overrides_parse_and_validate():
+    config = LogConfig().with_overrides({
+        "segment.bytes": "2097152", "cleanup.policy": "compact, delete",
+        "min.cleanable.dirty.ratio": "0.25", "message.timestamp.type": "LogAppendTime",
+        "preallocate": "TRUE", "retention.ms": "-1",
+    })
+    assert config.segment_bytes == 2097152
+    assert config.cleanup_policy == ("compact", "delete") and config.compact and config.delete
+    assert config.min_cleanable_dirty_ratio == 0.25 and config.log_append_time and config.preallocate
+    assert config.retention_ms == -1
+    assert LogConfig().with_overrides({"retention.ms": None}) == LogConfig()
+
+
+@pytest.mark.parametrize("name,value", [
+    ("segment.bytes", "1000"), ("segment.bytes", "abc"), ("segment.bytes", str(1 << 31)),
+    ("cleanup.policy", "forever"), ("cleanup.policy", ""), ("message.timestamp.type", "Now"),
+    ("min.cleanable.dirty.ratio", "1.5"), ("retention.ms", "-2"), ("preallocate", "yes"),
+    ("no.such.config", "1"), ("compression.type", "brotli"),
+])
+def test_bad_values_are_invalid_config(name, value):
+    with pytest.raises(KafkaError) as err:
+        LogConfig().with_overrides({name: value})
+    assert err.value.code == ErrorCode.INVALID_CONFIG
+
+
+def test_every_spec_names_a_field():
+    fields = set(LogConfig.__dataclass_fields__)
+    assert {spec.field for spec in TOPIC_CONFIGS.values()} <= fields
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a" * 250, "bad name", "tópico", "a/b"])
+def test_illegal_topic_names(name):
+    with pytest.raises(KafkaError) as err:
+        validate_topic_name(name)
+    assert err.value.code == ErrorCode.INVALID_TOPIC_EXCEPTION
+
+
+@pytest.mark.parametrize("name", ["a", "A-b_c.d", "__consumer_offsets", "x" * 249])
+def test_legal_topic_names(name):
+    validate_topic_name(name)
