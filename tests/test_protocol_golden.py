@@ -225,13 +225,14 @@ def test_kafka_python_live_capture():
 # -- byte-for-byte agreement with kafka-python's own schema-driven encoder -----------------
 
 def kafka_python_classes() -> dict:
-    try:
-        import kafka.protocol as kp
-        from kafka.protocol.api_message import ApiMessage
-    except ImportError:
-        return {}
-    with warnings.catch_warnings():  # its schema loader uses deprecated importlib.resources calls
+    """kafka-python's message classes by name (its loader uses deprecated importlib.resources calls)."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import kafka.protocol as kp
+            from kafka.protocol.api_message import ApiMessage
+        except ImportError:
+            return {}
         for module in pkgutil.walk_packages(kp.__path__, "kafka.protocol."):
             if ".old" not in module.name and "generate" not in module.name:
                 importlib.import_module(module.name)
