@@ -69,10 +69,12 @@ class SparseIndex:
             values.append(value)
         return True
 
-    def append(self, key: int, value: int) -> None:
-        if self._fd < 0:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, self._entry.pack(key, value))
+    def append(self, key: int, value: int, persist: bool = True) -> None:
+        """Add an entry; persist=False defers the file write to `save` (bulk rebuilds)."""
+        if persist:
+            if self._fd < 0:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.write(self._fd, self._entry.pack(key, value))
         self.keys.append(key)
         self.values.append(value)
 
@@ -80,13 +82,14 @@ class SparseIndex:
         """Index of the last entry whose key <= key, or -1."""
         return bisect_right(self.keys, key) - 1
 
-    def truncate_entries(self, count: int) -> None:
-        del self.keys[count:], self.values[count:]
+    def save(self) -> None:
+        """Rewrite the file from memory."""
         self.close()
         write_file(self.path, b"".join(self._entry.pack(k, v) for k, v in zip(self.keys, self.values)))
 
     def reset(self) -> None:
-        self.truncate_entries(0)
+        del self.keys[:], self.values[:]
+        self.save()
 
     def fsync(self) -> None:
         if self._fd >= 0:

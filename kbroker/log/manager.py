@@ -23,6 +23,7 @@ from kbroker.log.partition import PartitionLog, partition_dir_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 TOPICS_DIR = "__kbroker_topics"
+PARTITION_METADATA = "partition.metadata"
 MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 
@@ -86,9 +87,6 @@ class LogManager:
         self._pending_deletes: list[tuple[int, PartitionLog]] = []
         self._meta_dir = os.path.join(data_dir, TOPICS_DIR)
         os.makedirs(self._meta_dir, exist_ok=True)
-        for name in os.listdir(data_dir):
-            if name.endswith("-delete"):
-                shutil.rmtree(os.path.join(data_dir, name), ignore_errors=True)
         now = _now_ms()
         for name in sorted(os.listdir(self._meta_dir)):
             path = os.path.join(self._meta_dir, name)
@@ -101,6 +99,7 @@ class LogManager:
                                  meta["configs"], defaults.with_overrides(meta["configs"]))
                 self._register(info)
                 self._logs[info.name] = [self._open_partition(info, i, now) for i in range(info.partitions)]
+        self._remove_strays()
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -143,14 +142,18 @@ class LogManager:
         return info
 
     def delete_topic(self, name: str) -> TopicInfo:
-        """Delete a topic; its files go after file.delete.delay.ms (pending reads may use them)."""
+        """Delete a topic; its files go after file.delete.delay.ms (pending reads may use them).
+
+        Removing the metadata file commits the deletion: a crash after it leaves stray partition
+        directories, which the next start removes.
+        """
         info = self._get(name)
+        os.unlink(self._meta_path(name))
+        del self.topics[name], self._by_id[info.topic_id]
         due = _now_ms() + info.config.file_delete_delay_ms
         for log in self._logs.pop(name):
             log.rename_for_delete()
             self._pending_deletes.append((due, log))
-        del self.topics[name], self._by_id[info.topic_id]
-        os.unlink(self._meta_path(name))
         return info
 
     def add_partitions(self, name: str, count: int) -> TopicInfo:
@@ -216,6 +219,15 @@ class LogManager:
                              "This server does not host this topic-partition.")
         return info
 
+    def _remove_strays(self) -> None:
+        """Delete directories of deleted topics: renamed `-delete` ones and unknown partitions."""
+        known = {os.path.basename(log.directory) for log in self.logs()}
+        for name in os.listdir(self.data_dir):
+            path = os.path.join(self.data_dir, name)
+            stray = name not in known and os.path.isfile(os.path.join(path, PARTITION_METADATA))
+            if name.endswith("-delete") or stray:
+                shutil.rmtree(path, ignore_errors=True)
+
     def _register(self, info: TopicInfo) -> None:
         self.topics[info.name] = info
         self._by_id[info.topic_id] = info
@@ -231,7 +243,7 @@ class LogManager:
     def _open_partition(self, info: TopicInfo, index: int, now_ms: int) -> PartitionLog:
         directory = os.path.join(self.data_dir, partition_dir_name(info.name, index))
         log = PartitionLog.open(directory, info.name, index, info.config, now_ms)
-        metadata = os.path.join(directory, "partition.metadata")
+        metadata = os.path.join(directory, PARTITION_METADATA)
         if not os.path.exists(metadata):
             text = f"version: 0\ntopic_id: {kafka_uuid_string(info.topic_id)}\n"
             _write_atomically(metadata, text.encode())

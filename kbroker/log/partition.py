@@ -243,19 +243,18 @@ class PartitionLog:
 
         base_offset = self.log_end_offset
         last_offset = base_offset + header.last_offset_delta
+        append_time = now_ms if config.log_append_time else NO_TIMESTAMP
+        if config.log_append_time:
+            header.max_timestamp = now_ms
         segment = self._maybe_roll(size, header.max_timestamp, last_offset, now_ms)
         head = bytearray(view[:HEADER_SIZE])
         _PREFIX.pack_into(head, 0, base_offset, header.length, LEADER_EPOCH)
-        max_timestamp = header.max_timestamp
-        append_time = NO_TIMESTAMP
         if config.log_append_time:
-            append_time = max_timestamp = now_ms
-            header.max_timestamp = now_ms
             _ATTRIBUTES.pack_into(head, ATTRIBUTES_OFFSET, header.attributes | TIMESTAMP_TYPE_BIT)
             _TIMESTAMP.pack_into(head, 35, now_ms)
             crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(head[ATTRIBUTES_OFFSET:]))
             struct.pack_into(">I", head, 17, crc)
-        segment.append([head, view[HEADER_SIZE:]], size, last_offset, max_timestamp)
+        segment.append([head, view[HEADER_SIZE:]], size, last_offset, header.max_timestamp)
         self.log_end_offset = last_offset + 1
         self.unflushed_messages += header.records_count
         if header.producer_id >= 0:
@@ -413,7 +412,11 @@ class PartitionLog:
                 or now_ms - self.last_flush_ms >= self.config.flush_interval_ms)
 
     def flush(self, now_ms: int | None = None) -> None:
-        """fsync written data and indexes; safe to run in a worker thread between appends."""
+        """fsync written data and indexes.
+
+        Meant for a worker thread while the event loop keeps appending: it only fsyncs fds, and
+        segment fds stay open for file.delete.delay.ms after a deletion.
+        """
         segments = self._unflushed_segments + [self.segments[-1]]
         self._unflushed_segments = []
         self.unflushed_messages = 0

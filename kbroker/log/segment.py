@@ -71,20 +71,22 @@ class LogSegment:
             raise OSError(f"short write to {self.prefix}{LOG_SUFFIX}: {written} of {size} bytes")
         self.size = position + size
 
-    def _track(self, position: int, size: int, last_offset: int, max_timestamp: int) -> None:
+    def _track(self, position: int, size: int, last_offset: int, max_timestamp: int,
+               persist: bool = True) -> None:
         if max_timestamp > self.max_timestamp:
             self.max_timestamp = max_timestamp
             self.offset_of_max_timestamp = last_offset
         if self.bytes_since_index > self.index_interval:
-            self.index.append(last_offset - self.base_offset, position)
-            self._index_max_timestamp()
+            self.index.append(last_offset - self.base_offset, position, persist)
+            self._index_max_timestamp(persist)
             self.bytes_since_index = 0
         self.bytes_since_index += size
 
-    def _index_max_timestamp(self) -> None:
+    def _index_max_timestamp(self, persist: bool = True) -> None:
         times = self.time_index.keys
         if self.max_timestamp > (times[-1] if times else -1):
-            self.time_index.append(self.max_timestamp, self.offset_of_max_timestamp - self.base_offset)
+            self.time_index.append(self.max_timestamp, self.offset_of_max_timestamp - self.base_offset,
+                                   persist)
 
     def seal(self) -> None:
         """The segment stops being active: index its final max timestamp, release index fds."""
@@ -155,10 +157,12 @@ class LogSegment:
             if self.first_batch_timestamp is None:
                 self.first_batch_timestamp = header.max_timestamp
             self._track(position, size, header.base_offset + header.last_offset_delta,
-                        header.max_timestamp)
+                        header.max_timestamp, persist=False)
             if on_batch is not None:
                 on_batch(position, header, data)
             valid_end = position + size
+        self.index.save()
+        self.time_index.save()
         cut = self.size - valid_end
         if cut:
             os.ftruncate(self.fd, valid_end)
