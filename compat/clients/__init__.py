@@ -1,0 +1,22 @@
+"""Client drivers. Each one is an agent (see compat/agent.py) answering these operations with its
+client's public API; a scenario only ever calls these, so it is written once for all clients.
+
+hello()                                  -> {"client", "version", "detail", "features": [...]}
+metadata()                               -> {"brokers": [[host, port]], "topics": {name: partitions}}
+create_topics(topics=[{name, partitions, config}]) / delete_topics(topics=[names])
+describe_configs(topic, keys)            -> {key: value}
+alter_configs(topic, config={k: v})
+produce(topic, records, options)         -> [offset or null per record], in order
+      options: compression, idempotent, max_request_size, timeout_ms
+consume(topic, partition, offset, count, timeout_ms, options) -> records (assign mode, no group)
+      offset: int | "earliest" | "latest"; options: reset, isolation, fetch_max_wait_ms
+list_offsets(topic, partition, spec)     -> offset or null; spec: "earliest" | "latest" | timestamp ms
+transaction(topic, txid, steps=[{records, end: "commit"|"abort"}], options)
+member_start(group, topics, options) / member_state() -> {"assigned", "records", "error"}
+member_commit(offsets=[[topic, partition, offset]]) / member_close()
+      options: auto_commit, reset, assignor ("roundrobin" or default), session_timeout_ms
+watch_start(topic, partition, offset, options) / watch_state() -> {"ready", "records" (with arrived)}
+
+Features named in hello() tell a scenario up front what the client cannot do (N/A): "admin",
+"timestamps", "idempotence", "transactions", "commit_offsets", "compression:<codec>".
+"""

@@ -1,0 +1,185 @@
+"""confluent-kafka (librdkafka) driver."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import confluent_kafka
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from compat.agent import serve
+from compat.clients.base import MAX_FETCH, PyDriver, records_arg
+from compat.wire import Rec
+
+
+def to_rec(message) -> Rec:
+    timestamp_type, timestamp = message.timestamp()
+    return Rec(key=message.key(), value=message.value(), headers=tuple(message.headers() or ()),
+               timestamp=timestamp if timestamp_type else None,
+               partition=message.partition(), offset=message.offset())
+
+
+def check(message):
+    if message.error():
+        raise KafkaException(message.error())
+    return message
+
+
+class Adapter:
+    """Adapter to the PyDriver consumer shape."""
+
+    def __init__(self, consumer: Consumer):
+        self.consumer = consumer
+
+    def poll(self, timeout_s):
+        return [to_rec(check(m)) for m in self.consumer.consume(100, timeout_s)]
+
+    def assigned(self):
+        return [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
+
+    def commit(self, offsets):
+        self.consumer.commit(offsets=[TopicPartition(t, p, o) for t, p, o in offsets], asynchronous=False)
+
+    def close(self):
+        self.consumer.close()
+
+
+def wait_all(futures: dict, timeout: float = 30):
+    for future in futures.values():
+        future.result(timeout)
+
+
+class Driver(PyDriver):
+    name = "confluent-kafka"
+
+    def op_hello(self):
+        features = ["admin", "timestamps", "commit_offsets", "idempotence", "transactions"] + [
+            f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
+        return {"client": self.name, "version": metadata.version("confluent-kafka"),
+                "detail": f"librdkafka {confluent_kafka.libversion()[0]}", "features": features}
+
+    def common(self) -> dict:
+        return {"bootstrap.servers": self.bootstrap, "client.id": self.client_id(),
+                "broker.address.family": "v4"}
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.common())
+
+    def op_metadata(self):
+        metadata = self.admin().list_topics(timeout=15)
+        return {"brokers": [[b.host, b.port] for b in metadata.brokers.values()],
+                "topics": {name: len(t.partitions) for name, t in metadata.topics.items()}}
+
+    def op_create_topics(self, topics):
+        wait_all(self.admin().create_topics(
+            [NewTopic(t["name"], t["partitions"], 1, config=t.get("config") or {}) for t in topics],
+            operation_timeout=15))
+
+    def op_delete_topics(self, topics):
+        wait_all(self.admin().delete_topics(topics, operation_timeout=15))
+
+    def op_describe_configs(self, topic, keys):
+        futures = self.admin().describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+        configs = list(futures.values())[0].result(15)
+        return {key: configs[key].value for key in keys if key in configs}
+
+    def op_alter_configs(self, topic, config):
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
+        wait_all(self.admin().incremental_alter_configs(
+            [ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)]))
+
+    def producer(self, options: dict, **extra) -> Producer:
+        config = {**self.common(), "acks": "all", "linger.ms": 5,
+                  "message.max.bytes": options.get("max_request_size", 1000000),
+                  "compression.type": options.get("compression") or "none", **extra}
+        if options.get("idempotent"):
+            config["enable.idempotence"] = True
+        if "timeout_ms" in options:
+            config["message.timeout.ms"] = options["timeout_ms"]
+        return Producer(config)
+
+    @staticmethod
+    def send_all(producer: Producer, topic: str, records: list[Rec]) -> list:
+        results: list = [None] * len(records)
+
+        def delivered(index):
+            def report(error, message):
+                results[index] = KafkaException(error) if error else message.offset()
+            return report
+
+        for index, r in enumerate(records):
+            kwargs = {"partition": r.partition} if r.partition is not None else {}
+            if r.timestamp is not None:
+                kwargs["timestamp"] = r.timestamp
+            producer.produce(topic, value=r.value, key=r.key, headers=list(r.headers) or None,
+                             on_delivery=delivered(index), **kwargs)
+            producer.poll(0)
+        return results
+
+    @staticmethod
+    def settle(producer: Producer, results: list, timeout: float):
+        if producer.flush(timeout) > 0:
+            raise TimeoutError("records still undelivered after flush")
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def op_produce(self, topic, records, options=None):
+        options = options or {}
+        producer = self.producer(options)
+        results = self.send_all(producer, topic, records_arg(records))
+        return self.settle(producer, results, options.get("timeout_ms", 30000) / 1000 + 5)
+
+    def op_transaction(self, topic, txid, steps, options=None):
+        producer = self.producer(options or {}, **{"transactional.id": txid})
+        producer.init_transactions(30)
+        for step in steps:
+            producer.begin_transaction()
+            results = self.send_all(producer, topic, records_arg(step["records"]))
+            self.settle(producer, results, 30)
+            if step["end"] == "commit":
+                producer.commit_transaction(30)
+            else:
+                producer.abort_transaction(30)
+
+    def consumer_config(self, options: dict, group: str) -> dict:
+        return {**self.common(), "group.id": group, "enable.auto.commit": options.get("auto_commit", False),
+                "auto.offset.reset": options.get("reset", "earliest"),
+                "isolation.level": options.get("isolation", "read_uncommitted"),
+                "fetch.wait.max.ms": options.get("fetch_max_wait_ms", 500),
+                "max.partition.fetch.bytes": MAX_FETCH, "session.timeout.ms": options.get("session_timeout_ms", 10000),
+                "heartbeat.interval.ms": 1000}
+
+    def op_list_offsets(self, topic, partition, spec):
+        consumer = Consumer(self.consumer_config({}, "compat-unused"))
+        try:
+            if spec in ("earliest", "latest"):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=15)
+                return low if spec == "earliest" else high
+            found = consumer.offsets_for_times([TopicPartition(topic, partition, spec)], timeout=15)[0]
+            if found.error:
+                raise KafkaException(found.error)
+            return None if found.offset < 0 else found.offset
+        finally:
+            consumer.close()
+
+    def make_assigned(self, topic, partition, offset, options):
+        consumer = Consumer(self.consumer_config(options, "compat-unused"))
+        start = {"earliest": OFFSET_BEGINNING, "latest": OFFSET_END}.get(offset, offset)
+        consumer.assign([TopicPartition(topic, partition, start)])
+        return Adapter(consumer)
+
+    def make_member(self, group, topics, options):
+        config = self.consumer_config(options, group)
+        if options.get("assignor") == "roundrobin":
+            config["partition.assignment.strategy"] = "roundrobin"
+        consumer = Consumer(config)
+        consumer.subscribe(topics)
+        return Adapter(consumer)
+
+
+if __name__ == "__main__":
+    serve(Driver)

@@ -1,0 +1,198 @@
+"""kafka-python driver (3.x; 2.0.x for --wide, which lacks idempotence and transactions)."""
+
+from __future__ import annotations
+
+import time
+
+import kafka
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.structs import OffsetAndMetadata
+
+from compat.agent import serve
+from compat.clients.base import MAX_FETCH, PyDriver, records_arg
+from compat.wire import Rec
+
+MAJOR = int(kafka.__version__.split(".")[0])
+
+
+def to_rec(record) -> Rec:
+    return Rec(key=record.key, value=record.value, headers=tuple((k, v) for k, v in record.headers or ()),
+               timestamp=record.timestamp, partition=record.partition, offset=record.offset)
+
+
+class Consumer:
+    """Adapter to the PyDriver consumer shape."""
+
+    def __init__(self, consumer: KafkaConsumer):
+        self.consumer = consumer
+
+    def poll(self, timeout_s: float) -> list[Rec]:
+        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
+        return [to_rec(r) for records in batches.values() for r in records]
+
+    def assigned(self):
+        return [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
+
+    def commit(self, offsets):
+        def meta(offset):
+            try:
+                return OffsetAndMetadata(offset, "", -1)
+            except TypeError:  # 2.0.x has no leader epoch field
+                return OffsetAndMetadata(offset, "")
+
+        self.consumer.commit({TopicPartition(t, p): meta(o) for t, p, o in offsets})
+
+    def close(self):
+        self.consumer.close()
+
+
+class Driver(PyDriver):
+    name = "kafka-python"
+
+    def op_hello(self):
+        features = ["admin", "timestamps", "commit_offsets"] + [
+            f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
+        if hasattr(KafkaProducer, "init_transactions"):
+            features += ["idempotence", "transactions"]
+        return {"client": self.name, "version": kafka.__version__, "detail": "", "features": features}
+
+    def common(self) -> dict:
+        return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id(), "request_timeout_ms": 15000}
+
+    def admin(self) -> KafkaAdminClient:
+        return KafkaAdminClient(**self.common())
+
+    def consumer_config(self, options: dict) -> dict:
+        return {**self.common(), "enable_auto_commit": False,
+                "auto_offset_reset": options.get("reset", "earliest"),
+                "isolation_level": options.get("isolation", "read_uncommitted"),
+                "fetch_max_wait_ms": options.get("fetch_max_wait_ms", 500),
+                "max_partition_fetch_bytes": MAX_FETCH, "fetch_max_bytes": MAX_FETCH}
+
+    def op_metadata(self):
+        admin = self.admin()
+        try:
+            brokers = [[b["host"], b["port"]] for b in admin.describe_cluster()["brokers"]]
+            topics = {t.get("topic", t.get("name")): len(t["partitions"]) for t in admin.describe_topics()}
+        finally:
+            admin.close()
+        return {"brokers": brokers, "topics": topics}
+
+    def op_create_topics(self, topics):
+        admin = self.admin()
+        try:
+            admin.create_topics([NewTopic(t["name"], t["partitions"], 1, topic_configs=t.get("config") or {})
+                                 for t in topics])
+        finally:
+            admin.close()
+
+    def op_delete_topics(self, topics):
+        admin = self.admin()
+        try:
+            admin.delete_topics(topics)
+        finally:
+            admin.close()
+
+    def op_describe_configs(self, topic, keys):
+        admin = self.admin()
+        try:
+            result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+        finally:
+            admin.close()
+        configs = result["topic"][topic]
+        return {key: configs[key]["value"] for key in keys if key in configs}
+
+    def op_alter_configs(self, topic, config):
+        admin = self.admin()
+        try:
+            result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+        finally:
+            admin.close()
+        for outcome in result.get("topic", {}).values():
+            if isinstance(outcome, Exception) or (isinstance(outcome, type) and issubclass(outcome, Exception)
+                                                  and outcome.__name__ != "NoError"):
+                raise RuntimeError(f"alter_configs: {outcome}")
+
+    def producer(self, options: dict, **extra) -> KafkaProducer:
+        config = {**self.common(), "acks": "all", "linger_ms": 5,
+                  "max_request_size": options.get("max_request_size", 1048576),
+                  "compression_type": options.get("compression"), **extra}
+        if options.get("idempotent"):
+            config["enable_idempotence"] = True
+        if "timeout_ms" in options:
+            config["max_block_ms"] = options["timeout_ms"]
+            if MAJOR >= 3:
+                config["delivery_timeout_ms"] = options["timeout_ms"]
+                config["request_timeout_ms"] = min(15000, options["timeout_ms"])
+        return KafkaProducer(**config)
+
+    @staticmethod
+    def send_all(producer: KafkaProducer, topic: str, records: list[Rec]):
+        return [producer.send(topic, key=r.key, value=r.value, headers=list(r.headers), partition=r.partition,
+                              timestamp_ms=r.timestamp) for r in records]
+
+    def op_produce(self, topic, records, options=None):
+        options = options or {}
+        producer = self.producer(options)
+        try:
+            futures = self.send_all(producer, topic, records_arg(records))
+            producer.flush(options.get("timeout_ms", 30000) / 1000)
+            return [f.get(timeout=1).offset for f in futures]
+        finally:
+            producer.close(timeout=2)
+
+    def op_transaction(self, topic, txid, steps, options=None):
+        producer = self.producer(options or {}, transactional_id=txid)
+        try:
+            producer.init_transactions()
+            for step in steps:
+                producer.begin_transaction()
+                futures = self.send_all(producer, topic, records_arg(step["records"]))
+                producer.flush(30)
+                for f in futures:
+                    f.get(timeout=1)
+                (producer.commit_transaction if step["end"] == "commit" else producer.abort_transaction)()
+        finally:
+            producer.close(timeout=2)
+
+    def op_list_offsets(self, topic, partition, spec):
+        consumer = KafkaConsumer(**self.consumer_config({}))
+        tp = TopicPartition(topic, partition)
+        try:
+            if spec == "earliest":
+                return consumer.beginning_offsets([tp])[tp]
+            if spec == "latest":
+                return consumer.end_offsets([tp])[tp]
+            found = consumer.offsets_for_times({tp: spec})[tp]
+            return None if found is None else found.offset
+        finally:
+            consumer.close()
+
+    def make_assigned(self, topic, partition, offset, options):
+        consumer = KafkaConsumer(**self.consumer_config(options))
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        if offset == "earliest":
+            consumer.seek_to_beginning(tp)
+        elif offset == "latest":
+            consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, offset)
+        return Consumer(consumer)
+
+    def make_member(self, group, topics, options):
+        config = {**self.consumer_config(options), "group_id": group,
+                  "enable_auto_commit": options.get("auto_commit", False),
+                  "session_timeout_ms": options.get("session_timeout_ms", 10000),
+                  "heartbeat_interval_ms": 1000}
+        if options.get("assignor") == "roundrobin":
+            from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+            config["partition_assignment_strategy"] = [RoundRobinPartitionAssignor]
+        consumer = KafkaConsumer(**config)
+        consumer.subscribe(topics)
+        return Consumer(consumer)
+
+
+if __name__ == "__main__":
+    serve(Driver)

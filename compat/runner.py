@@ -1,0 +1,220 @@
+"""`python -m compat`: start brokers, run every (scenario, client) cell in parallel, report.
+
+Each cell is a child process with a hard timeout (its process group is killed), so one hung client
+cannot stall the run. Topics and groups are unique per cell, so cells share one broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from compat import report
+from compat.agent import ROOT, Agent, describe
+from compat.expected_failures import EXPECTED_FAILURES
+from compat.registry import CURRENT, ClientSpec, current_clients, partner_for
+from compat.scenarios import SCENARIOS
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m compat", description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", help="comma-separated clients (default: all current; with --wide, all)")
+    parser.add_argument("--scenarios", help="comma-separated scenarios (default: all)")
+    parser.add_argument("--wide", action="store_true", help="also older client releases (installed on demand)")
+    parser.add_argument("--bootstrap", help="use this broker (HOST:PORT) instead of starting a kbroker")
+    parser.add_argument("--strict-bootstrap", help="a broker with topic auto-creation off, for error scenarios "
+                                                   "(with --bootstrap; without it, one is started)")
+    parser.add_argument("--timeout", type=float, help="hard timeout per cell in seconds (default: per scenario)")
+    parser.add_argument("--jobs", type=int, default=4, help="cells run in parallel (default 4)")
+    parser.add_argument("--report-dir", default=str(HERE), help="where REPORT.md/.json go (default compat/)")
+    parser.add_argument("--no-report", action="store_true", help="print the matrix only")
+    parser.add_argument("--strict", action="store_true", help="an XPASS (listed expected failure that passed) "
+                                                              "fails the run")
+    parser.add_argument("--cache-dir", default=os.environ.get("KBROKER_COMPAT_CACHE",
+                                                              str(Path.home() / ".cache" / "kbroker-compat")))
+    parser.add_argument("--list", action="store_true", help="list scenarios and clients, then exit")
+    return parser.parse_args(argv)
+
+
+class Brokers:
+    """The kbroker(s) this run started (normal and auto-create off), and what they recorded."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.processes = []
+        self.usage_files: list[Path] = []
+        self.version = ""
+
+    def start(self, name: str, *args: str):
+        from kbroker.testing import BrokerProcess
+        usage = self.work / f"api-usage-{name}.json"
+        broker = BrokerProcess(self.work / f"data-{name}", [*args, "--api-usage-file", str(usage)])
+        try:
+            broker.start()
+        except RuntimeError as exc:
+            if "api-usage-file" not in str(exc):
+                raise
+            broker = BrokerProcess(self.work / f"data-{name}", list(args)).start()  # broker without the option
+        else:
+            self.usage_files.append(usage)
+        self.processes.append(broker)
+        return broker.bootstrap
+
+    def stop(self) -> None:
+        for broker in self.processes:
+            broker.stop()
+
+    def api_usage(self) -> dict:
+        merged: dict = {}
+        for path in self.usage_files:
+            with contextlib.suppress(OSError, ValueError):
+                for client, apis in json.loads(path.read_text()).items():
+                    for api, versions in apis.items():
+                        merged.setdefault(client, {}).setdefault(api, set()).update(versions)
+        return {c: {a: sorted(v) for a, v in apis.items()} for c, apis in merged.items()}
+
+
+def kbroker_version() -> str:
+    try:
+        import kbroker
+        return f"kbroker {getattr(kbroker, '__version__', '')}".strip()
+    except ImportError:
+        return "kbroker"
+
+
+def hello(spec: ClientSpec, bootstrap: str, log_dir: Path) -> dict:
+    agent = Agent(spec.name, spec.agent_command(bootstrap), spec.env, log_dir / f"hello.{spec.name}.log")
+    try:
+        return agent.call("hello", timeout=60)
+    except Exception as exc:  # noqa: BLE001
+        return {"client": spec.name, "version": "?", "detail": "", "features": [], "error": describe(exc)}
+    finally:
+        agent.close(timeout=5)
+
+
+def run_cell(job: dict, timeout: float) -> dict:
+    process = subprocess.Popen([sys.executable, "-m", "compat.cell", json.dumps(job)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+        return {"status": "FAIL", "reason": f"timed out after {timeout:.0f}s (killed)", "notes": [],
+                "seconds": timeout}
+    with contextlib.suppress(OSError):
+        os.killpg(process.pid, signal.SIGKILL)  # anything the cell left behind
+    lines = out.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        return {"status": "FAIL", "reason": f"cell crashed: {err.strip()[-300:]}", "notes": [], "seconds": 0}
+
+
+def judge(result: dict, expected_reason: str | None) -> dict:
+    if expected_reason is not None:
+        result = {**result, "expected": expected_reason}
+        if result["status"] == "FAIL":
+            result["status"] = "XFAIL"
+        elif result["status"] == "PASS":
+            result["status"] = "XPASS"
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    clients = current_clients()
+    if args.wide:
+        from compat import wide
+        clients.update(wide.clients(Path(args.cache_dir)))
+    chosen_clients = args.clients.split(",") if args.clients else list(clients)
+    chosen_scenarios = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
+    if args.list:
+        print("scenarios:\n" + "\n".join(f"  {s.name:24} {s.summary}" for s in SCENARIOS.values()))
+        print("clients: " + ", ".join(clients) + "  (--wide adds older releases)")
+        return 0
+    unknown = [c for c in chosen_clients if c not in clients] + [s for s in chosen_scenarios if s not in SCENARIOS]
+    if unknown:
+        print(f"unknown clients/scenarios: {', '.join(unknown)}; see --list", file=sys.stderr)
+        return 2
+    run_id = uuid.uuid4().hex[:6]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="kbroker-compat-") as tmp:
+        work = Path(tmp)
+        brokers = Brokers(work)
+        try:
+            if args.bootstrap:
+                bootstrap, strict = args.bootstrap, args.strict_bootstrap
+                broker_name = f"broker at {bootstrap}"
+            else:
+                bootstrap = brokers.start("main")
+                needs_strict = any(SCENARIOS[s].strict_broker for s in chosen_scenarios)
+                strict = brokers.start("strict", "--no-auto-create-topics") if needs_strict else None
+                broker_name = kbroker_version()
+            print(f"broker: {broker_name} on {bootstrap}" + (f", auto-create off on {strict}" if strict else ""),
+                  flush=True)
+            with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+                hellos = dict(zip(chosen_clients, pool.map(
+                    lambda name: hello(clients[name], bootstrap, work), chosen_clients)))
+                jobs, results = [], {}
+                for s in chosen_scenarios:
+                    scenario = SCENARIOS[s]
+                    for c in chosen_clients:
+                        info = hellos[c]
+                        expected = EXPECTED_FAILURES.get((s, c))
+                        missing = [n for n in scenario.needs if n not in info["features"]]
+                        if info.get("error"):
+                            results[s, c] = judge({"status": "FAIL", "reason": f"client unusable: {info['error']}",
+                                                   "notes": [], "seconds": 0}, expected)
+                        elif missing:
+                            results[s, c] = {"status": "N/A", "reason": f"no {', '.join(missing)}",
+                                             "notes": [], "seconds": 0}
+                        elif scenario.strict_broker and not strict:
+                            results[s, c] = {"status": "N/A", "reason": "needs --strict-bootstrap",
+                                             "notes": [], "seconds": 0}
+                        else:
+                            partner = clients.get(partner_for(c)) or current_clients()[partner_for(c)]
+                            jobs.append((scenario, c, {
+                                "client": clients[c].to_json(), "partner": partner.to_json(), "scenario": s,
+                                "features": info["features"], "bootstrap": bootstrap, "strict_bootstrap": strict,
+                                "prefix": f"compat-{run_id}-{s}-{c}".replace("@", "-").replace("_", "-"),
+                                "log_dir": str(work / "logs")}))
+                jobs.sort(key=lambda job: -job[0].timeout)  # long cells first: better packing
+
+                def run(job):
+                    scenario, c, spec = job
+                    result = judge(run_cell(spec, args.timeout or scenario.timeout), EXPECTED_FAILURES.get((scenario.name, c)))
+                    print(f"  {result['status']:5} {scenario.name} / {c} ({result['seconds']}s)"
+                          + (f": {result['reason'][:120]}" if result["status"] != "PASS" else ""), flush=True)
+                    return (scenario.name, c), result
+
+                results.update(pool.map(run, jobs))
+        finally:
+            brokers.stop()
+        usage = brokers.api_usage()
+    elapsed = time.monotonic() - started
+    matrix = report.Matrix(scenarios=chosen_scenarios, clients=chosen_clients, results=results, hellos=hellos,
+                           broker=broker_name, api_usage=usage, seconds=elapsed)
+    print(matrix.text())
+    if not args.no_report:
+        matrix.write(Path(args.report_dir))
+    counts = matrix.counts()
+    print(f"{counts['XFAIL']} xfailed, {counts['XPASS']} xpassed, {counts['N/A']} n/a, {elapsed:.0f}s")
+    print(f"{counts['PASS'] + counts['XPASS']} passed, {counts['FAIL']} failed")
+    return 1 if counts["FAIL"] or (args.strict and counts["XPASS"]) else 0

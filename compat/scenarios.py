@@ -1,0 +1,531 @@
+"""The scenarios, each written once for every client: calls to agent operations and exact checks.
+
+A scenario gets a Ctx (its client's agent, a setup helper, unique topic/group names, the brokers) and
+either returns (PASS), raises Fail (FAIL with a short reason) or Unsupported (N/A). `needs` lists
+client features; a client without one is N/A before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from compat.agent import ClientError, Unsupported
+from compat.wire import Rec, decode_records, encode_records
+
+
+class Fail(Exception):
+    """The scenario's check failed; the message is the short reason shown in the matrix."""
+
+
+@dataclass
+class Scenario:
+    name: str
+    run: Callable
+    summary: str
+    needs: tuple[str, ...] = ()
+    timeout: float = 60.0
+    strict_broker: bool = False  # needs a broker started with --no-auto-create-topics
+    slow: bool = False
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str, summary: str, **kwargs):
+    def register(fn):
+        SCENARIOS[name] = Scenario(name, fn, summary, **kwargs)
+        return fn
+    return register
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+def expect(condition: bool, reason: str) -> None:
+    if not condition:
+        raise Fail(reason)
+
+
+def expect_records(got: list[Rec], want: list[Rec], what: str) -> None:
+    """Exact comparison of every field a producer chose, in order."""
+    for index, (g, w) in enumerate(zip(got, want)):
+        if g.content() != w.content():
+            raise Fail(f"{what}: record #{index} is {g.short()}, expected {w.short()}")
+    expect(len(got) == len(want), f"{what}: {len(got)} records, expected {len(want)}")
+
+
+def expect_error(call: Callable, pattern: str, what: str, within: float = 30.0) -> str:
+    """The client must report an error matching pattern (its documented error), and not hang."""
+    started = time.monotonic()
+    try:
+        call()
+    except ClientError as exc:
+        elapsed = time.monotonic() - started
+        expect(re.search(pattern, str(exc), re.I) is not None, f"{what}: unexpected error {str(exc)[:160]}")
+        expect(elapsed <= within, f"{what}: error came after {elapsed:.0f}s (limit {within:.0f}s)")
+        return str(exc)
+    raise Fail(f"{what}: no error")
+
+
+def wait_until(probe: Callable[[], bool], timeout: float, what: Callable[[], str] | str, step: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise Fail(what() if callable(what) else what)
+        time.sleep(step)
+
+
+# --- context ---------------------------------------------------------------------------------
+
+@dataclass
+class Ctx:
+    """What a scenario works with; agents are started on first use and stopped by the cell."""
+
+    client: str
+    features: set
+    start_agent: Callable  # (role, client_or_None, bootstrap_or_None) -> Agent
+    bootstrap: str
+    strict_bootstrap: str | None
+    prefix: str
+    partner: str
+    notes: list = field(default_factory=list)
+    _main: object = None
+    _helper: object = None
+
+    @property
+    def main(self):
+        if self._main is None:
+            self._main = self.start_agent("main", None, None)
+        return self._main
+
+    @property
+    def helper(self):
+        """Sets up topics and data: the client itself when it has an admin API, else the partner."""
+        if "admin" in self.features:
+            return self.main
+        if self._helper is None:
+            self._helper = self.start_agent("helper", self.partner, None)
+        return self._helper
+
+    def name(self, suffix: str) -> str:
+        return f"{self.prefix}-{suffix}"
+
+    def create_topic(self, name: str, partitions: int, config: dict | None = None, via=None) -> str:
+        (via or self.helper).call("create_topics", topics=[{"name": name, "partitions": partitions,
+                                                            "config": config or {}}])
+        return name
+
+    def produce(self, topic: str, records: list[Rec], via=None, timeout: float = 60, **options) -> list:
+        return (via or self.main).call("produce", timeout=timeout, topic=topic, records=encode_records(records),
+                                       options=options)
+
+    def consume(self, topic: str, partition: int, offset, count: int, via=None, timeout_ms: int = 20000,
+                **options) -> list[Rec]:
+        return decode_records((via or self.main).call(
+            "consume", timeout=timeout_ms / 1000 + 30, topic=topic, partition=partition, offset=offset,
+            count=count, timeout_ms=timeout_ms, options=options))
+
+    def needs_timestamps(self, records: list[Rec]) -> list[Rec]:
+        """Records as this client can produce them: without chosen timestamps for kcat."""
+        return records if "timestamps" in self.features else [replace(r, timestamp=None) for r in records]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def texts(prefix: str, count: int, partition: int | None = None) -> list[Rec]:
+    return [Rec(key=f"{prefix}-k{i}".encode(), value=f"{prefix}-v{i}".encode(), partition=partition)
+            for i in range(count)]
+
+
+def expect_stored(ctx: Ctx, topic: str, partition: int, sent: list[Rec], start: int = 0, what: str = "",
+                  produced_between: tuple[int, int] | None = None, **options) -> None:
+    """Consume `sent` back from `start` and compare exactly; timestamps the client could not choose
+    must lie within the produce call."""
+    got = ctx.consume(topic, partition, start, len(sent), **options)
+    want = [replace(r, partition=partition, offset=start + i) for i, r in enumerate(sent)]
+    if produced_between and "timestamps" not in ctx.features:
+        low, high = produced_between
+        for r in got:
+            expect(r.timestamp is not None and low - 1000 <= r.timestamp <= high + 1000,
+                   f"{what}: timestamp {r.timestamp} not within the produce call [{low}, {high}]")
+        got = [replace(r, timestamp=None) for r in got]
+    expect_records(got, want, what or f"partition {partition}")
+
+
+# --- metadata and admin ----------------------------------------------------------------------
+
+@scenario("metadata", "the broker's advertised address is the one dialled; topic partition counts")
+def metadata(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("md"), 3)
+    result = ctx.main.call("metadata")
+    host, port = ctx.bootstrap.rsplit(":", 1)
+    expect(result["brokers"] == [[host, int(port)]], f"brokers {result['brokers']}, expected [[{host}, {port}]]")
+    expect(result["topics"].get(topic) == 3, f"{topic} has {result['topics'].get(topic)} partitions, expected 3")
+
+
+@scenario("admin_topics", "create (with config), describe, alter config, create again, delete",
+          needs=("admin",))
+def admin_topics(ctx: Ctx):
+    first, second = ctx.name("a1"), ctx.name("a2")
+    ctx.main.call("create_topics", topics=[
+        {"name": first, "partitions": 3, "config": {"retention.ms": "86400000", "cleanup.policy": "delete"}},
+        {"name": second, "partitions": 1, "config": {}}])
+    topics = ctx.main.call("metadata")["topics"]
+    expect((topics.get(first), topics.get(second)) == (3, 1),
+           f"partitions after create {topics.get(first)}, {topics.get(second)}, expected 3, 1")
+    configs = ctx.main.call("describe_configs", topic=first, keys=["retention.ms", "cleanup.policy"])
+    expect(configs == {"retention.ms": "86400000", "cleanup.policy": "delete"}, f"describe gave {configs}")
+    ctx.main.call("alter_configs", topic=first, config={"retention.ms": "3600000"})
+    configs = ctx.main.call("describe_configs", topic=first, keys=["retention.ms"])
+    expect(configs == {"retention.ms": "3600000"}, f"after alter, describe gave {configs}")
+    expect_error(lambda: ctx.main.call("create_topics", topics=[{"name": first, "partitions": 1, "config": {}}]),
+                 r"already.?exists", "creating an existing topic")
+    ctx.main.call("delete_topics", topics=[first, second])
+    wait_until(lambda: not {first, second} & set(ctx.main.call("metadata")["topics"]), 10,
+               "deleted topics still listed after 10 s")
+
+
+# --- produce and consume ---------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def varied_records(base_ts: int) -> dict[int, list[Rec]]:
+    """Per partition: keys, no key, headers (repeated, empty), null and empty values, one 1 MiB value."""
+    out: dict[int, list[Rec]] = {}
+    for p in range(3):
+        ts = base_ts + p * 1000
+        out[p] = [
+            Rec(key=f"key-{p}-0".encode(), value=f"value-{p}-0".encode(), timestamp=ts,
+                headers=(("trace", f"t-{p}".encode()), ("trace", b"second"), ("empty", b""))),
+            Rec(key=None, value=f"no key {p}".encode(), timestamp=ts + 1),
+            Rec(key=f"tombstone-{p}".encode(), value=None, timestamp=ts + 2),
+            Rec(key=f"empty-{p}".encode(), value=b"", timestamp=ts + 3),
+            Rec(key=f"ключ-{p}".encode(), value=f"ünïcødé ✓ {p}".encode(), timestamp=ts + 4,
+                headers=(("ħeader", "välue".encode()),)),
+        ]
+        if p == 1:
+            pattern = b"0123456789abcdef" * (MIB // 16)
+            out[p].append(Rec(key=b"big", value=pattern, timestamp=ts + 5))
+        out[p].append(Rec(key=f"last-{p}".encode(), value=f"last-{p}".encode(), timestamp=ts + 6))
+    return out
+
+
+@scenario("produce_consume", "keys, headers, timestamps, null/empty/1 MiB values on 3 partitions, exact order")
+def produce_consume(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("pc"), 3, {"max.message.bytes": str(4 * MIB)})
+    per_partition = varied_records(now_ms() - 60_000)
+    records = [replace(r, partition=p) for p, rs in per_partition.items() for r in ctx.needs_timestamps(rs)]
+    before = now_ms()
+    offsets = ctx.produce(topic, records, max_request_size=4 * MIB)
+    after = now_ms()
+    for p in range(3):
+        chosen = [o for r, o in zip(records, offsets) if r.partition == p and o is not None]
+        expect(chosen in ([], list(range(len(per_partition[p])))), f"produce offsets on p{p}: {chosen}")
+        expect_stored(ctx, topic, p, [replace(r, partition=None) for r in records if r.partition == p],
+                      what=f"partition {p}", produced_between=(before, after))
+
+
+def compression_scenario(codec: str):
+    def run(ctx: Ctx):
+        topic = ctx.create_topic(ctx.name(codec), 1)
+        records = [Rec(key=f"k{i}".encode(), value=(f"{codec} record {i} " * 40).encode(), partition=0,
+                       headers=(("n", str(i).encode()),)) for i in range(200)]
+        ctx.produce(topic, records, compression=codec)
+        expect_stored(ctx, topic, 0, [replace(r, partition=None) for r in records], what=f"{codec} records")
+
+    scenario(f"compression_{codec}", f"{codec}-compressed batches round-trip exactly",
+             needs=(f"compression:{codec}",))(run)
+
+
+for _codec in ("gzip", "snappy", "lz4", "zstd"):
+    compression_scenario(_codec)
+
+
+@scenario("idempotent_producer", "idempotent producer: 3 sends on 2 partitions, no loss, no duplicates",
+          needs=("idempotence",))
+def idempotent_producer(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("idem"), 2)
+    sent = {0: [], 1: []}
+    for round_ in range(3):
+        records = [Rec(key=f"r{round_}-{i}".encode(), value=f"idempotent {round_}.{i}".encode(), partition=i % 2)
+                   for i in range(10)]
+        ctx.produce(topic, records, idempotent=True)
+        for r in records:
+            sent[r.partition].append(replace(r, partition=None))
+    for p, records in sent.items():
+        expect_stored(ctx, topic, p, records, what=f"partition {p}")
+
+
+# --- offsets -----------------------------------------------------------------------------------
+
+@scenario("list_offsets", "earliest, latest (high watermark) and offsets by timestamp")
+def list_offsets(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("lo"), 1)
+    base = (now_ms() - 100_000) // 1000 * 1000
+    records = [Rec(value=f"at {i}".encode(), timestamp=base + i * 1000, partition=0) for i in range(10)]
+    ctx.produce(topic, records, via=ctx.main if "timestamps" in ctx.features else ctx.helper)
+
+    def offset(spec):
+        return ctx.main.call("list_offsets", topic=topic, partition=0, spec=spec)
+
+    for spec, want in (("earliest", (0,)), ("latest", (10,)), (base, (0,)), (base + 3500, (4,)),
+                       (base + 9000, (9,)), (base + 60_000, (None, 10))):
+        got = offset(spec)
+        expect(got in want, f"offset for {spec if isinstance(spec, str) else f'base+{spec - base}ms'}: "
+                            f"{got}, expected {' or '.join(map(str, want))}")
+
+
+@scenario("seek_and_reset", "seek to an offset; out-of-range offsets reset to earliest and to latest")
+def seek_and_reset(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("seek"), 1)
+    records = texts("seek", 10, partition=0)
+    ctx.produce(topic, records)
+    expect_stored(ctx, topic, 0, [replace(r, partition=None) for r in records[5:8]], start=5, what="seek to 5")
+    got = ctx.consume(topic, 0, 1000, 2, reset="earliest")
+    expect([r.offset for r in got] == [0, 1], f"offset 1000 with reset=earliest gave offsets {[r.offset for r in got]}")
+    ctx.main.call("watch_start", topic=topic, partition=0, offset=1000, options={"reset": "latest"})
+    seen: list[Rec] = []
+    produced = []
+    for attempt in range(10):
+        produced += ctx.produce(topic, [Rec(value=f"after reset {attempt}".encode(), partition=0)], via=ctx.helper)
+        deadline = time.monotonic() + 1.0
+        while not seen and time.monotonic() < deadline:
+            seen = decode_records(ctx.main.call("watch_state")["records"])
+            time.sleep(0.1)
+        if seen:
+            break
+    expect(bool(seen), "offset 1000 with reset=latest: nothing delivered after 10 new records")
+    expect(seen[0].offset >= 10, f"offset 1000 with reset=latest delivered offset {seen[0].offset} (before the end)")
+    expect(seen[0].value.startswith(b"after reset"), f"reset=latest delivered {seen[0].short()}")
+
+
+@scenario("long_poll_wakeup", "a consumer waiting in Fetch (max wait 5 s) gets a new record within 500 ms")
+def long_poll_wakeup(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("lp"), 1)
+    ctx.produce(topic, [Rec(value=b"warm-up", partition=0)], via=ctx.helper)
+    ctx.main.call("watch_start", topic=topic, partition=0, offset="latest", options={"fetch_max_wait_ms": 5000})
+    wait_until(lambda: ctx.main.call("watch_state")["ready"], 30, "consumer never started fetching")
+    time.sleep(1.0)
+    latencies = []
+    for round_ in range(3):
+        ctx.produce(topic, [Rec(value=f"ping {round_}".encode(), partition=0)], via=ctx.helper)
+        acked = time.time()
+        got: list[Rec] = []
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            got = decode_records(ctx.main.call("watch_state")["records"])
+            time.sleep(0.01)
+        expect([r.value for r in got] == [f"ping {round_}".encode()],
+               f"round {round_}: got {[r.short() for r in got]} within 10 s")
+        latencies.append(max(0.0, got[0].arrived - acked) * 1000)
+        time.sleep(0.7)  # let the consumer settle into its next long poll
+    ctx.notes.append(f"latencies ms {[round(x) for x in latencies]}")
+    expect(max(latencies) <= 500, f"delivered {max(latencies):.0f} ms after the produce was acknowledged")
+
+
+# --- consumer groups -------------------------------------------------------------------------
+
+class Member:
+    """One group member in its own agent process (so it can be killed like a crashed consumer)."""
+
+    def __init__(self, ctx: Ctx, label: str, group: str, topics: list[str], client: str | None = None, **options):
+        self.label = label
+        self.agent = ctx.start_agent(label, client, None)
+        self.agent.call("member_start", group=group, topics=topics, options=options)
+        self.assigned: set = set()
+        self.records: list[Rec] = []
+
+    def refresh(self) -> "Member":
+        state = self.agent.call("member_state")
+        if state["error"]:
+            raise Fail(f"member {self.label}: {state['error'][:160]}")
+        self.assigned = {tuple(tp) for tp in state["assigned"]}
+        self.records += decode_records(state["records"])
+        return self
+
+    def close(self) -> None:
+        self.agent.call("member_close", timeout=40)
+
+    def crash(self) -> None:
+        self.agent.crash()
+
+
+def wait_balanced(members: list[Member], topic: str, partitions: int, timeout: float, when: str) -> None:
+    """Every member owns something, nobody shares, and together they own every partition."""
+    every = {(topic, p) for p in range(partitions)}
+
+    def balanced() -> bool:
+        owned = [m.refresh().assigned for m in members]
+        return all(owned) and sum(map(len, owned)) == len(every) and set().union(*owned) == every
+
+    wait_until(balanced, timeout, lambda: f"{when}: assignments " + ", ".join(
+        f"{m.label}={sorted(p for _, p in m.assigned)}" for m in members) + f" after {timeout:.0f} s", step=0.3)
+
+
+def expect_each_gets_its_own(ctx: Ctx, members: list[Member], topic: str, partitions: int) -> None:
+    """New records reach exactly the member that owns their partition, each exactly once."""
+    for m in members:
+        m.refresh().records.clear()
+    records = [Rec(key=f"g{p}-{i}".encode(), value=f"{ctx.prefix} p{p} #{i}".encode(), partition=p)
+               for p in range(partitions) for i in range(2)]
+    ctx.produce(topic, records, via=ctx.helper)
+    wait_until(lambda: sum(len(m.refresh().records) for m in members) >= len(records), 30,
+               lambda: f"members received {sum(len(m.records) for m in members)} of {len(records)} records")
+    time.sleep(0.5)
+    for m in members:
+        m.refresh()
+        strays = [r.partition for r in m.records if (topic, r.partition) not in m.assigned]
+        expect(not strays, f"{m.label} got records of partitions {strays} it does not own")
+    got = Counter(r.value for m in members for r in m.records)
+    expect(got == Counter(r.value for r in records), f"received {sum(got.values())} records, "
+                                                     f"{len(got)} distinct, expected {len(records)} once each")
+
+
+@scenario("group_join", "2 members: the first owns all 4 partitions, a join splits them", timeout=90)
+def group_join(ctx: Ctx):
+    topic, group = ctx.create_topic(ctx.name("g"), 4), ctx.name("grp")
+    first = Member(ctx, "m1", group, [topic])
+    wait_balanced([first], topic, 4, 30, "alone")
+    second = Member(ctx, "m2", group, [topic])
+    wait_balanced([first, second], topic, 4, 30, "after a join")
+    expect_each_gets_its_own(ctx, [first, second], topic, 4)
+    first.close()
+    second.close()
+
+
+@scenario("group_leave_crash", "3 members share 6 partitions; one leaves, one crashes, the last owns all",
+          timeout=120)
+def group_leave_crash(ctx: Ctx):
+    topic, group = ctx.create_topic(ctx.name("g"), 6), ctx.name("grp")
+    members = [Member(ctx, f"m{i}", group, [topic], session_timeout_ms=6000) for i in range(1, 4)]
+    wait_balanced(members, topic, 6, 40, "3 members")
+    expect_each_gets_its_own(ctx, members, topic, 6)
+    members[2].close()
+    wait_balanced(members[:2], topic, 6, 30, "after a leave")
+    members[1].crash()
+    wait_balanced(members[:1], topic, 6, 40, "after a crash (session timeout 6 s)")
+    expect_each_gets_its_own(ctx, members[:1], topic, 6)
+    members[0].close()
+
+
+@scenario("group_mixed_clients", "a group of this client and another (roundrobin assignor) splits partitions",
+          timeout=90)
+def group_mixed_clients(ctx: Ctx):
+    topic, group = ctx.create_topic(ctx.name("g"), 4), ctx.name("grp")
+    ours = Member(ctx, ctx.client, group, [topic], assignor="roundrobin")
+    theirs = Member(ctx, ctx.partner, group, [topic], client=ctx.partner, assignor="roundrobin")
+    wait_balanced([ours, theirs], topic, 4, 40, f"with {ctx.partner}")
+    expect_each_gets_its_own(ctx, [ours, theirs], topic, 4)
+    ours.close()
+    theirs.close()
+
+
+@scenario("commit_and_resume", "a member commits offset 4 and leaves; the next one resumes exactly there",
+          timeout=90)
+def commit_and_resume(ctx: Ctx):
+    topic, group = ctx.create_topic(ctx.name("cr"), 1), ctx.name("grp")
+    records = texts("cr", 10, partition=0)
+    ctx.produce(topic, records, via=ctx.helper)
+    explicit = "commit_offsets" in ctx.features
+    first = Member(ctx, "first", group, [topic], auto_commit=not explicit)
+    wait_until(lambda: len(first.refresh().records) >= 10, 30, lambda: f"first member got {len(first.records)}/10")
+    if explicit:
+        first.agent.call("member_commit", offsets=[[topic, 0, 4]])
+        resume = 4
+    else:  # kcat: auto-commit of what it consumed, on a clean close, then new records
+        resume = 10
+    first.close()
+    if not explicit:
+        records += texts("cr-more", 5, partition=0)
+        ctx.produce(topic, records[10:], via=ctx.helper)
+    second = Member(ctx, "second", group, [topic], auto_commit=not explicit)
+    wanted = [replace(r, offset=resume + i) for i, r in enumerate(records[resume:])]
+    wait_until(lambda: len(second.refresh().records) >= len(wanted), 30,
+               lambda: f"resumed member got {len(second.records)}/{len(wanted)} records")
+    time.sleep(0.5)
+    got = [r.without("timestamp", "headers") for r in second.refresh().records]
+    expect_records(got, wanted, f"resumed at {resume}")
+    second.close()
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+@scenario("transactions", "commit, abort, commit: read_committed sees only committed, in place",
+          needs=("transactions",))
+def transactions(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("tx"), 1)
+    batches = {name: texts(f"tx-{name}", count, partition=0) for name, count in (("A", 3), ("B", 2), ("C", 3))}
+    ctx.main.call("transaction", timeout=90, topic=topic, txid=ctx.name("txid"), steps=[
+        {"records": encode_records(batches["A"]), "end": "commit"},
+        {"records": encode_records(batches["B"]), "end": "abort"},
+        {"records": encode_records(batches["C"]), "end": "commit"}])
+
+    def placed(records, offsets):
+        return [replace(r, offset=o) for r, o in zip(records, offsets)]
+
+    committed = placed(batches["A"], [0, 1, 2]) + placed(batches["C"], [7, 8, 9])
+    everything = committed[:3] + placed(batches["B"], [4, 5]) + committed[3:]
+    for isolation, want in (("read_committed", committed), ("read_uncommitted", everything)):
+        got = ctx.consume(topic, 0, 0, len(want), isolation=isolation)
+        expect_records([r.without("timestamp", "headers") for r in got], want, isolation)
+
+
+# --- errors users meet -----------------------------------------------------------------------
+
+UNKNOWN_TOPIC = r"unknown.?topic|UNKNOWN_TOPIC|does not host this topic"
+ERRORS = {
+    "unknown_topic": {"default": UNKNOWN_TOPIC,
+                      # documented: send() raises KafkaTimeoutError when metadata never names the topic
+                      "kafka-python": UNKNOWN_TOPIC + r"|KafkaTimeoutError.*metadata"},
+    "too_large": {"default": r"too.?large|MSG_SIZE_TOO_LARGE"},
+    "invalid_topic": {"default": r"invalid.?topic|INVALID_TOPIC|illegal|not a valid topic|TOPIC_EXCEPTION"},
+}
+
+
+def error_pattern(ctx: Ctx, kind: str) -> str:
+    patterns = ERRORS[kind]
+    return patterns.get(ctx.client.split("@")[0], patterns["default"])
+
+
+@scenario("error_unknown_topic", "producing to a missing topic, auto-create off: a clear error, no topic",
+          strict_broker=True)
+def error_unknown_topic(ctx: Ctx):
+    agent = ctx.start_agent("strict", None, ctx.strict_bootstrap)
+    topic = ctx.name("missing")
+    expect_error(lambda: agent.call("produce", timeout=60, topic=topic, records=encode_records([Rec(value=b"x")]),
+                                    options={"timeout_ms": 5000}),
+                 error_pattern(ctx, "unknown_topic"), "produce to a missing topic")
+    listed = agent.call("metadata")["topics"]
+    expect(topic not in listed, "the topic was created although auto-create is off")
+
+
+@scenario("error_record_too_large", "a record over the topic's max.message.bytes: MESSAGE_TOO_LARGE, nothing stored")
+def error_record_too_large(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("big"), 1, {"max.message.bytes": "10000"})
+    expect_error(lambda: ctx.produce(topic, [Rec(value=b"z" * 50_000, partition=0)], timeout_ms=10000),
+                 error_pattern(ctx, "too_large"), "50 kB record, limit 10 kB")
+    latest = ctx.helper.call("list_offsets", topic=topic, partition=0, spec="latest")
+    expect(latest == 0, f"high watermark {latest} after a rejected record")
+
+
+@scenario("error_invalid_topic", "an invalid topic name: an invalid-topic error (produce; admin create)")
+def error_invalid_topic(ctx: Ctx):
+    bad = ctx.name("bad name!")
+    expect_error(lambda: ctx.produce(bad, [Rec(value=b"x")], timeout_ms=5000),
+                 error_pattern(ctx, "invalid_topic"), "produce to an invalid name")
+    if "admin" in ctx.features:
+        expect_error(lambda: ctx.main.call("create_topics", topics=[{"name": bad, "partitions": 1, "config": {}}]),
+                     error_pattern(ctx, "invalid_topic"), "create an invalid name")
+
+
+def run_scenario(ctx: Ctx, scenario_: Scenario) -> None:
+    missing = [need for need in scenario_.needs if need not in ctx.features]
+    if missing:
+        raise Unsupported(f"no {', '.join(missing)}")
+    scenario_.run(ctx)
