@@ -7,6 +7,8 @@ import struct
 
 import crc32c
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kbroker.log import LogConfig, LogManager, PartitionLog
 from kbroker.log.batch import BatchHeader, compute_crc
@@ -369,7 +371,8 @@ def test_transactions_markers_lso_and_aborted_list(tmp_path):
     log.append_produce(idem([b"b1"], 0, pid=2, transactional=True), NOW)               # 3
     assert log.last_stable_offset == 1
     assert log.high_watermark == 4
-    assert [h.base_offset for h in batches_in(read_bytes(log.read(0, 1 << 20, log.last_stable_offset).records))] == [0]
+    stable = batches_in(read_bytes(log.read(0, 1 << 20, log.last_stable_offset).records))
+    assert [h.base_offset for h in stable] == [0]
     assert produce_error(log, idem([b"x"], 2, pid=1)) == ErrorCode.INVALID_TXN_STATE
     abort_at = log.append_control(1, 0, False, 5, NOW)
     assert abort_at == 4
@@ -539,3 +542,44 @@ def test_log_manager_removes_stray_partitions(tmp_path):
     manager.create_topic("gone", 1)
     assert manager.partition("gone", 0).log_end_offset == 0
     manager.close()
+
+
+def test_corrupt_sealed_segment_drops_later_segments(tmp_path):
+    log = PartitionLog.open(str(tmp_path / "t-0"), "t", 0, small_config(), NOW)
+    fill(log, 40)
+    second = log.segments[1]
+    prefix, base = second.prefix, second.base_offset
+    log.close()
+    with open(prefix + ".log", "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 4)
+    os.unlink(prefix + ".index")  # only damaged indexes make a sealed segment get rescanned
+    log = PartitionLog.open(str(tmp_path / "t-0"), "t", 0, small_config(), NOW)
+    assert log.segments[-1].base_offset == base
+    assert all(b < log.log_end_offset for b in all_offsets(log))
+    assert log.log_end_offset < 120 and log.log_end_offset % 3 == 0
+    assert log.append_produce(build_batch(), NOW).base_offset == log.log_end_offset - 1
+    log.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(1, 300), min_size=1, max_size=30), cut=st.integers(0, 2000))
+def test_recovery_at_any_truncation_point(tmp_path_factory, sizes, cut):
+    directory = str(tmp_path_factory.mktemp("p") / "t-0")
+    log = PartitionLog.open(directory, "t", 0, small_config(), NOW)
+    ends = []
+    for i, size in enumerate(sizes):
+        log.append_produce(idem([b"x" * size], i), NOW)
+        ends.append((log.segments[-1].base_offset, log.segments[-1].size, log.log_end_offset))
+    active = log.segments[-1]
+    path, base = active.prefix + ".log", active.base_offset
+    log.close()
+    keep = max(os.path.getsize(path) - cut, 0)
+    os.truncate(path, keep)
+    log = PartitionLog.open(directory, "t", 0, small_config(), NOW)
+    whole = [leo for seg_base, end, leo in ends if seg_base == base and end <= keep]
+    assert log.log_end_offset == (whole[-1] if whole else base)
+    assert all_offsets(log) == list(range(log.log_end_offset))
+    # the producer continues right after the last surviving batch
+    assert log.append_produce(idem([b"n"], log.log_end_offset), NOW).base_offset == log.log_end_offset - 1
+    log.close()

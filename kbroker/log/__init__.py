@@ -3,7 +3,7 @@
 from kbroker.log.config import TOPIC_CONFIGS, LogConfig
 from kbroker.log.manager import LogManager, TopicInfo, validate_topic_name
 from kbroker.log.partition import AppendResult, PartitionLog, ReadResult
-from kbroker.log.region import FileRegion
+from kbroker.protocol.region import FileRegion
 
 __all__ = [
     "TOPIC_CONFIGS", "AppendResult", "FileRegion", "LogConfig", "LogManager", "PartitionLog",

@@ -18,7 +18,6 @@ MIN_LENGTH_FIELD = 14  # Kafka's LegacyRecord.RECORD_OVERHEAD_V0: smaller length
 MAGIC_OFFSET = 16
 CRC_OFFSET = 17
 ATTRIBUTES_OFFSET = 21  # the CRC covers attributes..end
-LEADER_EPOCH_OFFSET = 12
 MAX_TIMESTAMP_OFFSET = 35
 
 COMPRESSION_MASK = 0x07
@@ -26,7 +25,6 @@ TIMESTAMP_TYPE_BIT = 0x08  # LogAppendTime
 TRANSACTIONAL_BIT = 0x10
 CONTROL_BIT = 0x20
 
-NO_PRODUCER_ID = -1
 NO_PRODUCER_EPOCH = -1
 NO_SEQUENCE = -1
 NO_TIMESTAMP = -1
@@ -34,7 +32,6 @@ NO_TIMESTAMP = -1
 CONTROL_ABORT = 0
 CONTROL_COMMIT = 1
 
-OFFSET_STRUCT = struct.Struct(">q")
 _CONTROL_KEY = struct.Struct(">hh")
 _CONTROL_VALUE = struct.Struct(">hi")
 
@@ -80,10 +77,6 @@ class BatchHeader:
 def compute_crc(batch) -> int:
     """CRC-32C over attributes..end, as stored in the crc field."""
     return crc32c.crc32c(memoryview(batch)[ATTRIBUTES_OFFSET:])
-
-
-def crc_is_valid(batch, header: BatchHeader) -> bool:
-    return compute_crc(batch) == header.crc
 
 
 def read_varint(buf, pos: int) -> tuple[int, int]:

@@ -18,14 +18,15 @@ import crc32c
 
 from kbroker.log import retention
 from kbroker.log.batch import (
-    ATTRIBUTES_OFFSET, COMPRESSION_MASK, CONTROL_ABORT, CONTROL_COMMIT, HEADER_SIZE, LOG_OVERHEAD,
-    MIN_LENGTH_FIELD, NO_TIMESTAMP, TIMESTAMP_TYPE_BIT, BatchHeader, build_control_batch,
-    compute_crc, parse_control_record, read_varint,
+    ATTRIBUTES_OFFSET, COMPRESSION_MASK, CONTROL_ABORT, CONTROL_COMMIT, CRC_OFFSET, HEADER_SIZE,
+    LOG_OVERHEAD, MAGIC_OFFSET, MAX_TIMESTAMP_OFFSET, MIN_LENGTH_FIELD, NO_TIMESTAMP,
+    TIMESTAMP_TYPE_BIT, BatchHeader, build_control_batch, compute_crc, parse_control_record,
+    read_varint,
 )
 from kbroker.log.config import LogConfig
 from kbroker.log.index import AbortedTxn, write_file
 from kbroker.log.producer_state import ProducerStateManager, list_snapshots
-from kbroker.log.region import FileRegion
+from kbroker.protocol.region import FileRegion
 from kbroker.log.segment import DELETED_SUFFIX, LOG_SUFFIX, SEGMENT_SUFFIXES, LogSegment
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
@@ -130,8 +131,9 @@ class PartitionLog:
             if not txn_ok and lost_txn_from is None:
                 lost_txn_from = segment.base_offset
             if is_last or not segment.load_indexes(next_base):
-                cut = segment.rebuild_indexes(verify_crc=True)
-                if cut and not is_last:
+                size = segment.size
+                self.log_end_offset = segment.rebuild_indexes(verify_crc=True)
+                if segment.size != size and not is_last:
                     for later in self.segments[i + 1:]:
                         later.close()
                         for suffix in SEGMENT_SUFFIXES:
@@ -139,11 +141,6 @@ class PartitionLog:
                     del self.segments[i + 1:], self.base_offsets[i + 1:]
                     continue  # now the last segment: rebuilt again below as such
             i += 1
-        active = self.segments[-1]
-        last = None
-        for _, header in active.headers():
-            last = header
-        self.log_end_offset = last.base_offset + last.last_offset_delta + 1 if last else active.base_offset
         for segment in self.segments:
             kept = [t for t in segment.txn_index.entries if t.last_offset < self.log_end_offset]
             if len(kept) != len(segment.txn_index.entries) or not os.path.exists(segment.txn_index.path):
@@ -173,7 +170,7 @@ class PartitionLog:
             segment.txn_index.rewrite([t for t in segment.txn_index.entries if t.last_offset < from_offset])
         for segment in self.segments[first:]:
             for position, header in segment.headers():
-                if header.base_offset + header.last_offset_delta < from_offset:
+                if header.last_offset < from_offset:
                     continue
                 if header.is_control:
                     self._apply_marker(segment, header, segment.read_batch(position, header))
@@ -251,9 +248,9 @@ class PartitionLog:
         _PREFIX.pack_into(head, 0, base_offset, header.length, LEADER_EPOCH)
         if config.log_append_time:
             _ATTRIBUTES.pack_into(head, ATTRIBUTES_OFFSET, header.attributes | TIMESTAMP_TYPE_BIT)
-            _TIMESTAMP.pack_into(head, 35, now_ms)
+            _TIMESTAMP.pack_into(head, MAX_TIMESTAMP_OFFSET, now_ms)
             crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(head[ATTRIBUTES_OFFSET:]))
-            struct.pack_into(">I", head, 17, crc)
+            struct.pack_into(">I", head, CRC_OFFSET, crc)
         segment.append([head, view[HEADER_SIZE:]], size, last_offset, header.max_timestamp)
         self.log_end_offset = last_offset + 1
         self.unflushed_messages += header.records_count
@@ -383,7 +380,7 @@ class PartitionLog:
                 continue
             for position, header in segment.headers(found[0]):
                 if header.max_timestamp >= timestamp and \
-                        header.base_offset + header.last_offset_delta >= self.log_start_offset:
+                        header.last_offset >= self.log_start_offset:
                     return _first_record_at_or_after(segment, position, header, timestamp,
                                                      self.log_start_offset)
         return None
@@ -515,7 +512,7 @@ def _single_batch(view: memoryview) -> memoryview:
     if size > total:
         raise KafkaError(ErrorCode.INVALID_RECORD,
                          "Produce requests with version 3 and above must have exactly one record batch")
-    if view[16] != 2:
+    if view[MAGIC_OFFSET] != 2:
         raise KafkaError(ErrorCode.INVALID_RECORD,
                          "Produce requests with version 3 and above are only allowed to contain "
                          "record batches with magic version 2")
@@ -612,10 +609,10 @@ def _read_segment(segment: LogSegment, offset: int, max_bytes: int, upper: int,
     slot = segment.index.floor(offset - segment.base_offset)
     start = end = -1
     for position, header in segment.headers(segment.index.values[slot] if slot >= 0 else 0):
-        last = header.base_offset + header.last_offset_delta
+        last = header.last_offset
         if last < offset:
             continue
-        size = header.length + LOG_OVERHEAD
+        size = header.size
         if start < 0:
             start = end = position
             if last >= upper or (size > max_bytes and not min_one_batch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from kbroker.log.batch import HEADER_SIZE, LOG_OVERHEAD, BatchHeader, compute_crc
+from kbroker.log.batch import HEADER_SIZE, BatchHeader, compute_crc
 from kbroker.log.index import TxnIndex, offset_index, time_index
 
 LOG_SUFFIX = ".log"
@@ -103,47 +103,45 @@ class LogSegment:
         while position + HEADER_SIZE <= end:
             header = BatchHeader(os.pread(fd, HEADER_SIZE, position))
             yield position, header
-            position += header.length + LOG_OVERHEAD
+            position += header.size
 
     def position_of(self, offset: int) -> tuple[int, BatchHeader] | None:
         """(position, header) of the first batch whose last offset >= offset, if any here."""
         slot = self.index.floor(offset - self.base_offset)
         start = self.index.values[slot] if slot >= 0 else 0
         for position, header in self.headers(start):
-            if header.base_offset + header.last_offset_delta >= offset:
+            if header.last_offset >= offset:
                 return position, header
         return None
 
     def read_batch(self, position: int, header: BatchHeader) -> bytes:
-        return os.pread(self.fd, header.length + LOG_OVERHEAD, position)
+        return os.pread(self.fd, header.size, position)
 
     # -- recovery ----------------------------------------------------------------------------
 
-    def valid_batches(self, verify_crc: bool) -> Iterator[tuple[int, BatchHeader, bytes | None]]:
+    def valid_batches(self, verify_crc: bool) -> Iterator[tuple[int, BatchHeader]]:
         """Walk batches while they are structurally sound (and their CRC matches if verify_crc).
 
-        Yields (position, header, batch bytes when verified); the walk ends at the first torn,
-        oversized or corrupt batch, so position + size of the last yield is the valid end.
+        The walk ends at the first torn, oversized or corrupt batch.
         """
         position = 0
         end = self.size
         while position + HEADER_SIZE <= end:
             header = BatchHeader(os.pread(self.fd, HEADER_SIZE, position))
-            size = header.length + LOG_OVERHEAD
+            size = header.size
             if header.magic != 2 or size < HEADER_SIZE or position + size > end:
                 return
-            data = None
             if verify_crc:
                 data = os.pread(self.fd, size, position)
                 if len(data) != size or compute_crc(data) != header.crc:
                     return
-            yield position, header, data
+            yield position, header
             position += size
 
-    def rebuild_indexes(self, verify_crc: bool, on_batch=None) -> int:
-        """Re-derive indexes and timestamps from the data; cut any invalid tail.
+    def rebuild_indexes(self, verify_crc: bool) -> int:
+        """Re-derive indexes and timestamps from the data and cut any invalid tail.
 
-        Returns the number of bytes cut. on_batch(position, header, data) sees each valid batch.
+        Returns the offset after the last valid batch (the base offset when there is none).
         """
         self.index.reset()
         self.time_index.reset()
@@ -152,22 +150,19 @@ class LogSegment:
         self.first_batch_timestamp = None
         self.bytes_since_index = 0
         valid_end = 0
-        for position, header, data in self.valid_batches(verify_crc):
-            size = header.length + LOG_OVERHEAD
+        next_offset = self.base_offset
+        for position, header in self.valid_batches(verify_crc):
             if self.first_batch_timestamp is None:
                 self.first_batch_timestamp = header.max_timestamp
-            self._track(position, size, header.base_offset + header.last_offset_delta,
-                        header.max_timestamp, persist=False)
-            if on_batch is not None:
-                on_batch(position, header, data)
-            valid_end = position + size
+            next_offset = header.last_offset + 1
+            self._track(position, header.size, header.last_offset, header.max_timestamp, persist=False)
+            valid_end = position + header.size
         self.index.save()
         self.time_index.save()
-        cut = self.size - valid_end
-        if cut:
+        if valid_end != self.size:
             os.ftruncate(self.fd, valid_end)
             self.size = valid_end
-        return cut
+        return next_offset
 
     def load_indexes(self, next_offset: int) -> bool:
         """Load index files of a sealed segment; False when any is missing or inconsistent."""
