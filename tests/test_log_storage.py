@@ -12,19 +12,10 @@ from hypothesis import strategies as st
 
 from kbroker.log import LogConfig, LogManager, PartitionLog
 from kbroker.log.batch import BatchHeader, compute_crc
+from kbroker.log.batch import write_varint as varint
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 NOW = 1_700_000_000_000
-
-
-def varint(value: int) -> bytes:
-    raw = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while raw >= 0x80:
-        out.append((raw & 0x7F) | 0x80)
-        raw >>= 7
-    out.append(raw)
-    return bytes(out)
 
 
 def encode_record(offset_delta: int, ts_delta: int, key: bytes | None, value: bytes | None) -> bytes:

@@ -14,22 +14,7 @@ from array import array
 from bisect import bisect_right
 from typing import NamedTuple
 
-
-def _append_to_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def write_file(path: str, data: bytes) -> None:
-    """Replace a file's contents (indexes are rebuilt whole, they can always be rebuilt again)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+from kbroker.log.files import read_if_exists, write_file
 
 
 class SparseIndex:
@@ -53,12 +38,8 @@ class SparseIndex:
 
     def load(self) -> bool:
         """Read the file; False (and empty) when missing, torn or out of order."""
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return False
-        if len(data) % self._entry.size:
+        data = read_if_exists(self.path)
+        if data is None or len(data) % self._entry.size:
             return False
         keys, values = self.keys, self.values
         for key, value in self._entry.iter_unpack(data):
@@ -135,19 +116,19 @@ class TxnIndex:
 
     def load(self) -> bool:
         """Read the file; False (and empty) when missing or torn."""
-        try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return False
-        if len(data) % TXN_ENTRY_SIZE:
+        data = read_if_exists(self.path)
+        if data is None or len(data) % TXN_ENTRY_SIZE:
             return False
         self.entries = [AbortedTxn(*fields[1:]) for fields in _TXN_ENTRY.iter_unpack(data)]
         return True
 
     def append(self, txn: AbortedTxn) -> None:
         self.entries.append(txn)
-        _append_to_file(self.path, _TXN_ENTRY.pack(0, *txn))
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, _TXN_ENTRY.pack(0, *txn))
+        finally:
+            os.close(fd)
 
     def rewrite(self, entries: list[AbortedTxn]) -> None:
         self.entries = list(entries)

@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from kbroker.log.config import LogConfig
+from kbroker.log.files import split_due, write_atomically
 from kbroker.log.partition import PartitionLog, partition_dir_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
@@ -59,20 +60,6 @@ class TopicInfo:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class LogManager:
@@ -190,11 +177,9 @@ class LogManager:
         """Remove files of deleted segments and topics once their delay has passed."""
         for log in self.logs():
             log.purge_deleted(now_ms)
-        due = [entry for entry in self._pending_deletes if entry[0] <= now_ms]
-        if due:
-            self._pending_deletes = [entry for entry in self._pending_deletes if entry[0] > now_ms]
-            for _, log in due:
-                log.remove_files()
+        self._pending_deletes, due = split_due(self._pending_deletes, now_ms)
+        for log in due:
+            log.remove_files()
 
     def flush(self) -> None:
         now = _now_ms()
@@ -238,7 +223,7 @@ class LogManager:
     def _save(self, info: TopicInfo) -> None:
         meta = {"name": info.name, "topic_id": str(info.topic_id), "partitions": info.partitions,
                 "configs": info.configs}
-        _write_atomically(self._meta_path(info.name), json.dumps(meta, sort_keys=True).encode())
+        write_atomically(self._meta_path(info.name), json.dumps(meta, sort_keys=True).encode())
 
     def _open_partition(self, info: TopicInfo, index: int, now_ms: int) -> PartitionLog:
         directory = os.path.join(self.data_dir, partition_dir_name(info.name, index))
@@ -246,5 +231,5 @@ class LogManager:
         metadata = os.path.join(directory, PARTITION_METADATA)
         if not os.path.exists(metadata):
             text = f"version: 0\ntopic_id: {kafka_uuid_string(info.topic_id)}\n"
-            _write_atomically(metadata, text.encode())
+            write_atomically(metadata, text.encode())
         return log

@@ -24,7 +24,8 @@ from kbroker.log.batch import (
     read_varint,
 )
 from kbroker.log.config import LogConfig
-from kbroker.log.index import AbortedTxn, write_file
+from kbroker.log.files import read_if_exists, split_due, unlink_quietly, write_atomically
+from kbroker.log.index import AbortedTxn
 from kbroker.log.producer_state import ProducerStateManager, list_snapshots
 from kbroker.protocol.region import FileRegion
 from kbroker.log.segment import DELETED_SUFFIX, LOG_SUFFIX, SEGMENT_SUFFIXES, LogSegment
@@ -137,7 +138,7 @@ class PartitionLog:
                     for later in self.segments[i + 1:]:
                         later.close()
                         for suffix in SEGMENT_SUFFIXES:
-                            _unlink_quietly(later.prefix + suffix)
+                            unlink_quietly(later.prefix + suffix)
                     del self.segments[i + 1:], self.base_offsets[i + 1:]
                     continue  # now the last segment: rebuilt again below as such
             i += 1
@@ -158,7 +159,7 @@ class PartitionLog:
                     break
         for offset, path in list_snapshots(self.directory):
             if offset != start or offset > self.log_end_offset:
-                _unlink_quietly(path)
+                unlink_quietly(path)
         self._replay(max(start, self.base_offsets[0]))
 
     def _replay(self, from_offset: int) -> None:
@@ -317,7 +318,7 @@ class PartitionLog:
         self.producer_state.write_snapshot(self.directory, self.log_end_offset)
         for offset, path in list_snapshots(self.directory):
             if offset != self.log_end_offset:
-                _unlink_quietly(path)
+                unlink_quietly(path)
 
     # -- transactions ------------------------------------------------------------------------
 
@@ -462,16 +463,12 @@ class PartitionLog:
 
     def purge_deleted(self, now_ms: int) -> None:
         """Unlink `.deleted` files whose file.delete.delay.ms has passed, closing their fds."""
-        due = [entry for entry in self.pending_deletes if entry[0] <= now_ms]
-        if due:
-            self.pending_deletes = [entry for entry in self.pending_deletes if entry[0] > now_ms]
-            for _, segment in due:
-                segment.unlink_deleted()
+        self.pending_deletes, due = split_due(self.pending_deletes, now_ms)
+        for segment in due:
+            segment.unlink_deleted()
 
     def _write_log_start(self) -> None:
-        path = os.path.join(self.directory, LOG_START_FILE)
-        write_file(path + ".tmp", f"{self.log_start_offset}\n".encode())
-        os.replace(path + ".tmp", path)
+        write_atomically(os.path.join(self.directory, LOG_START_FILE), f"{self.log_start_offset}\n".encode())
 
     def rename_for_delete(self) -> str:
         """Topic deletion: move the directory aside (open fds keep serving); returns new path."""
@@ -626,11 +623,8 @@ def _read_segment(segment: LogSegment, offset: int, max_bytes: int, upper: int,
 
 
 def _read_log_start(directory: str) -> int | None:
-    try:
-        with open(os.path.join(directory, LOG_START_FILE), "rb") as f:
-            return int(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
+    data = read_if_exists(os.path.join(directory, LOG_START_FILE))
+    return int(data) if data and data.strip().isdigit() else None
 
 
 def _remove_orphan_indexes(directory: str, bases: set[int]) -> None:
@@ -639,9 +633,3 @@ def _remove_orphan_indexes(directory: str, bases: set[int]) -> None:
         if dot and "." + suffix in SEGMENT_SUFFIXES[1:] and stem.isdigit() and int(stem) not in bases:
             os.unlink(os.path.join(directory, name))
 
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import crc32c
 
 from kbroker.log.batch import CONTROL_ABORT, NO_PRODUCER_EPOCH, NO_SEQUENCE, BatchHeader
+from kbroker.log.files import read_if_exists, write_atomically
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 NUM_BATCHES_TO_RETAIN = 5
@@ -183,21 +184,14 @@ class ProducerStateManager:
                                           e.txn_first_offset, len(e.batches)))
             parts.extend(self._BATCH.pack(*b) for b in e.batches)
         body = b"".join(parts)
-        path = snapshot_path(directory, offset)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(struct.pack(">I", crc32c.crc32c(body)) + body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(snapshot_path(directory, offset), struct.pack(">I", crc32c.crc32c(body)) + body)
 
     @classmethod
     def read_snapshot(cls, path: str) -> ProducerStateManager | None:
         """The state stored in a snapshot file, or None when it is unreadable."""
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-            if len(data) < 4 or struct.unpack_from(">I", data)[0] != crc32c.crc32c(data[4:]):
+            data = read_if_exists(path)
+            if data is None or len(data) < 4 or struct.unpack_from(">I", data)[0] != crc32c.crc32c(data[4:]):
                 return None
             version, count = cls._HEAD.unpack_from(data, 4)
             if version != 1:

@@ -16,6 +16,7 @@ import crc32c
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from kbroker.log import LogConfig, PartitionLog  # noqa: E402
+from kbroker.log.batch import write_varint as varint  # noqa: E402
 
 NOW = 1_700_000_000_000
 
@@ -23,14 +24,6 @@ NOW = 1_700_000_000_000
 def one_record_batch(value_size: int) -> bytes:
     """A batch holding one record with a value of value_size bytes (what matters is bytes)."""
     value = os.urandom(value_size)
-
-    def varint(v: int) -> bytes:
-        raw, out = (v << 1) ^ (v >> 63), bytearray()
-        while raw >= 0x80:
-            out.append((raw & 0x7F) | 0x80)
-            raw >>= 7
-        out.append(raw)
-        return bytes(out)
 
     body = b"\x00" + varint(0) + varint(0) + varint(-1) + varint(len(value)) + value + varint(0)
     record = varint(len(body)) + body
