@@ -65,8 +65,8 @@ def _now_ms() -> int:
 class LogManager:
     """Opens every known topic's partitions at start (with recovery) and manages their lifecycle."""
 
-    def __init__(self, data_dir: str, defaults: LogConfig):
-        self.data_dir = data_dir
+    def __init__(self, data_dir: str | os.PathLike, defaults: LogConfig):
+        self.data_dir = os.fspath(data_dir)
         self.defaults = defaults
         self.topics: dict[str, TopicInfo] = {}
         self._by_id: dict[uuid.UUID, TopicInfo] = {}

@@ -27,9 +27,9 @@ from kbroker.log.config import LogConfig
 from kbroker.log.files import read_if_exists, split_due, unlink_quietly, write_atomically
 from kbroker.log.index import AbortedTxn
 from kbroker.log.producer_state import ProducerStateManager, list_snapshots
-from kbroker.protocol.region import FileRegion
 from kbroker.log.segment import DELETED_SUFFIX, LOG_SUFFIX, SEGMENT_SUFFIXES, LogSegment
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.region import FileRegion
 
 LEADER_EPOCH = 0
 UNDEFINED_EPOCH = -1
@@ -87,7 +87,7 @@ class PartitionLog:
     # -- opening and recovery ----------------------------------------------------------------
 
     @classmethod
-    def open(cls, directory: str, topic: str, partition: int, config: LogConfig,
+    def open(cls, directory: str | os.PathLike, topic: str, partition: int, config: LogConfig,
              now_ms: int) -> PartitionLog:
         """Open (creating if needed) and recover a partition directory.
 
@@ -97,6 +97,7 @@ class PartitionLog:
         segment is cut the same way and every later segment dropped (Kafka's recovery).
         Producer state comes from the newest usable snapshot plus a header scan of the rest.
         """
+        directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
         log = cls(directory, topic, partition, config, now_ms)
         bases = []
