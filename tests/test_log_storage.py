@@ -317,6 +317,19 @@ def test_idempotent_duplicates_and_sequence_errors(log):
     assert log.append_produce(idem([b"f"], 77, pid=2000), NOW).base_offset == 4
 
 
+def test_idle_producers_expire(tmp_path):
+    manager = LogManager(str(tmp_path), LogConfig())
+    manager.create_topic("t", 1)
+    log = manager.partition("t", 0)
+    log.append_produce(idem([b"a"], 0, pid=1), NOW)
+    log.append_produce(idem([b"b"], 0, pid=2, transactional=True), NOW)
+    assert manager.remove_expired_producers(NOW + 10, 100) == 0
+    assert manager.remove_expired_producers(NOW + 100, 100) == 1  # not the one in a transaction
+    assert set(log.producer_state.producers) == {2}
+    assert log.append_produce(idem([b"c"], 9, pid=1), NOW).base_offset == 2  # unknown again
+    manager.close()
+
+
 def test_only_last_five_batches_deduplicated(log):
     for seq in range(7):
         log.append_produce(idem([b"x"], seq), NOW)

@@ -173,6 +173,10 @@ class LogManager:
     def apply_retention(self, now_ms: int) -> int:
         return sum(log.apply_retention(now_ms) for log in self.logs())
 
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int) -> int:
+        """Apply producer.id.expiration.ms to every partition's producer state."""
+        return sum(log.producer_state.remove_expired(now_ms, expiration_ms) for log in self.logs())
+
     def purge_deleted(self, now_ms: int) -> None:
         """Remove files of deleted segments and topics once their delay has passed."""
         for log in self.logs():

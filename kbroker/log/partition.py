@@ -242,13 +242,13 @@ class PartitionLog:
 
         base_offset = self.log_end_offset
         last_offset = base_offset + header.last_offset_delta
-        append_time = now_ms if config.log_append_time else NO_TIMESTAMP
+        append_time = NO_TIMESTAMP
         if config.log_append_time:
-            header.max_timestamp = now_ms
+            append_time = header.max_timestamp = now_ms
         segment = self._maybe_roll(size, header.max_timestamp, last_offset, now_ms)
         head = bytearray(view[:HEADER_SIZE])
         _PREFIX.pack_into(head, 0, base_offset, header.length, LEADER_EPOCH)
-        if config.log_append_time:
+        if append_time != NO_TIMESTAMP:
             _ATTRIBUTES.pack_into(head, ATTRIBUTES_OFFSET, header.attributes | TIMESTAMP_TYPE_BIT)
             _TIMESTAMP.pack_into(head, MAX_TIMESTAMP_OFFSET, now_ms)
             crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(head[ATTRIBUTES_OFFSET:]))

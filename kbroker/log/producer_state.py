@@ -162,6 +162,14 @@ class ProducerStateManager:
         self.ongoing.pop(producer_id, None)
         return completed
 
+    def remove_expired(self, now_ms: int, expiration_ms: int) -> int:
+        """Forget producers idle for producer.id.expiration.ms with no open transaction."""
+        expired = [pid for pid, entry in self.producers.items()
+                   if entry.txn_first_offset < 0 and now_ms - entry.last_timestamp >= expiration_ms]
+        for pid in expired:
+            del self.producers[pid]
+        return len(expired)
+
     def first_unstable_offset(self, excluding: int | None = None) -> int | None:
         """First offset of the oldest ongoing transaction (optionally ignoring one producer)."""
         offsets = [first for pid, first in self.ongoing.items() if pid != excluding]
