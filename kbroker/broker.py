@@ -25,9 +25,9 @@ log = logging.getLogger("kbroker")
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 
-def _flush_all(partition_logs) -> None:
+def _flush_all(partition_logs, now: int) -> None:
     for partition_log in partition_logs:
-        partition_log.flush()
+        partition_log.flush(now)
 
 
 def now_ms() -> int:
@@ -158,7 +158,7 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity = BrokerIdentity.load_or_create(self.data_dir, config["node.id"])
         self.log_defaults = LogConfig().with_overrides(config.topic_defaults())
-        self.logs = LogManager(self.data_dir, self.log_defaults)
+        self.logs = LogManager(str(self.data_dir), self.log_defaults)
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.wakeups = PartitionWakeups()
         self.api_usage = ApiUsage(api_usage_path)
@@ -175,9 +175,10 @@ class Broker:
 
     async def flush_if_due(self) -> None:
         """fsync the logs whose flush.messages / flush.ms say so, off the event loop."""
-        due = self.logs.logs_due_flush(now_ms())
+        now = now_ms()
+        due = [partition_log for partition_log in self.logs.logs() if partition_log.needs_flush(now)]
         if due:
-            await trio.to_thread.run_sync(_flush_all, due)
+            await trio.to_thread.run_sync(_flush_all, due, now)
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import trio
 
 import kbroker.api  # noqa: F401  (registers every handler)
-from kbroker.api.registry import HANDLERS
+from kbroker.api.registry import HANDLERS, CloseConnection
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
 from kbroker.protocol import FileRegion, codec, messages
@@ -62,11 +62,14 @@ class Connection:
             while True:
                 frame = await self._receive_frame()
                 await self._handle_frame(frame)
-        except ConnectionClosed:
+        except (ConnectionClosed, CloseConnection):
             pass
         except OSError as exc:
             if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
                 log.info("connection %s: %s", self.peer, exc)
+        except Exception:
+            # A bug must cost one connection, never the broker.
+            log.exception("connection %s: unexpected error, closing", self.peer)
 
     async def _receive_more(self) -> None:
         with trio.move_on_after(self._idle_timeout_s) as idle:

@@ -79,7 +79,7 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
         data.error_code = exc.code
         return data, 0
     size = 0
-    if result.records is not None and result.records.size:
+    if result.records:  # a FileRegion, or b"" when nothing is readable
         data.records = result.records
         size = result.records.size
     if committed:

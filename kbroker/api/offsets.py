@@ -29,8 +29,11 @@ def _lookup(partition_log, timestamp: int, committed: bool) -> tuple[int, int]:
         return partition_log.log_start_offset, NO_TIMESTAMP
     if timestamp == LATEST_TIERED:  # no tiered storage here
         return -1, NO_TIMESTAMP
-    found = partition_log.max_timestamp() if timestamp == MAX_TIMESTAMP else \
-        partition_log.offset_for_timestamp(timestamp)
+    if timestamp == MAX_TIMESTAMP:
+        found = partition_log.max_timestamp()
+        found = None if found is None else (found[1], found[0])
+    else:
+        found = partition_log.offset_for_timestamp(timestamp)
     if found is None or found[0] >= last_fetchable:
         return -1, NO_TIMESTAMP
     return found

@@ -109,7 +109,8 @@ def decode_request(header: RequestHeader, frame, body_offset: int):
     if fn is None:
         info = _info(*key)
         fn = _request_decoders[key] = _decoder(info.request, key[1])
-    return _decode(fn, frame, body_offset, exact=True)[0]
+    # Like the Java broker, ignore bytes after the body: librdkafka 2.16 pads Metadata v12.
+    return _decode(fn, frame, body_offset, exact=False)[0]
 
 
 def _encode_body(cls: type, version: int, body, encoder, buf: bytearray) -> list:
