@@ -161,6 +161,27 @@ def test_kafka_python_golden_frames():
     assert request.topics == []
 
 
+# -- frames captured from confluent-kafka 2.16.1 / librdkafka 2.16.0 (AdminClient.list_topics) --
+
+LIBRDKAFKA_API_VERSIONS_V3 = bytes.fromhex(
+    "00120003000000010006676f6c64656e0017636f6e666c75656e742d6b61666b612d707974686f6e"
+    "16322e31362e312d72646b61666b612d322e31362e3000"
+)
+# Three bytes follow the body's tagged section; the Java broker ignores them, so do we.
+LIBRDKAFKA_METADATA_V12_PADDED = bytes.fromhex("0003000c000000030006676f6c64656e0000000000010000")
+
+
+def test_librdkafka_golden_frames():
+    header, request = decode_frame(framed(LIBRDKAFKA_API_VERSIONS_V3))
+    assert (header.api_key, header.api_version, header.client_id) == (18, 3, "golden")
+    assert request == ApiVersionsRequest(
+        client_software_name="confluent-kafka-python", client_software_version="2.16.1-rdkafka-2.16.0"
+    )
+    header, request = decode_frame(framed(LIBRDKAFKA_METADATA_V12_PADDED))
+    assert (header.api_key, header.api_version, header.correlation_id) == (3, 12, 3)
+    assert request == MetadataRequest(topics=None, allow_auto_topic_creation=False)
+
+
 class StubBroker:
     """A thread-per-connection socket server answering ApiVersions and Metadata with our codec."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from kbroker.protocol.codegen import build_decoder, build_encoder
+from kbroker.protocol.codegen import build_decoder, build_encoder, records_size
 from kbroker.protocol.exceptions import CorruptFrame, ProtocolError, UnsupportedVersion
 from kbroker.protocol.messages import API_INFO, RequestHeader, ResponseHeader
 from kbroker.protocol.region import FileRegion
@@ -80,6 +80,8 @@ def response_header_version(api_key: int, api_version: int) -> int:
 
 def _decode(fn, frame, pos: int, exact: bool):
     """Run a generated decoder, turning every kind of bad input into CorruptFrame."""
+    if type(frame) is not memoryview:
+        frame = memoryview(frame)  # records fields become slices of it
     end = len(frame)
     try:
         obj, pos = fn(frame, pos, end)
@@ -129,7 +131,7 @@ def _parts(buf: bytearray, big: list) -> list:
     """Fill in the size prefix and splice large records between slices of ``buf``."""
     total = len(buf) - 4
     for _, value in big:
-        total += value.size if type(value) is FileRegion else memoryview(value).nbytes
+        total += records_size(value)
     _SIZE.pack_into(buf, 0, total)
     if not big:
         return [buf]

@@ -7,7 +7,7 @@ length prefixes of non-flexible strings, bytes and arrays) are read and written 
 precompiled ``struct.Struct`` per run.
 
 Generated decoders have the signature ``d_<Struct>(buf, p, end) -> (obj, p)``: ``buf`` is
-the whole frame, ``p`` the cursor, ``end`` the limit for length checks (a tagged field's
+a memoryview of the whole frame, ``p`` the cursor, ``end`` the limit for length checks (a tagged field's
 end inside its section). Out-of-range reads surface as CorruptFrame, struct.error or
 IndexError; codec.py turns the latter two into CorruptFrame.
 
@@ -38,12 +38,13 @@ FIXED_FORMATS = {
 
 
 def records_size(value) -> int:
-    """Wire length of a records value: -1 for null, a FileRegion's size, else its byte count."""
+    """Wire length of a records value: -1 for null, a FileRegion's size, else its length
+    (records buffers are bytes, bytearrays or byte-format memoryviews)."""
     if value is None:
         return -1
     if type(value) is FileRegion:
         return value.size
-    return memoryview(value).nbytes
+    return len(value)
 
 
 class _Lines:
@@ -309,7 +310,7 @@ class _DecoderModule(_Module):
         convert = {
             "string": "str(buf[p:{q}], 'utf-8')",
             "bytes": "bytes(buf[p:{q}])",
-            "records": "memoryview(buf)[p:{q}]",
+            "records": "buf[p:{q}]",  # buf is a memoryview: a zero-copy slice
         }[f.type]
         # Array elements are never null; only the array itself may be.
         with self.null_or(f, n, target, out, where, self.nullable(f) and not f.array, compact):
@@ -458,31 +459,45 @@ class _EncoderModule(_Module):
             out.emit(f"b += {data}")
 
     def write_tagged(self, tagged: list[Field], out: _Lines) -> None:
-        count, section = self.var("nt"), self.var("tb")
-        out.emit(f"{count} = 0")
-        out.emit(f"{section} = bytearray()")
+        """Count the non-default tagged fields, then write each as tag, size, value."""
+        present = []
         for f in tagged:
-            default = self.default_instance(f)
-            with out.block(f"if o.{f.attr} != {default}:"):
+            flag = self.var("w")
+            out.emit(f"{flag} = {self.differs_from_default(f, f'o.{f.attr}')}")
+            present.append(flag)
+        out.emit(f"b.append({' + '.join(present)})")  # a struct never has 128 known tags
+        for f, flag in zip(tagged, present):
+            with out.block(f"if {flag}:"):
+                fmt = FIXED_FORMATS.get(f.type)
+                if fmt is not None and not f.array:
+                    # Fixed width: the size is known, so write straight into b.
+                    size = struct.calcsize(">" + fmt)
+                    out.emit(f"b += {self.const(write_uvarint(f.tag) + write_uvarint(size))}")
+                    run = _Run(self, out)
+                    self.write_value(f, f"o.{f.attr}", run, "b")
+                    run.flush_write("b")
+                    continue
                 value = self.var("vb")
-                out.emit(f"{count} += 1")
                 out.emit(f"{value} = bytearray()")
                 run = _Run(self, out)
                 self.write_field(f, f"o.{f.attr}", run, value)
                 run.flush_write(value)
-                out.emit(f"{section} += {self.const(write_uvarint(f.tag))}")
-                self.write_uvarint(out, section, f"len({value})")
-                out.emit(f"{section} += {value}")
-        self.write_uvarint(out, "b", count)
-        out.emit(f"b += {section}")
+                out.emit(f"b += {self.const(write_uvarint(f.tag))}")
+                self.write_uvarint(out, "b", f"len({value})")
+                out.emit(f"b += {value}")
 
-    def default_instance(self, f: Field) -> str:
-        """A constant holding the default to compare with (a struct default is built once)."""
+    def differs_from_default(self, f: Field, value: str) -> str:
+        """An expression true when ``value`` is not ``f``'s default (Java's rule for writing tags).
+
+        Struct defaults are compared field by field inline: a call to __eq__ per tagged
+        struct would dominate the cost of encoding a FetchResponse partition.
+        """
         if f.fresh_default is list:
-            return "[]"
+            return f"{value} != []"
         if f.fresh_default is not None:
-            return self.const(f.fresh_default())
-        return self.default_expr(f)
+            parts = [self.differs_from_default(sub, f"{value}.{sub.attr}") for sub in f.struct._fields]
+            return f"({' or '.join(parts)})" if parts else "False"
+        return f"{value} != {self.default_expr(f)}"
 
 
 def build_decoder(cls: type, version: int):

@@ -24,8 +24,10 @@ def read_uvarint(buf, pos: int, max_bytes: int = 5) -> tuple[int, int]:
 
 def write_uvarint(value: int) -> bytes:
     """Encode a non-negative integer as unsigned LEB128."""
-    if value < 0:
-        raise ValueError(f"uvarint cannot be negative: {value}")
+    if value < 0x4000:  # one or two bytes: every length below 16 KiB
+        if value < 0:
+            raise ValueError(f"uvarint cannot be negative: {value}")
+        return bytes((value,)) if value < 0x80 else bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
