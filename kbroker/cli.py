@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="record which API versions each client used, as JSON, here")
     serve.add_argument("--log-level", default="INFO")
 
-    commands.add_parser("apis", help="print the supported APIs and versions as a Markdown table")
+    apis = commands.add_parser("apis", help="print the supported APIs and versions as Markdown")
+    apis.add_argument("--update-readme", type=Path, metavar="README",
+                      help="rewrite the table between the apis markers of this file instead")
     commands.add_parser("configs", help="print the broker settings as a Markdown table")
     return parser
 
@@ -82,14 +84,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_apis() -> int:
+README_APIS_START, README_APIS_END = "<!-- apis:start -->\n", "<!-- apis:end -->"
+
+
+def apis_table() -> str:
+    """The Markdown table of served APIs, from the handler registry."""
     import kbroker.api  # noqa: F401  (registers every handler)
     from kbroker.api.registry import supported_apis
 
-    print("| API | key | versions |")
-    print("|---|---|---|")
-    for entry in supported_apis():
-        print(f"| {entry.name} | {entry.api_key} | {entry.min_version}-{entry.max_version} |")
+    rows = ["| API | key | versions |", "|---|---|---|"]
+    rows += [f"| {e.name} | {e.api_key} | {e.min_version}-{e.max_version} |" for e in supported_apis()]
+    return "\n".join(rows) + "\n"
+
+
+def _apis(args: argparse.Namespace) -> int:
+    table = apis_table()
+    if args.update_readme is None:
+        print(table, end="")
+        return 0
+    text = args.update_readme.read_text()
+    start = text.index(README_APIS_START) + len(README_APIS_START)
+    args.update_readme.write_text(text[:start] + table + text[text.index(README_APIS_END):])
     return 0
 
 
@@ -106,5 +121,8 @@ def _print_configs() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"serve": _serve, "apis": lambda _: _print_apis(), "configs": lambda _: _print_configs()}
-    sys.exit(commands[args.command](args))
+    commands = {"serve": _serve, "apis": _apis, "configs": lambda _: _print_configs()}
+    try:
+        sys.exit(commands[args.command](args))
+    except BrokenPipeError:  # `kbroker configs | head` is fine
+        sys.exit(0)
