@@ -23,7 +23,7 @@ import uuid
 from contextlib import contextmanager
 
 from kbroker.protocol.exceptions import CorruptFrame
-from kbroker.protocol.messages import ZERO_UUID, Field
+from kbroker.protocol.messages import Field
 from kbroker.protocol.primitives import read_uvarint, write_uvarint
 from kbroker.protocol.region import FileRegion
 from kbroker.protocol.specs import in_range
@@ -512,6 +512,3 @@ def build_encoder(cls: type, version: int):
     module = _EncoderModule(cls, version)
     entry = module.struct_function("e", cls)
     return module.compile(entry, module.build)
-
-
-__all__ = ["INLINE_RECORDS_MAX", "ZERO_UUID", "build_decoder", "build_encoder", "records_size"]

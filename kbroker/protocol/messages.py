@@ -22,8 +22,6 @@ from typing import NamedTuple
 from kbroker.protocol.exceptions import UnsupportedVersion
 from kbroker.protocol.specs import api_specs, load
 
-ZERO_UUID = uuid.UUID(int=0)
-
 
 def snake_case(name: str) -> str:
     """'ThrottleTimeMs' -> 'throttle_time_ms', 'IsKRaftController' -> 'is_k_raft_controller'."""
@@ -68,9 +66,6 @@ class Field:
         elif self.type == "bytes" and default == "":
             default = b""
         self.default = default
-
-    def default_value(self):
-        return self.default if self.fresh_default is None else self.fresh_default()
 
 
 class Struct:
