@@ -18,6 +18,7 @@ are not copied but noted in ``big`` as ``(offset in b, value)`` for the caller t
 
 from __future__ import annotations
 
+import linecache
 import struct
 import uuid
 from contextlib import contextmanager
@@ -189,12 +190,16 @@ class _Module:
         return self.const(f.default)
 
     def compile(self, entry: str, build) -> object:
-        """Generate functions until every reachable struct has one; return the entry function."""
+        """Generate functions until every reachable struct has one; return the entry function.
+
+        The source is registered with linecache so tracebacks and inspect show generated lines.
+        """
         while self.todo:
             build(self.todo.pop())
         source = "\n\n".join(self.functions) + "\n"
-        exec(compile(source, f"<codec v{self.version}>", "exec"), self.env)
-        self.source = source
+        filename = f"<kbroker.protocol.codegen {entry} v{self.version}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), self.env)
         return self.env[entry]
 
 
