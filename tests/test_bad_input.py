@@ -166,3 +166,18 @@ def test_invalid_client_software_name_is_an_invalid_request(strict_broker):
         response = client.request("ApiVersions", 3, client_software_name="bad name",
                                   client_software_version="1.0")
         assert response.error_code == ErrorCode.INVALID_REQUEST
+
+
+def test_fetch_without_data_answers_empty_records_not_null(strict_broker):
+    """librdkafka rejects a null records field, so Kafka always sends empty records."""
+    with WireClient(strict_broker.bootstrap) as client:
+        _create(client, "empty-fetch")
+        request = messages.FetchRequest
+        response = client.request("Fetch", 12, replica_id=-1, max_wait_ms=0, min_bytes=1,
+                                  max_bytes=1 << 20, session_epoch=-1, topics=[
+                                      request.FetchTopic(topic="empty-fetch", partitions=[
+                                          request.FetchPartition(partition=0, fetch_offset=0,
+                                                                 partition_max_bytes=1 << 20)])])
+        [partition] = response.responses[0].partitions
+        assert partition.error_code == ErrorCode.NONE
+        assert partition.records is not None and bytes(partition.records) == b""

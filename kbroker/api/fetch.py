@@ -15,6 +15,8 @@ from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import FetchResponse
 
 READ_COMMITTED = 1
+# Kafka answers a partition without data with empty records, never null: librdkafka rejects null.
+NO_RECORDS = b""
 LEADER_EPOCH = 0  # a single broker is the only leader there ever was
 
 TopicResponse = FetchResponse.FetchableTopicResponse
@@ -50,7 +52,7 @@ def _forgotten_keys(request, version: int) -> list:
 
 def _error_data(position: FetchPosition, error: ErrorCode) -> PartitionData:
     return PartitionData(partition_index=position.partition, error_code=error, high_watermark=-1,
-                         records=None)
+                         records=NO_RECORDS)
 
 
 def _read_partition(broker, position: FetchPosition, committed: bool, budget: int,
@@ -69,7 +71,7 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
     data = PartitionData(
         partition_index=position.partition, error_code=ErrorCode.NONE,
         high_watermark=high_watermark, last_stable_offset=last_stable_offset,
-        log_start_offset=log_start_offset, records=None,
+        log_start_offset=log_start_offset, records=NO_RECORDS,
     )
     upper = last_stable_offset if committed else high_watermark
     max_bytes = min(position.max_bytes, budget)
@@ -101,7 +103,7 @@ def _read_all(broker, positions, committed: bool, max_bytes: int, incremental: b
                                      min_one_batch=total == 0)
         total += size
         has_error = has_error or data.error_code != ErrorCode.NONE
-        news = data.records is not None or data.error_code != ErrorCode.NONE or position.has_news(
+        news = data.records is not NO_RECORDS or data.error_code != ErrorCode.NONE or position.has_news(
             data.high_watermark, data.last_stable_offset, data.log_start_offset)
         if incremental and not news:
             continue
