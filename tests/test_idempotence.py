@@ -72,3 +72,24 @@ def test_kafka_python_default_idempotent_producer(broker, topic_name):
     assert offsets == list(range(30))
     assert [r.value for r in kafka_python_consume(broker.bootstrap, topic_name, 30)] == \
         [f"{i}".encode() for i in range(30)]
+
+
+def test_offset_for_leader_epoch_answers_the_single_epoch(broker):
+    topic = "leader-epochs"
+    with WireClient(broker.bootstrap) as client:
+        client.request("Metadata", 12, topics=[
+            messages.MetadataRequest.MetadataRequestTopic(name=topic)], allow_auto_topic_creation=True)
+        _produce(client, topic, _batch(-1, -1, -1, count=3))
+        request = messages.OffsetForLeaderEpochRequest
+
+        def ask(epoch: int, current: int = -1, name: str = topic):
+            response = client.request("OffsetForLeaderEpoch", 4, replica_id=-1, topics=[
+                request.OffsetForLeaderTopic(topic=name, partitions=[
+                    request.OffsetForLeaderPartition(partition=0, current_leader_epoch=current,
+                                                     leader_epoch=epoch)])])
+            answer = response.topics[0].partitions[0]
+            return answer.error_code, answer.leader_epoch, answer.end_offset
+
+        assert ask(0) == (ErrorCode.NONE, 0, 3)
+        assert ask(0, current=5) == (ErrorCode.UNKNOWN_LEADER_EPOCH, -1, -1)
+        assert ask(0, name="no-such-topic-epochs")[0] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION

@@ -39,6 +39,15 @@ def _lookup(partition_log, timestamp: int, committed: bool) -> tuple[int, int]:
     return found
 
 
+def _partition_log_or_error(logs, topic: str, partition: int, current_leader_epoch: int):
+    """(log, NONE) for a partition a client may query, else (None, Kafka's error)."""
+    partition_log = logs.partition(topic, partition)
+    if partition_log is None:
+        return None, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    error = _leader_epoch_error(current_leader_epoch)
+    return (partition_log if error == ErrorCode.NONE else None), error
+
+
 @serves("ListOffsets", 1, 10)
 async def handle_list_offsets(ctx, request) -> ListOffsetsResponse:
     logs = ctx.broker.logs
@@ -47,17 +56,13 @@ async def handle_list_offsets(ctx, request) -> ListOffsetsResponse:
     for topic in request.topics:
         answers = []
         for asked in topic.partitions:
-            partition_log = logs.partition(topic.name, asked.partition_index)
-            error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if partition_log is None else \
-                _leader_epoch_error(asked.current_leader_epoch)
-            if error != ErrorCode.NONE:
-                answers.append(ListPartition(partition_index=asked.partition_index, error_code=error))
-                continue
-            offset, timestamp = _lookup(partition_log, asked.timestamp, committed)
-            answers.append(ListPartition(
-                partition_index=asked.partition_index, error_code=ErrorCode.NONE,
-                timestamp=timestamp, offset=offset, leader_epoch=LEADER_EPOCH if offset >= 0 else -1,
-            ))
+            partition_log, error = _partition_log_or_error(
+                logs, topic.name, asked.partition_index, asked.current_leader_epoch)
+            answer = ListPartition(partition_index=asked.partition_index, error_code=error)
+            if partition_log is not None:
+                answer.offset, answer.timestamp = _lookup(partition_log, asked.timestamp, committed)
+                answer.leader_epoch = LEADER_EPOCH if answer.offset >= 0 else -1
+            answers.append(answer)
         topics.append(ListTopic(name=topic.name, partitions=answers))
     return ListOffsetsResponse(throttle_time_ms=0, topics=topics)
 
@@ -70,15 +75,13 @@ async def handle_offset_for_leader_epoch(ctx, request) -> OffsetForLeaderEpochRe
     for topic in request.topics:
         answers = []
         for asked in topic.partitions:
-            partition_log = logs.partition(topic.topic, asked.partition)
-            error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if partition_log is None else \
-                _leader_epoch_error(asked.current_leader_epoch)
-            if error != ErrorCode.NONE:
-                answers.append(EpochEndOffset(error_code=error, partition=asked.partition))
-                continue
-            epoch, end_offset = partition_log.end_offset_for_epoch(asked.leader_epoch)
-            answers.append(EpochEndOffset(error_code=ErrorCode.NONE, partition=asked.partition,
-                                          leader_epoch=epoch, end_offset=end_offset))
+            partition_log, error = _partition_log_or_error(
+                logs, topic.topic, asked.partition, asked.current_leader_epoch)
+            answer = EpochEndOffset(error_code=error, partition=asked.partition)
+            if partition_log is not None:
+                answer.leader_epoch, answer.end_offset = \
+                    partition_log.end_offset_for_epoch(asked.leader_epoch)
+            answers.append(answer)
         topics.append(OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult(
             topic=topic.topic, partitions=answers))
     return OffsetForLeaderEpochResponse(throttle_time_ms=0, topics=topics)
