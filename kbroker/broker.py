@@ -18,6 +18,7 @@ import trio
 
 from kbroker.config import Config
 from kbroker.fetch_sessions import FetchSessionCache
+from kbroker.groups.coordinator import GroupCoordinator
 from kbroker.log import LogConfig, LogManager
 
 log = logging.getLogger("kbroker")
@@ -164,6 +165,7 @@ class Broker:
         self.api_usage = ApiUsage(api_usage_path)
         self.advertised = config.advertised_listener()
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
+        self.groups = GroupCoordinator(self)  # replays __consumer_offsets
 
     def create_topic(self, name: str, partitions: int | None = None,
                      configs: dict[str, str] | None = None):
@@ -184,6 +186,7 @@ class Broker:
         """Start every timer-driven part of the broker in one nursery that owns them."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_flusher)
+            nursery.start_soon(self.groups.run)
             nursery.start_soon(self._run_api_usage_saver)
 
     async def _run_flusher(self) -> None:

@@ -11,7 +11,7 @@ one race, the one written later to the log wins (each value remembers its record
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 TopicPartition = tuple[str, int]
 
@@ -110,16 +110,21 @@ class OffsetStore:
               value: CommittedOffset) -> None:
         self._pending.setdefault(producer_id, {}).setdefault(group_id, {})[partition] = value
 
-    def end_transaction(self, producer_id: int, commit: bool) -> None:
-        """Commit (the later record wins) or drop everything the producer staged."""
-        staged = self._pending.pop(producer_id, None)
-        if staged is None or not commit:
-            return
-        for group_id, offsets in staged.items():
-            for partition, value in offsets.items():
+    def end_transaction(self, producer_id: int, commit: bool, in_scope: Callable[[str], bool]) -> None:
+        """Commit (the later record wins) or drop what the producer staged for groups in scope.
+
+        The scope is the groups of one __consumer_offsets partition: each partition gets its
+        own end marker, as in Kafka.
+        """
+        staged = self._pending.get(producer_id, {})
+        for group_id in [g for g in staged if in_scope(g)]:
+            offsets = staged.pop(group_id)
+            for partition, value in offsets.items() if commit else ():
                 current = self.get(group_id, partition)
                 if current is None or value.record_offset > current.record_offset:
                     self.put(group_id, partition, value)
+        if not staged:
+            self._pending.pop(producer_id, None)
 
     def has_pending(self, group_id: str, partition: TopicPartition) -> bool:
         return any(partition in staged.get(group_id, {}) for staged in self._pending.values())
@@ -127,5 +132,5 @@ class OffsetStore:
     def has_open_transactions(self, group_id: str) -> bool:
         return any(group_id in staged for staged in self._pending.values())
 
-    def open_transactions(self) -> Iterable[int]:
-        return list(self._pending)
+    def staged_groups(self, producer_id: int) -> list[str]:
+        return list(self._pending.get(producer_id, {}))

@@ -1,0 +1,296 @@
+"""Consumer group APIs: coordinator lookup, membership, committed offsets, group administration.
+
+The decisions are the group coordinator's (kbroker/groups); this module maps request and
+response versions onto it, and checks topics the way Kafka's request layer (KafkaApis) does
+before the coordinator is asked.
+"""
+
+from __future__ import annotations
+
+from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
+from kbroker.api.registry import serves
+from kbroker.groups.classic import STABLE, JoinRequest
+from kbroker.groups.coordinator import OffsetToCommit
+from kbroker.protocol.errors import ErrorCode
+from kbroker.protocol.messages import (
+    DeleteGroupsResponse, DescribeGroupsResponse, FindCoordinatorResponse, HeartbeatResponse,
+    JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse, OffsetCommitResponse,
+    OffsetDeleteResponse, OffsetFetchResponse, SyncGroupResponse,
+)
+
+GROUP_KEY, TRANSACTION_KEY = 0, 1
+GROUP_TYPE = "classic"
+NO_NODE = (-1, "", -1)
+# Kafka's message for INVALID_REQUEST (Errors.java), sent with FindCoordinator errors.
+_INVALID_REQUEST_MESSAGE = (
+    "This most likely occurs because of a request being malformed by the client library or the "
+    "message was sent to an incompatible broker. See the broker logs for more details."
+)
+
+
+def _client_host(ctx) -> str:
+    """The client address as Kafka shows it (InetAddress.toString): "/127.0.0.1"."""
+    return "/" + ctx.connection.peer.rpartition(":")[0]
+
+
+def _partition_exists(broker, topic: str, partition: int) -> bool:
+    info = broker.logs.topics.get(topic)
+    return info is not None and 0 <= partition < info.partitions
+
+
+@serves("FindCoordinator", 0, 6)
+async def handle_find_coordinator(ctx, request) -> FindCoordinatorResponse:
+    """Groups and transactional ids (key types 0 and 1) are all coordinated by this broker."""
+    version = ctx.api_version
+    key_type = request.key_type if version >= 1 else GROUP_KEY
+    if key_type in (GROUP_KEY, TRANSACTION_KEY):
+        error, message = ErrorCode.NONE, "NONE"
+        host, port = ctx.broker.advertised
+        node = (ctx.broker.node_id, host, port)
+    else:
+        error, message, node = ErrorCode.INVALID_REQUEST, _INVALID_REQUEST_MESSAGE, NO_NODE
+    if version < 4:
+        node_id, host, port = node
+        return FindCoordinatorResponse(throttle_time_ms=0, error_code=error, error_message=message,
+                                       node_id=node_id, host=host, port=port)
+    # Kafka leaves the per-key message unset on success and explains errors.
+    key_message = None if error == ErrorCode.NONE else message
+    return FindCoordinatorResponse(throttle_time_ms=0, coordinators=[
+        FindCoordinatorResponse.Coordinator(key=key, node_id=node[0], host=node[1], port=node[2],
+                                            error_code=error, error_message=key_message)
+        for key in request.coordinator_keys
+    ])
+
+
+@serves("JoinGroup", 0, 9)
+async def handle_join_group(ctx, request) -> JoinGroupResponse:
+    """Answered when the join phase completes (the request waits for the rebalance)."""
+    version = ctx.api_version
+    result = await ctx.broker.groups.join(JoinRequest(
+        group_id=request.group_id,
+        member_id=request.member_id,
+        protocol_type=request.protocol_type,
+        protocols=[(p.name, bytes(p.metadata)) for p in request.protocols],
+        session_timeout_ms=request.session_timeout_ms,
+        rebalance_timeout_ms=request.rebalance_timeout_ms if version >= 1 else request.session_timeout_ms,
+        group_instance_id=request.group_instance_id if version >= 5 else None,
+        client_id=ctx.client_id,
+        client_host=_client_host(ctx),
+        require_known_member_id=version >= 4,
+        supports_skip_assignment=version >= 9,
+    ))
+    protocol_name = result.protocol_name
+    # Before v7 the name is a non-null string; from v7 Kafka sends null rather than "".
+    protocol_name = (protocol_name or "") if version < 7 else (protocol_name or None)
+    return JoinGroupResponse(
+        throttle_time_ms=0, error_code=result.error, generation_id=result.generation_id,
+        protocol_type=result.protocol_type, protocol_name=protocol_name, leader=result.leader,
+        skip_assignment=result.skip_assignment, member_id=result.member_id,
+        members=[
+            JoinGroupResponse.JoinGroupResponseMember(
+                member_id=member_id, group_instance_id=instance_id, metadata=metadata)
+            for member_id, instance_id, metadata in result.members
+        ],
+    )
+
+
+@serves("SyncGroup", 0, 5)
+async def handle_sync_group(ctx, request) -> SyncGroupResponse:
+    """Followers wait here until the leader's assignment is stored."""
+    version = ctx.api_version
+    if version >= 5 and (request.protocol_type is None or request.protocol_name is None):
+        # Mandatory from v5 (KafkaApis checks this before the coordinator).
+        return SyncGroupResponse(throttle_time_ms=0, error_code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+                                 assignment=b"")
+    result = await ctx.broker.groups.sync(
+        request.group_id, request.member_id,
+        request.group_instance_id if version >= 3 else None,
+        request.generation_id,
+        request.protocol_type if version >= 5 else None,
+        request.protocol_name if version >= 5 else None,
+        {a.member_id: bytes(a.assignment) for a in request.assignments},
+    )
+    return SyncGroupResponse(throttle_time_ms=0, error_code=result.error,
+                             protocol_type=result.protocol_type, protocol_name=result.protocol_name,
+                             assignment=result.assignment)
+
+
+@serves("Heartbeat", 0, 4)
+async def handle_heartbeat(ctx, request) -> HeartbeatResponse:
+    error = await ctx.broker.groups.heartbeat(
+        request.group_id, request.member_id,
+        request.group_instance_id if ctx.api_version >= 3 else None, request.generation_id,
+    )
+    return HeartbeatResponse(throttle_time_ms=0, error_code=error)
+
+
+@serves("LeaveGroup", 0, 5)
+async def handle_leave_group(ctx, request) -> LeaveGroupResponse:
+    """v0-2 name one member; v3+ a batch, each with its own error."""
+    version = ctx.api_version
+    if version >= 3:
+        leaving = [(m.member_id, m.group_instance_id) for m in request.members]
+    else:
+        leaving = [(request.member_id, None)]
+    error, errors = await ctx.broker.groups.leave(request.group_id, leaving)
+    if version < 3:
+        return LeaveGroupResponse(throttle_time_ms=0, error_code=error or errors[0])
+    return LeaveGroupResponse(throttle_time_ms=0, error_code=error, members=[
+        LeaveGroupResponse.MemberResponse(member_id=member_id, group_instance_id=instance_id,
+                                          error_code=member_error)
+        for (member_id, instance_id), member_error in zip(leaving, errors)
+    ])
+
+
+@serves("OffsetCommit", 2, 9)
+async def handle_offset_commit(ctx, request) -> OffsetCommitResponse:
+    version = ctx.api_version
+    broker = ctx.broker
+    errors: dict[tuple[str, int], ErrorCode] = {}
+    valid = []
+    for topic in request.topics:
+        for p in topic.partitions:
+            if _partition_exists(broker, topic.name, p.partition_index):
+                valid.append(OffsetToCommit(
+                    topic.name, p.partition_index, p.committed_offset,
+                    p.committed_leader_epoch if version >= 6 else -1, p.committed_metadata))
+            else:
+                errors[(topic.name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    if valid:
+        results = await broker.groups.commit_offsets(
+            request.group_id, request.member_id,
+            request.group_instance_id if version >= 7 else None,
+            request.generation_id_or_member_epoch,
+            request.retention_time_ms if version <= 4 else -1,
+            valid, version,
+        )
+        errors.update(((item.topic, item.partition), error) for item, error in zip(valid, results))
+    Topic, Partition = OffsetCommitResponse.OffsetCommitResponseTopic, \
+        OffsetCommitResponse.OffsetCommitResponsePartition
+    return OffsetCommitResponse(throttle_time_ms=0, topics=[
+        Topic(name=topic.name, partitions=[
+            Partition(partition_index=p.partition_index, error_code=errors[(topic.name, p.partition_index)])
+            for p in topic.partitions
+        ])
+        for topic in request.topics
+    ])
+
+
+def _fetch_group(broker, group_id: str, topics, require_stable: bool, partition_cls, topic_cls):
+    wanted = None if topics is None else [(t.name, list(t.partition_indexes)) for t in topics]
+    return [
+        topic_cls(name=topic, partitions=[
+            partition_cls(
+                partition_index=partition,
+                committed_offset=-1 if value is None else value.offset,
+                committed_leader_epoch=-1 if value is None else value.leader_epoch,
+                metadata="" if value is None else value.metadata,
+                error_code=error,
+            )
+            for partition, value, error in entries
+        ])
+        for topic, entries in broker.groups.fetch_offsets(group_id, wanted, require_stable)
+    ]
+
+
+@serves("OffsetFetch", 1, 9)
+async def handle_offset_fetch(ctx, request) -> OffsetFetchResponse:
+    """Several groups from v8; a null topic list (v2+) means every committed partition."""
+    version = ctx.api_version
+    broker = ctx.broker
+    require_stable = version >= 7 and request.require_stable
+    R = OffsetFetchResponse
+    if version >= 8:
+        return R(throttle_time_ms=0, groups=[
+            R.OffsetFetchResponseGroup(
+                group_id=group.group_id, error_code=ErrorCode.NONE,
+                topics=_fetch_group(broker, group.group_id, group.topics, require_stable,
+                                    R.OffsetFetchResponsePartitions, R.OffsetFetchResponseTopics),
+            )
+            for group in request.groups
+        ])
+    return R(throttle_time_ms=0, error_code=ErrorCode.NONE, topics=_fetch_group(
+        broker, request.group_id, request.topics, require_stable,
+        R.OffsetFetchResponsePartition, R.OffsetFetchResponseTopic))
+
+
+@serves("ListGroups", 0, 5)
+async def handle_list_groups(ctx, request) -> ListGroupsResponse:
+    version = ctx.api_version
+    states = {s.strip().lower() for s in request.states_filter} if version >= 4 else set()
+    types = {t.strip().lower() for t in request.types_filter} if version >= 5 else set()
+    listed = [
+        ListGroupsResponse.ListedGroup(group_id=group.group_id,
+                                       protocol_type=group.protocol_type or "",
+                                       group_state=group.state.value, group_type=GROUP_TYPE)
+        for group in ctx.broker.groups.list_groups()
+        if (not states or group.state.value.lower() in states) and (not types or GROUP_TYPE in types)
+    ]
+    return ListGroupsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, groups=listed)
+
+
+@serves("DescribeGroups", 0, 5)
+async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
+    """Unknown groups are described as Dead with no error, as Kafka does."""
+    operations = GROUP_OPERATIONS if ctx.api_version >= 3 and request.include_authorized_operations \
+        else OPERATIONS_NOT_REQUESTED
+    described = []
+    for group_id in request.groups:
+        group = ctx.broker.groups.group(group_id)
+        if group is None:
+            described.append(DescribeGroupsResponse.DescribedGroup(
+                error_code=ErrorCode.NONE, group_id=group_id, group_state="Dead", protocol_type="",
+                protocol_data="", members=[], authorized_operations=operations))
+            continue
+        stable = group.state == STABLE
+        described.append(DescribeGroupsResponse.DescribedGroup(
+            error_code=ErrorCode.NONE, group_id=group_id, group_state=group.state.value,
+            protocol_type=group.protocol_type or "",
+            protocol_data=(group.protocol_name or "") if stable else "",
+            members=[
+                DescribeGroupsResponse.DescribedGroupMember(
+                    member_id=m.member_id, group_instance_id=m.instance_id, client_id=m.client_id,
+                    client_host=m.client_host,
+                    member_metadata=m.metadata(group.protocol_name) if stable else b"",
+                    member_assignment=m.assignment)
+                for m in group.members.values()
+            ],
+            authorized_operations=operations,
+        ))
+    return DescribeGroupsResponse(throttle_time_ms=0, groups=described)
+
+
+@serves("DeleteGroups", 0, 2)
+async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
+    results = await ctx.broker.groups.delete_groups(request.groups_names)
+    return DeleteGroupsResponse(throttle_time_ms=0, results=[
+        DeleteGroupsResponse.DeletableGroupResult(group_id=group_id, error_code=error)
+        for group_id, error in results.items()
+    ])
+
+
+@serves("OffsetDelete", 0, 0)
+async def handle_offset_delete(ctx, request) -> OffsetDeleteResponse:
+    broker = ctx.broker
+    errors: dict[tuple[str, int], ErrorCode] = {}
+    valid = []
+    for topic in request.topics:
+        for p in topic.partitions:
+            key = (topic.name, p.partition_index)
+            if _partition_exists(broker, *key):
+                valid.append(key)
+            else:
+                errors[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    error, results = await broker.groups.delete_offsets(request.group_id, valid)
+    if error != ErrorCode.NONE:
+        return OffsetDeleteResponse(error_code=error, throttle_time_ms=0, topics=[])
+    errors.update(results)
+    R = OffsetDeleteResponse
+    return R(error_code=ErrorCode.NONE, throttle_time_ms=0, topics=[
+        R.OffsetDeleteResponseTopic(name=topic.name, partitions=[
+            R.OffsetDeleteResponsePartition(partition_index=p.partition_index,
+                                            error_code=errors[(topic.name, p.partition_index)])
+            for p in topic.partitions
+        ])
+        for topic in request.topics
+    ])

@@ -1,0 +1,510 @@
+"""The group coordinator: the trio layer around the classic group state machine and the offsets.
+
+Everything the state machine and the offset store decide is written to __consumer_offsets
+before anybody is answered, and replayed from it when the broker starts, which is how Kafka
+keeps groups and committed offsets across restarts (a write reaches the page cache before the
+answer, so a kill -9 loses nothing; fsync follows the topic's flush settings). The topic is
+created on the first write.
+
+JoinGroup and SyncGroup park their request on a Waiter until the state machine answers it;
+one background task runs the machine's timers, another expires old offsets
+(offsets.retention.minutes, every offsets.retention.check.interval.ms).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Callable, Iterable, Iterator
+
+import trio
+
+from kbroker.groups import records
+from kbroker.groups.classic import (
+    EMPTY, STABLE, ClassicGroup, ClassicGroups, GroupSettings, GroupSnapshot, JoinRequest,
+    JoinResult, Outcome, SyncResult,
+)
+from kbroker.groups.offsets import CommittedOffset, OffsetStore, TopicPartition
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.records import BatchHeader, Record, build_batch, iter_batches, iter_records
+from kbroker.protocol.region import FileRegion
+
+log = logging.getLogger("kbroker.groups")
+
+OFFSETS_TOPIC = "__consumer_offsets"
+# Kafka's offsets.topic.segment.bytes and offset.metadata.max.bytes defaults.
+OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
+OFFSET_METADATA_MAX_BYTES = 4096
+_REPLAY_CHUNK = 1 << 20
+
+# How Kafka's coordinator reports a failed write of its log (CoordinatorOperationExceptionHelper).
+_WRITE_ERRORS = {
+    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.NOT_ENOUGH_REPLICAS: ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.REQUEST_TIMED_OUT: ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.NOT_LEADER_OR_FOLLOWER: ErrorCode.NOT_COORDINATOR,
+    ErrorCode.KAFKA_STORAGE_ERROR: ErrorCode.NOT_COORDINATOR,
+    ErrorCode.MESSAGE_TOO_LARGE: ErrorCode.UNKNOWN_SERVER_ERROR,
+    ErrorCode.RECORD_LIST_TOO_LARGE: ErrorCode.UNKNOWN_SERVER_ERROR,
+}
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def java_string_hash(text: str) -> int:
+    """Java's String.hashCode (over UTF-16 code units), as Kafka uses to place groups."""
+    value = 0
+    data = text.encode("utf-16-be")
+    for i in range(0, len(data), 2):
+        value = (31 * value + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class Waiter:
+    """A parked JoinGroup or SyncGroup request."""
+
+    __slots__ = ("event", "result")
+
+    def __init__(self):
+        self.event = trio.Event()
+        self.result: JoinResult | SyncResult | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OffsetToCommit:
+    topic: str
+    partition: int
+    offset: int
+    leader_epoch: int
+    metadata: str | None
+
+
+class GroupCoordinator:
+    """Groups and committed offsets of one broker, persisted in __consumer_offsets."""
+
+    def __init__(self, broker, clock: Callable[[], int] = wall_clock_ms):
+        config = broker.config
+        self.broker = broker
+        self.clock = clock
+        self.groups = ClassicGroups(GroupSettings(
+            min_session_timeout_ms=config["group.min.session.timeout.ms"],
+            max_session_timeout_ms=config["group.max.session.timeout.ms"],
+            max_size=config["group.max.size"],
+            initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
+        ))
+        self.offsets = OffsetStore()
+        self.num_partitions = config["offsets.topic.num.partitions"]
+        self.retention_ms = config["offsets.retention.minutes"] * 60_000
+        self.retention_check_interval_s = config["offsets.retention.check.interval.ms"] / 1000
+        self._timer_changed = trio.Event()
+        self._replay()
+
+    # -- the log ---------------------------------------------------------------------------------
+
+    def partition_for(self, group_id: str) -> int:
+        return (java_string_hash(group_id) & 0x7FFFFFFF) % self.num_partitions
+
+    def _partition_log(self, index: int):
+        logs = self.broker.logs
+        if OFFSETS_TOPIC not in logs.topics:
+            self.broker.create_topic(OFFSETS_TOPIC, self.num_partitions, OFFSETS_TOPIC_CONFIGS)
+        return logs.partition(OFFSETS_TOPIC, index)
+
+    def _write(self, routed: list[tuple[int, Record]], now_ms: int) -> dict[int, int]:
+        """Append (partition, record) pairs, one batch per partition; returns base offsets.
+
+        Raises KafkaError (or OSError) with nothing of the failing partition written.
+        """
+        batches: dict[int, list[Record]] = {}
+        for index, record in routed:
+            batches.setdefault(index, []).append(record._replace(timestamp=now_ms))
+        bases = {}
+        for index, batch_records in batches.items():
+            result = self._partition_log(index).append_produce(build_batch(batch_records), now_ms)
+            bases[index] = result.base_offset
+        return bases
+
+    async def _flush_written(self, now_ms: int) -> None:
+        """fsync __consumer_offsets now if its flush settings ask for it."""
+        logs = self.broker.logs
+        if OFFSETS_TOPIC not in logs.topics:
+            return
+        for index in range(self.num_partitions):
+            partition_log = logs.partition(OFFSETS_TOPIC, index)
+            if partition_log.needs_flush(now_ms):
+                await trio.to_thread.run_sync(partition_log.flush, now_ms)
+
+    def _replay(self) -> None:
+        """Rebuild groups and offsets from __consumer_offsets, then start loaded sessions."""
+        logs = self.broker.logs
+        now = self.clock()
+        if OFFSETS_TOPIC in logs.topics:
+            for index in range(logs.topics[OFFSETS_TOPIC].partitions):
+                for header, batch in _stored_batches(logs.partition(OFFSETS_TOPIC, index)):
+                    if header.is_control:
+                        continue
+                    for record in iter_records(batch):
+                        entry = records.decode(record.key, record.value,
+                                               header.base_offset + record.offset_delta)
+                        if entry is not None:
+                            self._apply(entry, index, now)
+        outcome = self.groups.start_sessions(now)
+        assert not outcome.replies and not outcome.stored
+
+    def _apply(self, entry: records.Entry, index: int, now_ms: int) -> None:
+        """Make the in-memory state what a record written to (or replayed from) partition
+        `index` says."""
+        match entry:
+            case records.OffsetCommitEntry(group_id, partition, None):
+                self.offsets.remove(group_id, partition)
+            case records.OffsetCommitEntry(group_id, partition, value):
+                self.groups.ensure(group_id, now_ms)
+                self.offsets.put(group_id, partition, value)
+            case records.GroupEntry(group_id, None):
+                self.groups.drop(group_id)
+            case records.GroupEntry(_, snapshot):
+                self.groups.load(snapshot)
+            case records.PendingOffsetEntry(producer_id, group_id, partition, value):
+                self.groups.ensure(group_id, now_ms)
+                self.offsets.stage(producer_id, group_id, partition, value)
+            case records.TransactionEndEntry(producer_id, commit):
+                self.offsets.end_transaction(producer_id, commit,
+                                             lambda group_id: self.partition_for(group_id) == index)
+
+    def _route(self, entries: Iterable[records.Entry]) -> list[tuple[int, records.Entry]]:
+        return [(self.partition_for(entry.group_id), entry) for entry in entries]
+
+    def _write_entries(self, routed: list[tuple[int, records.Entry]], now_ms: int) -> None:
+        """Write (partition, entry) pairs, then apply them with their record offsets.
+
+        Raises like _write, with nothing applied.
+        """
+        bases = self._write([(index, _encode(entry)) for index, entry in routed], now_ms)
+        positions = dict.fromkeys(bases, 0)
+        for index, entry in routed:
+            record_offset = bases[index] + positions[index]
+            positions[index] += 1
+            self._apply(_with_record_offset(entry, record_offset), index, now_ms)
+
+    # -- applying state machine outcomes --------------------------------------------------------
+
+    async def _settle(self, outcome: Outcome, now_ms: int) -> None:
+        """Store what the machine asked to store, then answer the parked requests."""
+        outcome = self._merge_due_timers(outcome, now_ms)
+        if outcome.stored:
+            routed = self._route(records.GroupEntry(s.group_id, s) for s in outcome.stored)
+            try:
+                self._write([(index, _encode(entry)) for index, entry in routed], now_ms)
+            except (KafkaError, OSError):
+                # The answers still go out: members can work on, only a restart would forget.
+                log.exception("could not store the metadata of groups %s",
+                              sorted({s.group_id for s in outcome.stored}))
+            await self._flush_written(now_ms)
+        _deliver(outcome.replies)
+        self._timer_changed.set()
+
+    def _merge_due_timers(self, outcome: Outcome, now_ms: int) -> Outcome:
+        """Timers already due (an initial rebalance delay of 0) run before anyone is answered."""
+        due = self.groups.expire(now_ms)
+        outcome.replies.extend(due.replies)
+        outcome.stored.extend(due.stored)
+        return outcome
+
+    async def run(self) -> None:
+        """Timers and offset expiration, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._run_timers)
+            nursery.start_soon(self._run_retention)
+
+    async def _run_timers(self) -> None:
+        while True:
+            self._timer_changed = trio.Event()
+            deadline = self.groups.next_deadline()
+            wait_s = None if deadline is None else max(deadline - self.clock(), 0) / 1000
+            with trio.move_on_after(wait_s if wait_s is not None else float("inf")):
+                await self._timer_changed.wait()
+            now = self.clock()
+            await self._settle(self.groups.expire(now), now)
+
+    async def _run_retention(self) -> None:
+        while True:
+            await trio.sleep(self.retention_check_interval_s)
+            now = self.clock()
+            self.expire_offsets(now)
+            await self._flush_written(now)
+
+    # -- group membership ------------------------------------------------------------------------
+
+    async def join(self, request: JoinRequest) -> JoinResult:
+        waiter = Waiter()
+        now = self.clock()
+        await self._settle(self.groups.join(waiter, request, now), now)
+        await waiter.event.wait()
+        return waiter.result
+
+    async def sync(self, group_id: str, member_id: str, instance_id: str | None, generation_id: int,
+                   protocol_type: str | None, protocol_name: str | None,
+                   assignments: dict[str, bytes]) -> SyncResult:
+        waiter = Waiter()
+        now = self.clock()
+        outcome = self.groups.sync(waiter, group_id, member_id, instance_id, generation_id,
+                                   protocol_type, protocol_name, assignments, now)
+        await self._settle(outcome, now)
+        await waiter.event.wait()
+        return waiter.result
+
+    async def heartbeat(self, group_id: str, member_id: str, instance_id: str | None,
+                        generation_id: int) -> ErrorCode:
+        now = self.clock()
+        error = self.groups.heartbeat(group_id, member_id, instance_id, generation_id, now)
+        self._timer_changed.set()
+        return error
+
+    async def leave(self, group_id: str,
+                    leaving: list[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
+        now = self.clock()
+        error, errors, outcome = self.groups.leave(group_id, leaving, now)
+        await self._settle(outcome, now)
+        return error, errors
+
+    def list_groups(self) -> list[ClassicGroup]:
+        return list(self.groups.groups.values())
+
+    def group(self, group_id: str) -> ClassicGroup | None:
+        return self.groups.groups.get(group_id)
+
+    async def delete_groups(self, group_ids: Iterable[str]) -> dict[str, ErrorCode]:
+        """DeleteGroups: Empty groups go with their offsets (tombstones written first)."""
+        now = self.clock()
+        results = {}
+        for group_id in dict.fromkeys(group_ids):
+            group = self.groups.groups.get(group_id)
+            if group is None or group.state != EMPTY:
+                results[group_id] = self.groups.delete(group_id)  # the error Kafka answers
+                continue
+            tombstones = [records.OffsetCommitEntry(group_id, p, None)
+                          for p in self.offsets.partitions_with_offsets(group_id)]
+            try:
+                self._write_entries(self._route([*tombstones, records.GroupEntry(group_id, None)]),
+                                    now)
+            except (KafkaError, OSError) as exc:
+                results[group_id] = _write_error(exc)
+                continue
+            results[group_id] = ErrorCode.NONE
+        await self._flush_written(now)
+        return results
+
+    # -- offsets ---------------------------------------------------------------------------------
+
+    async def commit_offsets(self, group_id: str, member_id: str, instance_id: str | None,
+                             generation_id: int, retention_ms: int,
+                             offsets: list[OffsetToCommit], api_version: int
+                             ) -> list[ErrorCode]:
+        """OffsetCommit for partitions known to exist: one error per entry of `offsets`."""
+        now = self.clock()
+        error = self.groups.validate_offset_commit(
+            group_id, member_id, instance_id, generation_id, now,
+            unknown_group_error=ErrorCode.GROUP_ID_NOT_FOUND if api_version >= 9
+            else ErrorCode.ILLEGAL_GENERATION)
+        self._timer_changed.set()
+        if error != ErrorCode.NONE:
+            return [error] * len(offsets)
+        expire_ms = None if retention_ms == -1 else now + retention_ms
+        return await self._store_offsets(group_id, offsets, now, lambda p, value: records.OffsetCommitEntry(
+            group_id, p, dataclasses.replace(value, expire_timestamp_ms=expire_ms)))
+
+    async def _store_offsets(self, group_id: str, offsets: list[OffsetToCommit], now_ms: int,
+                             make_entry) -> list[ErrorCode]:
+        errors = []
+        entries = []
+        for item in offsets:
+            if item.metadata is not None and len(item.metadata) > OFFSET_METADATA_MAX_BYTES:
+                errors.append(ErrorCode.OFFSET_METADATA_TOO_LARGE)
+                continue
+            errors.append(ErrorCode.NONE)
+            value = CommittedOffset(item.offset, item.leader_epoch, item.metadata or "", now_ms)
+            entries.append(make_entry((item.topic, item.partition), value))
+        if entries:
+            try:
+                self._write_entries(self._route(entries), now_ms)
+            except (KafkaError, OSError) as exc:
+                failure = _write_error(exc)
+                return [failure if e == ErrorCode.NONE else e for e in errors]
+            await self._flush_written(now_ms)
+        return errors
+
+    def fetch_offsets(self, group_id: str, wanted: list[tuple[str, list[int]]] | None,
+                      require_stable: bool
+                      ) -> list[tuple[str, list[tuple[int, CommittedOffset | None, ErrorCode]]]]:
+        """OffsetFetch for one group: per topic, (partition, committed or None, error).
+
+        `wanted` None means every partition with a committed offset. Unknown groups have no
+        offsets (no error), as in Kafka.
+        """
+        known = group_id in self.groups.groups
+        stored = self.offsets.group_offsets(group_id) if known else {}
+        if wanted is None:
+            by_topic: dict[str, list[int]] = {}
+            for topic, partition in stored:
+                by_topic.setdefault(topic, []).append(partition)
+            wanted = list(by_topic.items())
+        answer = []
+        for topic, partitions in wanted:
+            entries = []
+            for partition in partitions:
+                if require_stable and self.offsets.has_pending(group_id, (topic, partition)):
+                    entries.append((partition, None, ErrorCode.UNSTABLE_OFFSET_COMMIT))
+                else:
+                    entries.append((partition, stored.get((topic, partition)), ErrorCode.NONE))
+            answer.append((topic, entries))
+        return answer
+
+    async def delete_offsets(self, group_id: str, partitions: list[TopicPartition]
+                             ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode]]:
+        """OffsetDelete: not while the group is active, nor for topics it subscribes to."""
+        group = self.groups.groups.get(group_id)
+        if group is None:
+            return ErrorCode.GROUP_ID_NOT_FOUND, {}
+        if group.state != EMPTY and not group.uses_consumer_protocol():
+            return ErrorCode.NON_EMPTY_GROUP, {}
+        results: dict[TopicPartition, ErrorCode] = {}
+        tombstones = []
+        for partition in partitions:
+            if group.is_subscribed_to(partition[0]):
+                results[partition] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
+                continue
+            results[partition] = ErrorCode.NONE
+            if self.offsets.get(group_id, partition) is not None or \
+                    self.offsets.has_pending(group_id, partition):
+                tombstones.append(records.OffsetCommitEntry(group_id, partition, None))
+        if tombstones:
+            now = self.clock()
+            try:
+                self._write_entries(self._route(tombstones), now)
+            except (KafkaError, OSError) as exc:
+                return _write_error(exc), {}
+            await self._flush_written(now)
+        return ErrorCode.NONE, results
+
+    def on_topics_deleted(self, names: Iterable[str]) -> None:
+        """Forget the offsets of deleted topics (called when topics are deleted)."""
+        doomed = self.offsets.partitions_of_topics(set(names))
+        if doomed:
+            self._write_entries(self._route(records.OffsetCommitEntry(g, p, None) for g, p in doomed),
+                                self.clock())
+
+    def expire_offsets(self, now_ms: int) -> None:
+        """offsets.retention.minutes: expire old offsets, then groups left Empty with none."""
+        entries: list[records.Entry] = []
+        for group_id in sorted(set(self.groups.groups) | self.offsets.group_ids()):
+            group = self.groups.ensure(group_id, now_ms)
+            base = _expiration_base(group)
+            if base is None:
+                continue
+            expired, all_expired = self.offsets.expired(
+                group_id, now_ms, self.retention_ms, base, group.is_subscribed_to)
+            entries.extend(records.OffsetCommitEntry(group_id, p, None) for p in expired)
+            if all_expired and group.state == EMPTY:
+                entries.append(records.GroupEntry(group_id, None))
+        if entries:
+            try:
+                self._write_entries(self._route(entries), now_ms)
+            except (KafkaError, OSError):
+                log.exception("could not write expired offsets")
+
+    # -- transactional offsets (TxnOffsetCommit, EndTxn) -----------------------------------------
+
+    async def stage_transactional_offsets(
+        self, group_id: str, producer_id: int, member_id: str, instance_id: str | None,
+        generation_id: int, offsets: list[OffsetToCommit],
+    ) -> list[ErrorCode]:
+        """TxnOffsetCommit: offsets that count only once the producer's transaction commits.
+
+        The caller (the transaction coordinator's handler) has checked the producer and the
+        topics; member and generation are checked here as Kafka does for TxnOffsetCommit v3+.
+        """
+        now = self.clock()
+        error = self.groups.validate_offset_commit(group_id, member_id, instance_id,
+                                                   generation_id, now, transactional=True)
+        if error != ErrorCode.NONE:
+            return [error] * len(offsets)
+        return await self._store_offsets(group_id, offsets, now, lambda p, value: records.PendingOffsetEntry(
+            producer_id, group_id, p, value))
+
+    async def end_transaction(self, producer_id: int, commit: bool) -> None:
+        """Commit or abort what the producer staged (its EndTxn, or a timed-out transaction).
+
+        Each __consumer_offsets partition holding staged offsets of the producer gets an end
+        marker. Raises KafkaError or OSError if it cannot be written.
+        """
+        partitions = {self.partition_for(g) for g in self.offsets.staged_groups(producer_id)}
+        if not partitions:
+            return
+        now = self.clock()
+        self._write_entries([(index, records.TransactionEndEntry(producer_id, commit))
+                             for index in sorted(partitions)], now)
+        await self._flush_written(now)
+
+def _expiration_base(group: ClassicGroup) -> Callable[[CommittedOffset], int] | None:
+    """Kafka's offsetExpirationCondition: from when an offset's retention counts, if at all."""
+    if group.protocol_type is None:
+        return lambda value: value.commit_timestamp_ms  # a simple group
+    if group.state == EMPTY:
+        return lambda value: group.state_timestamp_ms
+    if group.uses_consumer_protocol() and group.state == STABLE and \
+            group.subscribed_topics() is not None:
+        return lambda value: value.commit_timestamp_ms
+    return None
+
+
+def _encode(entry: records.Entry) -> Record:
+    match entry:
+        case records.OffsetCommitEntry(group_id, partition, value):
+            return records.offset_commit(group_id, partition, value)
+        case records.GroupEntry(group_id, snapshot):
+            return records.group_metadata(group_id, snapshot)
+        case records.PendingOffsetEntry(producer_id, group_id, partition, value):
+            return records.pending_offset(producer_id, group_id, partition, value)
+        case records.TransactionEndEntry(producer_id, commit):
+            return records.transaction_end(producer_id, commit)
+    raise TypeError(entry)
+
+
+def _with_record_offset(entry: records.Entry, record_offset: int) -> records.Entry:
+    value = getattr(entry, "value", None)
+    if isinstance(value, CommittedOffset):
+        return dataclasses.replace(entry, value=dataclasses.replace(value, record_offset=record_offset))
+    return entry
+
+
+def _write_error(exc: Exception) -> ErrorCode:
+    if isinstance(exc, KafkaError):
+        return _WRITE_ERRORS.get(exc.code, exc.code)
+    return ErrorCode.NOT_COORDINATOR  # a storage error
+
+
+def _deliver(replies) -> None:
+    for waiter, result in replies:
+        waiter.result = result
+        waiter.event.set()
+
+
+def _stored_batches(partition_log) -> Iterator[tuple[BatchHeader, bytes]]:
+    """Every batch of a partition, oldest first."""
+    position = partition_log.log_start_offset
+    while position < partition_log.log_end_offset:
+        data = partition_log.read(position, _REPLAY_CHUNK, None, True).records
+        if isinstance(data, FileRegion):
+            data = os.pread(data.fd, data.size, data.position)
+        advanced = False
+        for start, header in iter_batches(data):
+            if header.last_offset >= position:
+                yield header, data[start:start + header.size]
+                position = header.last_offset + 1
+                advanced = True
+        if not advanced:
+            break
