@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kbroker.log import LogConfig, LogManager, PartitionLog
-from kbroker.log.batch import BatchHeader, compute_crc
-from kbroker.log.batch import write_varint as varint
+from kbroker.protocol.primitives import write_varint as varint
+from kbroker.protocol.records import BatchHeader, compute_crc
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 NOW = 1_700_000_000_000
@@ -55,7 +55,7 @@ def read_bytes(region) -> bytes:
 def batches_in(data: bytes) -> list[BatchHeader]:
     out, pos = [], 0
     while pos < len(data):
-        header = BatchHeader(data, pos)
+        header = BatchHeader.parse(data, pos)
         out.append(header)
         pos += header.size
     return out
@@ -78,7 +78,7 @@ def test_append_read_round_trip(log):
     data = read_bytes(log.read(0, 1 << 20).records)
     headers = batches_in(data)
     assert [h.base_offset for h in headers] == [0, 3]
-    assert all(h.leader_epoch == 0 for h in headers)
+    assert all(h.partition_leader_epoch == 0 for h in headers)
     assert compute_crc(data[:headers[0].size]) == headers[0].crc
     assert read_bytes(log.read(1, 1 << 20).records) == data  # batch containing offset 1
     assert read_bytes(log.read(3, 1 << 20).records) == data[headers[0].size:]
@@ -228,7 +228,7 @@ def test_log_append_time_rewrites_batch(tmp_path):
     result = log.append_produce(sent, NOW + 42)
     assert result.log_append_time_ms == NOW + 42
     data = read_bytes(log.read(0, 1 << 20).records)
-    header = BatchHeader(data)
+    header = BatchHeader.parse(data)
     assert header.attributes & 0x08
     assert header.max_timestamp == NOW + 42 and header.base_timestamp == 5
     assert compute_crc(data) == header.crc
@@ -383,7 +383,7 @@ def test_transactions_markers_lso_and_aborted_list(tmp_path):
     assert log.last_stable_offset == 3
     commit_at = log.append_control(2, 0, True, 5, NOW)
     assert commit_at == 5 and log.last_stable_offset == log.log_end_offset == 6
-    marker = BatchHeader(read_bytes(log.read(4, 1 << 20).records))
+    marker = BatchHeader.parse(read_bytes(log.read(4, 1 << 20).records))
     assert marker.attributes & 0x30 == 0x30 and marker.producer_id == 1
     assert log.aborted_transactions(0, 6) == [(1, 1)]
     assert log.aborted_transactions(5, 6) == []

@@ -10,18 +10,14 @@ import os
 import shutil
 import struct
 import uuid
-import zlib
 from bisect import bisect_right
 from typing import NamedTuple
 
 import crc32c
 
 from kbroker.log import retention
-from kbroker.log.batch import (
-    ATTRIBUTES_OFFSET, COMPRESSION_MASK, CONTROL_ABORT, CONTROL_COMMIT, CRC_OFFSET, HEADER_SIZE,
-    LOG_OVERHEAD, MAGIC_OFFSET, MAX_TIMESTAMP_OFFSET, MIN_LENGTH_FIELD, NO_TIMESTAMP,
-    TIMESTAMP_TYPE_BIT, BatchHeader, build_control_batch, compute_crc, parse_control_record,
-    read_varint,
+from kbroker.log.markers import (
+    CONTROL_ABORT, CONTROL_COMMIT, MIN_LENGTH_FIELD, build_marker_batch, parse_marker,
 )
 from kbroker.log.config import LogConfig
 from kbroker.log.files import read_if_exists, split_due, unlink_quietly, write_atomically
@@ -29,7 +25,15 @@ from kbroker.log.index import AbortedTxn
 from kbroker.log.producer_state import ProducerStateManager, list_snapshots
 from kbroker.log.segment import DELETED_SUFFIX, LOG_SUFFIX, SEGMENT_SUFFIXES, LogSegment
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.exceptions import CorruptFrame
+from kbroker.protocol.primitives import read_varint
+from kbroker.protocol.records import (
+    ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET, MAX_TIMESTAMP_OFFSET,
+    NO_COMPRESSION, TIMESTAMP_TYPE_BIT, BatchHeader, compute_crc, decompress,
+)
 from kbroker.protocol.region import FileRegion
+
+NO_TIMESTAMP = -1
 
 LEADER_EPOCH = 0
 UNDEFINED_EPOCH = -1
@@ -37,7 +41,6 @@ UNDEFINED_EPOCH_OFFSET = -1
 HEADER_UP_TO_MAGIC = 17  # Kafka needs this many bytes to see a batch at all
 INT32_MAX = (1 << 31) - 1
 LOG_START_FILE = "log-start-offset"
-GZIP = 1
 
 _PREFIX = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _ATTRIBUTES = struct.Struct(">h")
@@ -180,9 +183,9 @@ class PartitionLog:
                     self.producer_state.record_data_batch(header, header.base_offset)
 
     def _apply_marker(self, segment: LogSegment, header: BatchHeader, batch) -> None:
-        if header.records_count < 1 or header.attributes & COMPRESSION_MASK:
+        if header.records_count < 1 or header.compression != NO_COMPRESSION:
             return
-        control_type, coordinator_epoch = parse_control_record(batch)
+        control_type, coordinator_epoch = parse_marker(batch)
         if control_type not in (CONTROL_ABORT, CONTROL_COMMIT):
             return
         state = self.producer_state
@@ -217,7 +220,7 @@ class PartitionLog:
     def append_produce(self, records, now_ms: int) -> AppendResult:
         """Validate one producer batch and append it, or raise KafkaError with nothing written."""
         view = _single_batch(memoryview(records).cast("B"))
-        header = BatchHeader(view)
+        header = BatchHeader.parse(view)
         config = self.config
         size = len(view)
         if size > config.max_message_bytes:
@@ -244,10 +247,11 @@ class PartitionLog:
         last_offset = base_offset + header.last_offset_delta
         append_time = NO_TIMESTAMP
         if config.log_append_time:
-            append_time = header.max_timestamp = now_ms
+            append_time = now_ms
+            header = header._replace(max_timestamp=now_ms)
         segment = self._maybe_roll(size, header.max_timestamp, last_offset, now_ms)
         head = bytearray(view[:HEADER_SIZE])
-        _PREFIX.pack_into(head, 0, base_offset, header.length, LEADER_EPOCH)
+        _PREFIX.pack_into(head, 0, base_offset, header.batch_length, LEADER_EPOCH)
         if append_time != NO_TIMESTAMP:
             _ATTRIBUTES.pack_into(head, ATTRIBUTES_OFFSET, header.attributes | TIMESTAMP_TYPE_BIT)
             _TIMESTAMP.pack_into(head, MAX_TIMESTAMP_OFFSET, now_ms)
@@ -329,13 +333,13 @@ class PartitionLog:
         self.producer_state.check_marker(producer_id, producer_epoch, coordinator_epoch)
         offset = self.log_end_offset
         control_type = CONTROL_COMMIT if commit else CONTROL_ABORT
-        batch = build_control_batch(offset, producer_id, producer_epoch, control_type,
+        batch = build_marker_batch(offset, producer_id, producer_epoch, control_type,
                                     coordinator_epoch, now_ms, LEADER_EPOCH)
         segment = self._maybe_roll(len(batch), now_ms, offset, now_ms)
         segment.append([batch], len(batch), offset, now_ms)
         self.log_end_offset = offset + 1
         self.unflushed_messages += 1
-        self._apply_marker(segment, BatchHeader(batch), batch)
+        self._apply_marker(segment, BatchHeader.parse(batch), batch)
         return offset
 
     def aborted_transactions(self, start_offset: int, upper_offset: int) -> list[tuple[int, int]]:
@@ -548,17 +552,13 @@ def _validate_batch(header: BatchHeader) -> None:
 
 
 def _records_payload(batch, header: BatchHeader):
-    """The records section, decompressed when the codec is available here (none, gzip)."""
-    codec = header.attributes & COMPRESSION_MASK
-    body = memoryview(batch)[HEADER_SIZE:]
-    if codec == 0:
-        return body
-    if codec == GZIP:
-        try:
-            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
-        except zlib.error:
-            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "Invalid gzip record data") from None
-    return None
+    """The records section decompressed, or None when its codec is not installed here."""
+    try:
+        return decompress(header.compression, memoryview(batch)[HEADER_SIZE:header.size])
+    except KafkaError as exc:
+        if exc.code == ErrorCode.UNSUPPORTED_COMPRESSION_TYPE:
+            return None
+        raise
 
 
 def _records(payload, count: int):
@@ -568,12 +568,12 @@ def _records(payload, count: int):
         for _ in range(count):
             length, pos = read_varint(payload, pos)
             end = pos + length
-            ts_delta, p = read_varint(payload, pos + 1)
+            ts_delta, p = read_varint(payload, pos + 1, 10)
             offset_delta, p = read_varint(payload, p)
             key_length, p = read_varint(payload, p)
             yield ts_delta, offset_delta, key_length
             pos = end
-    except (IndexError, ValueError):
+    except (IndexError, ValueError, CorruptFrame):
         raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "Malformed record in batch") from None
 
 

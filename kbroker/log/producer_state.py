@@ -22,10 +22,12 @@ from typing import NamedTuple
 
 import crc32c
 
-from kbroker.log.batch import CONTROL_ABORT, NO_PRODUCER_EPOCH, NO_SEQUENCE, BatchHeader
 from kbroker.log.files import read_if_exists, write_atomically
+from kbroker.log.markers import CONTROL_ABORT
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.records import NO_SEQUENCE, BatchHeader
 
+NO_PRODUCER_EPOCH = -1
 NUM_BATCHES_TO_RETAIN = 5
 INT32_MAX = (1 << 31) - 1
 SNAPSHOT_SUFFIX = ".snapshot"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from kbroker.log.batch import HEADER_SIZE, BatchHeader, compute_crc
+from kbroker.protocol.records import HEADER_SIZE, BatchHeader, compute_crc
 from kbroker.log.index import TxnIndex, offset_index, time_index
 
 LOG_SUFFIX = ".log"
@@ -101,7 +101,7 @@ class LogSegment:
         end = self.size if end is None else end
         fd = self.fd
         while position + HEADER_SIZE <= end:
-            header = BatchHeader(os.pread(fd, HEADER_SIZE, position))
+            header = BatchHeader.parse(os.pread(fd, HEADER_SIZE, position))
             yield position, header
             position += header.size
 
@@ -127,7 +127,7 @@ class LogSegment:
         position = 0
         end = self.size
         while position + HEADER_SIZE <= end:
-            header = BatchHeader(os.pread(self.fd, HEADER_SIZE, position))
+            header = BatchHeader.parse(os.pread(self.fd, HEADER_SIZE, position))
             size = header.size
             if header.magic != 2 or size < HEADER_SIZE or position + size > end:
                 return
@@ -179,7 +179,7 @@ class LogSegment:
             self.max_timestamp = times.keys[-1]
             self.offset_of_max_timestamp = self.base_offset + times.values[-1]
         if self.size:
-            self.first_batch_timestamp = BatchHeader(os.pread(self.fd, HEADER_SIZE, 0)).max_timestamp
+            self.first_batch_timestamp = BatchHeader.parse(os.pread(self.fd, HEADER_SIZE, 0)).max_timestamp
         return True
 
     # -- lifecycle ---------------------------------------------------------------------------

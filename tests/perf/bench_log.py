@@ -16,7 +16,7 @@ import crc32c
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from kbroker.log import LogConfig, PartitionLog  # noqa: E402
-from kbroker.log.batch import write_varint as varint  # noqa: E402
+from kbroker.protocol.primitives import write_varint as varint  # noqa: E402
 
 NOW = 1_700_000_000_000
 
