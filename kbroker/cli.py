@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from kbroker import perf
 from kbroker.protocol.errors import KafkaError
 
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     apis.add_argument("--update-readme", type=Path, metavar="README",
                       help="rewrite the table between the apis markers of this file instead")
     commands.add_parser("configs", help="print the broker settings as a Markdown table")
+    perf.add_parser(commands)
     return parser
 
 
@@ -121,7 +123,8 @@ def _print_configs() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    commands = {"serve": _serve, "apis": _apis, "configs": lambda _: _print_configs()}
+    commands = {"serve": _serve, "apis": _apis, "configs": lambda _: _print_configs(),
+                "perf": perf.main}
     try:
         sys.exit(commands[args.command](args))
     except BrokenPipeError:  # `kbroker configs | head` is fine
