@@ -1,0 +1,1 @@
+"""The transaction coordinator: its state machine (state.py), log records, trio layer."""
