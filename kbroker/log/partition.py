@@ -11,7 +11,7 @@ import shutil
 import struct
 import uuid
 from bisect import bisect_right
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import crc32c
 
@@ -372,6 +372,13 @@ class PartitionLog:
                     records = region if region.size else b""
                     break
         return ReadResult(records, self.high_watermark, self.last_stable_offset, self.log_start_offset)
+
+    def stored_batches(self) -> Iterator[tuple[BatchHeader, bytes]]:
+        """Every batch from the log start on, oldest first: what a coordinator replays."""
+        for segment in list(self.segments):
+            for position, header in segment.headers():
+                if header.last_offset >= self.log_start_offset:
+                    yield header, segment.read_batch(position, header)
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """(offset, timestamp) of the first record with timestamp >= the target, if any."""
