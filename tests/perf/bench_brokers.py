@@ -178,10 +178,10 @@ def end_to_end(bootstrap: str, topic: str, seconds: float) -> list[float]:
 
     def read() -> None:
         while not done.is_set():
-            for message in consumer.consume(1000, 0.1):
-                if message.error() is None:
-                    sent = struct.unpack_from(">d", message.value())[0]
-                    latencies.append((time.perf_counter() - sent) * 1000)
+            message = consumer.poll(0.1)  # consume(n, t) would wait to gather n messages
+            if message is not None and message.error() is None:
+                sent = struct.unpack_from(">d", message.value())[0]
+                latencies.append((time.perf_counter() - sent) * 1000)
 
     reader = threading.Thread(target=read)
     reader.start()
