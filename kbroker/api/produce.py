@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from kbroker.api.registry import CloseConnection, serves
+from kbroker.api.transactions import transactional_batch, verify_produce
 from kbroker.broker import INTERNAL_TOPICS, now_ms
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceResponse
@@ -15,7 +16,8 @@ TopicResponse = ProduceResponse.TopicProduceResponse
 PartitionResponse = ProduceResponse.PartitionProduceResponse
 
 
-def _append(broker, topic: str, partition: int, records, timestamp_ms: int) -> PartitionResponse:
+def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
+            transactional_id: str | None, version: int) -> PartitionResponse:
     if topic in INTERNAL_TOPICS:
         return PartitionResponse(
             index=partition, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
@@ -27,6 +29,11 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int) -> P
     if records is None:
         return PartitionResponse(index=partition, error_code=ErrorCode.CORRUPT_MESSAGE,
                                  error_message="no records")
+    header = transactional_batch(records)
+    if header is not None:
+        error = verify_produce(broker, transactional_id, topic, partition, header, version)
+        if error != ErrorCode.NONE:
+            return PartitionResponse(index=partition, error_code=error, base_offset=-1)
     try:
         result = partition_log.append_produce(records, timestamp_ms)
     except KafkaError as exc:
@@ -43,8 +50,14 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int) -> P
 @serves("Produce", 3, 11)
 async def handle_produce(ctx, request) -> ProduceResponse | None:
     broker = ctx.broker
-    if request.acks not in (0, 1, -1):
+    error = None
+    if request.transactional_id is None and any(
+            transactional_batch(data.records) for topic in request.topic_data
+            for data in topic.partition_data):
+        error = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED  # Kafka checks this first
+    elif request.acks not in (0, 1, -1):
         error = ErrorCode.INVALID_REQUIRED_ACKS
+    if error is not None:
         responses = [
             TopicResponse(name=topic.name, partition_responses=[
                 PartitionResponse(index=data.index, error_code=error) for data in topic.partition_data
@@ -55,7 +68,8 @@ async def handle_produce(ctx, request) -> ProduceResponse | None:
         timestamp_ms = now_ms()
         responses = [
             TopicResponse(name=topic.name, partition_responses=[
-                _append(broker, topic.name, data.index, data.records, timestamp_ms)
+                _append(broker, topic.name, data.index, data.records, timestamp_ms,
+                        request.transactional_id, ctx.api_version)
                 for data in topic.partition_data
             ])
             for topic in request.topic_data

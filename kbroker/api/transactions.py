@@ -1,20 +1,291 @@
-"""InitProducerId and, later, the transactional APIs."""
+"""InitProducerId and the transactional APIs, answered by the transaction coordinator.
+
+Requests are checked here as Kafka's KafkaApis checks them (unknown topics, internal topics);
+the coordinator (kbroker/txn/) decides the rest. Old request versions get
+INVALID_PRODUCER_EPOCH where Kafka's PRODUCER_FENCED did not exist yet for them.
+"""
 
 from __future__ import annotations
 
 from kbroker.api.registry import serves
-from kbroker.protocol.errors import ErrorCode
-from kbroker.protocol.messages import InitProducerIdResponse
+from kbroker.broker import INTERNAL_TOPICS
+from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
+from kbroker.log import validate_topic_name
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.messages import (
+    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, DescribeProducersResponse,
+    DescribeTransactionsResponse, EndTxnResponse, InitProducerIdResponse, ListTransactionsResponse,
+    TxnOffsetCommitResponse,
+)
+from kbroker.protocol.records import HEADER_SIZE, MAGIC, MAGIC_OFFSET, BatchHeader
+from kbroker.txn.state import NO_PRODUCER_EPOCH, NO_PRODUCER_ID
+
+PartitionResult = AddPartitionsToTxnResponse.AddPartitionsToTxnPartitionResult
+TopicResult = AddPartitionsToTxnResponse.AddPartitionsToTxnTopicResult
+TransactionResult = AddPartitionsToTxnResponse.AddPartitionsToTxnResult
+
+
+def fenced_for_version(error: ErrorCode, version: int, first_version_with_fenced: int) -> ErrorCode:
+    """PRODUCER_FENCED as clients of this request version understand it."""
+    if error == ErrorCode.PRODUCER_FENCED and version < first_version_with_fenced:
+        return ErrorCode.INVALID_PRODUCER_EPOCH
+    return error
+
+
+def verification_error(error: ErrorCode, abortable_supported: bool) -> ErrorCode:
+    """What produce and TxnOffsetCommit answer for a failed verification (Kafka's
+    AddPartitionsToTxnManager); TRANSACTION_ABORTABLE needs Produce v11 / TxnOffsetCommit v5."""
+    if error == ErrorCode.PRODUCER_FENCED:
+        return ErrorCode.INVALID_PRODUCER_EPOCH
+    if error == ErrorCode.TRANSACTION_ABORTABLE and not abortable_supported:
+        return ErrorCode.INVALID_TXN_STATE
+    return error
+
+
+def transactional_batch(records) -> BatchHeader | None:
+    """The header of a produce payload's first batch if it is a transactional v2 batch."""
+    if records is None or len(records) < HEADER_SIZE or records[MAGIC_OFFSET] != MAGIC:
+        return None
+    header = BatchHeader.parse(records)
+    return header if header.is_transactional else None
+
+
+def verify_produce(broker, transactional_id: str, topic: str, partition: int, header: BatchHeader,
+                   version: int) -> ErrorCode:
+    """Kafka's check (KIP-890) that a transactional batch goes to a partition of the
+    producer's ongoing transaction."""
+    verified = broker.transactions.verify(transactional_id, header.producer_id,
+                                          header.producer_epoch, [(topic, partition)])
+    return verification_error(verified[(topic, partition)], version >= 11)
+
+
+def _partition_exists(broker, topic: str, partition: int) -> bool:
+    info = broker.logs.topics.get(topic)
+    return info is not None and 0 <= partition < info.partitions
+
+
+# -- InitProducerId ------------------------------------------------------------------------------
+
+def _init_error(error: ErrorCode) -> InitProducerIdResponse:
+    return InitProducerIdResponse(throttle_time_ms=0, error_code=error, producer_id=NO_PRODUCER_ID,
+                                  producer_epoch=NO_PRODUCER_EPOCH)
 
 
 @serves("InitProducerId", 0, 4)
 async def handle_init_producer_id(ctx, request) -> InitProducerIdResponse:
+    broker = ctx.broker
+    expected = None
+    if ctx.api_version >= 3:
+        given = (request.producer_id, request.producer_epoch)
+        if (given[0] == NO_PRODUCER_ID) != (given[1] == NO_PRODUCER_EPOCH):
+            return _init_error(ErrorCode.INVALID_REQUEST)
+        if given[0] != NO_PRODUCER_ID:
+            expected = given
     if request.transactional_id is None:
         # An idempotent producer always gets a fresh id with epoch 0, as Kafka does, even
         # when it names its previous id (KIP-360 epoch bumps apply to transactional ids).
         return InitProducerIdResponse(
             throttle_time_ms=0, error_code=ErrorCode.NONE,
-            producer_id=ctx.broker.producer_ids.allocate(), producer_epoch=0,
+            producer_id=broker.producer_ids.allocate(), producer_epoch=0,
         )
-    # No transaction coordinator runs yet: a transactional producer is told to retry later.
-    return InitProducerIdResponse(throttle_time_ms=0, error_code=ErrorCode.COORDINATOR_NOT_AVAILABLE)
+    error, producer_id, epoch = await broker.transactions.init_producer_id(
+        request.transactional_id, request.transaction_timeout_ms, expected)
+    await broker.flush_if_due()
+    if error != ErrorCode.NONE:
+        return _init_error(fenced_for_version(error, ctx.api_version, 4))
+    return InitProducerIdResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
+                                  producer_id=producer_id, producer_epoch=epoch)
+
+
+# -- AddPartitionsToTxn, AddOffsetsToTxn ---------------------------------------------------------
+
+def _topic_results(errors: dict[tuple[str, int], ErrorCode]) -> list[TopicResult]:
+    by_topic: dict[str, list[PartitionResult]] = {}
+    for (topic, partition), error in errors.items():
+        by_topic.setdefault(topic, []).append(
+            PartitionResult(partition_index=partition, partition_error_code=error))
+    return [TopicResult(name=topic, results_by_partition=results)
+            for topic, results in by_topic.items()]
+
+
+def _add_partitions(broker, transactional_id: str, producer_id: int, producer_epoch: int,
+                    topics, verify_only: bool, version: int) -> dict[tuple[str, int], ErrorCode]:
+    """One transaction of an AddPartitionsToTxn request: an error per partition."""
+    partitions = list(dict.fromkeys((t.name, p) for t in topics for p in t.partitions))
+    failed = {}
+    for topic, partition in partitions:
+        if version < 4 and topic in INTERNAL_TOPICS:
+            failed[(topic, partition)] = ErrorCode.TOPIC_AUTHORIZATION_FAILED  # clients may not
+        elif not _partition_exists(broker, topic, partition):
+            failed[(topic, partition)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    if failed:
+        return {p: failed.get(p, ErrorCode.OPERATION_NOT_ATTEMPTED) for p in partitions}
+    coordinator = broker.transactions
+    if verify_only:
+        return coordinator.verify(transactional_id, producer_id, producer_epoch, partitions)
+    error = coordinator.add_partitions(transactional_id, producer_id, producer_epoch, partitions)
+    return dict.fromkeys(partitions, fenced_for_version(error, version, 2))
+
+
+@serves("AddPartitionsToTxn", 0, 4)
+async def handle_add_partitions_to_txn(ctx, request) -> AddPartitionsToTxnResponse:
+    broker = ctx.broker
+    version = ctx.api_version
+    if version < 4:
+        errors = _add_partitions(
+            broker, request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
+            request.v3_and_below_producer_epoch, request.v3_and_below_topics, False, version)
+        response = AddPartitionsToTxnResponse(results_by_topic_v3_and_below=_topic_results(errors))
+    else:
+        response = AddPartitionsToTxnResponse(error_code=ErrorCode.NONE, results_by_transaction=[
+            TransactionResult(transactional_id=txn.transactional_id, topic_results=_topic_results(
+                _add_partitions(broker, txn.transactional_id, txn.producer_id, txn.producer_epoch,
+                                txn.topics, txn.verify_only, version)))
+            for txn in request.transactions
+        ])
+    await broker.flush_if_due()
+    return response
+
+
+@serves("AddOffsetsToTxn", 0, 3)
+async def handle_add_offsets_to_txn(ctx, request) -> AddOffsetsToTxnResponse:
+    broker = ctx.broker
+    offsets_partition = (OFFSETS_TOPIC, broker.groups.partition_for(request.group_id))
+    error = broker.transactions.add_partitions(
+        request.transactional_id, request.producer_id, request.producer_epoch, [offsets_partition])
+    await broker.flush_if_due()
+    return AddOffsetsToTxnResponse(error_code=fenced_for_version(error, ctx.api_version, 2))
+
+
+# -- EndTxn --------------------------------------------------------------------------------------
+
+@serves("EndTxn", 0, 3)
+async def handle_end_txn(ctx, request) -> EndTxnResponse:
+    broker = ctx.broker
+    error = await broker.transactions.end_transaction(
+        request.transactional_id, request.producer_id, request.producer_epoch, request.committed)
+    await broker.flush_if_due()
+    return EndTxnResponse(error_code=fenced_for_version(error, ctx.api_version, 2))
+
+
+# -- TxnOffsetCommit -----------------------------------------------------------------------------
+
+@serves("TxnOffsetCommit", 0, 3)
+async def handle_txn_offset_commit(ctx, request) -> TxnOffsetCommitResponse:
+    """Offsets staged in the group coordinator until the transaction ends."""
+    broker = ctx.broker
+    errors: dict[tuple[str, int], ErrorCode] = {}
+    offsets = []
+    for topic in request.topics:
+        for partition in topic.partitions:
+            key = (topic.name, partition.partition_index)
+            if not _partition_exists(broker, *key):
+                errors[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                continue
+            errors[key] = ErrorCode.NONE
+            offsets.append(OffsetToCommit(topic.name, partition.partition_index,
+                                          partition.committed_offset,
+                                          partition.committed_leader_epoch,
+                                          partition.committed_metadata))
+    if offsets:
+        staged = await _stage_offsets(broker, request, offsets)
+        for item, error in zip(offsets, staged):
+            errors[(item.topic, item.partition)] = error
+    by_topic: dict[str, list] = {}
+    for (topic, partition), error in errors.items():
+        by_topic.setdefault(topic, []).append(TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition(
+            partition_index=partition, error_code=error))
+    return TxnOffsetCommitResponse(topics=[
+        TxnOffsetCommitResponse.TxnOffsetCommitResponseTopic(name=name, partitions=partitions)
+        for name, partitions in by_topic.items()
+    ])
+
+
+async def _stage_offsets(broker, request, offsets: list[OffsetToCommit]) -> list[ErrorCode]:
+    """Kafka's order: the group id, then the producer's transaction, then the group member."""
+    if not request.group_id:
+        return [ErrorCode.INVALID_GROUP_ID] * len(offsets)
+    groups = broker.groups
+    offsets_partition = (OFFSETS_TOPIC, groups.partition_for(request.group_id))
+    verified = broker.transactions.verify(request.transactional_id, request.producer_id,
+                                          request.producer_epoch, [offsets_partition])
+    error = verification_error(verified[offsets_partition], False)
+    if error != ErrorCode.NONE:
+        return [error] * len(offsets)
+    return await groups.stage_transactional_offsets(
+        request.group_id, request.producer_id, request.member_id, request.group_instance_id,
+        request.generation_id, offsets)
+
+
+# -- DescribeTransactions, ListTransactions, DescribeProducers -----------------------------------
+
+@serves("DescribeTransactions", 0, 0)
+async def handle_describe_transactions(ctx, request) -> DescribeTransactionsResponse:
+    coordinator = ctx.broker.transactions
+    TransactionState = DescribeTransactionsResponse.TransactionState
+    states = []
+    for transactional_id in request.transactional_ids:
+        metadata = coordinator.describe(transactional_id) if transactional_id else None
+        if metadata is None:
+            error = ErrorCode.TRANSACTIONAL_ID_NOT_FOUND if transactional_id else ErrorCode.INVALID_REQUEST
+            states.append(TransactionState(error_code=error, transactional_id=transactional_id))
+            continue
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in sorted(metadata.partitions):
+            by_topic.setdefault(topic, []).append(partition)
+        states.append(TransactionState(
+            error_code=ErrorCode.NONE, transactional_id=transactional_id,
+            transaction_state=metadata.state.kafka_name,
+            transaction_timeout_ms=metadata.timeout_ms,
+            transaction_start_time_ms=metadata.start_ms, producer_id=metadata.producer_id,
+            producer_epoch=metadata.producer_epoch,
+            topics=[DescribeTransactionsResponse.TopicData(topic=topic, partitions=partitions)
+                    for topic, partitions in by_topic.items()],
+        ))
+    return DescribeTransactionsResponse(transaction_states=states)
+
+
+@serves("ListTransactions", 0, 1)
+async def handle_list_transactions(ctx, request) -> ListTransactionsResponse:
+    duration = request.duration_filter if ctx.api_version >= 1 else -1
+    listed, unknown = ctx.broker.transactions.list_transactions(
+        request.state_filters, request.producer_id_filters, duration)
+    return ListTransactionsResponse(
+        error_code=ErrorCode.NONE, unknown_state_filters=unknown,
+        transaction_states=[ListTransactionsResponse.TransactionState(
+            transactional_id=item.transactional_id, producer_id=item.producer_id,
+            transaction_state=item.state.kafka_name) for item in listed])
+
+
+@serves("DescribeProducers", 0, 0)
+async def handle_describe_producers(ctx, request) -> DescribeProducersResponse:
+    """The producer state of each partition (what kafka-transactions.sh describe-producers shows)."""
+    broker = ctx.broker
+    topics = []
+    for topic in request.topics:
+        error, message = ErrorCode.NONE, None
+        try:
+            validate_topic_name(topic.name)
+            if topic.name not in broker.logs.topics:
+                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        except KafkaError as exc:
+            error, message = exc.code, exc.message
+        partitions = []
+        for index in topic.partition_indexes:
+            partition_log = broker.logs.partition(topic.name, index) if error == ErrorCode.NONE else None
+            if partition_log is None:
+                partitions.append(DescribeProducersResponse.PartitionResponse(
+                    partition_index=index, error_message=message,
+                    error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if error == ErrorCode.NONE else error))
+                continue
+            partitions.append(DescribeProducersResponse.PartitionResponse(
+                partition_index=index, error_code=ErrorCode.NONE, active_producers=[
+                    DescribeProducersResponse.ProducerState(
+                        producer_id=entry.producer_id, producer_epoch=entry.epoch,
+                        last_sequence=entry.last_seq, last_timestamp=entry.last_timestamp,
+                        coordinator_epoch=entry.coordinator_epoch,
+                        current_txn_start_offset=entry.txn_first_offset)
+                    for entry in partition_log.producer_state.producers.values()
+                ]))
+        topics.append(DescribeProducersResponse.TopicResponse(name=topic.name, partitions=partitions))
+    return DescribeProducersResponse(topics=topics)
