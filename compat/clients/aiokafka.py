@@ -135,8 +135,9 @@ class Driver(PyDriver):
             producer = self.producer(options)
             await producer.start()
             try:
+                # a safety net only: aiokafka's own request timeout (options.timeout_ms) comes first
                 return await asyncio.wait_for(self.send_all(producer, topic, records_arg(records)),
-                                              options.get("timeout_ms", 30000) / 1000)
+                                              options.get("timeout_ms", 30000) / 1000 + 10)
             finally:
                 await producer.stop()
 

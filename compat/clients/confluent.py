@@ -64,7 +64,10 @@ class Driver(PyDriver):
                 "broker.address.family": "v4"}
 
     def admin(self) -> AdminClient:
-        return AdminClient(self.common())
+        # keep the returned client referenced until its futures resolve: a collected AdminClient
+        # fails them with _DESTROY
+        self._admin = AdminClient(self.common())
+        return self._admin
 
     def op_metadata(self):
         metadata = self.admin().list_topics(timeout=15)
@@ -96,8 +99,9 @@ class Driver(PyDriver):
                   "compression.type": options.get("compression") or "none", **extra}
         if options.get("idempotent"):
             config["enable.idempotence"] = True
-        if "timeout_ms" in options:
+        if "timeout_ms" in options:  # give up sooner, and on a missing topic well before that
             config["message.timeout.ms"] = options["timeout_ms"]
+            config["topic.metadata.propagation.max.ms"] = options["timeout_ms"] // 3
         return Producer(config)
 
     @staticmethod

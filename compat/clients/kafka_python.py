@@ -124,7 +124,7 @@ class Driver(PyDriver):
             config["max_block_ms"] = options["timeout_ms"]
             if MAJOR >= 3:
                 config["delivery_timeout_ms"] = options["timeout_ms"]
-                config["request_timeout_ms"] = min(15000, options["timeout_ms"])
+                config["request_timeout_ms"] = max(1000, options["timeout_ms"] // 2)
         return KafkaProducer(**config)
 
     @staticmethod

@@ -136,8 +136,9 @@ class Driver:
         config = {"message.max.bytes": options.get("max_request_size", 1000000)}
         if options.get("idempotent"):
             config["enable.idempotence"] = "true"
-        if "timeout_ms" in options:
+        if "timeout_ms" in options:  # give up sooner, and on a missing topic well before that
             config["message.timeout.ms"] = options["timeout_ms"]
+            config["topic.metadata.propagation.max.ms"] = options["timeout_ms"] // 3
         runs: list[tuple[tuple, list[Rec]]] = []
         for r in (Rec.from_json(item) for item in records):
             if r.timestamp is not None:
@@ -166,7 +167,7 @@ class Driver:
 
     def consumer_args(self, topic, partition, offset, options) -> list[str]:
         start = {"earliest": "beginning", "latest": "end"}.get(offset, str(offset))
-        return self.base("-C", "-J", "-t", topic, "-p", str(partition), "-o", start,
+        return self.base("-C", "-J", "-u", "-t", topic, "-p", str(partition), "-o", start,
                          **{"auto.offset.reset": options.get("reset", "earliest"),
                             "isolation.level": options.get("isolation", "read_uncommitted"),
                             "fetch.wait.max.ms": options.get("fetch_max_wait_ms", 500),
@@ -184,12 +185,10 @@ class Driver:
     def op_list_offsets(self, topic, partition, spec):
         timestamp = {"earliest": -2, "latest": -1}.get(spec, spec)
         out = self.run(self.base("-Q", "-J", "-t", f"{topic}:{partition}:{timestamp}"))
-        for entry in json.loads(out).values():
-            if entry.get("partition") == partition:
-                if entry.get("error"):
-                    raise RuntimeError(entry["error"])
-                return None if entry["offset"] < 0 else entry["offset"]
-        raise RuntimeError(f"no offset for {topic}:{partition} in {out[:200]}")
+        entry = json.loads(out).get(topic, {}).get(str(partition))  # {topic: {"<p>": {partition, offset}}}
+        if not entry or entry.get("error"):
+            raise RuntimeError(f"no offset for {topic}:{partition}: {out[:200]}")
+        return None if entry["offset"] < 0 else entry["offset"]
 
     def op_watch_start(self, topic, partition, offset, options=None):
         self.watch = Running(self.consumer_args(topic, partition, offset, options or {}))
