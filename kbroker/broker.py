@@ -20,6 +20,7 @@ from kbroker.config import Config
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.groups.coordinator import GroupCoordinator
 from kbroker.log import LogConfig, LogManager
+from kbroker.txn.coordinator import TransactionCoordinator
 
 log = logging.getLogger("kbroker")
 
@@ -166,6 +167,7 @@ class Broker:
         self.advertised = config.advertised_listener()
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
         self.groups = GroupCoordinator(self)  # replays __consumer_offsets
+        self.transactions = TransactionCoordinator(self)  # replays __transaction_state
 
     def create_topic(self, name: str, partitions: int | None = None,
                      configs: dict[str, str] | None = None):
@@ -187,6 +189,7 @@ class Broker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run_flusher)
             nursery.start_soon(self.groups.run)
+            nursery.start_soon(self.transactions.run)
             nursery.start_soon(self._run_api_usage_saver)
 
     async def _run_flusher(self) -> None:
