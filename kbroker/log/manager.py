@@ -168,6 +168,15 @@ class LogManager:
             log.config = config
         return info
 
+    def set_defaults(self, defaults: LogConfig) -> None:
+        """The broker-level log.* defaults changed (dynamic broker config): every topic's config
+        is derived again, and its logs obey it at once."""
+        self.defaults = defaults
+        for info in self.topics.values():
+            info.config = defaults.with_overrides(info.configs)
+            for log in self._logs[info.name]:
+                log.config = info.config
+
     # -- maintenance -------------------------------------------------------------------------
 
     def apply_retention(self, now_ms: int) -> int:

@@ -11,11 +11,12 @@ import shutil
 import struct
 import uuid
 from bisect import bisect_right
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import crc32c
 
 from kbroker.log import retention
+from kbroker.log.cleaner import complete_interrupted_cleaning
 from kbroker.log.markers import (
     CONTROL_ABORT, CONTROL_COMMIT, MIN_LENGTH_FIELD, build_marker_batch, parse_marker,
 )
@@ -29,11 +30,14 @@ from kbroker.protocol.exceptions import CorruptFrame
 from kbroker.protocol.primitives import read_varint
 from kbroker.protocol.records import (
     ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET, MAX_TIMESTAMP_OFFSET,
-    NO_COMPRESSION, TIMESTAMP_TYPE_BIT, BatchHeader, compute_crc, decompress,
+    GZIP, LZ4, NO_COMPRESSION, SNAPPY, TIMESTAMP_TYPE_BIT, ZSTD, BatchHeader, build_batch, compute_crc,
+    decompress, iter_records,
 )
 from kbroker.protocol.region import FileRegion
 
 NO_TIMESTAMP = -1
+# compression.type -> the codec stored batches must have ("producer": whatever they have).
+_TOPIC_CODECS = {"uncompressed": NO_COMPRESSION, "gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
 
 LEADER_EPOCH = 0
 UNDEFINED_EPOCH = -1
@@ -102,6 +106,7 @@ class PartitionLog:
         """
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
+        complete_interrupted_cleaning(directory)
         log = cls(directory, topic, partition, config, now_ms)
         bases = []
         for name in os.listdir(directory):
@@ -231,6 +236,15 @@ class PartitionLog:
             raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "Record batch CRC does not match its contents")
         _validate_batch(header)
         self._validate_records(view, header, now_ms)
+        codec = _TOPIC_CODECS.get(config.compression_type)
+        if codec is not None and codec != header.compression:
+            view = memoryview(_recompress(view, codec))
+            header = BatchHeader.parse(view)
+            size = len(view)
+            if size > config.max_message_bytes:
+                raise KafkaError(ErrorCode.MESSAGE_TOO_LARGE,
+                                 f"The record batch size {size} after recompression exceeds "
+                                 f"max.message.bytes {config.max_message_bytes}")
         if size > config.segment_bytes:
             raise KafkaError(ErrorCode.RECORD_LIST_TOO_LARGE,
                              f"The record batch size {size} exceeds segment.bytes {config.segment_bytes}")
@@ -473,6 +487,22 @@ class PartitionLog:
             self.log_start_offset = self.base_offsets[0]
             self._write_log_start()
 
+    def replace_segments(self, old: list[LogSegment], now_ms: int,
+                         open_new: Callable[[], LogSegment]) -> None:
+        """Compaction: put one cleaned segment in place of a run of sealed ones.
+
+        The old files are renamed away first, then `open_new` moves the cleaned files into place
+        and opens them; the old ones go after file.delete.delay.ms, as after retention.
+        """
+        first = next(i for i, segment in enumerate(self.segments) if segment is old[0])
+        for segment in old:
+            segment.rename_deleted()
+            self.pending_deletes.append((now_ms + self.config.file_delete_delay_ms, segment))
+        new = open_new()
+        self.segments[first:first + len(old)] = [new]
+        self.base_offsets[first:first + len(old)] = [new.base_offset]
+        self._unflushed_segments = [s for s in self._unflushed_segments if s in self.segments]
+
     def purge_deleted(self, now_ms: int) -> None:
         """Unlink `.deleted` files whose file.delete.delay.ms has passed, closing their fds."""
         self.pending_deletes, due = split_due(self.pending_deletes, now_ms)
@@ -556,6 +586,16 @@ def _validate_batch(header: BatchHeader) -> None:
         raise KafkaError(ErrorCode.INVALID_RECORD,
                          f"Invalid sequence number {header.base_sequence} in record batch with "
                          f"producerId {header.producer_id}")
+
+
+def _recompress(batch, codec: int) -> bytes:
+    """The batch rebuilt with the topic's codec (compression.type other than the producer's),
+    as Kafka's LogValidator does: same records, producer state and flags, offsets 0..n-1."""
+    header = BatchHeader.parse(batch)
+    return build_batch(iter_records(batch), producer_id=header.producer_id,
+                       producer_epoch=header.producer_epoch, base_sequence=header.base_sequence,
+                       transactional=header.is_transactional, compression=codec,
+                       partition_leader_epoch=header.partition_leader_epoch)
 
 
 def _records_payload(batch, header: BatchHeader):

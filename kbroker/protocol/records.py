@@ -208,12 +208,17 @@ def build_batch(
     records, *, base_offset: int = 0, producer_id: int = NO_PRODUCER_ID, producer_epoch: int = -1,
     base_sequence: int = NO_SEQUENCE, transactional: bool = False, control: bool = False,
     timestamp_type: int = CREATE_TIME, compression: int = NO_COMPRESSION, partition_leader_epoch: int = -1,
+    delete_horizon_ms: int | None = None, last_offset_delta: int | None = None,
 ) -> bytes:
-    """Serialize ``records`` (a non-empty sequence of Record) as one batch, CRC included."""
+    """Serialize ``records`` (a non-empty sequence of Record) as one batch, CRC included.
+
+    The log cleaner rewrites batches keeping their last offset (``last_offset_delta``) and may
+    stamp a delete horizon, which then is the base timestamp the records' deltas refer to.
+    """
     records = list(records)
     if not records:
         raise ValueError("a record batch needs at least one record")
-    base_timestamp = records[0].timestamp
+    base_timestamp = records[0].timestamp if delete_horizon_ms is None else delete_horizon_ms
     deltas = [i if r.offset_delta is None else r.offset_delta for i, r in enumerate(records)]
     body = b"".join(_encode_record(r, d, base_timestamp) for r, d in zip(records, deltas))
     body = compress(compression, body)
@@ -222,10 +227,12 @@ def build_batch(
         | (TIMESTAMP_TYPE_BIT if timestamp_type == LOG_APPEND_TIME else 0)
         | (TRANSACTIONAL_BIT if transactional else 0)
         | (CONTROL_BIT if control else 0)
+        | (DELETE_HORIZON_BIT if delete_horizon_ms is not None else 0)
     )
     batch = bytearray(HEADER.pack(
         base_offset, HEADER_SIZE - LOG_OVERHEAD + len(body), partition_leader_epoch, MAGIC, 0, attributes,
-        max(deltas), base_timestamp, max(r.timestamp for r in records), producer_id, producer_epoch,
+        max(deltas) if last_offset_delta is None else last_offset_delta, base_timestamp,
+        max(r.timestamp for r in records), producer_id, producer_epoch,
         base_sequence, len(records),
     ))
     batch += body
