@@ -22,7 +22,7 @@ from pathlib import Path
 from compat import report
 from compat.agent import ROOT, Agent, describe
 from compat.expected_failures import EXPECTED_FAILURES
-from compat.registry import CURRENT, ClientSpec, current_clients, partner_for
+from compat.registry import ClientSpec, current_clients, partner_for
 from compat.scenarios import SCENARIOS
 
 HERE = Path(__file__).resolve().parent

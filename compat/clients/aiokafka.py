@@ -109,8 +109,9 @@ class Driver(PyDriver):
         return out
 
     def op_alter_configs(self, topic, config):
-        response = self.admin_call("alter_configs", [ConfigResource(ConfigResourceType.TOPIC, topic, config)])
-        raise_errors(response.to_object())
+        responses = self.admin_call("alter_configs", [ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+        for response in responses if isinstance(responses, list) else [responses]:
+            raise_errors(response.to_object())
 
     def producer(self, options: dict, **extra) -> AIOKafkaProducer:
         config = {**self.common(), "acks": "all", "linger_ms": 5,

@@ -204,7 +204,7 @@ class Driver:
                   "fetch.message.max.bytes": 8 * 1024 * 1024}
         if options.get("assignor") == "roundrobin":
             config["partition.assignment.strategy"] = "roundrobin"
-        self.member = Running(self.base("-G", group, "-J", *topics, **config))
+        self.member = Running(self.base("-G", group, "-J", "-u", *topics, **config))
 
     def op_member_state(self):
         return self.member.take()

@@ -246,6 +246,10 @@ const ops = {
   }
 }
 
+// kafkajs names the Kafka error in `type`, and an aggregate error keeps the real ones in `errors`
+const describe = e => `${e.name}${e.type ? ' ' + e.type : ''}: ${e.message}` +
+  (Array.isArray(e.errors) ? ` [${e.errors.map(describe).join('; ')}]` : '')
+
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms))
 
 // One request at a time, in order, like the Python agents.
@@ -262,7 +266,7 @@ readline.createInterface({ input: process.stdin }).on('line', line => {
     } catch (e) {
       response = e instanceof Unsupported
         ? { error: e.message, kind: 'unsupported' }
-        : { error: `${e.name}${e.type ? ' ' + e.type : ''}: ${e.message}`.slice(0, 400), kind: 'error' }
+        : { error: describe(e).slice(0, 400), kind: 'error' }
     }
     response.id = request.id
     process.stdout.write(JSON.stringify(response) + '\n')

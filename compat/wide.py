@@ -1,0 +1,60 @@
+"""--wide: older client releases, each installed on demand in its own venv / npm prefix in a cache dir.
+
+They exercise older protocol versions with the same drivers. confluent-kafka 1.9.x has no wheel for
+Python 3.11 (and building it needs librdkafka headers of that era), so 2.0.2, the oldest release
+with one (bundling librdkafka 2.0.2), stands in for it next to 2.3.0.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+from compat.registry import ClientSpec, kafkajs_client, python_client
+
+CODECS = ["lz4", "zstandard", "python-snappy", "cramjam"]
+PYTHON_RELEASES = [("kafka-python", "2.0.2"), ("aiokafka", "0.8.1"),
+                   ("confluent-kafka", "2.0.2"), ("confluent-kafka", "2.3.0")]
+KAFKAJS_RELEASES = ["1.16.0"]
+
+
+def _install(marker: Path, steps: list[list[str]]) -> str | None:
+    """Run the install steps once (marker file); returns an error text or None."""
+    if marker.exists():
+        return None
+    for step in steps:
+        print(f"  wide: {shlex.join(step)}", flush=True)
+        done = subprocess.run(step, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            return f"{shlex.join(step)} failed: {(done.stderr or done.stdout).strip()[-300:]}"
+    marker.touch()
+    return None
+
+
+def _unusable(name: str, error: str) -> ClientSpec:
+    """A column whose agent fails at once with the install error, so the matrix shows why."""
+    return ClientSpec(name, [sys.executable, "-c", f"import sys; sys.exit({error!r})"])
+
+
+def clients(cache: Path) -> dict[str, ClientSpec]:
+    specs = []
+    for name, release in PYTHON_RELEASES:
+        home = cache / f"{name}-{release}"
+        python = home / "bin" / "python"
+        if not python.exists():
+            venv.create(home, with_pip=True)
+        error = _install(home / ".installed", [[str(python), "-m", "pip", "install", "-q", f"{name}=={release}",
+                                                *CODECS]])
+        spec = python_client(name, str(python), release)
+        specs.append(_unusable(spec.name, error) if error else spec)
+    for release in KAFKAJS_RELEASES:
+        home = cache / f"kafkajs-{release}"
+        home.mkdir(parents=True, exist_ok=True)
+        error = _install(home / ".installed", [["npm", "install", "--prefix", str(home), "--no-audit", "--no-fund",
+                                                "--loglevel=error", f"kafkajs@{release}"]])
+        spec = kafkajs_client(str(home / "node_modules" / "kafkajs"), release)
+        specs.append(_unusable(spec.name, error) if error else spec)
+    return {spec.name: spec for spec in specs}
