@@ -16,15 +16,22 @@ from pathlib import Path
 
 import trio
 
-from kbroker.config import Config
+from kbroker.config import Config, ConfigSource
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.groups.coordinator import GroupCoordinator
 from kbroker.log import LogConfig, LogManager
+from kbroker.log.cleaner import LogCleaner
+from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.txn.coordinator import TransactionCoordinator
 
 log = logging.getLogger("kbroker")
 
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+DYNAMIC_CONFIGS_FILE = "dynamic-broker-configs.json"
+# Keys of the two dynamic layers in DYNAMIC_CONFIGS_FILE (Kafka keeps them in its metadata log).
+_DYNAMIC_LAYERS = {ConfigSource.DYNAMIC_BROKER_CONFIG: "broker",
+                   ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG: "cluster-default"}
+PURGE_INTERVAL_MS = 1000  # how often files of deleted segments and topics are looked at
 
 
 def _flush_all(partition_logs, now: int) -> None:
@@ -159,8 +166,10 @@ class Broker:
         self.data_dir = Path(config["log.dirs"])
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity = BrokerIdentity.load_or_create(self.data_dir, config["node.id"])
+        self._load_dynamic_configs()
         self.log_defaults = LogConfig().with_overrides(config.topic_defaults())
         self.logs = LogManager(str(self.data_dir), self.log_defaults)
+        self.cleaner = LogCleaner(self.logs)
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.wakeups = PartitionWakeups()
         self.api_usage = ApiUsage(api_usage_path)
@@ -177,6 +186,47 @@ class Broker:
         log.info("created topic %s with %d partitions", name, count)
         return info
 
+    def delete_topics(self, names: list[str]) -> None:
+        """Delete topics: fetches waiting on them wake up, groups forget their offsets."""
+        for name in names:
+            info = self.logs.delete_topic(name)
+            for index in range(info.partitions):
+                self.wakeups.notify(name, index)
+            log.info("deleted topic %s", name)
+        if names:
+            self.groups.on_topics_deleted(names)
+
+    def _load_dynamic_configs(self) -> None:
+        path = self.data_dir / DYNAMIC_CONFIGS_FILE
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        for layer, key in _DYNAMIC_LAYERS.items():
+            try:
+                self.config.set_dynamic(layer, stored.get(key, {}))
+            except KafkaError as exc:
+                log.warning("ignoring stored dynamic %s configs: %s", key, exc.message)
+
+    def alter_broker_configs(self, layer: ConfigSource, texts: dict[str, str],
+                             validate_only: bool = False) -> None:
+        """Replace one dynamic layer of broker settings: validated, persisted, in effect at once.
+
+        Raises KafkaError(INVALID_REQUEST) as Kafka's broker-side validation does.
+        """
+        config = self.config
+        previous = config.dynamic_texts(layer)
+        config.set_dynamic(layer, texts)
+        try:
+            defaults = LogConfig().with_overrides(config.topic_defaults())
+        except KafkaError as exc:
+            config.set_dynamic(layer, previous)
+            raise KafkaError(ErrorCode.INVALID_REQUEST, exc.message) from None
+        if validate_only:
+            config.set_dynamic(layer, previous)
+            return
+        stored = {key: config.dynamic_texts(level) for level, key in _DYNAMIC_LAYERS.items()}
+        write_atomically(self.data_dir / DYNAMIC_CONFIGS_FILE, json.dumps(stored, indent=1, sort_keys=True))
+        self.log_defaults = defaults
+        self.logs.set_defaults(defaults)
+
     async def flush_if_due(self) -> None:
         """fsync the logs whose flush.messages / flush.ms say so, off the event loop."""
         now = now_ms()
@@ -191,12 +241,52 @@ class Broker:
             nursery.start_soon(self.groups.run)
             nursery.start_soon(self.transactions.run)
             nursery.start_soon(self._run_api_usage_saver)
+            nursery.start_soon(self._run_log_retention)
+            nursery.start_soon(self._run_cleaner)
 
     async def _run_flusher(self) -> None:
         interval_s = self.config["log.flush.scheduler.interval.ms"] / 1000
         while True:
             await trio.sleep(interval_s)
             await self.flush_if_due()
+
+    async def _run_log_retention(self) -> None:
+        """Kafka's retention task: every log.retention.check.interval.ms, whole segments past
+        retention.ms / retention.bytes (or below the log start offset) go; files of deleted
+        segments and topics are removed once their file.delete.delay.ms has passed."""
+        next_check = 0
+        while True:
+            now = now_ms()
+            if now >= next_check:
+                self.logs.apply_retention(now)
+                next_check = now + self.config["log.retention.check.interval.ms"]
+            self.logs.purge_deleted(now)
+            await trio.sleep(min(next_check - now, PURGE_INTERVAL_MS) / 1000)
+
+    async def _run_cleaner(self) -> None:
+        """Kafka's log cleaner thread: compacts the filthiest compacted log, one at a time.
+
+        The reading and writing runs in a worker thread; choosing and swapping run here, so a
+        cleaning never sees a half-done append and readers never see a half-done swap.
+        """
+        if not self.config["log.cleaner.enable"]:
+            return
+        while True:
+            job = self.cleaner.next_job(now_ms())
+            if job is None:
+                await trio.sleep(self.config["log.cleaner.backoff.ms"] / 1000)
+                continue
+            try:
+                await trio.to_thread.run_sync(job.clean, abandon_on_cancel=True)
+            except Exception:
+                log.exception("cleaning %s-%d failed; the partition is left uncompacted",
+                              job.log.topic, job.log.partition)
+                self.cleaner.give_up(job)
+                continue
+            except BaseException:
+                job.stop = True  # shutting down: the thread stops at its next batch
+                raise
+            self.cleaner.finish(job, now_ms())
 
     async def _run_api_usage_saver(self) -> None:
         while True:

@@ -7,6 +7,7 @@ DescribeConfigs for the broker resource are all derived from it.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -43,6 +44,8 @@ class Setting:
 
     `topic_name` is the per-topic config this broker setting provides the default for
     (Kafka calls the pair synonyms: log.segment.bytes is the default of segment.bytes).
+    `dynamic`: Kafka lets AlterConfigs change it on a running broker (DynamicBrokerConfig);
+    the topic defaults always are, every other setting is reported read-only.
     """
 
     name: str
@@ -52,7 +55,12 @@ class Setting:
     minimum: float | None = None
     choices: tuple[str, ...] | None = None
     topic_name: str | None = None
-    read_only: bool = False
+    dynamic: bool = False
+    sensitive: bool = False  # a secret: DescribeConfigs shows no value
+
+    @property
+    def is_dynamic(self) -> bool:
+        return self.dynamic or self.topic_name is not None
 
     def parse(self, text: str) -> Any:
         try:
@@ -89,18 +97,16 @@ _DAY_MS = 24 * 3600 * 1000
 
 SETTINGS: tuple[Setting, ...] = (
     # Identity and listeners.
-    Setting("node.id", "int", 1, "The id of this broker in the cluster.", minimum=0, read_only=True),
-    Setting("log.dirs", "string", "./kbroker-data", "Directory holding topic data and broker state.",
-            read_only=True),
-    Setting("listeners", "string", "PLAINTEXT://127.0.0.1:9092", "Address the broker listens on.",
-            read_only=True),
+    Setting("node.id", "int", 1, "The id of this broker in the cluster.", minimum=0),
+    Setting("log.dirs", "string", "./kbroker-data", "Directory holding topic data and broker state."),
+    Setting("listeners", "string", "PLAINTEXT://127.0.0.1:9092", "Address the broker listens on."),
     Setting("advertised.listeners", "string", None, "Address given to clients in metadata; defaults "
-            "to the listener.", read_only=True),
+            "to the listener."),
     # Limits on connections and requests.
     Setting("socket.request.max.bytes", "int", 104857600, "Largest request frame accepted; a larger "
             "size closes the connection before anything is allocated.", minimum=1),
     Setting("max.connections", "int", INT_MAX, "Most client connections open at once; further "
-            "connections are closed on accept.", minimum=0),
+            "connections are closed on accept.", minimum=0, dynamic=True),
     Setting("connections.max.idle.ms", "long", 600000, "Idle connections are closed after this long.",
             minimum=1),
     Setting("message.max.bytes", "int", 1048588, "Largest record batch accepted.", minimum=0,
@@ -113,9 +119,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("delete.topic.enable", "boolean", True, "Whether DeleteTopics may delete topics."),
     # The log.
     Setting("log.segment.bytes", "int", 1073741824, "Size at which a segment file is rolled.",
-            minimum=14, topic_name="segment.bytes"),
+            minimum=1048576, topic_name="segment.bytes"),
     Setting("log.roll.ms", "long", 7 * _DAY_MS, "Age at which a segment is rolled.", minimum=1,
             topic_name="segment.ms"),
+    Setting("log.roll.jitter.ms", "long", 0, "Random amount taken off the roll age, so that "
+            "segments of many partitions do not roll at once.", minimum=0,
+            topic_name="segment.jitter.ms"),
+    Setting("log.preallocate", "boolean", False, "Preallocate segment files (accepted, has no "
+            "effect here).", topic_name="preallocate"),
     Setting("log.index.interval.bytes", "int", 4096, "Bytes between offset index entries.",
             minimum=0, topic_name="index.interval.bytes"),
     Setting("log.index.size.max.bytes", "int", 10485760, "Largest offset index of one segment.",
@@ -146,6 +157,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("compression.type", "string", "producer", "Codec of stored batches; producer keeps the "
             "producer's.", choices=("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"),
             topic_name="compression.type"),
+    Setting("compression.gzip.level", "int", -1, "gzip level used when the broker compresses.",
+            minimum=-1, topic_name="compression.gzip.level"),
+    Setting("compression.lz4.level", "int", 9, "lz4 level used when the broker compresses.",
+            minimum=1, topic_name="compression.lz4.level"),
+    Setting("compression.zstd.level", "int", 3, "zstd level used when the broker compresses.",
+            minimum=-131072, topic_name="compression.zstd.level"),
+    Setting("log.cleaner.enable", "boolean", True, "Run the log cleaner, which compacts topics "
+            "with cleanup.policy=compact."),
     Setting("log.cleaner.min.compaction.lag.ms", "long", 0, "Minimum age of a record before it may "
             "be compacted.", minimum=0, topic_name="min.compaction.lag.ms"),
     Setting("log.cleaner.max.compaction.lag.ms", "long", LONG_MAX, "Maximum time a record stays "
@@ -155,9 +174,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log.cleaner.min.cleanable.ratio", "double", 0.5, "Dirty share of a log that triggers "
             "compaction.", minimum=0, topic_name="min.cleanable.dirty.ratio"),
     Setting("log.cleaner.backoff.ms", "long", 15000, "Pause of the cleaner when nothing is to clean.",
-            minimum=0),
+            minimum=0, dynamic=True),
     Setting("min.insync.replicas", "int", 1, "Replicas that must acknowledge acks=all writes.",
             minimum=1, topic_name="min.insync.replicas"),
+    Setting("unclean.leader.election.enable", "boolean", False, "Whether a replica outside the "
+            "ISR may become leader (one broker: no effect).",
+            topic_name="unclean.leader.election.enable"),
     # Fetch sessions.
     Setting("max.incremental.fetch.session.cache.slots", "int", 1000, "Most incremental fetch "
             "sessions kept at once.", minimum=0),
@@ -174,7 +196,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("offsets.retention.check.interval.ms", "long", 600000, "How often expired offsets are "
             "removed.", minimum=1),
     Setting("offsets.topic.num.partitions", "int", 1, "Partitions of __consumer_offsets (Kafka: "
-            "50; one broker needs only one).", minimum=1, read_only=True),
+            "50; one broker needs only one).", minimum=1),
     # Transactions.
     Setting("transaction.max.timeout.ms", "int", 900000, "Largest transaction timeout a producer "
             "may ask for.", minimum=1),
@@ -183,27 +205,83 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("transaction.abort.timed.out.transaction.cleanup.interval.ms", "int", 10000,
             "How often timed-out transactions are looked for.", minimum=1),
     Setting("transaction.state.log.num.partitions", "int", 1, "Partitions of "
-            "__transaction_state (Kafka: 50; one broker needs only one).", minimum=1,
-            read_only=True),
+            "__transaction_state (Kafka: 50; one broker needs only one).", minimum=1),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 TOPIC_DEFAULT_SETTINGS: dict[str, Setting] = {s.topic_name: s for s in SETTINGS if s.topic_name}
 
 
+class ConfigSource(enum.IntEnum):
+    """Where a config value comes from, numbered as Kafka's DescribeConfigs reports it."""
+
+    TOPIC_CONFIG = 1
+    DYNAMIC_BROKER_CONFIG = 2  # AlterConfigs on this broker's resource ("1")
+    DYNAMIC_DEFAULT_BROKER_CONFIG = 3  # AlterConfigs on the cluster default resource ("")
+    STATIC_BROKER_CONFIG = 4  # the command line (Kafka: server.properties)
+    DEFAULT_CONFIG = 5
+
+
+# Layers of broker settings, the one that wins first (Kafka's DynamicBrokerConfig order).
+_LAYERS = (ConfigSource.DYNAMIC_BROKER_CONFIG, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG,
+           ConfigSource.STATIC_BROKER_CONFIG)
+
+
 class Config:
-    """Broker settings by Kafka name; values not overridden keep their defaults."""
+    """Broker settings by Kafka name: dynamic, then static values, then the defaults."""
 
     def __init__(self, overrides: dict[str, str] | None = None):
+        self._layers: dict[ConfigSource, dict[str, tuple[str, Any]]] = {layer: {} for layer in _LAYERS}
         self._values: dict[str, Any] = {}
         for name, text in (overrides or {}).items():
             self.set(name, text)
 
     def set(self, name: str, text: str) -> None:
+        """Set a static value (the command line)."""
         setting = SETTINGS_BY_NAME.get(name)
         if setting is None:
             raise KafkaError(ErrorCode.INVALID_CONFIG, f"unknown broker setting {name!r}")
-        self._values[name] = setting.parse(text)
+        self._layers[ConfigSource.STATIC_BROKER_CONFIG][name] = (text, setting.parse(text))
+        self._merge()
+
+    def set_dynamic(self, layer: ConfigSource, texts: dict[str, str]) -> None:
+        """Replace one dynamic layer, validated as Kafka's DynamicBrokerConfig.validate does.
+
+        Only dynamic settings may be given (else INVALID_REQUEST, as Kafka answers); names this
+        broker does not know are kept as given, since Kafka stores unknown broker configs too.
+        """
+        frozen = sorted(n for n in texts if n in SETTINGS_BY_NAME and not SETTINGS_BY_NAME[n].is_dynamic)
+        if frozen:
+            raise KafkaError(ErrorCode.INVALID_REQUEST,
+                             f"Cannot update these configs dynamically: {', '.join(frozen)}")
+        values = {}
+        for name, text in texts.items():
+            setting = SETTINGS_BY_NAME.get(name)
+            try:
+                values[name] = (text, setting.parse(text) if setting else text)
+            except KafkaError as exc:
+                raise KafkaError(ErrorCode.INVALID_REQUEST, exc.message) from None
+        self._layers[layer] = values
+        self._merge()
+
+    def dynamic_texts(self, layer: ConfigSource) -> dict[str, str]:
+        """The values of one dynamic layer as they were given."""
+        return {name: text for name, (text, _) in self._layers[layer].items()}
+
+    def sources(self, name: str) -> list[tuple[ConfigSource, str | None]]:
+        """(source, text) of every layer that gives `name` a value, the one in effect first."""
+        found = [(layer, values[name][0]) for layer, values in self._layers.items() if name in values]
+        setting = SETTINGS_BY_NAME.get(name)
+        if setting is not None and setting.default is not None:
+            found.append((ConfigSource.DEFAULT_CONFIG, setting.render(setting.default)))
+        return found
+
+    def _merge(self) -> None:
+        self._values = {
+            name: value
+            for layer in reversed(_LAYERS) for name, (_, value) in self._layers[layer].items()
+            if name in SETTINGS_BY_NAME
+        }
 
     def __getitem__(self, name: str) -> Any:
         if name in self._values:

@@ -1,0 +1,513 @@
+"""Topic and cluster administration, answered as a one-broker KRaft Apache Kafka answers it.
+
+Rules (Kafka's ControllerApis / ReplicationControlManager, ReplicaManager, KafkaApis):
+- CreateTopics: a name given twice in one request -> INVALID_REQUEST for it; then per topic, in
+  this order: illegal name (INVALID_TOPIC_EXCEPTION), existing topic (TOPIC_ALREADY_EXISTS),
+  null config values and invalid configs (INVALID_CONFIG), then manual assignments (need
+  partitions and replication factor -1; every replica list must name this broker exactly once:
+  INVALID_REPLICA_ASSIGNMENT), or replication factor 0 or < -1 / above the one broker
+  (INVALID_REPLICATION_FACTOR) and partitions 0 or < -1 (INVALID_PARTITIONS); -1 takes the
+  broker default. validate_only answers the same without creating anything.
+- DeleteTopics: by name (v0-5 names, v6 name or id); unknown -> UNKNOWN_TOPIC_OR_PARTITION /
+  UNKNOWN_TOPIC_ID; delete.topic.enable=false -> INVALID_REQUEST for v0-2, else
+  TOPIC_DELETION_DISABLED. Files go after file.delete.delay.ms.
+- CreatePartitions: the count must grow (INVALID_PARTITIONS), assignments must match the count.
+- DeleteRecords: -1 means the high watermark; beyond it or negative -> OFFSET_OUT_OF_RANGE; a
+  topic without the delete policy -> POLICY_VIOLATION; internal topics -> INVALID_TOPIC_EXCEPTION.
+- Leadership: this broker leads every partition with epoch 0, so preferred/unclean elections are
+  never needed and no reassignment is ever in progress.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
+from kbroker.api.configs import check_topic_configs, topic_config_entries
+from kbroker.api.registry import serves
+from kbroker.broker import INTERNAL_TOPICS, now_ms
+from kbroker.log import validate_topic_name
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.messages import (
+    AlterPartitionReassignmentsResponse, CreatePartitionsResponse, CreateTopicsResponse,
+    DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse, DescribeLogDirsResponse,
+    DescribeTopicPartitionsResponse, ElectLeadersResponse, ListPartitionReassignmentsResponse,
+)
+
+ZERO_UUID = uuid.UUID(int=0)
+LEADER_EPOCH = 0
+HIGH_WATERMARK = -1  # DeleteRecords: "up to the high watermark"
+BROKER_ENDPOINT = 1  # DescribeCluster endpoint types: 1 brokers, 2 controllers
+PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
+MAX_DESCRIBE_PARTITIONS = 2000  # Kafka's max.request.partition.size.limit default
+UNKNOWN_TOPIC_MESSAGE = "This server does not host this topic-partition."
+
+
+def _default_message(code: ErrorCode) -> str | None:
+    """Kafka's default message for the errors these APIs return without their own text."""
+    return {
+        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: UNKNOWN_TOPIC_MESSAGE,
+        ErrorCode.UNKNOWN_TOPIC_ID: "This server does not host this topic ID.",
+        ErrorCode.TOPIC_DELETION_DISABLED: "Topic deletion is disabled.",
+        ErrorCode.ELECTION_NOT_NEEDED: "Leader election not needed for topic partition.",
+        ErrorCode.NO_REASSIGNMENT_IN_PROGRESS: "No partition reassignment is in progress.",
+    }.get(code)
+
+
+def check_replica_list(broker_ids: list[int], node_id: int, expected: int | None) -> None:
+    """Kafka's validateManualPartitionAssignment for a cluster of one broker."""
+    if not broker_ids:
+        raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                         "The manual partition assignment includes an empty replica list.")
+    previous = None
+    for broker_id in sorted(broker_ids):
+        if broker_id != node_id:
+            raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                             f"The manual partition assignment includes broker {broker_id}, but no "
+                             "such broker is registered.")
+        if broker_id == previous:
+            raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                             f"The manual partition assignment includes the broker {broker_id} more "
+                             "than once.")
+        previous = broker_id
+    if expected is not None and len(broker_ids) != expected:
+        raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                         f"The manual partition assignment includes a partition with "
+                         f"{len(broker_ids)} replica(s), but this is not consistent with previous "
+                         f"partitions, which have {expected} replica(s).")
+
+
+def _duplicates(names) -> set:
+    seen, twice = set(), set()
+    for name in names:
+        (twice if name in seen else seen).add(name)
+    return twice
+
+
+# -- CreateTopics ----------------------------------------------------------------------------
+
+def _partition_count(broker, topic) -> int:
+    """Partitions to create for one CreatableTopic (its assignments or counts checked)."""
+    if topic.assignments:
+        if topic.replication_factor != -1:
+            raise KafkaError(ErrorCode.INVALID_REQUEST, "A manual partition assignment was specified, "
+                             "but replication factor was not set to -1.")
+        if topic.num_partitions != -1:
+            raise KafkaError(ErrorCode.INVALID_REQUEST, "A manual partition assignment was specified, "
+                             "but numPartitions was not set to -1.")
+        indexes: set[int] = set()
+        for assignment in topic.assignments:
+            if assignment.partition_index in indexes:
+                raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                                 "Found multiple manual partition assignments for partition "
+                                 f"{assignment.partition_index}")
+            check_replica_list(assignment.broker_ids, broker.node_id, 1)
+            indexes.add(assignment.partition_index)
+        if indexes != set(range(len(indexes))):
+            raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                             "partitions should be a consecutive 0-based integer sequence")
+        return len(indexes)
+    if topic.replication_factor < -1 or topic.replication_factor == 0:
+        raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR,
+                         "Replication factor must be larger than 0, or -1 to use the default value.")
+    if topic.num_partitions < -1 or topic.num_partitions == 0:
+        raise KafkaError(ErrorCode.INVALID_PARTITIONS,
+                         "Number of partitions was set to an invalid non-positive value.")
+    replicas = topic.replication_factor
+    if replicas == -1:
+        replicas = broker.config["default.replication.factor"]
+    if replicas > 1:
+        raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR,
+                         f"Unable to replicate the partition {replicas} time(s): The target "
+                         f"replication factor of {replicas} cannot be reached because only 1 "
+                         "broker(s) are registered.")
+    return broker.config["num.partitions"] if topic.num_partitions == -1 else topic.num_partitions
+
+
+def _create_topic(broker, topic, validate_only: bool, version: int):
+    """Create (or only validate) one topic; returns its result entry."""
+    Result = CreateTopicsResponse.CreatableTopicResult
+    name = topic.name
+    try:
+        validate_topic_name(name)
+        if name in broker.logs.topics:
+            raise KafkaError(ErrorCode.TOPIC_ALREADY_EXISTS, f"Topic '{name}' already exists.")
+        nulls = [config.name for config in topic.configs if config.value is None]
+        if nulls:
+            raise KafkaError(ErrorCode.INVALID_CONFIG,
+                             "Null value not supported for topic configs: " + ",".join(nulls))
+        overrides = {config.name: config.value for config in topic.configs}
+        check_topic_configs(broker, overrides)
+        count = _partition_count(broker, topic)
+        if validate_only:
+            info = broker.logs.create_topic(name, count, overrides, validate_only=True)
+        else:
+            info = broker.create_topic(name, count, overrides)
+    except KafkaError as exc:
+        return Result(name=name, error_code=exc.code, error_message=exc.message)
+    result = Result(name=name, topic_id=info.topic_id, error_code=ErrorCode.NONE,
+                    num_partitions=count, replication_factor=1)
+    if version >= 5:
+        Config = CreateTopicsResponse.CreatableTopicConfigs
+        result.configs = [
+            Config(name=entry.name, value=entry.value, read_only=False,
+                   config_source=entry.source, is_sensitive=False)
+            for entry in topic_config_entries(broker, info.configs)
+        ]
+    return result
+
+
+@serves("CreateTopics", 2, 7)
+async def handle_create_topics(ctx, request) -> CreateTopicsResponse:
+    twice = _duplicates(topic.name for topic in request.topics)
+    results = [
+        _create_topic(ctx.broker, topic, request.validate_only, ctx.api_version)
+        for topic in request.topics if topic.name not in twice
+    ]
+    results.extend(
+        CreateTopicsResponse.CreatableTopicResult(
+            name=name, error_code=ErrorCode.INVALID_REQUEST, error_message="Duplicate topic name.")
+        for name in sorted(twice)
+    )
+    return CreateTopicsResponse(throttle_time_ms=0, topics=results)
+
+
+# -- DeleteTopics ----------------------------------------------------------------------------
+
+@serves("DeleteTopics", 1, 6)
+async def handle_delete_topics(ctx, request) -> DeleteTopicsResponse:
+    broker = ctx.broker
+    Result = DeleteTopicsResponse.DeletableTopicResult
+    version = ctx.api_version
+    if version >= 6:
+        asked = [(state.name, state.topic_id) for state in request.topics]
+    else:
+        asked = [(name, ZERO_UUID) for name in request.topic_names]
+    if not broker.config["delete.topic.enable"]:
+        code = ErrorCode.INVALID_REQUEST if version < 3 else ErrorCode.TOPIC_DELETION_DISABLED
+        return DeleteTopicsResponse(responses=[
+            Result(name=name, topic_id=topic_id, error_code=code,
+                   error_message="Topic deletion is disabled.")
+            for name, topic_id in asked
+        ])
+    results: list = []
+
+    def fail(name, topic_id, code: ErrorCode, message: str | None = None) -> None:
+        results.append(Result(name=name, topic_id=topic_id, error_code=code,
+                              error_message=message or _default_message(code)))
+
+    names = [name for name, topic_id in asked if name is not None and topic_id == ZERO_UUID]
+    ids = [topic_id for name, topic_id in asked if name is None and topic_id != ZERO_UUID]
+    twice_names, twice_ids = _duplicates(names), _duplicates(ids)
+    for name, topic_id in asked:
+        if name is None and topic_id == ZERO_UUID:
+            fail(None, ZERO_UUID, ErrorCode.INVALID_REQUEST, "Neither topic name nor id were specified.")
+        elif name is not None and topic_id != ZERO_UUID:
+            fail(name, topic_id, ErrorCode.INVALID_REQUEST,
+                 "You may not specify both topic name and topic id.")
+    for name in sorted(twice_names):
+        fail(name, ZERO_UUID, ErrorCode.INVALID_REQUEST, "Duplicate topic name.")
+    for topic_id in twice_ids:
+        fail(None, topic_id, ErrorCode.INVALID_REQUEST, "Duplicate topic id.")
+    doomed: dict[str, uuid.UUID] = {}
+    for topic_id in dict.fromkeys(ids):
+        if topic_id in twice_ids:
+            continue
+        info = broker.logs.topic_by_id(topic_id)
+        if info is None:
+            fail(None, topic_id, ErrorCode.UNKNOWN_TOPIC_ID)
+        else:
+            doomed[info.name] = topic_id
+    for name in dict.fromkeys(names):
+        if name in twice_names:
+            continue
+        info = broker.logs.topics.get(name)
+        if info is None:
+            fail(name, ZERO_UUID, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        elif name in doomed:
+            del doomed[name]
+            fail(name, info.topic_id, ErrorCode.INVALID_REQUEST,
+                 "The provided topic name maps to an ID that was already supplied.")
+        else:
+            doomed[name] = info.topic_id
+    broker.delete_topics(list(doomed))
+    results.extend(Result(name=name, topic_id=topic_id, error_code=ErrorCode.NONE)
+                   for name, topic_id in doomed.items())
+    return DeleteTopicsResponse(throttle_time_ms=0, responses=results)
+
+
+# -- CreatePartitions ------------------------------------------------------------------------
+
+def _grow_topic(broker, topic, validate_only: bool) -> None:
+    info = broker.logs.topics.get(topic.name)
+    if info is None:
+        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_MESSAGE)
+    if topic.count == info.partitions:
+        raise KafkaError(ErrorCode.INVALID_PARTITIONS,
+                         f"Topic already has {info.partitions} partition(s).")
+    if topic.count < info.partitions:
+        raise KafkaError(ErrorCode.INVALID_PARTITIONS,
+                         f"The topic {topic.name} currently has {info.partitions} partition(s); "
+                         f"{topic.count} would not be an increase.")
+    additional = topic.count - info.partitions
+    if topic.assignments is not None:
+        if len(topic.assignments) != additional:
+            raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
+                             f"Attempted to add {additional} additional partition(s), but only "
+                             f"{len(topic.assignments)} assignment(s) were specified.")
+        for assignment in topic.assignments:
+            check_replica_list(assignment.broker_ids, broker.node_id, 1)
+    if not validate_only:
+        broker.logs.add_partitions(topic.name, topic.count)
+
+
+@serves("CreatePartitions", 0, 3)
+async def handle_create_partitions(ctx, request) -> CreatePartitionsResponse:
+    Result = CreatePartitionsResponse.CreatePartitionsTopicResult
+    twice = _duplicates(topic.name for topic in request.topics)
+    results = [Result(name=name, error_code=ErrorCode.INVALID_REQUEST,
+                      error_message="Duplicate topic name.") for name in sorted(twice)]
+    for topic in request.topics:
+        if topic.name in twice:
+            continue
+        try:
+            _grow_topic(ctx.broker, topic, request.validate_only)
+        except KafkaError as exc:
+            results.append(Result(name=topic.name, error_code=exc.code, error_message=exc.message))
+        else:
+            results.append(Result(name=topic.name, error_code=ErrorCode.NONE))
+    return CreatePartitionsResponse(throttle_time_ms=0, results=results)
+
+
+# -- DeleteRecords ---------------------------------------------------------------------------
+
+def _delete_records(broker, topic: str, partition: int, offset: int) -> int:
+    """Move one partition's log start offset; returns the new low watermark."""
+    if topic in INTERNAL_TOPICS:
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Cannot delete records of internal topic {topic}")
+    partition_log = broker.logs.partition(topic, partition)
+    if partition_log is None:
+        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_MESSAGE)
+    if not partition_log.config.delete:
+        raise KafkaError(ErrorCode.POLICY_VIOLATION, f"Records of partition {topic}-{partition} can "
+                         "not be deleted due to the configured policy")
+    if offset == HIGH_WATERMARK:
+        offset = partition_log.high_watermark
+    if offset < 0:
+        raise KafkaError(ErrorCode.OFFSET_OUT_OF_RANGE,
+                         f"The offset {offset} for partition {topic}-{partition} is not valid")
+    if offset > partition_log.high_watermark:
+        raise KafkaError(ErrorCode.OFFSET_OUT_OF_RANGE,
+                         f"Cannot increment the log start offset to {offset} of partition "
+                         f"{topic}-{partition} since it is larger than the high watermark "
+                         f"{partition_log.high_watermark}")
+    return partition_log.delete_records_before(offset, now_ms())
+
+
+@serves("DeleteRecords", 0, 2)
+async def handle_delete_records(ctx, request) -> DeleteRecordsResponse:
+    TopicResult = DeleteRecordsResponse.DeleteRecordsTopicResult
+    PartitionResult = DeleteRecordsResponse.DeleteRecordsPartitionResult
+    topics = []
+    for topic in request.topics:
+        answers = []
+        for asked in topic.partitions:
+            try:
+                low = _delete_records(ctx.broker, topic.name, asked.partition_index, asked.offset)
+            except KafkaError as exc:
+                answers.append(PartitionResult(partition_index=asked.partition_index, low_watermark=-1,
+                                               error_code=exc.code))
+            else:
+                answers.append(PartitionResult(partition_index=asked.partition_index, low_watermark=low,
+                                               error_code=ErrorCode.NONE))
+        topics.append(TopicResult(name=topic.name, partitions=answers))
+    return DeleteRecordsResponse(throttle_time_ms=0, topics=topics)
+
+
+# -- DescribeCluster -------------------------------------------------------------------------
+
+@serves("DescribeCluster", 0, 1)
+async def handle_describe_cluster(ctx, request) -> DescribeClusterResponse:
+    broker = ctx.broker
+    endpoint = request.endpoint_type if ctx.api_version >= 1 else BROKER_ENDPOINT
+    if endpoint not in (1, 2):
+        return DescribeClusterResponse(
+            error_code=ErrorCode.INVALID_REQUEST if ctx.api_version == 0 else
+            ErrorCode.UNSUPPORTED_ENDPOINT_TYPE,
+            error_message=f"Unsupported endpoint type {endpoint}")
+    if endpoint != BROKER_ENDPOINT:
+        return DescribeClusterResponse(
+            error_code=ErrorCode.MISMATCHED_ENDPOINT_TYPE,
+            error_message="The request was sent to an endpoint of type BROKER, but we wanted an "
+                          "endpoint of type CONTROLLER")
+    host, port = broker.advertised
+    return DescribeClusterResponse(
+        throttle_time_ms=0, error_code=ErrorCode.NONE, endpoint_type=BROKER_ENDPOINT,
+        cluster_id=broker.identity.cluster_id, controller_id=broker.node_id,
+        brokers=[DescribeClusterResponse.DescribeClusterBroker(
+            broker_id=broker.node_id, host=host, port=port, rack=None)],
+        cluster_authorized_operations=(CLUSTER_OPERATIONS if request.include_cluster_authorized_operations
+                                       else OPERATIONS_NOT_REQUESTED),
+    )
+
+
+# -- DescribeLogDirs -------------------------------------------------------------------------
+
+@serves("DescribeLogDirs", 0, 4)
+async def handle_describe_log_dirs(ctx, request) -> DescribeLogDirsResponse:
+    broker = ctx.broker
+    Topic = DescribeLogDirsResponse.DescribeLogDirsTopic
+    Partition = DescribeLogDirsResponse.DescribeLogDirsPartition
+    wanted = None if request.topics is None else {
+        (topic.topic, index) for topic in request.topics for index in topic.partitions
+    }
+    by_topic: dict[str, list] = {}
+    for name, info in broker.logs.topics.items():
+        for index in range(info.partitions):
+            if wanted is not None and (name, index) not in wanted:
+                continue
+            partition_log = broker.logs.partition(name, index)
+            by_topic.setdefault(name, []).append(Partition(
+                partition_index=index, partition_size=partition_log.size_bytes, offset_lag=0,
+                is_future_key=False))
+    disk = os.statvfs(broker.data_dir)
+    result = DescribeLogDirsResponse.DescribeLogDirsResult(
+        error_code=ErrorCode.NONE, log_dir=str(broker.data_dir.resolve()),
+        topics=[Topic(name=name, partitions=partitions) for name, partitions in by_topic.items()],
+        total_bytes=disk.f_blocks * disk.f_frsize, usable_bytes=disk.f_bavail * disk.f_frsize,
+    )
+    return DescribeLogDirsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, results=[result])
+
+
+# -- DescribeTopicPartitions -----------------------------------------------------------------
+
+@serves("DescribeTopicPartitions", 0, 0)
+async def handle_describe_topic_partitions(ctx, request) -> DescribeTopicPartitionsResponse:
+    """Topics in name order, partitions paged by response_partition_limit and the cursor."""
+    broker = ctx.broker
+    Response = DescribeTopicPartitionsResponse
+    cursor = request.cursor
+    after = cursor.topic_name if cursor is not None else ""
+    everything = not request.topics
+    names = sorted(broker.logs.topics) if everything else sorted({t.name for t in request.topics})
+    names = [name for name in names if name >= after]
+    if cursor is not None and (cursor.partition_index < 0 or (not everything and after not in names)):
+        # Kafka throws InvalidRequestException: every requested topic gets the error.
+        return Response(topics=[Response.DescribeTopicPartitionsResponseTopic(
+            error_code=ErrorCode.INVALID_REQUEST, name=topic.name) for topic in request.topics])
+    remaining = max(min(MAX_DESCRIBE_PARTITIONS, request.response_partition_limit), 1)
+    topics, next_cursor = [], None
+    for name in names:
+        if remaining == 0:
+            next_cursor = Response.Cursor(topic_name=name, partition_index=0)
+            break
+        info = broker.logs.topics.get(name)
+        if info is None:
+            if not everything:
+                try:
+                    validate_topic_name(name)
+                    code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                except KafkaError:
+                    code = ErrorCode.INVALID_TOPIC_EXCEPTION
+                topics.append(Response.DescribeTopicPartitionsResponseTopic(
+                    error_code=code, name=name, topic_id=ZERO_UUID, is_internal=name in INTERNAL_TOPICS,
+                    partitions=[], topic_authorized_operations=TOPIC_OPERATIONS))
+            continue
+        start = cursor.partition_index if cursor is not None and name == after else 0
+        end = min(info.partitions, start + remaining)
+        topics.append(Response.DescribeTopicPartitionsResponseTopic(
+            error_code=ErrorCode.NONE, name=name, topic_id=info.topic_id,
+            is_internal=name in INTERNAL_TOPICS,
+            partitions=[Response.DescribeTopicPartitionsResponsePartition(
+                error_code=ErrorCode.NONE, partition_index=index, leader_id=broker.node_id,
+                leader_epoch=LEADER_EPOCH, replica_nodes=[broker.node_id], isr_nodes=[broker.node_id],
+                eligible_leader_replicas=[], last_known_elr=[], offline_replicas=[],
+            ) for index in range(start, end)],
+            topic_authorized_operations=TOPIC_OPERATIONS))
+        if end < info.partitions:
+            next_cursor = Response.Cursor(topic_name=name, partition_index=end)
+            break
+        remaining -= end - start
+    return Response(throttle_time_ms=0, topics=topics, next_cursor=next_cursor)
+
+
+# -- ElectLeaders and reassignments ----------------------------------------------------------
+
+def _leader_question(broker, topic: str, partition: int) -> KafkaError:
+    """Why no election is done for one partition: unknown, or its leader is already in place."""
+    info = broker.logs.topics.get(topic)
+    if info is None:
+        return KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"No such topic as {topic}")
+    if not 0 <= partition < info.partitions:
+        return KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                          f"No such partition as {topic}-{partition}")
+    return KafkaError(ErrorCode.ELECTION_NOT_NEEDED, _default_message(ErrorCode.ELECTION_NOT_NEEDED))
+
+
+@serves("ElectLeaders", 0, 2)
+async def handle_elect_leaders(ctx, request) -> ElectLeadersResponse:
+    Result = ElectLeadersResponse.ReplicaElectionResult
+    PartitionResult = ElectLeadersResponse.PartitionResult
+    election = request.election_type if ctx.api_version >= 1 else PREFERRED
+    if election not in (PREFERRED, UNCLEAN):
+        message = f"Unknown election type {election}"
+        return ElectLeadersResponse(error_code=ErrorCode.INVALID_REQUEST, replica_election_results=[
+            Result(topic=topic.topic, partition_result=[
+                PartitionResult(partition_id=p, error_code=ErrorCode.INVALID_REQUEST, error_message=message)
+                for p in topic.partitions])
+            for topic in request.topic_partitions or []])
+    if request.topic_partitions is None:
+        # Every partition already has its preferred leader; those are left out of the answer.
+        results = [Result(topic=name, partition_result=[]) for name in ctx.broker.logs.topics]
+    else:
+        results = []
+        for topic in request.topic_partitions:
+            answers = []
+            for partition in topic.partitions:
+                error = _leader_question(ctx.broker, topic.topic, partition)
+                answers.append(PartitionResult(partition_id=partition, error_code=error.code,
+                                               error_message=error.message))
+            results.append(Result(topic=topic.topic, partition_result=answers))
+    return ElectLeadersResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
+                                replica_election_results=results)
+
+
+@serves("ListPartitionReassignments", 0, 0)
+async def handle_list_partition_reassignments(ctx, request) -> ListPartitionReassignmentsResponse:
+    return ListPartitionReassignmentsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
+                                              error_message=None, topics=[])
+
+
+def _reassign(broker, topic: str, partition: int, replicas: list[int] | None) -> None:
+    info = broker.logs.topics.get(topic)
+    if info is None:
+        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Unable to find a topic named {topic}.")
+    if not 0 <= partition < info.partitions:
+        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                         f"Unable to find partition {topic}:{partition}.")
+    if replicas is None:
+        raise KafkaError(ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
+                         _default_message(ErrorCode.NO_REASSIGNMENT_IN_PROGRESS))
+    check_replica_list(replicas, broker.node_id, None)  # [this broker]: nothing to move
+
+
+@serves("AlterPartitionReassignments", 0, 0)
+async def handle_alter_partition_reassignments(ctx, request) -> AlterPartitionReassignmentsResponse:
+    Response = AlterPartitionReassignmentsResponse
+    topics = []
+    for topic in request.topics:
+        answers = []
+        for partition in topic.partitions:
+            try:
+                _reassign(ctx.broker, topic.name, partition.partition_index, partition.replicas)
+            except KafkaError as exc:
+                answers.append(Response.ReassignablePartitionResponse(
+                    partition_index=partition.partition_index, error_code=exc.code,
+                    error_message=exc.message))
+            else:
+                answers.append(Response.ReassignablePartitionResponse(
+                    partition_index=partition.partition_index, error_code=ErrorCode.NONE,
+                    error_message=None))
+        topics.append(Response.ReassignableTopicResponse(name=topic.name, partitions=answers))
+    return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=topics)

@@ -1,0 +1,285 @@
+"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and this broker.
+
+Rules (Kafka's ConfigHelper, ConfigAdminManager, ConfigurationControlManager and
+ControllerConfigurationValidator):
+- A topic lists every topic config of the log's table with the value in effect. Its source is
+  TOPIC_CONFIG when the topic overrides it, else that of the broker setting giving the default:
+  dynamic for this broker, dynamic cluster default, static (command line), or the default.
+  Synonyms (v1+) list the override, then every layer of that broker setting. Topic configs are
+  never read-only.
+- The broker resource "<node id>" lists every broker setting; "" only the cluster-wide dynamic
+  ones. Settings Kafka cannot change at runtime are read-only; secrets have no value.
+- AlterConfigs replaces all overrides of a resource; IncrementalAlterConfigs applies SET,
+  DELETE, APPEND and SUBTRACT (the last two on list configs only, else INVALID_CONFIG). A
+  resource twice, a key twice or a null value -> INVALID_REQUEST. Bad topic configs ->
+  INVALID_CONFIG, then an unknown topic -> UNKNOWN_TOPIC_OR_PARTITION; bad broker configs ->
+  INVALID_REQUEST (Kafka's KAFKA-13609). Changes are persisted and take effect at once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from kbroker.api.registry import serves
+from kbroker.config import SETTINGS, SETTINGS_BY_NAME, TOPIC_DEFAULT_SETTINGS, ConfigSource
+from kbroker.log import TOPIC_CONFIGS, LogConfig, validate_topic_name
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.messages import (
+    AlterConfigsResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
+)
+
+TOPIC, BROKER = 2, 4  # ConfigResource.Type ids
+SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3  # AlterConfigOp.OpType ids
+_OPERATION_NAMES = {APPEND: "APPEND", SUBTRACT: "SUBTRACT"}
+PASSWORD_TYPE = 9
+# DescribeConfigsResponse.ConfigType ids, by the kind names of the two config tables.
+_CONFIG_TYPES = {"boolean": 1, "bool": 1, "string": 2, "int": 3, "long": 5, "double": 6, "list": 7}
+
+
+class ConfigEntry(NamedTuple):
+    name: str
+    value: str | None
+    source: ConfigSource
+    read_only: bool
+    sensitive: bool
+    synonyms: list[tuple[str, str | None, ConfigSource]]
+    config_type: int
+    documentation: str | None
+
+
+def check_topic_configs(broker, overrides: dict[str, str]) -> LogConfig:
+    """The config a topic with these overrides would have; INVALID_CONFIG when it cannot."""
+    config = broker.logs.defaults.with_overrides(overrides)
+    if config.min_compaction_lag_ms > config.max_compaction_lag_ms:
+        raise KafkaError(ErrorCode.INVALID_CONFIG,
+                         f"conflict topic config setting min.compaction.lag.ms "
+                         f"({config.min_compaction_lag_ms}) > max.compaction.lag.ms "
+                         f"({config.max_compaction_lag_ms})")
+    return config
+
+
+def topic_config_entries(broker, overrides: dict[str, str]) -> list[ConfigEntry]:
+    """Every topic config of a topic with these overrides, as DescribeConfigs reports them."""
+    config = broker.logs.defaults.with_overrides(overrides)
+    entries = []
+    for name, spec in sorted(TOPIC_CONFIGS.items()):
+        value = spec.render(getattr(config, spec.field))
+        synonyms = [(name, value, ConfigSource.TOPIC_CONFIG)] if name in overrides else []
+        setting = TOPIC_DEFAULT_SETTINGS.get(name)
+        if setting is not None:
+            synonyms += [(setting.name, text, source) for source, text in broker.config.sources(setting.name)]
+        source = synonyms[0][2] if synonyms else ConfigSource.DEFAULT_CONFIG
+        entries.append(ConfigEntry(name, value, source, False, False, synonyms,
+                                   _CONFIG_TYPES[spec.kind], setting.doc if setting else None))
+    return entries
+
+
+def _broker_entries(broker, cluster_default: bool) -> list[ConfigEntry]:
+    """Broker settings: all of them, or those set dynamically for the whole cluster."""
+    config = broker.config
+    if cluster_default:
+        names = list(config.dynamic_texts(ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG))
+    else:
+        names = [setting.name for setting in SETTINGS] + [
+            name for layer in (ConfigSource.DYNAMIC_BROKER_CONFIG, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)
+            for name in config.dynamic_texts(layer) if name not in SETTINGS_BY_NAME]
+    entries = []
+    for name in dict.fromkeys(names):
+        setting = SETTINGS_BY_NAME.get(name)
+        sensitive = setting is not None and setting.sensitive
+        sources = config.sources(name)
+        if cluster_default:
+            sources = [s for s in sources if s[0] == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG]
+        if cluster_default or setting is None:
+            value = sources[0][1]
+        else:
+            value = setting.render(config[name])
+        synonyms = [(name, None if sensitive else text, source) for source, text in sources]
+        entries.append(ConfigEntry(
+            name, None if sensitive else value,
+            sources[0][0] if sources else ConfigSource.DEFAULT_CONFIG,
+            setting is None or not setting.is_dynamic, sensitive, synonyms,
+            PASSWORD_TYPE if sensitive else _CONFIG_TYPES.get(setting.kind, 0) if setting else 0,
+            setting.doc if setting else None))
+    return entries
+
+
+def _broker_layer(broker, name: str, describing: bool = False) -> ConfigSource:
+    """Which dynamic layer a broker resource name means: "" all brokers, else this one."""
+    if not name:
+        return ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG
+    try:
+        node = int(name)
+    except ValueError:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, f"{'Broker' if describing else 'Node'} id must be "
+                         f"an integer, but it is: {name}") from None
+    if node != broker.node_id:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unexpected broker id, expected {broker.node_id}"
+                         f"{' or empty string' if describing else ''}, but received {name}")
+    return ConfigSource.DYNAMIC_BROKER_CONFIG
+
+
+# -- DescribeConfigs -------------------------------------------------------------------------
+
+def _entries(broker, resource_type: int, name: str) -> list[ConfigEntry]:
+    if resource_type == TOPIC:
+        validate_topic_name(name)
+        info = broker.logs.topics.get(name)
+        if info is None:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        return topic_config_entries(broker, info.configs)
+    if resource_type == BROKER:
+        layer = _broker_layer(broker, name, describing=True)
+        return _broker_entries(broker, cluster_default=layer == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)
+    raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unsupported resource type: {resource_type}")
+
+
+def _describe(broker, resource, synonyms: bool, documentation: bool) -> DescribeConfigsResponse.DescribeConfigsResult:
+    Result = DescribeConfigsResponse.DescribeConfigsResult
+    Entry = DescribeConfigsResponse.DescribeConfigsResourceResult
+    Synonym = DescribeConfigsResponse.DescribeConfigsSynonym
+    try:
+        entries = _entries(broker, resource.resource_type, resource.resource_name)
+    except KafkaError as exc:
+        return Result(error_code=exc.code, error_message=exc.message, resource_type=resource.resource_type,
+                      resource_name=resource.resource_name, configs=[])
+    keys = resource.configuration_keys
+    if keys:
+        entries = [entry for entry in entries if entry.name in keys]
+    return Result(
+        error_code=ErrorCode.NONE, error_message=None, resource_type=resource.resource_type,
+        resource_name=resource.resource_name,
+        configs=[Entry(
+            name=entry.name, value=entry.value, read_only=entry.read_only,
+            is_default=entry.source == ConfigSource.DEFAULT_CONFIG, config_source=entry.source,
+            is_sensitive=entry.sensitive,
+            synonyms=[Synonym(name=name, value=value, source=source) for name, value, source in entry.synonyms]
+            if synonyms else [],
+            config_type=entry.config_type, documentation=entry.documentation if documentation else None,
+        ) for entry in entries],
+    )
+
+
+@serves("DescribeConfigs", 0, 4)
+async def handle_describe_configs(ctx, request) -> DescribeConfigsResponse:
+    version = ctx.api_version
+    synonyms = version >= 1 and request.include_synonyms
+    documentation = version >= 3 and request.include_documentation
+    return DescribeConfigsResponse(throttle_time_ms=0, results=[
+        _describe(ctx.broker, resource, synonyms, documentation) for resource in request.resources
+    ])
+
+
+# -- AlterConfigs and IncrementalAlterConfigs ------------------------------------------------
+
+def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str],
+                     validate_only: bool) -> None:
+    """Make `texts` the whole set of overrides of one resource."""
+    if resource_type == BROKER:
+        broker.alter_broker_configs(_broker_layer(broker, name), texts, validate_only)
+        return
+    if resource_type != TOPIC:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown resource type {resource_type}")
+    if not name:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, "Default topic resources are not allowed.")
+    validate_topic_name(name)
+    check_topic_configs(broker, texts)
+    if name not in broker.logs.topics:
+        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.")
+    if not validate_only:
+        broker.logs.alter_topic_configs(name, texts)
+
+
+def _current_configs(broker, resource_type: int, name: str) -> dict[str, str]:
+    if resource_type == BROKER:
+        return broker.config.dynamic_texts(_broker_layer(broker, name))
+    info = broker.logs.topics.get(name) if resource_type == TOPIC else None
+    return dict(info.configs) if info is not None else {}
+
+
+def _list_default(resource_type: int, key: str, operation: int) -> str:
+    """The default of a list config APPEND/SUBTRACT starts from (Kafka: the static default)."""
+    if resource_type == TOPIC:
+        spec = TOPIC_CONFIGS.get(key)
+        if spec is None or spec.kind != "list":
+            raise KafkaError(ErrorCode.INVALID_CONFIG,
+                             f"Can't {_OPERATION_NAMES[operation]} to key {key} because its type is not LIST.")
+        return spec.render(getattr(LogConfig(), spec.field))
+    setting = SETTINGS_BY_NAME.get(key)
+    if setting is None or setting.kind != "list":
+        raise KafkaError(ErrorCode.INVALID_CONFIG, f"Config value {_OPERATION_NAMES[operation].lower()} "
+                         f"is not allowed for config key: {key}")
+    return setting.render(setting.default) or ""
+
+
+def _apply_operations(resource_type: int, texts: dict[str, str], configs) -> dict[str, str]:
+    """Kafka's incremental operations applied to a resource's current overrides."""
+    texts = dict(texts)
+    for config in configs:
+        key, operation = config.name, config.config_operation
+        if operation == SET:
+            texts[key] = config.value
+        elif operation == DELETE:
+            texts.pop(key, None)
+        elif operation in (APPEND, SUBTRACT):
+            default = _list_default(resource_type, key, operation)
+            items = [item for item in texts.get(key, default).split(",") if item]
+            changes = config.value.split(",")
+            if operation == APPEND:
+                items += [item for item in dict.fromkeys(changes) if item not in items]
+            else:
+                items = [item for item in items if item not in changes]
+            texts[key] = ",".join(items)
+        else:
+            raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown operations type {operation}")
+    return texts
+
+
+def _check_request_shape(resource, twice: set, incremental: bool) -> None:
+    """The checks Kafka's broker makes before a resource is altered at all."""
+    if (resource.resource_type, resource.resource_name) in twice:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, "Each resource must appear at most once.")
+    names = [config.name for config in resource.configs]
+    if len(set(names)) != len(names):
+        raise KafkaError(ErrorCode.INVALID_REQUEST, "Error due to duplicate config keys")
+    nulls = [config.name for config in resource.configs
+             if config.value is None and not (incremental and config.config_operation == DELETE)]
+    if nulls:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, "Null value not supported for : " + ", ".join(nulls))
+
+
+def _alter_all(broker, request, incremental: bool, Response):
+    seen, twice = set(), set()
+    for resource in request.resources:
+        key = (resource.resource_type, resource.resource_name)
+        (twice if key in seen else seen).add(key)
+    answers = []
+    for resource in request.resources:
+        try:
+            _check_request_shape(resource, twice, incremental)
+            if incremental:
+                current = _current_configs(broker, resource.resource_type, resource.resource_name)
+                texts = _apply_operations(resource.resource_type, current, resource.configs)
+            else:
+                texts = {config.name: config.value for config in resource.configs}
+            _replace_configs(broker, resource.resource_type, resource.resource_name, texts,
+                             request.validate_only)
+        except KafkaError as exc:
+            answers.append(Response.AlterConfigsResourceResponse(
+                error_code=exc.code, error_message=exc.message, resource_type=resource.resource_type,
+                resource_name=resource.resource_name))
+        else:
+            answers.append(Response.AlterConfigsResourceResponse(
+                error_code=ErrorCode.NONE, error_message=None, resource_type=resource.resource_type,
+                resource_name=resource.resource_name))
+    return Response(throttle_time_ms=0, responses=answers)
+
+
+@serves("AlterConfigs", 0, 2)
+async def handle_alter_configs(ctx, request) -> AlterConfigsResponse:
+    return _alter_all(ctx.broker, request, False, AlterConfigsResponse)
+
+
+@serves("IncrementalAlterConfigs", 0, 1)
+async def handle_incremental_alter_configs(ctx, request) -> IncrementalAlterConfigsResponse:
+    return _alter_all(ctx.broker, request, True, IncrementalAlterConfigsResponse)
