@@ -16,12 +16,13 @@ from pathlib import Path
 
 import trio
 
-from kbroker.config import Config, ConfigSource
+from kbroker.config import SASL_JAAS_SETTING, Config, ConfigSource
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.groups.coordinator import GroupCoordinator
 from kbroker.log import LogConfig, LogManager
 from kbroker.log.cleaner import LogCleaner
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.txn.coordinator import TransactionCoordinator
 
 log = logging.getLogger("kbroker")
@@ -37,6 +38,14 @@ PURGE_INTERVAL_MS = 1000  # how often files of deleted segments and topics are l
 def _flush_all(partition_logs, now: int) -> None:
     for partition_log in partition_logs:
         partition_log.flush(now)
+
+
+def _sasl_users(config: Config) -> SaslUsers | None:
+    """The users of a SASL_PLAINTEXT listener; None when connections need no authentication."""
+    if config.security_protocol() != "SASL_PLAINTEXT":
+        return None
+    return SaslUsers(users_from_jaas(config[SASL_JAAS_SETTING] or ""),
+                     config["sasl.enabled.mechanisms"])
 
 
 def now_ms() -> int:
@@ -175,6 +184,7 @@ class Broker:
         self.api_usage = ApiUsage(api_usage_path)
         self.advertised = config.advertised_listener()
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
+        self.sasl_users = _sasl_users(config)
         self.groups = GroupCoordinator(self)  # replays __consumer_offsets
         self.transactions = TransactionCoordinator(self)  # replays __transaction_state
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from kbroker import perf
+from kbroker.config import SASL_JAAS_SETTING
 from kbroker.protocol.errors import KafkaError
 
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="create unknown topics when clients ask for their metadata")
     serve.add_argument("--override", type=_override, action="append", default=[],
                        metavar="NAME=VALUE", help="any broker setting by its Kafka config name")
+    serve.add_argument("--sasl-user", action="append", default=[], metavar="NAME:PASSWORD",
+                       help="require SASL (PLAIN, SCRAM-SHA-256/512) and accept this user")
     serve.add_argument("--api-usage-file", type=Path,
                        help="record which API versions each client used, as JSON, here")
     serve.add_argument("--log-level", default="INFO")
@@ -56,6 +59,12 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
         "num.partitions": str(args.num_partitions),
         "auto.create.topics.enable": "true" if args.auto_create_topics else "false",
     }
+    if args.sasl_user:
+        settings["listeners"] = f"SASL_PLAINTEXT://{host}:{args.port}"
+        users = [user.partition(":") for user in args.sasl_user]
+        settings[SASL_JAAS_SETTING] = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            + " ".join(f'user_{name}="{password}"' for name, _, password in users) + ";")
     if args.advertised_host:
         settings["advertised.listeners"] = f"PLAINTEXT://{args.advertised_host}:0"
     settings.update(dict(args.override))

@@ -94,6 +94,7 @@ class Setting:
 
 
 _DAY_MS = 24 * 3600 * 1000
+SASL_JAAS_SETTING = "listener.name.sasl_plaintext.plain.sasl.jaas.config"
 
 SETTINGS: tuple[Setting, ...] = (
     # Identity and listeners.
@@ -102,6 +103,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("listeners", "string", "PLAINTEXT://127.0.0.1:9092", "Address the broker listens on."),
     Setting("advertised.listeners", "string", None, "Address given to clients in metadata; defaults "
             "to the listener."),
+    # Authentication, on a SASL_PLAINTEXT listener.
+    Setting("sasl.enabled.mechanisms", "list", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+            "SASL mechanisms offered on a SASL_PLAINTEXT listener.",
+            choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")),
+    Setting(SASL_JAAS_SETTING, "string", None, "The users a SASL_PLAINTEXT listener accepts, as "
+            "Kafka's PlainLoginModule line: user_NAME=\"PASSWORD\" entries.", sensitive=True),
     # Limits on connections and requests.
     Setting("socket.request.max.bytes", "int", 104857600, "Largest request frame accepted; a larger "
             "size closes the connection before anything is allocated.", minimum=1),
@@ -301,6 +308,11 @@ class Config:
     def listener(self) -> tuple[str, int]:
         """(host, port) this broker listens on, from `listeners`."""
         return _split_listener(self["listeners"])
+
+    def security_protocol(self) -> str:
+        """PLAINTEXT or SASL_PLAINTEXT, from `listeners`."""
+        protocol, _, _ = self["listeners"].split(",")[0].partition("://")
+        return protocol.upper()
 
     def advertised_listener(self) -> tuple[str, int]:
         """(host, port) clients are told to connect to; the listener unless set."""

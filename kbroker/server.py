@@ -28,6 +28,8 @@ log = logging.getLogger("kbroker.server")
 _SIZE = struct.Struct(">i")
 _RECEIVE_CHUNK = 256 * 1024
 _API_VERSIONS_KEY = messages.API_KEYS["ApiVersions"]
+_ALLOWED_BEFORE_AUTHENTICATION = frozenset(
+    messages.API_KEYS[name] for name in ("ApiVersions", "SaslHandshake", "SaslAuthenticate"))
 
 
 class ConnectionClosed(Exception):
@@ -53,6 +55,10 @@ class Connection:
         self.sock = sock
         self.peer = peer
         self.client_software: str | None = None
+        self.authenticated = broker.sasl_users is None
+        self.sasl = None  # the SASL exchange under way, from SaslHandshake
+        self.principal: str | None = None
+        self.close_after_response = False
         self._buffer = bytearray()
         self._max_frame = broker.config["socket.request.max.bytes"]
         self._idle_timeout_s = broker.config["connections.max.idle.ms"] / 1000
@@ -129,6 +135,10 @@ class Connection:
                 self.peer, header.request_api_key, header.request_api_version,
             )
             raise ConnectionClosed
+        if not self.authenticated and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION:
+            log.warning("connection %s: %s before SASL authentication, closing", self.peer,
+                        entry.name)
+            raise ConnectionClosed
         try:
             request = codec.decode_request(header, frame, body_offset)
         except ProtocolError as exc:
@@ -147,6 +157,8 @@ class Connection:
             await self._send(codec.encode_response(
                 entry.api_key, header.request_api_version, header.correlation_id, response
             ))
+        if self.close_after_response:
+            raise ConnectionClosed
 
     async def _send(self, parts: list) -> None:
         for part in parts:

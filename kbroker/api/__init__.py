@@ -1,5 +1,5 @@
 """API handlers, one module per API family; importing this package registers them all."""
 
 from kbroker.api import (  # noqa: F401
-    admin, configs, fetch, groups, metadata, offsets, produce, transactions, versions,
+    admin, configs, fetch, groups, metadata, offsets, produce, security, transactions, versions,
 )
