@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import trio
 
@@ -28,8 +27,7 @@ from kbroker.groups.classic import (
 )
 from kbroker.groups.offsets import CommittedOffset, OffsetStore, TopicPartition
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.records import BatchHeader, Record, build_batch, iter_batches, iter_records
-from kbroker.protocol.region import FileRegion
+from kbroker.protocol.records import Record, build_batch, iter_records
 
 log = logging.getLogger("kbroker.groups")
 
@@ -37,7 +35,6 @@ OFFSETS_TOPIC = "__consumer_offsets"
 # Kafka's offsets.topic.segment.bytes and offset.metadata.max.bytes defaults.
 OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
 OFFSET_METADATA_MAX_BYTES = 4096
-_REPLAY_CHUNK = 1 << 20
 
 # How Kafka's coordinator reports a failed write of its log (CoordinatorOperationExceptionHelper).
 _WRITE_ERRORS = {
@@ -144,7 +141,7 @@ class GroupCoordinator:
         now = self.clock()
         if OFFSETS_TOPIC in logs.topics:
             for index in range(logs.topics[OFFSETS_TOPIC].partitions):
-                for header, batch in _stored_batches(logs.partition(OFFSETS_TOPIC, index)):
+                for header, batch in logs.partition(OFFSETS_TOPIC, index).stored_batches():
                     if header.is_control:
                         continue
                     for record in iter_records(batch):
@@ -439,15 +436,26 @@ class GroupCoordinator:
         """Commit or abort what the producer staged (its EndTxn, or a timed-out transaction).
 
         Each __consumer_offsets partition holding staged offsets of the producer gets an end
-        marker. Raises KafkaError or OSError if it cannot be written.
+        marker; a commit also rewrites the winning offsets as plain commits, so that compaction
+        (which keeps one marker per producer) can never lose them. Raises KafkaError or OSError
+        if nothing could be written.
         """
-        partitions = {self.partition_for(g) for g in self.offsets.staged_groups(producer_id)}
-        if not partitions:
+        staged = self.offsets.staged(producer_id)
+        if not staged:
             return
         now = self.clock()
-        self._write_entries([(index, records.TransactionEndEntry(producer_id, commit))
-                             for index in sorted(partitions)], now)
+        routed: list[tuple[int, records.Entry]] = [
+            (index, records.TransactionEndEntry(producer_id, commit))
+            for index in sorted({self.partition_for(group_id) for group_id, _, _ in staged})]
+        if commit:
+            routed += self._route(
+                records.OffsetCommitEntry(group_id, partition, value)
+                for group_id, partition, value in staged
+                if (current := self.offsets.get(group_id, partition)) is None
+                or value.record_offset > current.record_offset)
+        self._write_entries(routed, now)
         await self._flush_written(now)
+
 
 def _expiration_base(group: ClassicGroup) -> Callable[[CommittedOffset], int] | None:
     """Kafka's offsetExpirationCondition: from when an offset's retention counts, if at all."""
@@ -491,20 +499,3 @@ def _deliver(replies) -> None:
     for waiter, result in replies:
         waiter.result = result
         waiter.event.set()
-
-
-def _stored_batches(partition_log) -> Iterator[tuple[BatchHeader, bytes]]:
-    """Every batch of a partition, oldest first."""
-    position = partition_log.log_start_offset
-    while position < partition_log.log_end_offset:
-        data = partition_log.read(position, _REPLAY_CHUNK, None, True).records
-        if isinstance(data, FileRegion):
-            data = os.pread(data.fd, data.size, data.position)
-        advanced = False
-        for start, header in iter_batches(data):
-            if header.last_offset >= position:
-                yield header, data[start:start + header.size]
-                position = header.last_offset + 1
-                advanced = True
-        if not advanced:
-            break

@@ -132,5 +132,8 @@ class OffsetStore:
     def has_open_transactions(self, group_id: str) -> bool:
         return any(group_id in staged for staged in self._pending.values())
 
-    def staged_groups(self, producer_id: int) -> list[str]:
-        return list(self._pending.get(producer_id, {}))
+    def staged(self, producer_id: int) -> list[tuple[str, TopicPartition, CommittedOffset]]:
+        """(group, partition, offset) of everything the producer has staged."""
+        return [(group_id, partition, value)
+                for group_id, offsets in self._pending.get(producer_id, {}).items()
+                for partition, value in offsets.items()]
