@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from kbroker.testing import running_broker
 from tests.kafka_clients import confluent_producer
+from tests.test_admin import wait_for
 from tests.wire import WireClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,17 +30,6 @@ def broker(tmp_path_factory):
     with running_broker("--override", "transaction.abort.timed.out.transaction.cleanup.interval.ms=100",
                         data_dir=tmp_path_factory.mktemp("txn-broker")) as started:
         yield started
-
-
-def wait_for(condition, timeout_s: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
@@ -74,21 +64,12 @@ def read_all(bootstrap: str, topic: str, isolation: str, partitions: int = 1) ->
         consumer.close()
 
 
-def last_stable_offset(bootstrap: str, topic: str, partition: int = 0) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "lso",
-                         "isolation.level": "read_committed"})
+def end_offset(bootstrap: str, topic: str, isolation: str = "read_committed") -> int:
+    """The last stable offset (read_committed) or the high watermark of partition 0."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "ends",
+                         "isolation.level": isolation})
     try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), 10,
-                                              cached=False)[1]
-    finally:
-        consumer.close()
-
-
-def high_watermark(bootstrap: str, topic: str, partition: int = 0) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hw",
-                         "isolation.level": "read_uncommitted"})
-    try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)[1]
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), 10, cached=False)[1]
     finally:
         consumer.close()
 
@@ -279,9 +260,9 @@ def test_hanging_transaction_is_aborted_after_its_timeout(broker, topic_name):
     producer.begin_transaction()
     producer.produce(topic_name, value=b"never-committed")
     producer.flush(20)
-    assert last_stable_offset(broker.bootstrap, topic_name) == 0
+    assert end_offset(broker.bootstrap, topic_name) == 0
     started = time.monotonic()
-    wait_for(lambda: last_stable_offset(broker.bootstrap, topic_name) == 2, 10, "the abort")
+    wait_for(lambda: end_offset(broker.bootstrap, topic_name) == 2, 10)
     assert time.monotonic() - started < 5
     state = describe(broker.bootstrap, transactional_id)
     assert (state.transaction_state, state.producer_epoch) == ("CompleteAbort", 1)
@@ -335,16 +316,15 @@ def test_consume_process_produce_exactly_once_through_sigkill(broker, topic_name
 
     first = Processor(*args)
     try:
-        wait_for(lambda: first.commits() >= 2, 30, "the first processor's commits")
+        wait_for(lambda: first.commits() >= 2, 30)
         # Kill it while a transaction with records in the broker is open.
-        wait_for(lambda: first.lines[-1] == "open", 10, "an open transaction")
+        wait_for(lambda: first.lines[-1] == "open", 10)
     finally:
         first.kill()
     second = Processor(*args)
     try:
         expected = sorted(value.upper() for value in inputs)
-        wait_for(lambda: len(read_all(bootstrap, sink, "read_committed", 2)) >= len(inputs), 60,
-                 "every input in the output")
+        wait_for(lambda: len(read_all(bootstrap, sink, "read_committed", 2)) >= len(inputs), 60)
     finally:
         second.kill()
     output = read_all(bootstrap, sink, "read_committed", 2)
@@ -367,12 +347,12 @@ def test_kbroker_killed_mid_transaction(tmp_path, topic_name):
         producer.begin_transaction()
         producer.produce(topic_name, value=b"open-at-crash")
         producer.flush(20)
-        assert last_stable_offset(bootstrap, topic_name) == 2
+        assert end_offset(bootstrap, topic_name) == 2
         killed.kill()
         killed.start(killed.port)
         # The open transaction is aborted at restart: the LSO moves past it.
-        wait_for(lambda: last_stable_offset(bootstrap, topic_name) == 4, 20, "the LSO to advance")
-        assert high_watermark(bootstrap, topic_name) == 4
+        wait_for(lambda: end_offset(bootstrap, topic_name) == 4, 20)
+        assert end_offset(bootstrap, topic_name, "read_uncommitted") == 4
         assert read_all(bootstrap, topic_name, "read_committed") == [b"committed-before"]
         assert describe(bootstrap, transactional_id).transaction_state == "CompleteAbort"
         with pytest.raises(KafkaException):

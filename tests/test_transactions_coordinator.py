@@ -15,17 +15,10 @@ from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.records import Record, build_batch, iter_batches
 from kbroker.txn.coordinator import TRANSACTION_STATE_TOPIC
 from kbroker.txn.state import TxnState
+from tests.test_groups_coordinator import Clock
 
 TID = "txn-a"
-START = 1_700_000_000_000
-
-
-class Clock:
-    def __init__(self, now: int = START):
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
+START = Clock().now
 
 
 @pytest.fixture
@@ -68,12 +61,18 @@ async def begin(broker: Broker, partitions=(("t", 0),), timeout_ms: int = 60_000
     return pid, epoch
 
 
+async def finished(broker: Broker, commit: bool):
+    """A transaction with two records in t-0, ended."""
+    pid, epoch = await begin(broker)
+    append(broker, 0, pid, epoch, 0)
+    assert await broker.transactions.end_transaction(TID, pid, epoch, commit) == ErrorCode.NONE
+    return pid, epoch
+
+
 async def test_state_survives_a_reopen(open_broker):
     clock = Clock()
     broker = open_broker(clock)
-    pid, epoch = await begin(broker)
-    append(broker, 0, pid, epoch, 0)
-    assert await broker.transactions.end_transaction(TID, pid, epoch, True) == ErrorCode.NONE
+    pid, epoch = await finished(broker, True)
     broker.logs.close()
     reopened = open_broker(clock)
     meta = reopened.transactions.describe(TID)
@@ -203,9 +202,7 @@ async def test_unreadable_records_are_skipped(open_broker):
 async def test_aborted_transaction_index_is_rebuilt(open_broker):
     clock = Clock()
     broker = open_broker(clock)
-    pid, epoch = await begin(broker)
-    append(broker, 0, pid, epoch, 0)
-    assert await broker.transactions.end_transaction(TID, pid, epoch, False) == ErrorCode.NONE
+    pid, _ = await finished(broker, False)
     expected = broker.logs.partition("t", 0).aborted_transactions(0, 3)
     assert expected == [(pid, 0)]
     directory = broker.logs.partition("t", 0).directory

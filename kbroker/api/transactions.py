@@ -59,11 +59,6 @@ def verify_produce(broker, transactional_id: str, topic: str, partition: int, he
     return verification_error(verified[(topic, partition)], version >= 11)
 
 
-def _partition_exists(broker, topic: str, partition: int) -> bool:
-    info = broker.logs.topics.get(topic)
-    return info is not None and 0 <= partition < info.partitions
-
-
 # -- InitProducerId ------------------------------------------------------------------------------
 
 def _init_error(error: ErrorCode) -> InitProducerIdResponse:
@@ -116,7 +111,7 @@ def _add_partitions(broker, transactional_id: str, producer_id: int, producer_ep
     for topic, partition in partitions:
         if version < 4 and topic in INTERNAL_TOPICS:
             failed[(topic, partition)] = ErrorCode.TOPIC_AUTHORIZATION_FAILED  # clients may not
-        elif not _partition_exists(broker, topic, partition):
+        elif broker.logs.partition(topic, partition) is None:
             failed[(topic, partition)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     if failed:
         return {p: failed.get(p, ErrorCode.OPERATION_NOT_ATTEMPTED) for p in partitions}
@@ -179,7 +174,7 @@ async def handle_txn_offset_commit(ctx, request) -> TxnOffsetCommitResponse:
     for topic in request.topics:
         for partition in topic.partitions:
             key = (topic.name, partition.partition_index)
-            if not _partition_exists(broker, *key):
+            if broker.logs.partition(*key) is None:
                 errors[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                 continue
             errors[key] = ErrorCode.NONE
