@@ -389,10 +389,11 @@ def test_commit_keeps_the_session_alive():
 def test_delete_only_empty_groups():
     h = Harness()
     a = stable_group(h, 1)[0]
-    assert h.groups.delete("g") == ErrorCode.NON_EMPTY_GROUP
-    assert h.groups.delete("missing") == ErrorCode.GROUP_ID_NOT_FOUND
+    assert h.groups.deletable("g") == ErrorCode.NON_EMPTY_GROUP
+    assert h.groups.deletable("missing") == ErrorCode.GROUP_ID_NOT_FOUND
     h.leave((a, None))
-    assert h.groups.delete("g") == ErrorCode.NONE
+    assert h.groups.deletable("g") == ErrorCode.NONE
+    h.groups.drop("g")
     assert "g" not in h.groups.groups
 
 
@@ -403,7 +404,7 @@ def test_loaded_group_is_stable_and_its_silent_members_expire():
     assert len(snapshot.members) == 2
     restarted = Harness()
     restarted.groups.load(snapshot)
-    restarted._absorb(restarted.groups.start_sessions(restarted.now))
+    restarted.groups.start_sessions(restarted.now)
     assert restarted.state() == GroupState.STABLE
     assert restarted.heartbeat(a, 2) == ErrorCode.NONE
     assert restarted.answer(restarted.sync(b, 2)).assignment == b.encode()

@@ -863,15 +863,12 @@ class ClassicGroups:
             self._schedule_heartbeat(group, member_id, member.session_timeout_ms, now_ms)
         return ErrorCode.NONE
 
-    def delete(self, group_id: str) -> ErrorCode:
-        """DeleteGroups' check and removal: only Empty groups may go."""
+    def deletable(self, group_id: str) -> ErrorCode:
+        """DeleteGroups' check: only Empty groups may go."""
         group = self.groups.get(group_id)
         if group is None or group.state == DEAD:
             return ErrorCode.GROUP_ID_NOT_FOUND
-        if group.state != EMPTY:
-            return ErrorCode.NON_EMPTY_GROUP
-        self.drop(group_id)
-        return ErrorCode.NONE
+        return ErrorCode.NON_EMPTY_GROUP if group.state != EMPTY else ErrorCode.NONE
 
     def drop(self, group_id: str) -> None:
         """Forget a group (deleted, expired or tombstoned in the log); it is Dead from now on."""
@@ -912,14 +909,16 @@ class ClassicGroups:
             group.state = group.previous_state = STABLE
         self.groups[snapshot.group_id] = group
 
-    def start_sessions(self, now_ms: int) -> Outcome:
-        """After loading: every loaded member gets a full session to show up (Kafka's onLoaded)."""
+    def start_sessions(self, now_ms: int) -> None:
+        """After loading: every loaded member gets a full session to show up (Kafka's onLoaded).
+
+        Groups over group.max.size start a rebalance; nobody waits yet, so nobody is answered.
+        """
         for group in self.groups.values():
             for member in group.members.values():
                 self._schedule_heartbeat(group, member.member_id, member.session_timeout_ms, now_ms)
             if len(group.members) > self.settings.max_size:
                 self._prepare_rebalance(group, now_ms)
-        return self._take()
 
 
 def _inconsistent(requested: str | None, current: str | None) -> bool:

@@ -22,7 +22,7 @@ import trio
 
 from kbroker.groups import records
 from kbroker.groups.classic import (
-    EMPTY, STABLE, ClassicGroup, ClassicGroups, GroupSettings, GroupSnapshot, JoinRequest,
+    EMPTY, STABLE, ClassicGroup, ClassicGroups, GroupSettings, JoinRequest,
     JoinResult, Outcome, SyncResult,
 )
 from kbroker.groups.offsets import CommittedOffset, OffsetStore, TopicPartition
@@ -98,6 +98,7 @@ class GroupCoordinator:
         self.retention_ms = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_s = config["offsets.retention.check.interval.ms"] / 1000
         self._timer_changed = trio.Event()
+        self._sleeping_until: int | None = None  # the deadline the timer task waits for
         self._replay()
 
     # -- the log ---------------------------------------------------------------------------------
@@ -149,8 +150,7 @@ class GroupCoordinator:
                                                header.base_offset + record.offset_delta)
                         if entry is not None:
                             self._apply(entry, index, now)
-        outcome = self.groups.start_sessions(now)
-        assert not outcome.replies and not outcome.stored
+        self.groups.start_sessions(now)
 
     def _apply(self, entry: records.Entry, index: int, now_ms: int) -> None:
         """Make the in-memory state what a record written to (or replayed from) partition
@@ -202,7 +202,7 @@ class GroupCoordinator:
                               sorted({s.group_id for s in outcome.stored}))
             await self._flush_written(now_ms)
         _deliver(outcome.replies)
-        self._timer_changed.set()
+        self._wake_timers()
 
     def _merge_due_timers(self, outcome: Outcome, now_ms: int) -> Outcome:
         """Timers already due (an initial rebalance delay of 0) run before anyone is answered."""
@@ -217,12 +217,18 @@ class GroupCoordinator:
             nursery.start_soon(self._run_timers)
             nursery.start_soon(self._run_retention)
 
+    def _wake_timers(self) -> None:
+        """Wake the timer task if some deadline now comes before the one it waits for."""
+        deadline = self.groups.next_deadline()
+        if deadline is not None and (self._sleeping_until is None or deadline < self._sleeping_until):
+            self._timer_changed.set()
+
     async def _run_timers(self) -> None:
         while True:
             self._timer_changed = trio.Event()
-            deadline = self.groups.next_deadline()
-            wait_s = None if deadline is None else max(deadline - self.clock(), 0) / 1000
-            with trio.move_on_after(wait_s if wait_s is not None else float("inf")):
+            self._sleeping_until = deadline = self.groups.next_deadline()
+            wait_s = float("inf") if deadline is None else max(deadline - self.clock(), 0) / 1000
+            with trio.move_on_after(wait_s):
                 await self._timer_changed.wait()
             now = self.clock()
             await self._settle(self.groups.expire(now), now)
@@ -256,10 +262,7 @@ class GroupCoordinator:
 
     async def heartbeat(self, group_id: str, member_id: str, instance_id: str | None,
                         generation_id: int) -> ErrorCode:
-        now = self.clock()
-        error = self.groups.heartbeat(group_id, member_id, instance_id, generation_id, now)
-        self._timer_changed.set()
-        return error
+        return self.groups.heartbeat(group_id, member_id, instance_id, generation_id, self.clock())
 
     async def leave(self, group_id: str,
                     leaving: list[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
@@ -279,9 +282,8 @@ class GroupCoordinator:
         now = self.clock()
         results = {}
         for group_id in dict.fromkeys(group_ids):
-            group = self.groups.groups.get(group_id)
-            if group is None or group.state != EMPTY:
-                results[group_id] = self.groups.delete(group_id)  # the error Kafka answers
+            results[group_id] = self.groups.deletable(group_id)
+            if results[group_id] != ErrorCode.NONE:
                 continue
             tombstones = [records.OffsetCommitEntry(group_id, p, None)
                           for p in self.offsets.partitions_with_offsets(group_id)]
@@ -290,8 +292,6 @@ class GroupCoordinator:
                                     now)
             except (KafkaError, OSError) as exc:
                 results[group_id] = _write_error(exc)
-                continue
-            results[group_id] = ErrorCode.NONE
         await self._flush_written(now)
         return results
 
@@ -307,7 +307,6 @@ class GroupCoordinator:
             group_id, member_id, instance_id, generation_id, now,
             unknown_group_error=ErrorCode.GROUP_ID_NOT_FOUND if api_version >= 9
             else ErrorCode.ILLEGAL_GENERATION)
-        self._timer_changed.set()
         if error != ErrorCode.NONE:
             return [error] * len(offsets)
         expire_ms = None if retention_ms == -1 else now + retention_ms

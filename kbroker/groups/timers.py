@@ -29,10 +29,6 @@ class Timers:
     def cancel(self, key: Hashable) -> None:
         self._live.pop(key, None)
 
-    def deadline(self, key: Hashable) -> int | None:
-        entry = self._live.get(key)
-        return None if entry is None else entry[0]
-
     def next_deadline(self) -> int | None:
         heap = self._heap
         while heap:
@@ -54,6 +50,3 @@ class Timers:
             return None
         _, _, key = heapq.heappop(self._heap)
         return deadline, self._live.pop(key)[2]
-
-    def __len__(self) -> int:
-        return len(self._live)
