@@ -50,12 +50,18 @@ class Matrix:
         for s in self.scenarios:
             lines.append(s.ljust(first) + "".join(
                 short(self.results[s, c], width).ljust(width + 1) for c in self.clients))
-        problems = [(s, c, r) for (s, c), r in self.results.items() if r["status"] in ("FAIL", "XFAIL", "XPASS")]
+        problems: dict[tuple, list[str]] = {}  # one line per (status, client, reason), e.g. a broken install
+        for s in self.scenarios:
+            for c in self.clients:
+                r = self.results[s, c]
+                if r["status"] in ("FAIL", "XFAIL", "XPASS"):
+                    why = r["reason"] if r["status"] != "XPASS" else f"passes, but listed as expected to fail: {r['expected']}"
+                    problems.setdefault((r["status"], c, why), []).append(s)
         if problems:
             lines.append("")
-            for s, c, r in sorted(problems, key=lambda p: (self.scenarios.index(p[0]), p[1])):
-                why = r["reason"] if r["status"] != "XPASS" else f"passes, but listed as expected to fail: {r['expected']}"
-                lines.append(f"{r['status']} {s} / {c}: {why}")
+            for (status, c, why), scenarios in problems.items():
+                where = scenarios[0] if len(scenarios) == 1 else f"{len(scenarios)} scenarios"
+                lines.append(f"{status} {where} / {c}: {why}")
         return "\n".join(lines)
 
     def markdown(self) -> str:
@@ -93,16 +99,40 @@ class Matrix:
         out += self.usage_table()
         return "\n".join(out) + "\n"
 
+    def usage_by_client(self) -> dict[str, dict[str, list[int]]]:
+        """The broker keys usage by ApiVersions v3+ software name, else by client id (the agents use
+        compat-<client>-<version>): fold both onto the matrix's client columns where they match."""
+        columns: dict[str, dict[str, set]] = {}
+        for key, apis in self.api_usage.items():
+            column = self.usage_owner(key) or key
+            for api, versions in apis.items():
+                columns.setdefault(column, {}).setdefault(api, set()).update(versions)
+        return {c: {a: sorted(v) for a, v in apis.items()} for c, apis in columns.items()}
+
+    def usage_owner(self, key: str) -> str | None:
+        infos = [(c, self.hellos.get(c, {})) for c in self.clients]
+        for c, info in infos:
+            if key == f"client-id:compat-{info.get('client')}-{info.get('version')}":
+                return c
+        for c, info in infos:  # software name "<name>[-python] <version>[-rdkafka-...]"
+            if key.startswith(str(info.get("client"))) and f" {info.get('version')}" in key:
+                return c
+        owners = [c for c, info in infos if info.get("detail") and key == info["detail"]]  # kcat: librdkafka's
+        return owners[0] if len(owners) == 1 else None
+
     def usage_table(self) -> list[str]:
         if not self.api_usage:
             return ["The broker recorded no API usage (it was not started with `--api-usage-file`, "
                     "or does not support it)."]
-        clients = sorted(self.api_usage)
-        apis = sorted({api for usage in self.api_usage.values() for api in usage})
-        rows = ["| API | " + " | ".join(clients) + " |", "|---|" + "---|" * len(clients)]
+        usage = self.usage_by_client()
+        clients = [c for c in self.clients if c in usage] + sorted(set(usage) - set(self.clients))
+        apis = sorted({api for apis in usage.values() for api in apis})
+        rows = ["Versions of each API the broker saw each client use (keyed by the client's ApiVersions "
+                "software name or its client id).", "",
+                "| API | " + " | ".join(clients) + " |", "|---|" + "---|" * len(clients)]
         for api in apis:
             rows.append(f"| {api} | " + " | ".join(
-                ",".join(map(str, self.api_usage[c].get(api, []))) or "-" for c in clients) + " |")
+                ",".join(map(str, usage[c].get(api, []))) or "-" for c in clients) + " |")
         return rows
 
     def to_json(self) -> dict:

@@ -18,19 +18,21 @@ from compat.registry import ClientSpec, kafkajs_client, python_client
 CODECS = ["lz4", "zstandard", "python-snappy", "cramjam"]
 PYTHON_RELEASES = [("kafka-python", "2.0.2"), ("aiokafka", "0.8.1"),
                    ("confluent-kafka", "2.0.2"), ("confluent-kafka", "2.3.0")]
+PINNED = {("aiokafka", "0.8.1"): ["kafka-python==2.0.2"]}  # it imports kafka.conn, gone in kafka-python 3
 KAFKAJS_RELEASES = ["1.16.0"]
 
 
 def _install(marker: Path, steps: list[list[str]]) -> str | None:
-    """Run the install steps once (marker file); returns an error text or None."""
-    if marker.exists():
+    """Run the install steps unless the marker says these very steps already ran; an error text or None."""
+    recipe = "\n".join(map(shlex.join, steps))
+    if marker.exists() and marker.read_text() == recipe:
         return None
     for step in steps:
         print(f"  wide: {shlex.join(step)}", flush=True)
         done = subprocess.run(step, capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             return f"{shlex.join(step)} failed: {(done.stderr or done.stdout).strip()[-300:]}"
-    marker.touch()
+    marker.write_text(recipe)
     return None
 
 
@@ -47,7 +49,7 @@ def clients(cache: Path) -> dict[str, ClientSpec]:
         if not python.exists():
             venv.create(home, with_pip=True)
         error = _install(home / ".installed", [[str(python), "-m", "pip", "install", "-q", f"{name}=={release}",
-                                                *CODECS]])
+                                                *PINNED.get((name, release), []), *CODECS]])
         spec = python_client(name, str(python), release)
         specs.append(_unusable(spec.name, error) if error else spec)
     for release in KAFKAJS_RELEASES:

@@ -64,7 +64,7 @@ class Driver(PyDriver):
     name = "aiokafka"
 
     def op_hello(self):
-        features = ["admin", "timestamps", "commit_offsets", "idempotence", "transactions"] + [
+        features = ["admin", "timestamps", "commit_offsets", "repeated_headers", "idempotence", "transactions"] + [
             f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
         return {"client": self.name, "version": aiokafka.__version__, "detail": "", "features": features}
 
@@ -210,7 +210,10 @@ class Driver(PyDriver):
                   "session_timeout_ms": options.get("session_timeout_ms", 10000),
                   "heartbeat_interval_ms": 1000}
         if options.get("assignor") == "roundrobin":
-            from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+            try:
+                from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+            except ImportError:  # before 0.9 it used kafka-python's
+                from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
             config["partition_assignment_strategy"] = [RoundRobinPartitionAssignor]
 
         async def start():

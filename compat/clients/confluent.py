@@ -54,7 +54,7 @@ class Driver(PyDriver):
     name = "confluent-kafka"
 
     def op_hello(self):
-        features = ["admin", "timestamps", "commit_offsets", "idempotence", "transactions"] + [
+        features = ["admin", "timestamps", "commit_offsets", "repeated_headers", "idempotence", "transactions"] + [
             f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
         return {"client": self.name, "version": metadata.version("confluent-kafka"),
                 "detail": f"librdkafka {confluent_kafka.libversion()[0]}", "features": features}
@@ -88,7 +88,11 @@ class Driver(PyDriver):
         return {key: configs[key].value for key in keys if key in configs}
 
     def op_alter_configs(self, topic, config):
-        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+        try:
+            from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+        except ImportError:  # before 2.2: only the (non-incremental) AlterConfigs API
+            wait_all(self.admin().alter_configs([ConfigResource(ConfigResource.Type.TOPIC, topic, set_config=config)]))
+            return
         entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
         wait_all(self.admin().incremental_alter_configs(
             [ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)]))

@@ -51,7 +51,7 @@ class Driver(PyDriver):
     name = "kafka-python"
 
     def op_hello(self):
-        features = ["admin", "timestamps", "commit_offsets"] + [
+        features = ["admin", "timestamps", "commit_offsets", "repeated_headers"] + [
             f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
         if hasattr(KafkaProducer, "init_transactions"):
             features += ["idempotence", "transactions"]
@@ -64,11 +64,13 @@ class Driver(PyDriver):
         return KafkaAdminClient(**self.common())
 
     def consumer_config(self, options: dict) -> dict:
-        return {**self.common(), "enable_auto_commit": False,
-                "auto_offset_reset": options.get("reset", "earliest"),
-                "isolation_level": options.get("isolation", "read_uncommitted"),
-                "fetch_max_wait_ms": options.get("fetch_max_wait_ms", 500),
-                "max_partition_fetch_bytes": MAX_FETCH, "fetch_max_bytes": MAX_FETCH}
+        config = {**self.common(), "enable_auto_commit": False,
+                  "auto_offset_reset": options.get("reset", "earliest"),
+                  "fetch_max_wait_ms": options.get("fetch_max_wait_ms", 500),
+                  "max_partition_fetch_bytes": MAX_FETCH, "fetch_max_bytes": MAX_FETCH}
+        if "isolation" in options:  # 2.0.x has no isolation_level at all
+            config["isolation_level"] = options["isolation"]
+        return config
 
     def op_metadata(self):
         admin = self.admin()
@@ -97,11 +99,17 @@ class Driver(PyDriver):
     def op_describe_configs(self, topic, keys):
         admin = self.admin()
         try:
-            result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+            if MAJOR >= 3:
+                result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)],
+                                                config_filter="all")
+                configs = {key: entry["value"] for key, entry in result["topic"][topic].items()}
+            else:  # 2.0.x returns the raw responses: resources[(error, message, type, name, entries)]
+                responses = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+                configs = {entry[0]: entry[1] for response in responses
+                           for resource in response.resources for entry in resource[4]}
         finally:
             admin.close()
-        configs = result["topic"][topic]
-        return {key: configs[key]["value"] for key in keys if key in configs}
+        return {key: configs[key] for key in keys if key in configs}
 
     def op_alter_configs(self, topic, config):
         admin = self.admin()
@@ -109,10 +117,12 @@ class Driver(PyDriver):
             result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
         finally:
             admin.close()
-        for outcome in result.get("topic", {}).values():
-            if isinstance(outcome, Exception) or (isinstance(outcome, type) and issubclass(outcome, Exception)
-                                                  and outcome.__name__ != "NoError"):
-                raise RuntimeError(f"alter_configs: {outcome}")
+        if hasattr(result, "resources"):  # 2.0.x: the raw response, resources[(error, message, type, name)]
+            failed = [resource for resource in result.resources if resource[0]]
+        else:  # 3.x: {"topic": {name: error class}}
+            failed = [e for e in result.get("topic", {}).values() if getattr(e, "__name__", "NoError") != "NoError"]
+        if failed:
+            raise RuntimeError(f"alter_configs: {failed}")
 
     def producer(self, options: dict, **extra) -> KafkaProducer:
         config = {**self.common(), "acks": "all", "linger_ms": 5,

@@ -124,7 +124,7 @@ class Driver:
 
     def op_hello(self):
         return {"client": self.name, "version": self.kcat_version, "detail": f"librdkafka {self.librdkafka}",
-                "features": ["idempotence"] + [f"compression:{c}" for c in ("gzip", "snappy", "lz4", "zstd")]}
+                "features": ["idempotence", "repeated_headers"] + [f"compression:{c}" for c in ("gzip", "snappy", "lz4", "zstd")]}
 
     def op_metadata(self):
         meta = json.loads(self.run(self.base("-L", "-J")))

@@ -141,6 +141,7 @@ const ops = {
   hello: async () => ({
     client: 'kafkajs', version: VERSION, detail: `node ${process.version}`,
     features: ['admin', 'timestamps', 'commit_offsets', 'idempotence', 'transactions', 'compression:gzip']
+      .concat(Number(VERSION.split('.')[0]) >= 2 ? ['repeated_headers'] : []) // 1.x: one value per header key
   }),
 
   metadata: () => withAdmin(async admin => {
