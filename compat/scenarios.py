@@ -407,16 +407,20 @@ def expect_each_gets_its_own(ctx: Ctx, members: list[Member], topic: str, partit
                                                      f"{len(got)} distinct, expected {len(records)} once each")
 
 
+def share_and_close(ctx: Ctx, members: list[Member], topic: str, partitions: int, when: str) -> None:
+    """The members split the partitions, each gets exactly its partitions' new records, all leave."""
+    wait_balanced(members, topic, partitions, 40, when)
+    expect_each_gets_its_own(ctx, members, topic, partitions, 1)
+    for m in members:
+        m.close()
+
+
 @scenario("group_join", "2 members: the first owns all 4 partitions, a join splits them", timeout=90)
 def group_join(ctx: Ctx):
     topic, group = ctx.create_topic(ctx.name("g"), 4), ctx.name("grp")
     first = Member(ctx, "m1", group, [topic])
     wait_balanced([first], topic, 4, 30, "alone")
-    second = Member(ctx, "m2", group, [topic])
-    wait_balanced([first, second], topic, 4, 30, "after a join")
-    expect_each_gets_its_own(ctx, [first, second], topic, 4, 1)
-    first.close()
-    second.close()
+    share_and_close(ctx, [first, Member(ctx, "m2", group, [topic])], topic, 4, "after a join")
 
 
 @scenario("group_leave_crash", "3 members share 6 partitions; one leaves, one crashes, the last owns all",
@@ -438,12 +442,9 @@ def group_leave_crash(ctx: Ctx):
           timeout=90)
 def group_mixed_clients(ctx: Ctx):
     topic, group = ctx.create_topic(ctx.name("g"), 4), ctx.name("grp")
-    ours = Member(ctx, ctx.client, group, [topic], assignor="roundrobin")
-    theirs = Member(ctx, ctx.partner, group, [topic], client=ctx.partner, assignor="roundrobin")
-    wait_balanced([ours, theirs], topic, 4, 40, f"with {ctx.partner}")
-    expect_each_gets_its_own(ctx, [ours, theirs], topic, 4, 1)
-    ours.close()
-    theirs.close()
+    members = [Member(ctx, ctx.client, group, [topic], assignor="roundrobin"),
+               Member(ctx, ctx.partner, group, [topic], client=ctx.partner, assignor="roundrobin")]
+    share_and_close(ctx, members, topic, 4, f"with {ctx.partner}")
 
 
 @scenario("commit_and_resume", "a member commits offset 4 and leaves; the next one resumes exactly there",

@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 
 from compat.agent import serve
-from compat.clients.base import MAX_FETCH, PyDriver, records_arg
+from compat.clients.base import MAX_FETCH, PyDriver, producer_settings, records_arg
 from compat.wire import Rec
 
 try:
@@ -114,11 +114,7 @@ class Driver(PyDriver):
             raise_errors(response.to_object())
 
     def producer(self, options: dict, **extra) -> AIOKafkaProducer:
-        config = {**self.common(), "acks": "all", "linger_ms": 5,
-                  "max_request_size": options.get("max_request_size", 1048576),
-                  "compression_type": options.get("compression"), **extra}
-        if options.get("idempotent"):
-            config["enable_idempotence"] = True
+        config = producer_settings(self.common(), options, extra)
         if "timeout_ms" in options:
             config["request_timeout_ms"] = options["timeout_ms"]
         return AIOKafkaProducer(**config)

@@ -137,5 +137,14 @@ class PyDriver:
         return self.watch.take()
 
 
+def producer_settings(common: dict, options: dict, extra: dict) -> dict:
+    """Producer settings under kafka-python's names, which aiokafka shares."""
+    config = {**common, "acks": "all", "linger_ms": 5, "max_request_size": options.get("max_request_size", 1048576),
+              "compression_type": options.get("compression"), **extra}
+    if options.get("idempotent"):
+        config["enable_idempotence"] = True
+    return config
+
+
 def records_arg(records: list[dict]) -> list[Rec]:
     return decode_records(records)

@@ -10,7 +10,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from compat.agent import serve
-from compat.clients.base import MAX_FETCH, PyDriver, records_arg
+from compat.clients.base import MAX_FETCH, PyDriver, producer_settings, records_arg
 from compat.wire import Rec
 
 MAJOR = int(kafka.__version__.split(".")[0])
@@ -125,11 +125,7 @@ class Driver(PyDriver):
             raise RuntimeError(f"alter_configs: {failed}")
 
     def producer(self, options: dict, **extra) -> KafkaProducer:
-        config = {**self.common(), "acks": "all", "linger_ms": 5,
-                  "max_request_size": options.get("max_request_size", 1048576),
-                  "compression_type": options.get("compression"), **extra}
-        if options.get("idempotent"):
-            config["enable_idempotence"] = True
+        config = producer_settings(self.common(), options, extra)
         if "timeout_ms" in options:
             config["max_block_ms"] = options["timeout_ms"]
             if MAJOR >= 3:
