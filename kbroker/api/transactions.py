@@ -17,7 +17,9 @@ from kbroker.protocol.messages import (
     DescribeTransactionsResponse, EndTxnResponse, InitProducerIdResponse, ListTransactionsResponse,
     TxnOffsetCommitResponse,
 )
-from kbroker.protocol.records import HEADER_SIZE, MAGIC, MAGIC_OFFSET, BatchHeader
+from kbroker.protocol.records import (
+    ATTRIBUTES_OFFSET, HEADER_SIZE, MAGIC, MAGIC_OFFSET, TRANSACTIONAL_BIT, BatchHeader,
+)
 from kbroker.txn.state import NO_PRODUCER_EPOCH, NO_PRODUCER_ID
 
 PartitionResult = AddPartitionsToTxnResponse.AddPartitionsToTxnPartitionResult
@@ -44,10 +46,10 @@ def verification_error(error: ErrorCode, abortable_supported: bool) -> ErrorCode
 
 def transactional_batch(records) -> BatchHeader | None:
     """The header of a produce payload's first batch if it is a transactional v2 batch."""
-    if records is None or len(records) < HEADER_SIZE or records[MAGIC_OFFSET] != MAGIC:
+    if records is None or len(records) < HEADER_SIZE or records[MAGIC_OFFSET] != MAGIC \
+            or not records[ATTRIBUTES_OFFSET + 1] & TRANSACTIONAL_BIT:  # the low attribute byte
         return None
-    header = BatchHeader.parse(records)
-    return header if header.is_transactional else None
+    return BatchHeader.parse(records)
 
 
 def verify_produce(broker, transactional_id: str, topic: str, partition: int, header: BatchHeader,

@@ -195,9 +195,12 @@ class TransactionCoordinator:
         await self.settle_unfinished()
         while True:
             await trio.sleep(self.interval_s)
-            await self.abort_timed_out()
-            self.expire_transactional_ids()
-            await self.broker.flush_if_due()
+            try:
+                await self.abort_timed_out()
+                self.expire_transactional_ids()
+                await self.broker.flush_if_due()
+            except Exception:  # a bug here must not take the broker down; the next tick retries
+                log.exception("transaction timers failed")
 
     async def settle_unfinished(self) -> None:
         """R: complete every Prepare* and fence and abort every Ongoing transaction loaded."""
