@@ -348,6 +348,19 @@ def test_kbroker_killed_mid_transaction(tmp_path, topic_name):
         producer.produce(topic_name, value=b"open-at-crash")
         producer.flush(20)
         assert end_offset(bootstrap, topic_name) == 2
+        # A read_committed consumer that lives through the crash, held at the LSO.
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "survivor",
+                             "isolation.level": "read_committed", "enable.auto.commit": False})
+        consumer.assign([TopicPartition(topic_name, 0, 0)])
+        seen = []
+
+        def consumed(count: int) -> bool:
+            message = consumer.poll(0.1)
+            if message is not None and not message.error():
+                seen.append(message.value())
+            return len(seen) >= count
+
+        wait_for(lambda: consumed(1), 20)
         killed.kill()
         killed.start(killed.port)
         # The open transaction is aborted at restart: the LSO moves past it.
@@ -363,3 +376,6 @@ def test_kbroker_killed_mid_transaction(tmp_path, topic_name):
         successor.commit_transaction(20)
         assert read_all(bootstrap, topic_name, "read_committed") == \
             [b"committed-before", b"after-restart"]
+        wait_for(lambda: consumed(2), 30)
+        consumer.close()
+        assert seen == [b"committed-before", b"after-restart"]
