@@ -346,8 +346,11 @@ def test_describe_list_transactions_and_producers(client, txn_id):
     assert (state.producer_id, state.producer_epoch, state.last_sequence,
             state.current_txn_start_offset) == (pid, 0, 0, 0)
     assert absent.error_code == E.UNKNOWN_TOPIC_OR_PARTITION
-    assert missing.partitions[0].error_code == E.UNKNOWN_TOPIC_OR_PARTITION
+    assert (absent.error_message, missing.partitions[0].error_code,
+            missing.partitions[0].error_message) == \
+        (None, E.UNKNOWN_TOPIC_OR_PARTITION, "This server does not host this topic-partition.")
     assert bad.partitions[0].error_code == E.INVALID_TOPIC_EXCEPTION
+    assert "illegal" in bad.partitions[0].error_message
     assert end(client, txn_id, pid, 0, True) == E.NONE
     after = client.request("DescribeTransactions", 0, transactional_ids=[txn_id])
     assert after.transaction_states[0].transaction_state == "CompleteCommit"

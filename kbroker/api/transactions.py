@@ -7,6 +7,7 @@ INVALID_PRODUCER_EPOCH where Kafka's PRODUCER_FENCED did not exist yet for them.
 
 from __future__ import annotations
 
+from kbroker.api.admin import UNKNOWN_TOPIC_MESSAGE
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
@@ -244,9 +245,8 @@ async def handle_describe_transactions(ctx, request) -> DescribeTransactionsResp
 
 @serves("ListTransactions", 0, 1)
 async def handle_list_transactions(ctx, request) -> ListTransactionsResponse:
-    duration = request.duration_filter if ctx.api_version >= 1 else -1
-    listed, unknown = ctx.broker.transactions.list_transactions(
-        request.state_filters, request.producer_id_filters, duration)
+    listed, unknown = ctx.broker.transactions.list_transactions(  # v0: duration_filter is -1
+        request.state_filters, request.producer_id_filters, request.duration_filter)
     return ListTransactionsResponse(
         error_code=ErrorCode.NONE, unknown_state_filters=unknown,
         transaction_states=[ListTransactionsResponse.TransactionState(
@@ -264,7 +264,7 @@ async def handle_describe_producers(ctx, request) -> DescribeProducersResponse:
         try:
             validate_topic_name(topic.name)
             if topic.name not in broker.logs.topics:
-                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_MESSAGE
         except KafkaError as exc:
             error, message = exc.code, exc.message
         partitions = []
