@@ -184,6 +184,46 @@ def test_aiokafka_commit_abort_and_offsets(broker, topic_name):
     assert results["offset"] == 7
 
 
+KAFKAJS = ROOT / "compat" / "node" / "node_modules" / "kafkajs"
+KAFKAJS_SCENARIO = """
+const { Kafka, logLevel } = require(process.argv[1]);
+const [topic, source, group, id] = process.argv.slice(2, 6);
+(async () => {
+  const kafka = new Kafka({ brokers: [process.argv[6]], logLevel: logLevel.NOTHING });
+  const producer = kafka.producer({ transactionalId: id, maxInFlightRequests: 1, idempotent: true });
+  await producer.connect();
+  let txn = await producer.transaction();
+  await txn.send({ topic, messages: [{ value: 'c1' }, { value: 'c2' }] });
+  await txn.sendOffsets({ consumerGroupId: group,
+                          topics: [{ topic: source, partitions: [{ partition: 0, offset: '5' }] }] });
+  await txn.commit();
+  txn = await producer.transaction();
+  await txn.send({ topic, messages: [{ value: 'a1' }] });
+  await txn.abort();
+  await producer.disconnect();
+})().catch(error => { console.error(error); process.exit(1); });
+"""
+
+
+@pytest.mark.skipif(not KAFKAJS.exists(), reason="kafkajs is installed by scripts/install_test_tools.sh")
+def test_kafkajs_commit_abort_and_offsets(broker, topic_name):
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KafkaPartition
+
+    source = f"{topic_name}-source"
+    create_topic(broker.bootstrap, topic_name)
+    create_topic(broker.bootstrap, source)
+    group = f"kjs-{topic_name}"
+    subprocess.run(["node", "-e", KAFKAJS_SCENARIO, str(KAFKAJS), topic_name, source, group,
+                    f"kjs-{topic_name}", broker.bootstrap], check=True, timeout=60)
+    assert read_all(broker.bootstrap, topic_name, "read_committed") == [b"c1", b"c2"]
+    assert read_all(broker.bootstrap, topic_name, "read_uncommitted") == [b"c1", b"c2", b"a1"]
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
+                             enable_auto_commit=False)
+    assert consumer.committed(KafkaPartition(source, 0)) == 5
+    consumer.close()
+
+
 # -- fencing -------------------------------------------------------------------------------------
 
 def test_zombie_producer_is_fenced(broker, topic_name):
