@@ -50,7 +50,7 @@ AddPartitionsToTxn, AddOffsetsToTxn
       errors as Kafka does for old request versions).
 
 EndTxn
-  E1  As A1 for the id, producer id and epoch.
+  E1  The id, producer id and epoch are checked as in A1 (Prepare* is E3's business).
   E2  Ongoing -> PrepareCommit or PrepareAbort, same epoch and partitions.
   E3  CompleteCommit + commit and CompleteAbort + abort: NONE (a retry). PrepareCommit + commit
       and PrepareAbort + abort: CONCURRENT_TRANSACTIONS. Empty, or the opposite result ->
@@ -62,7 +62,8 @@ Timers and recovery
   T2  Empty/Complete* not updated for transactional.id.expiration.ms -> Dead.
   R   After a restart every Prepare* is completed (E4, markers written again) and every
       Ongoing transaction is fenced and aborted (F), so none outlives a restart and every
-      partition's last stable offset moves on.
+      partition's last stable offset moves on. (Kafka leaves a reloaded Ongoing transaction to
+      its timeout, T1; with one broker that would hold every LSO back for up to 15 minutes.)
 """
 
 from __future__ import annotations
