@@ -44,15 +44,13 @@ MAX_DESCRIBE_PARTITIONS = 2000  # Kafka's max.request.partition.size.limit defau
 UNKNOWN_TOPIC_MESSAGE = "This server does not host this topic-partition."
 
 
-def _default_message(code: ErrorCode) -> str | None:
-    """Kafka's default message for the errors these APIs return without their own text."""
-    return {
-        ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: UNKNOWN_TOPIC_MESSAGE,
-        ErrorCode.UNKNOWN_TOPIC_ID: "This server does not host this topic ID.",
-        ErrorCode.TOPIC_DELETION_DISABLED: "Topic deletion is disabled.",
-        ErrorCode.ELECTION_NOT_NEEDED: "Leader election not needed for topic partition.",
-        ErrorCode.NO_REASSIGNMENT_IN_PROGRESS: "No partition reassignment is in progress.",
-    }.get(code)
+# Kafka's default messages (Errors.java) for the errors answered without their own text.
+DEFAULT_MESSAGES = {
+    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: UNKNOWN_TOPIC_MESSAGE,
+    ErrorCode.UNKNOWN_TOPIC_ID: "This server does not host this topic ID.",
+    ErrorCode.ELECTION_NOT_NEEDED: "Leader election not needed for topic partition.",
+    ErrorCode.NO_REASSIGNMENT_IN_PROGRESS: "No partition reassignment is in progress.",
+}
 
 
 def check_replica_list(broker_ids: list[int], node_id: int, expected: int | None) -> None:
@@ -195,7 +193,7 @@ async def handle_delete_topics(ctx, request) -> DeleteTopicsResponse:
 
     def fail(name, topic_id, code: ErrorCode, message: str | None = None) -> None:
         results.append(Result(name=name, topic_id=topic_id, error_code=code,
-                              error_message=message or _default_message(code)))
+                              error_message=message or DEFAULT_MESSAGES.get(code)))
 
     names = [name for name, topic_id in asked if name is not None and topic_id == ZERO_UUID]
     ids = [topic_id for name, topic_id in asked if name is None and topic_id != ZERO_UUID]
@@ -434,15 +432,23 @@ async def handle_describe_topic_partitions(ctx, request) -> DescribeTopicPartiti
 
 # -- ElectLeaders and reassignments ----------------------------------------------------------
 
-def _leader_question(broker, topic: str, partition: int) -> KafkaError:
-    """Why no election is done for one partition: unknown, or its leader is already in place."""
+def _require_partition(broker, topic: str, partition: int, no_topic: str, no_partition: str) -> None:
+    """UNKNOWN_TOPIC_OR_PARTITION, in the caller's wording, unless the partition exists."""
     info = broker.logs.topics.get(topic)
     if info is None:
-        return KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"No such topic as {topic}")
+        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, no_topic)
     if not 0 <= partition < info.partitions:
-        return KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                          f"No such partition as {topic}-{partition}")
-    return KafkaError(ErrorCode.ELECTION_NOT_NEEDED, _default_message(ErrorCode.ELECTION_NOT_NEEDED))
+        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, no_partition)
+
+
+def _leader_question(broker, topic: str, partition: int) -> KafkaError:
+    """Why no election is done for one partition: unknown, or its leader is already in place."""
+    try:
+        _require_partition(broker, topic, partition, f"No such topic as {topic}",
+                           f"No such partition as {topic}-{partition}")
+    except KafkaError as exc:
+        return exc
+    return KafkaError(ErrorCode.ELECTION_NOT_NEEDED, DEFAULT_MESSAGES[ErrorCode.ELECTION_NOT_NEEDED])
 
 
 @serves("ElectLeaders", 0, 2)
@@ -480,15 +486,11 @@ async def handle_list_partition_reassignments(ctx, request) -> ListPartitionReas
 
 
 def _reassign(broker, topic: str, partition: int, replicas: list[int] | None) -> None:
-    info = broker.logs.topics.get(topic)
-    if info is None:
-        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Unable to find a topic named {topic}.")
-    if not 0 <= partition < info.partitions:
-        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
-                         f"Unable to find partition {topic}:{partition}.")
+    _require_partition(broker, topic, partition, f"Unable to find a topic named {topic}.",
+                       f"Unable to find partition {topic}:{partition}.")
     if replicas is None:
         raise KafkaError(ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
-                         _default_message(ErrorCode.NO_REASSIGNMENT_IN_PROGRESS))
+                         DEFAULT_MESSAGES[ErrorCode.NO_REASSIGNMENT_IN_PROGRESS])
     check_replica_list(replicas, broker.node_id, None)  # [this broker]: nothing to move
 
 
