@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin import NewPartitions as CkNewPartitions
 from confluent_kafka.admin import NewTopic as CkNewTopic
 from kafka import KafkaAdminClient
+from kafka import TopicPartition as KpTopicPartition
 from kafka.admin import NewPartitions
 from kafka.errors import (
     InvalidPartitionsError, InvalidReplicationFactorError, TopicAlreadyExistsError,
@@ -30,7 +31,7 @@ from kbroker.protocol.messages import (
     DeleteTopicsRequest, DescribeTopicPartitionsRequest, ElectLeadersRequest,
 )
 from kbroker.testing import running_broker
-from tests.kafka_clients import confluent_producer
+from tests.kafka_clients import confluent_consume, confluent_producer
 from tests.wire import WireClient
 
 Creatable = CreateTopicsRequest.CreatableTopic
@@ -120,8 +121,37 @@ def test_kafka_python_cluster_log_dirs_and_topic_partitions(admin_broker, topic_
         described = admin.describe_topic_partitions([topic_name])
         partitions = described["topics"][0]["partitions"]
         assert [(p["partition_index"], p["leader_id"], p["isr_nodes"]) for p in partitions] == [(0, 1, [1])]
+        elected = admin.elect_leaders(0, {topic_name: [0]})  # ELECTION_NOT_NEEDED is not an error
+        assert elected.replica_election_results[0].partition_result[0].error_code == ErrorCode.ELECTION_NOT_NEEDED
+        tp = KpTopicPartition(topic_name, 0)
+        admin.alter_partition_reassignments({tp: [1]})
+        assert admin.list_partition_reassignments() == {}
     finally:
         admin.close()
+
+
+def test_deleted_topic_name_is_reusable_at_once(admin_broker, topic_name):
+    with WireClient(admin_broker.bootstrap) as wire:
+        for round_ in range(2):
+            create(wire, topic(topic_name))
+            producer = confluent_producer(admin_broker.bootstrap)
+            producer.produce(topic_name, value=b"round %d" % round_)
+            assert producer.flush(10) == 0
+            assert [m.value() for m in confluent_consume(admin_broker.bootstrap, topic_name, 1)] == \
+                [b"round %d" % round_]
+            wire.request("DeleteTopics", 6, timeout_ms=5000,
+                         topics=[DeleteTopicsRequest.DeleteTopicState(name=topic_name)])
+
+
+def test_topic_deletion_disabled(tmp_path, topic_name):
+    with running_broker("--override", "delete.topic.enable=false", data_dir=tmp_path) as broker:
+        with WireClient(broker.bootstrap) as wire:
+            create(wire, topic(topic_name))
+            new = wire.request("DeleteTopics", 6, timeout_ms=5000,
+                               topics=[DeleteTopicsRequest.DeleteTopicState(name=topic_name)])
+            old = wire.request("DeleteTopics", 2, timeout_ms=5000, topic_names=[topic_name])
+            assert [r.error_code for r in new.responses + old.responses] == [
+                ErrorCode.TOPIC_DELETION_DISABLED, ErrorCode.INVALID_REQUEST]
 
 
 def test_confluent_topic_lifecycle(admin_broker, topic_name):
