@@ -72,6 +72,7 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
         partition_index=position.partition, error_code=ErrorCode.NONE,
         high_watermark=high_watermark, last_stable_offset=last_stable_offset,
         log_start_offset=log_start_offset, records=NO_RECORDS,
+        aborted_transactions=None,  # Kafka sends null unless reading committed
     )
     upper = last_stable_offset if committed else high_watermark
     max_bytes = min(position.max_bytes, budget)
