@@ -288,15 +288,14 @@ class Broker:
                 continue
             try:
                 await trio.to_thread.run_sync(job.clean, abandon_on_cancel=True)
+                self.cleaner.finish(job, now_ms())
             except Exception:
                 log.exception("cleaning %s-%d failed; the partition is left uncompacted",
                               job.log.topic, job.log.partition)
                 self.cleaner.give_up(job)
-                continue
             except BaseException:
                 job.stop = True  # shutting down: the thread stops at its next batch
                 raise
-            self.cleaner.finish(job, now_ms())
 
     async def _run_api_usage_saver(self) -> None:
         while True:

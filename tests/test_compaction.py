@@ -202,6 +202,26 @@ def test_swap_is_abandoned_when_the_log_changed(tmp_path):
     clean(cleaner)  # the next round cleans what is there now
 
 
+def test_a_failed_cleaning_leaves_the_log_alone(tmp_path):
+    logs, log = open_logs(tmp_path)
+    append(log, (b"a", b"1"))
+    append(log, (b"a", b"2"))
+    log.roll(NOW)
+    append(log, (b"x", b"x"))
+    before = [(segment.base_offset, segment.size) for segment in log.segments]
+    with open(log.segments[0].prefix + LOG_SUFFIX, "r+b") as f:  # garble a record, not a header
+        f.seek(62)
+        f.write(b"\xff" * 8)
+    cleaner = LogCleaner(logs)
+    job = cleaner.next_job(NOW)
+    with pytest.raises(KafkaError):
+        job.clean()
+    cleaner.give_up(job)
+    assert cleaner.next_job(NOW) is None  # left alone until the next start, as Kafka does
+    assert [name for name in os.listdir(log.directory) if "swap" in name or name == STAGING_DIR] == []
+    assert [(segment.base_offset, segment.size) for segment in log.segments] == before
+
+
 def test_keyless_records_rejected_on_compacted_topics(tmp_path):
     _, log = open_logs(tmp_path)
     with pytest.raises(KafkaError) as caught:
