@@ -1,7 +1,7 @@
 """Which leading segments retention may delete (Kafka's UnifiedLog.deleteOldSegments rules).
 
 Only whole segments go, oldest first; an empty active segment is never deleted, a non-empty
-one is (the log rolls first). Compaction is not implemented here yet.
+one is (the log rolls first). Compaction is done by kbroker/log/cleaner.py.
 """
 
 from __future__ import annotations
