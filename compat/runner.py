@@ -40,6 +40,7 @@ def parse_args(argv):
     parser.add_argument("--jobs", type=int, default=4, help="cells run in parallel (default 4)")
     parser.add_argument("--report-dir", default=str(HERE), help="where REPORT.md/.json go (default compat/)")
     parser.add_argument("--no-report", action="store_true", help="print the matrix only")
+    parser.add_argument("--log-dir", help="keep the agents' and brokers' logs here (default: a temp dir, removed)")
     parser.add_argument("--strict", action="store_true", help="an XPASS (listed expected failure that passed) "
                                                               "fails the run")
     parser.add_argument("--cache-dir", default=os.environ.get("KBROKER_COMPAT_CACHE",
@@ -157,6 +158,8 @@ def main(argv=None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kbroker-compat-") as tmp:
         work = Path(tmp)
+        logs = Path(args.log_dir) if args.log_dir else work / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         brokers = Brokers(work)
         try:
             if args.bootstrap:
@@ -171,7 +174,7 @@ def main(argv=None) -> int:
                   flush=True)
             with ThreadPoolExecutor(max(1, args.jobs)) as pool:
                 hellos = dict(zip(chosen_clients, pool.map(
-                    lambda name: hello(clients[name], bootstrap, work), chosen_clients)))
+                    lambda name: hello(clients[name], bootstrap, logs), chosen_clients)))
                 jobs, results = [], {}
                 for s in chosen_scenarios:
                     scenario = SCENARIOS[s]
@@ -194,7 +197,7 @@ def main(argv=None) -> int:
                                 "client": clients[c].to_json(), "partner": partner.to_json(), "scenario": s,
                                 "features": info["features"], "bootstrap": bootstrap, "strict_bootstrap": strict,
                                 "prefix": f"compat-{run_id}-{s}-{c}".replace("@", "-").replace("_", "-"),
-                                "log_dir": str(work / "logs")}))
+                                "log_dir": str(logs)}))
                 jobs.sort(key=lambda job: -job[0].timeout)  # long cells first: better packing
 
                 def run(job):
@@ -207,6 +210,8 @@ def main(argv=None) -> int:
                 results.update(pool.map(run, jobs))
         finally:
             brokers.stop()
+            for name, broker in zip(("main", "strict"), brokers.processes):
+                (logs / f"broker-{name}.log").write_text("".join(broker.output))
         usage = brokers.api_usage()
     elapsed = time.monotonic() - started
     matrix = report.Matrix(scenarios=chosen_scenarios, clients=chosen_clients, results=results, hellos=hellos,

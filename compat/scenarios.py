@@ -319,13 +319,16 @@ def seek_and_reset(ctx: Ctx):
 
 @scenario("long_poll_wakeup", "a consumer waiting in Fetch (max wait 5 s) gets a new record within 500 ms")
 def long_poll_wakeup(ctx: Ctx):
+    """A broker that answers a waiting Fetch only at its max wait delivers after 2.5 s on average:
+    the median of 5 rounds under 500 ms tells the two apart and tolerates one slow round on a busy
+    machine."""
     topic = ctx.create_topic(ctx.name("lp"), 1)
     ctx.produce(topic, [Rec(value=b"warm-up", partition=0)], via=ctx.helper)
     ctx.main.call("watch_start", topic=topic, partition=0, offset="latest", options={"fetch_max_wait_ms": 5000})
     wait_until(lambda: ctx.main.call("watch_state")["ready"], 30, "consumer never started fetching")
     time.sleep(1.0)
     latencies = []
-    for round_ in range(3):
+    for round_ in range(5):
         ctx.produce(topic, [Rec(value=f"ping {round_}".encode(), partition=0)], via=ctx.helper)
         acked = time.time()
         got: list[Rec] = []
@@ -338,7 +341,9 @@ def long_poll_wakeup(ctx: Ctx):
         latencies.append(max(0.0, got[0].arrived - acked) * 1000)
         time.sleep(0.7)  # let the consumer settle into its next long poll
     ctx.notes.append(f"latencies ms {[round(x) for x in latencies]}")
-    expect(max(latencies) <= 500, f"delivered {max(latencies):.0f} ms after the produce was acknowledged")
+    median = sorted(latencies)[len(latencies) // 2]
+    expect(median <= 500, f"median delivery {median:.0f} ms after the produce was acknowledged "
+                          f"(rounds: {[round(x) for x in latencies]})")
 
 
 # --- consumer groups -------------------------------------------------------------------------
@@ -495,6 +500,28 @@ def transactions(ctx: Ctx):
     for isolation, want in (("read_committed", committed), ("read_uncommitted", everything)):
         got = ctx.consume(topic, 0, 0, len(want), isolation=isolation)
         expect_records([r.without("timestamp", "headers") for r in got], want, isolation)
+
+
+@scenario("transactional_offsets", "consume-transform-produce: offsets committed in a transaction count only "
+          "if it commits", needs=("transactions",), timeout=90)
+def transactional_offsets(ctx: Ctx):
+    source, sink, group = ctx.create_topic(ctx.name("src"), 1), ctx.create_topic(ctx.name("out"), 1), ctx.name("grp")
+    inputs = texts("in", 10, partition=0)
+    ctx.produce(source, inputs, via=ctx.helper)
+
+    def step(end: str, upto: int) -> dict:
+        return {"records": encode_records(texts(f"out-{end}-{upto}", 1, partition=0)), "end": end,
+                "offsets": {"group": group, "offsets": [[source, 0, upto]]}}
+
+    ctx.main.call("transaction", timeout=90, topic=sink, txid=ctx.name("txid"),
+                  steps=[step("commit", 3), step("abort", 6)])
+    member = Member(ctx, "resumer", group, [source])
+    wanted = [replace(r, offset=3 + i) for i, r in enumerate(inputs[3:])]
+    wait_until(lambda: len(member.refresh().records) >= len(wanted), 30,
+               lambda: f"the group resumed with {len(member.records)} records, expected {len(wanted)} from offset 3")
+    expect_records([r.without("timestamp", "headers") for r in member.refresh().records], wanted,
+                   "resumed after committed offset 3 (aborted 6)")
+    member.close()
 
 
 # --- errors users meet -----------------------------------------------------------------------

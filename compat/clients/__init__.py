@@ -11,7 +11,8 @@ produce(topic, records, options)         -> [offset or null per record], in orde
 consume(topic, partition, offset, count, timeout_ms, options) -> records (assign mode, no group)
       offset: int | "earliest" | "latest"; options: reset, isolation, fetch_max_wait_ms
 list_offsets(topic, partition, spec)     -> offset or null; spec: "earliest" | "latest" | timestamp ms
-transaction(topic, txid, steps=[{records, end: "commit"|"abort"}], options)
+transaction(topic, txid, steps=[{records, end: "commit"|"abort", offsets?}], options)
+      offsets: {"group": g, "offsets": [[topic, partition, offset]]} sent to the transaction
 member_start(group, topics, options) / member_state() -> {"assigned", "records", "error"}
 member_commit(offsets=[[topic, partition, offset]]) / member_close()
       options: auto_commit, reset, assignor ("roundrobin" or default), session_timeout_ms

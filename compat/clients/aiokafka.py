@@ -148,6 +148,10 @@ class Driver(PyDriver):
                 for step in steps:
                     await producer.begin_transaction()
                     await self.send_all(producer, topic, records_arg(step["records"]))
+                    if step.get("offsets"):
+                        await producer.send_offsets_to_transaction(
+                            {TopicPartition(t, p): o for t, p, o in step["offsets"]["offsets"]},
+                            step["offsets"]["group"])
                     if step["end"] == "commit":
                         await producer.commit_transaction()
                     else:

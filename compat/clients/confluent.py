@@ -148,6 +148,12 @@ class Driver(PyDriver):
             producer.begin_transaction()
             results = self.send_all(producer, topic, records_arg(step["records"]))
             self.settle(producer, results, 30)
+            if step.get("offsets"):  # as a consume-transform-produce app would, outside the group
+                group = Consumer(self.consumer_config({}, step["offsets"]["group"]))
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for t, p, o in step["offsets"]["offsets"]],
+                    group.consumer_group_metadata(), 30)
+                group.close()
             if step["end"] == "commit":
                 producer.commit_transaction(30)
             else:

@@ -21,6 +21,13 @@ def to_rec(record) -> Rec:
                timestamp=record.timestamp, partition=record.partition, offset=record.offset)
 
 
+def offset_meta(offset: int) -> OffsetAndMetadata:
+    try:
+        return OffsetAndMetadata(offset, "", -1)
+    except TypeError:  # 2.0.x has no leader epoch field
+        return OffsetAndMetadata(offset, "")
+
+
 class Consumer:
     """Adapter to the PyDriver consumer shape."""
 
@@ -35,13 +42,7 @@ class Consumer:
         return [(tp.topic, tp.partition) for tp in self.consumer.assignment()]
 
     def commit(self, offsets):
-        def meta(offset):
-            try:
-                return OffsetAndMetadata(offset, "", -1)
-            except TypeError:  # 2.0.x has no leader epoch field
-                return OffsetAndMetadata(offset, "")
-
-        self.consumer.commit({TopicPartition(t, p): meta(o) for t, p, o in offsets})
+        self.consumer.commit({TopicPartition(t, p): offset_meta(o) for t, p, o in offsets})
 
     def close(self):
         self.consumer.close()
@@ -158,6 +159,10 @@ class Driver(PyDriver):
                 producer.flush(30)
                 for f in futures:
                     f.get(timeout=1)
+                if step.get("offsets"):
+                    producer.send_offsets_to_transaction(
+                        {TopicPartition(t, p): offset_meta(o) for t, p, o in step["offsets"]["offsets"]},
+                        step["offsets"]["group"])
                 (producer.commit_transaction if step["end"] == "commit" else producer.abort_transaction)()
         finally:
             producer.close(timeout=2)

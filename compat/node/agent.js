@@ -197,6 +197,16 @@ const ops = {
       for (const step of steps) {
         const txn = await producer.transaction()
         await txn.send({ topic, acks: -1, messages: step.records.map(toMessage) })
+        if (step.offsets) {
+          const byTopic = {}
+          for (const [t, partition, offset] of step.offsets.offsets) {
+            (byTopic[t] = byTopic[t] || []).push({ partition, offset: String(offset) })
+          }
+          await txn.sendOffsets({
+            consumerGroupId: step.offsets.group,
+            topics: Object.entries(byTopic).map(([t, partitions]) => ({ topic: t, partitions }))
+          })
+        }
         await (step.end === 'commit' ? txn.commit() : txn.abort())
       }
       return null
