@@ -20,10 +20,7 @@ from confluent_kafka.admin import NewTopic as CkNewTopic
 from kafka import KafkaAdminClient
 from kafka import TopicPartition as KpTopicPartition
 from kafka.admin import NewPartitions
-from kafka.errors import (
-    InvalidPartitionsError, InvalidReplicationFactorError, TopicAlreadyExistsError,
-    UnknownTopicOrPartitionError,
-)
+from kafka.errors import InvalidPartitionsError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
