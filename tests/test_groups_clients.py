@@ -8,12 +8,14 @@ group as a whole must see every record exactly once.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -438,6 +440,68 @@ def test_cooperative_sticky_rebalances_incrementally(broker, topic_name):
     b.stop()
     wait_for(lambda: a.assigned == ALL, what="the remaining member taking all partitions back")
     a.stop()
+
+
+KAFKAJS = Path(__file__).resolve().parent.parent / "compat" / "node" / "node_modules" / "kafkajs"
+KAFKAJS_MEMBER = """
+const { Kafka, logLevel } = require(process.argv[1]);
+const [bootstrap, topic, group, session, heartbeat] = process.argv.slice(2);
+const kafka = new Kafka({ brokers: [bootstrap], logLevel: logLevel.NOTHING });
+// kafkajs heartbeats and rejoins between fetches: short fetch waits keep rebalances quick
+const consumer = kafka.consumer({ groupId: group, sessionTimeout: Number(session),
+                                  heartbeatInterval: Number(heartbeat), maxWaitTimeInMs: 100 });
+const say = line => process.stdout.write(JSON.stringify(line) + "\\n");
+consumer.on(consumer.events.GROUP_JOIN, e => say({ assigned: e.payload.memberAssignment[topic] || [] }));
+process.on("SIGTERM", () => consumer.disconnect().then(() => process.exit(0)));
+(async () => {
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({ eachMessage: async ({ message }) => say({ value: Number(message.value) }) });
+})().catch(error => { console.error(error); process.exit(1); });
+"""
+
+
+class KafkajsMember(Member):
+    """A kafkajs consumer in a node process (kafkajs names its assigner differently from the
+    Java-derived clients, so it can only share a group with other kafkajs members)."""
+
+    def consume(self) -> None:
+        process = subprocess.Popen(
+            ["node", "-e", KAFKAJS_MEMBER, str(KAFKAJS), self.bootstrap, self.topic, self.group,
+             str(SESSION_MS), str(HEARTBEAT_MS)], stdout=subprocess.PIPE, text=True)
+        def terminate_on_stop():
+            self._stop_event.wait()
+            process.terminate()  # the member disconnects, leaving the group
+
+        threading.Thread(target=terminate_on_stop, daemon=True).start()
+        for line in process.stdout:
+            event = json.loads(line)
+            if "assigned" in event:
+                self.assigned = frozenset(event["assigned"])
+            else:
+                self.values.append(event["value"])
+        assert process.wait() == 0
+
+
+@pytest.mark.skipif(not KAFKAJS.exists(), reason="kafkajs is installed by scripts/install_test_tools.sh")
+def test_kafkajs_members_share_and_take_over(broker, topic_name):
+    total = 200
+    group = f"{topic_name}-group"
+    create_topic(broker.bootstrap, topic_name)
+    producer = threading.Thread(target=produce, args=(broker.bootstrap, topic_name, total, 0, 0.01))
+    producer.start()
+    a = KafkajsMember(broker.bootstrap, topic_name, group)
+    b = KafkajsMember(broker.bootstrap, topic_name, group)
+    a.start()
+    wait_for(lambda: a.assigned == ALL, what="the first kafkajs member owning every partition")
+    b.start()
+    wait_for(lambda: exclusive_cover([a, b]), what="two kafkajs members sharing")
+    producer.join()
+    wait_for(lambda: set(a.values + b.values) == set(range(total)), what="every record")
+    b.stop()  # disconnects: LeaveGroup, and a takes over at once
+    wait_for(lambda: a.assigned == ALL, SESSION_MS / 1000, "the remaining member taking over")
+    a.stop()
+    assert committed(broker.bootstrap, topic_name, group) == {p: total // PARTITIONS for p in ALL}
 
 
 def test_group_admin_with_kafka_python(broker, topic_name):
