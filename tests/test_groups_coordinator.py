@@ -156,6 +156,17 @@ async def test_offsets_of_deleted_topics_are_forgotten(open_broker):
     assert fetched(broker, "g") == {("u", 0): (2, 0)}
 
 
+async def test_thousands_of_offsets_in_one_commit_and_one_deletion(open_broker):
+    broker = open_broker()
+    many = [OffsetToCommit("t", p, p, 0, "x" * 200) for p in range(5000)]  # > max.message.bytes
+    assert set(await simple_commit(broker, "big", many)) == {ErrorCode.NONE}
+    broker = reopen(broker, open_broker)
+    assert len(fetched(broker, "big")) == 5000
+    broker.groups.on_topics_deleted(iter(["t"]))
+    broker = reopen(broker, open_broker)
+    assert fetched(broker, "big") == {}
+
+
 async def test_deleted_groups_stay_deleted(open_broker):
     broker = open_broker()
     await simple_commit(broker, "gone", offsets("t", (0, 1)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import trio
 
@@ -35,6 +35,7 @@ OFFSETS_TOPIC = "__consumer_offsets"
 # Kafka's offsets.topic.segment.bytes and offset.metadata.max.bytes defaults.
 OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
 OFFSET_METADATA_MAX_BYTES = 4096
+WRITE_BATCH_BYTES = 256 * 1024  # well below the topic's max.message.bytes
 
 # How Kafka's coordinator reports a failed write of its log (CoordinatorOperationExceptionHelper).
 _WRITE_ERRORS = {
@@ -113,17 +114,22 @@ class GroupCoordinator:
         return logs.partition(OFFSETS_TOPIC, index)
 
     def _write(self, routed: list[tuple[int, Record]], now_ms: int) -> dict[int, int]:
-        """Append (partition, record) pairs, one batch per partition; returns base offsets.
+        """Append (partition, record) pairs; returns each partition's first record offset.
 
-        Raises KafkaError (or OSError) with nothing of the failing partition written.
+        A partition's records go in one batch, so one request's writes land all or nothing,
+        unless they exceed WRITE_BATCH_BYTES (expiring or deleting thousands of offsets); the
+        batches of a partition are then consecutive. Raises KafkaError (or OSError) with
+        nothing of the failing batch written.
         """
-        batches: dict[int, list[Record]] = {}
+        by_partition: dict[int, list[Record]] = {}
         for index, record in routed:
-            batches.setdefault(index, []).append(record._replace(timestamp=now_ms))
+            by_partition.setdefault(index, []).append(record._replace(timestamp=now_ms))
         bases = {}
-        for index, batch_records in batches.items():
-            result = self._partition_log(index).append_produce(build_batch(batch_records), now_ms)
-            bases[index] = result.base_offset
+        for index, partition_records in by_partition.items():
+            partition_log = self._partition_log(index)
+            for chunk in _chunks(partition_records):
+                result = partition_log.append_produce(build_batch(chunk), now_ms)
+                bases.setdefault(index, result.base_offset)
         return bases
 
     async def _flush_written(self, now_ms: int) -> None:
@@ -388,10 +394,14 @@ class GroupCoordinator:
 
     def on_topics_deleted(self, names: Iterable[str]) -> None:
         """Forget the offsets of deleted topics (called when topics are deleted)."""
-        doomed = self.offsets.partitions_of_topics(set(names))
+        topics = set(names)
+        doomed = self.offsets.partitions_of_topics(topics)
         if doomed:
-            self._write_entries(self._route(records.OffsetCommitEntry(g, p, None) for g, p in doomed),
-                                self.clock())
+            try:
+                self._write_entries(
+                    self._route(records.OffsetCommitEntry(g, p, None) for g, p in doomed), self.clock())
+            except (KafkaError, OSError):
+                log.exception("could not forget the offsets of deleted topics %s", sorted(topics))
 
     def expire_offsets(self, now_ms: int) -> None:
         """offsets.retention.minutes: expire old offsets, then groups left Empty with none."""
@@ -486,6 +496,18 @@ def _with_record_offset(entry: records.Entry, record_offset: int) -> records.Ent
     if isinstance(value, CommittedOffset):
         return dataclasses.replace(entry, value=dataclasses.replace(value, record_offset=record_offset))
     return entry
+
+
+def _chunks(batch_records: list[Record]) -> Iterator[list[Record]]:
+    chunk, size = [], 0
+    for record in batch_records:
+        record_size = len(record.key) + len(record.value or b"") + 32
+        if chunk and size + record_size > WRITE_BATCH_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(record)
+        size += record_size
+    yield chunk
 
 
 def _write_error(exc: Exception) -> ErrorCode:
