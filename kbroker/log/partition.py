@@ -297,8 +297,7 @@ class PartitionLog:
                                      f"Timestamp {ts} of a record is out of range. The timestamp "
                                      f"should be within [{low}, {high}]")
         if config.compact:
-            payload = _records_payload(view, header)
-            if payload is not None and _has_null_key(payload, header.records_count):
+            if _has_null_key(_records_payload(view, header), header.records_count):
                 raise KafkaError(ErrorCode.INVALID_RECORD,
                                  "Compacted topic cannot accept message without key")
 
@@ -599,13 +598,8 @@ def _recompress(batch, codec: int) -> bytes:
 
 
 def _records_payload(batch, header: BatchHeader):
-    """The records section decompressed, or None when its codec is not installed here."""
-    try:
-        return decompress(header.compression, memoryview(batch)[HEADER_SIZE:header.size])
-    except KafkaError as exc:
-        if exc.code == ErrorCode.UNSUPPORTED_COMPRESSION_TYPE:
-            return None
-        raise
+    """The records section, decompressed."""
+    return decompress(header.compression, memoryview(batch)[HEADER_SIZE:header.size])
 
 
 def _records(payload, count: int):
@@ -632,15 +626,12 @@ def _first_record_at_or_after(segment: LogSegment, position: int, header: BatchH
                               timestamp: int, log_start: int) -> tuple[int, int]:
     """(offset, timestamp) of the batch's first record with timestamp >= target.
 
-    LogAppendTime batches stamp all records with maxTimestamp; for codecs not available here the
-    batch's base offset and max timestamp stand in.
+    LogAppendTime batches stamp all records with maxTimestamp.
     """
     first_offset = max(header.base_offset, log_start)
     if header.attributes & TIMESTAMP_TYPE_BIT:
         return first_offset, header.max_timestamp
     payload = _records_payload(segment.read_batch(position, header), header)
-    if payload is None:
-        return first_offset, header.max_timestamp
     for ts_delta, offset_delta, _ in _records(payload, header.records_count):
         record_ts = header.base_timestamp + ts_delta
         if record_ts >= timestamp and header.base_offset + offset_delta >= log_start:

@@ -21,10 +21,7 @@ from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.exceptions import CorruptFrame
 from kbroker.protocol.primitives import read_varint, write_varint
 
-try:  # optional: only needed for snappy, lz4 and zstd batches
-    import cramjam
-except ImportError:  # pragma: no cover - depends on the environment
-    cramjam = None
+import cramjam
 
 MAGIC = 2
 HEADER = struct.Struct(">qiibIhiqqqhii")
@@ -299,8 +296,6 @@ def iter_records(batch) -> Iterator[Record]:
 def _require_codec(compression: int):
     if compression not in (SNAPPY, LZ4, ZSTD):
         raise corrupt(f"unknown compression type {compression}")
-    if cramjam is None:
-        raise KafkaError(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, "install cramjam for snappy/lz4/zstd")
     return {SNAPPY: cramjam.snappy, LZ4: cramjam.lz4, ZSTD: cramjam.zstd}[compression]
 
 
