@@ -38,6 +38,8 @@ def parse_args(argv):
                                                    "(with --bootstrap; without it, one is started)")
     parser.add_argument("--timeout", type=float, help="hard timeout per cell in seconds (default: per scenario)")
     parser.add_argument("--jobs", type=int, default=4, help="cells run in parallel (default 4)")
+    parser.add_argument("--retries", type=int, default=0, help="run a failed cell again up to N times; one that "
+                                                               "then passes counts as passed but shows as FLAKY")
     parser.add_argument("--report-dir", default=str(HERE), help="where REPORT.md/.json go (default compat/)")
     parser.add_argument("--no-report", action="store_true", help="print the matrix only")
     parser.add_argument("--log-dir", help="keep the agents' and brokers' logs here (default: a temp dir, removed)")
@@ -133,7 +135,7 @@ def judge(result: dict, expected_reason: str | None) -> dict:
         result = {**result, "expected": expected_reason}
         if result["status"] == "FAIL":
             result["status"] = "XFAIL"
-        elif result["status"] == "PASS":
+        elif result["status"] in ("PASS", "FLAKY"):
             result["status"] = "XPASS"
     return result
 
@@ -202,7 +204,13 @@ def main(argv=None) -> int:
 
                 def run(job):
                     scenario, c, spec = job
-                    result = judge(run_cell(spec, args.timeout or scenario.timeout), EXPECTED_FAILURES.get((scenario.name, c)))
+                    result = run_cell(spec, args.timeout or scenario.timeout)
+                    for _ in range(args.retries if result["status"] == "FAIL" else 0):
+                        again = run_cell(spec, args.timeout or scenario.timeout)
+                        if again["status"] == "PASS":
+                            result = {**again, "status": "FLAKY", "reason": f"failed once: {result['reason']}"}
+                            break
+                    result = judge(result, EXPECTED_FAILURES.get((scenario.name, c)))
                     print(f"  {result['status']:5} {scenario.name} / {c} ({result['seconds']}s)"
                           + (f": {result['reason'][:120]}" if result["status"] != "PASS" else ""), flush=True)
                     return (scenario.name, c), result
@@ -220,6 +228,7 @@ def main(argv=None) -> int:
     if not args.no_report:
         matrix.write(Path(args.report_dir))
     counts = matrix.counts()
-    print(f"{counts['XFAIL']} xfailed, {counts['XPASS']} xpassed, {counts['N/A']} n/a, {elapsed:.0f}s")
-    print(f"{counts['PASS'] + counts['XPASS']} passed, {counts['FAIL']} failed")
+    print(f"{counts['XFAIL']} xfailed, {counts['XPASS']} xpassed, {counts['FLAKY']} flaky, {counts['N/A']} n/a, "
+          f"{elapsed:.0f}s")
+    print(f"{counts['PASS'] + counts['FLAKY'] + counts['XPASS']} passed, {counts['FAIL']} failed")
     return 1 if counts["FAIL"] or (args.strict and counts["XPASS"]) else 0

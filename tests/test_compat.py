@@ -3,7 +3,8 @@
 The matrix runs once per session (`python -m compat --strict`, its own kbroker, cells in parallel);
 each cell is then its own test, so a regression names its scenario and client. Expected failures
 are listed in compat/expected_failures.py only: they xfail here, and one that passes fails (XPASS)
-so the list stays honest. N/A cells (a client without the feature) are skipped.
+so the list stays honest. N/A cells (a client without the feature) are skipped. A failed cell is
+run once more; passing then, it shows as FLAKY in the report and does not fail the suite.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def matrix(tmp_path_factory) -> dict:
     report_dir = tmp_path_factory.mktemp("compat")
-    done = subprocess.run([sys.executable, "-m", "compat", "--strict", "--report-dir", str(report_dir)],
+    # one retry: CI shares a 2-core machine; a cell that fails and then passes shows as FLAKY
+    done = subprocess.run([sys.executable, "-m", "compat", "--strict", "--retries", "1", "--report-dir",
+                           str(report_dir), "--log-dir", str(report_dir / "logs")],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     print(done.stdout[-6000:], done.stderr[-3000:])
     report = report_dir / "REPORT.json"
@@ -45,7 +48,9 @@ def test_cell(matrix, scenario, client):
         pytest.xfail(f"{result['expected']} (observed: {result['reason']})")
     assert status != "XPASS", (f"passes but is listed in compat/expected_failures.py "
                                f"({result['expected']}): remove it from the list")
-    assert status == "PASS", result["reason"]
+    if status == "FLAKY":
+        print(f"{scenario} / {client} passed on a retry; {result['reason']}")
+    assert status in ("PASS", "FLAKY"), result["reason"]
 
 
 # --- the matrix's own checks must be able to fail ------------------------------------------------
