@@ -12,7 +12,10 @@ States
   PreparingRebalance   collecting JoinGroups for the next generation.
   CompletingRebalance  generation bumped, waiting for the leader's SyncGroup.
   Stable               heartbeats and commits of the current generation.
-  Dead                 deleted; a Dead group is removed from the map at once.
+  Dead                 deleted (DeleteGroups, expired offsets). The group leaves the map at
+                       once, so later requests find an unknown group; Kafka's
+                       COORDINATOR_NOT_AVAILABLE for Dead groups only covers the moment
+                       between marking a group Dead and removing it, which kbroker has not.
   Empty -> PreparingRebalance -> CompletingRebalance -> Stable; PreparingRebalance -> Empty when
   nobody is left; CompletingRebalance/Stable -> PreparingRebalance on a join, leave or failure.
 
@@ -432,7 +435,7 @@ class ClassicGroups:
 
     def _expire_heartbeat(self, group: ClassicGroup, member_id: str, now_ms: int) -> None:
         """H3."""
-        if self.groups.get(group.group_id) is not group or group.state == DEAD:
+        if self.groups.get(group.group_id) is not group:
             return
         if member_id in group.pending_members:
             group.remove(member_id)
@@ -475,7 +478,7 @@ class ClassicGroups:
 
     def _accepts_joining_member(self, group: ClassicGroup, member_id: str) -> bool:
         max_size = self.settings.max_size
-        if group.state in (EMPTY, DEAD):
+        if group.state == EMPTY:
             return True
         member = group.members.get(member_id)
         if group.state == PREPARING:
@@ -485,9 +488,7 @@ class ClassicGroups:
 
     def _join_new_member(self, waiter, group: ClassicGroup, request: JoinRequest, now_ms: int) -> None:
         names = {name for name, _ in request.protocols}
-        if group.state == DEAD:
-            self._reply(waiter, _join_error(ErrorCode.COORDINATOR_NOT_AVAILABLE, ""))
-        elif not group.supports_protocols(request.protocol_type, names):  # J1
+        if not group.supports_protocols(request.protocol_type, names):  # J1
             self._reply(waiter, _join_error(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, ""))
         else:
             instance_id = request.group_instance_id
@@ -505,9 +506,7 @@ class ClassicGroups:
                               now_ms: int) -> None:
         member_id = request.member_id
         names = {name for name, _ in request.protocols}
-        if group.state == DEAD:
-            self._reply(waiter, _join_error(ErrorCode.COORDINATOR_NOT_AVAILABLE, member_id))
-        elif not group.supports_protocols(request.protocol_type, names):  # J1
+        if not group.supports_protocols(request.protocol_type, names):  # J1
             self._reply(waiter, _join_error(ErrorCode.INCONSISTENT_GROUP_PROTOCOL, member_id))
         elif member_id in group.pending_members:
             self._add_member_and_rebalance(waiter, group, request, member_id, now_ms)  # J3
@@ -744,8 +743,6 @@ class ClassicGroups:
             error = ErrorCode.INVALID_GROUP_ID  # R1
         elif group is None or group.state == EMPTY:
             error = ErrorCode.UNKNOWN_MEMBER_ID  # S1
-        elif group.state == DEAD:
-            error = ErrorCode.COORDINATOR_NOT_AVAILABLE
         elif (error := group.validate_member(member_id, instance_id)) != ErrorCode.NONE:
             pass
         elif generation_id != group.generation_id:
@@ -786,8 +783,6 @@ class ClassicGroups:
         group = self.groups.get(group_id)
         if group is None:
             return ErrorCode.UNKNOWN_MEMBER_ID  # H1
-        if group.state == DEAD:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE
         error = group.validate_member(member_id, instance_id)
         if error != ErrorCode.NONE:
             return error
@@ -805,8 +800,6 @@ class ClassicGroups:
         group = self.groups.get(group_id)
         if group is None:
             return ErrorCode.UNKNOWN_MEMBER_ID, [], self._take()  # L1
-        if group.state == DEAD:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE, [], self._take()
         errors = []
         for member_id, instance_id in leaving:
             if not member_id:
@@ -844,8 +837,6 @@ class ClassicGroups:
                 return unknown_group_error  # C1
             self.groups[group_id] = ClassicGroup(group_id, now_ms)
             return ErrorCode.NONE
-        if group.state == DEAD:
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE
         if generation_id < 0 and group.state == EMPTY:
             return ErrorCode.NONE  # C2
         if generation_id >= 0 or member_id or instance_id is not None:  # C3
@@ -866,7 +857,7 @@ class ClassicGroups:
     def deletable(self, group_id: str) -> ErrorCode:
         """DeleteGroups' check: only Empty groups may go."""
         group = self.groups.get(group_id)
-        if group is None or group.state == DEAD:
+        if group is None:
             return ErrorCode.GROUP_ID_NOT_FOUND
         return ErrorCode.NON_EMPTY_GROUP if group.state != EMPTY else ErrorCode.NONE
 
