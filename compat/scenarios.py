@@ -199,6 +199,9 @@ def admin_topics(ctx: Ctx):
     expect(configs == {"retention.ms": "3600000"}, f"after alter, describe gave {configs}")
     expect_error(lambda: ctx.main.call("create_topics", topics=[{"name": first, "partitions": 1, "config": {}}]),
                  r"already.?exists", "creating an existing topic")
+    ctx.main.call("create_partitions", topic=second, count=3)
+    wait_until(lambda: ctx.main.call("metadata")["topics"].get(second) == 3, 10,
+               lambda: f"{second} has {ctx.main.call('metadata')['topics'].get(second)} partitions after growing to 3")
     ctx.main.call("delete_topics", topics=[first, second])
     wait_until(lambda: not {first, second} & set(ctx.main.call("metadata")["topics"]), 10,
                "deleted topics still listed after 10 s")
@@ -478,6 +481,36 @@ def commit_and_resume(ctx: Ctx):
     got = [r.without("timestamp", "headers") for r in second.refresh().records]
     expect_records(got, wanted, f"resumed at {resume}")
     second.close()
+
+
+@scenario("admin_groups", "list and describe a live group, its committed offsets; empty after it leaves; delete",
+          needs=("admin_groups",), timeout=90)
+def admin_groups(ctx: Ctx):
+    topic, group = ctx.create_topic(ctx.name("ag"), 2), ctx.name("grp")
+    ctx.produce(topic, texts("ag", 4), via=ctx.helper)
+    member = Member(ctx, "member", group, [topic])
+    wait_balanced([member], topic, 2, 30, "alone")
+    member.agent.call("member_commit", offsets=[[topic, 0, 2], [topic, 1, 1]])
+
+    def described() -> dict:
+        return ctx.main.call("describe_group", group=group)
+
+    def state_is(state: str, members: int):
+        return lambda: (lambda d: d["state"].lower() == state and d["members"] == members)(described())
+
+    expect(group in ctx.main.call("list_groups"), f"{group} not listed while it has a member")
+    wait_until(state_is("stable", 1), 15, lambda: f"described as {described()}, expected Stable with 1 member")
+    offsets = ctx.main.call("group_offsets", group=group, topic=topic)
+    expect(offsets == [[topic, 0, 2], [topic, 1, 1]], f"committed offsets {offsets}, expected p0=2 p1=1")
+    member.close()
+    wait_until(state_is("empty", 0), 15, lambda: f"after the member left: {described()}, expected Empty, 0 members")
+    if "delete_groups" not in ctx.features:
+        ctx.notes.append("no delete-groups API in this client: delete not checked")
+        return
+    ctx.main.call("delete_groups", groups=[group])
+    expect(group not in ctx.main.call("list_groups"), f"{group} still listed after delete")
+    offsets = ctx.main.call("group_offsets", group=group, topic=topic)
+    expect(offsets == [], f"committed offsets {offsets} survived the delete")
 
 
 # --- transactions ------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ hello()                                  -> {"client", "version", "detail", "fea
 metadata()                               -> {"brokers": [[host, port]], "topics": {name: partitions}}
 create_topics(topics=[{name, partitions, config}]) / delete_topics(topics=[names])
 describe_configs(topic, keys)            -> {key: value}
+create_partitions(topic, count)          (count: the new total)
+list_groups() -> [group ids]; describe_group(group) -> {"state", "members": count}
+group_offsets(group, topic) -> [[topic, partition, committed offset]]; delete_groups(groups)
 alter_configs(topic, config={k: v})
 produce(topic, records, options)         -> [offset or null per record], in order
       options: compression, idempotent, max_request_size, timeout_ms

@@ -64,7 +64,8 @@ class Driver(PyDriver):
     name = "aiokafka"
 
     def op_hello(self):
-        features = ["admin", "timestamps", "commit_offsets", "repeated_headers", "idempotence", "transactions"] + [
+        features = ["admin", "admin_groups", "timestamps", "commit_offsets", "repeated_headers", "idempotence",
+                    "transactions"] + [
             f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
         return {"client": self.name, "version": aiokafka.__version__, "detail": "", "features": features}
 
@@ -112,6 +113,29 @@ class Driver(PyDriver):
         responses = self.admin_call("alter_configs", [ConfigResource(ConfigResourceType.TOPIC, topic, config)])
         for response in responses if isinstance(responses, list) else [responses]:
             raise_errors(response.to_object())
+
+    def op_create_partitions(self, topic, count):
+        try:
+            from aiokafka.admin import NewPartitions
+        except ImportError:  # before 0.9 it used kafka-python's
+            from kafka.admin import NewPartitions
+        raise_errors(self.admin_call("create_partitions", {topic: NewPartitions(count)}).to_object())
+
+    def op_list_groups(self):
+        return [group[0] for group in self.admin_call("list_consumer_groups")]
+
+    def op_describe_group(self, group):
+        for response in self.admin_call("describe_consumer_groups", [group]):
+            obj = response.to_object()
+            raise_errors(obj)
+            for described in obj["groups"]:
+                return {"state": described["state"], "members": len(described["members"])}
+        raise RuntimeError(f"{group} not described")
+
+    def op_group_offsets(self, group, topic):
+        offsets = self.admin_call("list_consumer_group_offsets", group)
+        return sorted([tp.topic, tp.partition, meta.offset] for tp, meta in offsets.items()
+                      if tp.topic == topic and meta.offset >= 0)
 
     def producer(self, options: dict, **extra) -> AIOKafkaProducer:
         config = producer_settings(self.common(), options, extra)

@@ -54,7 +54,8 @@ class Driver(PyDriver):
     name = "confluent-kafka"
 
     def op_hello(self):
-        features = ["admin", "timestamps", "commit_offsets", "repeated_headers", "idempotence", "transactions"] + [
+        features = ["admin", "admin_groups", "delete_groups", "timestamps", "commit_offsets", "repeated_headers",
+                    "idempotence", "transactions"] + [
             f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
         return {"client": self.name, "version": metadata.version("confluent-kafka"),
                 "detail": f"librdkafka {confluent_kafka.libversion()[0]}", "features": features}
@@ -96,6 +97,26 @@ class Driver(PyDriver):
         entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
         wait_all(self.admin().incremental_alter_configs(
             [ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=entries)]))
+
+    def op_create_partitions(self, topic, count):
+        from confluent_kafka.admin import NewPartitions
+        wait_all(self.admin().create_partitions([NewPartitions(topic, count)], operation_timeout=15))
+
+    def op_list_groups(self):
+        return [listing.group_id for listing in self.admin().list_consumer_groups().result(15).valid]
+
+    def op_describe_group(self, group):
+        described = list(self.admin().describe_consumer_groups([group]).values())[0].result(15)
+        return {"state": described.state.name, "members": len(described.members)}
+
+    def op_group_offsets(self, group, topic):
+        from confluent_kafka import ConsumerGroupTopicPartitions
+        future = list(self.admin().list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)]).values())[0]
+        return sorted([tp.topic, tp.partition, tp.offset] for tp in future.result(15).topic_partitions
+                      if tp.topic == topic and tp.offset >= 0)
+
+    def op_delete_groups(self, groups):
+        wait_all(self.admin().delete_consumer_groups(groups))
 
     def producer(self, options: dict, **extra) -> Producer:
         config = {**self.common(), "acks": "all", "linger.ms": 5,

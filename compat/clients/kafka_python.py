@@ -56,6 +56,8 @@ class Driver(PyDriver):
             f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
         if hasattr(KafkaProducer, "init_transactions"):
             features += ["idempotence", "transactions"]
+        if hasattr(KafkaAdminClient, "list_groups"):  # the 3.x group admin API (2.0.x names differ)
+            features += ["admin_groups", "delete_groups"]
         return {"client": self.name, "version": kafka.__version__, "detail": "", "features": features}
 
     def common(self) -> dict:
@@ -124,6 +126,35 @@ class Driver(PyDriver):
             failed = [e for e in result.get("topic", {}).values() if getattr(e, "__name__", "NoError") != "NoError"]
         if failed:
             raise RuntimeError(f"alter_configs: {failed}")
+
+    def admin_call(self, method: str, *args):
+        admin = self.admin()
+        try:
+            return getattr(admin, method)(*args)
+        finally:
+            admin.close()
+
+    def op_create_partitions(self, topic, count):
+        from kafka.admin import NewPartitions
+        self.admin_call("create_partitions", {topic: count if MAJOR >= 3 else NewPartitions(count)})
+
+    def op_list_groups(self):
+        return [group["group_id"] for group in self.admin_call("list_groups")]
+
+    def op_describe_group(self, group):
+        described = self.admin_call("describe_groups", [group])[group]
+        return {"state": described["group_state"], "members": len(described["members"])}
+
+    def op_group_offsets(self, group, topic):
+        offsets = self.admin_call("list_group_offsets", [group]).get(group, {})
+        return sorted([tp.topic, tp.partition, meta.offset] for tp, meta in offsets.items()
+                      if tp.topic == topic and meta.offset >= 0)
+
+    def op_delete_groups(self, groups):
+        result = self.admin_call("delete_groups", groups)
+        failed = {g: e for g, e in result.items() if e != "OK"}
+        if failed:
+            raise RuntimeError(f"delete_groups: {failed}")
 
     def producer(self, options: dict, **extra) -> KafkaProducer:
         config = producer_settings(self.common(), options, extra)

@@ -140,7 +140,7 @@ const state = {}
 const ops = {
   hello: async () => ({
     client: 'kafkajs', version: VERSION, detail: `node ${process.version}`,
-    features: ['admin', 'timestamps', 'commit_offsets', 'idempotence', 'transactions', 'compression:gzip']
+    features: ['admin', 'admin_groups', 'delete_groups', 'timestamps', 'commit_offsets', 'idempotence', 'transactions', 'compression:gzip']
       .concat(Number(VERSION.split('.')[0]) >= 2 ? ['repeated_headers'] : []) // 1.x: one value per header key
   }),
 
@@ -179,6 +179,26 @@ const ops = {
   alter_configs: ({ topic, config }) => withAdmin(admin => admin.alterConfigs({
     resources: [{ type: 2, name: topic, configEntries: Object.entries(config).map(([name, value]) => ({ name, value })) }]
   }).then(() => null)),
+
+  create_partitions: ({ topic, count }) =>
+    withAdmin(admin => admin.createPartitions({ topicPartitions: [{ topic, count }] }).then(() => null)),
+
+  list_groups: () => withAdmin(async admin => (await admin.listGroups()).groups.map(g => g.groupId)),
+
+  describe_group: ({ group }) => withAdmin(async admin => {
+    const [described] = (await admin.describeGroups([group])).groups
+    return { state: described.state, members: described.members.length }
+  }),
+
+  group_offsets: ({ group, topic }) => withAdmin(async admin => {
+    // 2.x takes topics and answers per topic; 1.x takes one topic and answers its partitions
+    const answer = Number(VERSION.split('.')[0]) >= 2
+      ? (await admin.fetchOffsets({ groupId: group, topics: [topic] }))[0].partitions
+      : await admin.fetchOffsets({ groupId: group, topic })
+    return answer.map(p => [topic, p.partition, Number(p.offset)]).filter(o => o[2] >= 0).sort()
+  }),
+
+  delete_groups: ({ groups }) => withAdmin(admin => admin.deleteGroups(groups).then(() => null)),
 
   produce: ({ topic, records, options = {} }) => {
     const compression = options.compression ? CODECS[options.compression] : CompressionTypes.None
