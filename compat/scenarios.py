@@ -564,7 +564,9 @@ INVALID_TOPIC = r"invalid.?topic|INVALID_TOPIC|illegal|not a valid topic|TOPIC_E
 ERRORS = {
     "unknown_topic": {"default": UNKNOWN_TOPIC,
                       # documented: send() raises KafkaTimeoutError when metadata never names the topic
-                      "kafka-python": UNKNOWN_TOPIC + r"|KafkaTimeoutError.*metadata"},
+                      "kafka-python": UNKNOWN_TOPIC + r"|KafkaTimeoutError.*metadata",
+                      # sarama's text for ErrUnknownTopicOrPartition
+                      "sarama": UNKNOWN_TOPIC + r"|topic or partition that does not exist"},
     "too_large": {"default": r"too.?large|MSG_SIZE_TOO_LARGE"},
     "invalid_topic": {"default": INVALID_TOPIC,
                       # documented: send() raises UnknownTopicOrPartitionError when metadata has no

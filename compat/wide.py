@@ -2,18 +2,24 @@
 
 They exercise older protocol versions with the same drivers. confluent-kafka 1.9.x has no wheel for
 Python 3.11 (and building it needs librdkafka headers of that era), so 2.0.2, the oldest release
-with one (bundling librdkafka 2.0.2), stands in for it next to 2.3.0.
+with one (bundling librdkafka 2.0.2), stands in for it next to 2.3.0. sarama is Debian's
+golang-github-shopify-sarama-dev (1.22.1) built with Debian's Go (compat/sarama/agent.go).
 """
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+import shutil
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 from compat.registry import ClientSpec, kafkajs_client, python_client
+
+HERE = Path(__file__).resolve().parent
+SARAMA_SOURCE = Path("/usr/share/gocode/src/github.com/Shopify/sarama")
 
 CODECS = ["lz4", "zstandard", "python-snappy", "cramjam"]
 PYTHON_RELEASES = [("kafka-python", "2.0.2"), ("aiokafka", "0.8.1"),
@@ -59,4 +65,21 @@ def clients(cache: Path) -> dict[str, ClientSpec]:
                                                 "--loglevel=error", f"kafkajs@{release}"]])
         spec = kafkajs_client(str(home / "node_modules" / "kafkajs"), release)
         specs.append(_unusable(spec.name, error) if error else spec)
+    specs.append(sarama(cache))
     return {spec.name: spec for spec in specs}
+
+
+def sarama(cache: Path) -> ClientSpec:
+    """Debian's sarama (1.22) with Debian's Go, built in GOPATH mode from the packaged sources."""
+    home = cache / "sarama"
+    home.mkdir(parents=True, exist_ok=True)
+    steps = []
+    if not SARAMA_SOURCE.is_dir() or not shutil.which("go"):
+        steps.append(["apt-get", "install", "-y", "-q", "golang-go", "golang-github-shopify-sarama-dev"])
+    source = HERE / "sarama" / "agent.go"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]  # rebuild when the agent changes
+    steps.append(["env", "GO111MODULE=off", "GOPATH=/usr/share/gocode", f"GOCACHE={home / 'gocache'}",
+                  "go", "build", "-o", str(home / f"agent-{digest}"), str(source)])
+    error = _install(home / ".installed", steps)
+    spec = ClientSpec("sarama", [str(home / f"agent-{digest}")])
+    return _unusable(spec.name, error) if error else spec
