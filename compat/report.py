@@ -112,13 +112,16 @@ class Matrix:
 
     def usage_owner(self, key: str) -> str | None:
         infos = [(c, self.hellos.get(c, {})) for c in self.clients]
+
+        def named(c: str, info: dict, k: str) -> bool:  # software name "<name>[-python] <version>[-rdkafka-...]"
+            return k.startswith(str(info.get("client"))) and f" {info.get('version')}" in k
+
         for c, info in infos:
-            if key == f"client-id:compat-{info.get('client')}-{info.get('version')}":
+            if key == f"client-id:compat-{info.get('client')}-{info.get('version')}" or named(c, info, key):
                 return c
-        for c, info in infos:  # software name "<name>[-python] <version>[-rdkafka-...]"
-            if key.startswith(str(info.get("client"))) and f" {info.get('version')}" in key:
-                return c
-        owners = [c for c, info in infos if info.get("detail") and key == info["detail"]]  # kcat: librdkafka's
+        # kcat sends librdkafka's own name: the client whose detail it is, among those not named otherwise
+        owners = [c for c, info in infos if info.get("detail") and key == info["detail"]
+                  and not any(named(c, info, other) for other in self.api_usage)]
         return owners[0] if len(owners) == 1 else None
 
     def usage_table(self) -> list[str]:

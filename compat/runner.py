@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     clients = current_clients()
     if args.wide:
         from compat import wide
-        clients.update(wide.clients(Path(args.cache_dir)))
+        clients.update(wide.clients(Path(args.cache_dir), set(args.clients.split(",")) if args.clients else None))
     chosen_clients = args.clients.split(",") if args.clients else list(clients)
     chosen_scenarios = args.scenarios.split(",") if args.scenarios else list(SCENARIOS)
     if args.list:

@@ -47,9 +47,12 @@ def _unusable(name: str, error: str) -> ClientSpec:
     return ClientSpec(name, [sys.executable, "-c", f"import sys; sys.exit({error!r})"])
 
 
-def clients(cache: Path) -> dict[str, ClientSpec]:
+def clients(cache: Path, wanted: set[str] | None = None) -> dict[str, ClientSpec]:
+    """The --wide columns, installing the ones in `wanted` (default: all) that are not there yet."""
     specs = []
     for name, release in PYTHON_RELEASES:
+        if wanted is not None and f"{name}@{release}" not in wanted:
+            continue
         home = cache / f"{name}-{release}"
         python = home / "bin" / "python"
         if not python.exists():
@@ -59,13 +62,16 @@ def clients(cache: Path) -> dict[str, ClientSpec]:
         spec = python_client(name, str(python), release)
         specs.append(_unusable(spec.name, error) if error else spec)
     for release in KAFKAJS_RELEASES:
+        if wanted is not None and f"kafkajs@{release}" not in wanted:
+            continue
         home = cache / f"kafkajs-{release}"
         home.mkdir(parents=True, exist_ok=True)
         error = _install(home / ".installed", [["npm", "install", "--prefix", str(home), "--no-audit", "--no-fund",
                                                 "--loglevel=error", f"kafkajs@{release}"]])
         spec = kafkajs_client(str(home / "node_modules" / "kafkajs"), release)
         specs.append(_unusable(spec.name, error) if error else spec)
-    specs.append(sarama(cache))
+    if wanted is None or "sarama" in wanted:
+        specs.append(sarama(cache))
     return {spec.name: spec for spec in specs}
 
 
