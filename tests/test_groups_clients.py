@@ -81,6 +81,14 @@ def produce(bootstrap: str, topic: str, count: int, start: int = 0, pause_s: flo
     producer.close()
 
 
+def produce_throughout(bootstrap: str, topic: str, total: int) -> threading.Thread:
+    """Create the topic, then produce `total` records over a few seconds in the background."""
+    create_topic(bootstrap, topic)
+    producer = threading.Thread(target=produce, args=(bootstrap, topic, total, 0, 0.01))
+    producer.start()
+    return producer
+
+
 class Member(threading.Thread):
     """A consumer in a thread: `assigned` and `values` are what it owns and got so far."""
 
@@ -115,42 +123,59 @@ class Member(threading.Thread):
     def consume(self) -> None:
         raise NotImplementedError
 
+    def poll_loop(self, poll, commit, assignment, commit_errors) -> None:
+        """Until stopped: record each batch of values, commit it, note the assignment."""
+        while not self.stopping:
+            values = poll()
+            self.values.extend(values)
+            if values:
+                try:
+                    commit()
+                except commit_errors as exc:  # a rebalance overtook it: the next one counts
+                    self.failed_commits.append(exc)
+            self.assigned = assignment()
+
+    def python_client_config(self) -> dict:
+        """kafka-python's and aiokafka's consumer settings (they share the names)."""
+        return dict(bootstrap_servers=self.bootstrap, group_id=self.group,
+                    auto_offset_reset="earliest", enable_auto_commit=False,
+                    session_timeout_ms=SESSION_MS, heartbeat_interval_ms=HEARTBEAT_MS, **self.config)
+
+    def listener(self, base: type, commit):
+        """A rebalance listener (of the client's listener class) that records rebalances and
+        commits what was consumed before partitions are given up."""
+        member = self
+
+        class Listener(base):
+            async def on_partitions_revoked(self, revoked):
+                member.rebalances.append(("revoked", frozenset(tp.partition for tp in revoked)))
+                if revoked:
+                    await commit()
+
+            async def on_partitions_assigned(self, assigned):
+                member.rebalances.append(("assigned", frozenset(tp.partition for tp in assigned)))
+
+        return Listener()
+
 
 class KafkaPythonMember(Member):
     def consume(self) -> None:
         from kafka import AsyncConsumerRebalanceListener, KafkaConsumer
         from kafka.errors import KafkaError
 
-        member = self
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group, auto_offset_reset="earliest",
-            enable_auto_commit=False, session_timeout_ms=SESSION_MS,
-            heartbeat_interval_ms=HEARTBEAT_MS, **self.config)
+        consumer = KafkaConsumer(**self.python_client_config())
 
-        class Listener(AsyncConsumerRebalanceListener):
-            """Runs on kafka-python's IO loop, where only the async commit may be used."""
+        async def commit_consumed():  # on the IO loop only the async commit may be used
+            await consumer._coordinator._commit_offsets_sync_async(
+                consumer._subscription.all_consumed_offsets())
 
-            async def on_partitions_revoked(self, revoked):
-                member.rebalances.append(("revoked", frozenset(tp.partition for tp in revoked)))
-                if revoked:  # what was consumed stays consumed
-                    await consumer._coordinator._commit_offsets_sync_async(
-                        consumer._subscription.all_consumed_offsets())
-
-            async def on_partitions_assigned(self, assigned):
-                member.rebalances.append(("assigned", frozenset(tp.partition for tp in assigned)))
-
-        consumer.subscribe([self.topic], listener=Listener())
+        consumer.subscribe([self.topic], listener=self.listener(AsyncConsumerRebalanceListener,
+                                                                  commit_consumed))
         try:
-            while not self.stopping:
-                batches = consumer.poll(timeout_ms=100)
-                for records in batches.values():
-                    self.values.extend(int(r.value) for r in records)
-                if batches:
-                    try:
-                        consumer.commit()
-                    except KafkaError as exc:  # a rebalance overtook it: the next one counts
-                        self.failed_commits.append(exc)
-                self.assigned = frozenset(tp.partition for tp in consumer.assignment())
+            self.poll_loop(
+                lambda: [int(r.value) for batch in consumer.poll(timeout_ms=100).values() for r in batch],
+                consumer.commit, lambda: frozenset(tp.partition for tp in consumer.assignment()),
+                KafkaError)
         finally:
             consumer.close()
 
@@ -177,15 +202,10 @@ class ConfluentMember(Member):
 
         consumer.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke)
         try:
-            while not self.stopping:
-                got = [m for m in consumer.consume(num_messages=200, timeout=0.1) if not m.error()]
-                self.values.extend(int(m.value()) for m in got)
-                if got:
-                    try:
-                        consumer.commit(asynchronous=False)
-                    except KafkaException as exc:  # a rebalance overtook it: the next one counts
-                        self.failed_commits.append(exc)
-                self.assigned = frozenset(p.partition for p in consumer.assignment())
+            self.poll_loop(
+                lambda: [int(m.value()) for m in consumer.consume(200, timeout=0.1) if not m.error()],
+                lambda: consumer.commit(asynchronous=False),
+                lambda: frozenset(p.partition for p in consumer.assignment()), KafkaException)
         finally:
             consumer.close()
 
@@ -198,22 +218,9 @@ class AiokafkaMember(Member):
         from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
         from aiokafka.errors import KafkaError
 
-        member = self
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group, auto_offset_reset="earliest",
-            enable_auto_commit=False, session_timeout_ms=SESSION_MS,
-            heartbeat_interval_ms=HEARTBEAT_MS, **self.config)
-
-        class Listener(ConsumerRebalanceListener):
-            async def on_partitions_revoked(self, revoked):
-                member.rebalances.append(("revoked", frozenset(tp.partition for tp in revoked)))
-                if revoked:
-                    await consumer.commit()
-
-            async def on_partitions_assigned(self, assigned):
-                member.rebalances.append(("assigned", frozenset(tp.partition for tp in assigned)))
-
-        consumer.subscribe([self.topic], listener=Listener())
+        consumer = AIOKafkaConsumer(**self.python_client_config())
+        consumer.subscribe([self.topic], listener=self.listener(ConsumerRebalanceListener,
+                                                                  consumer.commit))
         await consumer.start()
         try:
             while not self.stopping:
@@ -251,9 +258,7 @@ def committed(bootstrap: str, topic: str, group: str) -> dict[int, int]:
 
 def test_two_then_three_members_share_partitions_exactly_once(broker, topic_name):
     total = 600
-    create_topic(broker.bootstrap, topic_name)
-    producer = threading.Thread(target=produce, args=(broker.bootstrap, topic_name, total, 0, 0.01))
-    producer.start()
+    producer = produce_throughout(broker.bootstrap, topic_name, total)
     group = f"{topic_name}-group"
     a = KafkaPythonMember(broker.bootstrap, topic_name, group)
     a.start()
@@ -402,9 +407,7 @@ def test_static_members_restart_without_a_rebalance(broker, topic_name):
 def test_confluent_kafka_python_and_aiokafka_in_one_group(broker, topic_name):
     total = 400
     group = f"{topic_name}-group"
-    create_topic(broker.bootstrap, topic_name)
-    producer = threading.Thread(target=produce, args=(broker.bootstrap, topic_name, total, 0, 0.01))
-    producer.start()
+    producer = produce_throughout(broker.bootstrap, topic_name, total)
     confluent = ConfluentMember(broker.bootstrap, topic_name, group)
     python = KafkaPythonMember(broker.bootstrap, topic_name, group)
     confluent.start()
@@ -424,9 +427,7 @@ def test_cooperative_sticky_rebalances_incrementally(broker, topic_name):
     total = 400
     group = f"{topic_name}-group"
     cooperative = {"partition.assignment.strategy": "cooperative-sticky"}
-    create_topic(broker.bootstrap, topic_name)
-    producer = threading.Thread(target=produce, args=(broker.bootstrap, topic_name, total, 0, 0.01))
-    producer.start()
+    producer = produce_throughout(broker.bootstrap, topic_name, total)
     a = ConfluentMember(broker.bootstrap, topic_name, group, **cooperative)
     a.start()
     wait_for(lambda: a.assigned == ALL, what="the first member owning every partition")
@@ -489,9 +490,7 @@ class KafkajsMember(Member):
 def test_kafkajs_members_share_and_take_over(broker, topic_name):
     total = 200
     group = f"{topic_name}-group"
-    create_topic(broker.bootstrap, topic_name)
-    producer = threading.Thread(target=produce, args=(broker.bootstrap, topic_name, total, 0, 0.01))
-    producer.start()
+    producer = produce_throughout(broker.bootstrap, topic_name, total)
     a = KafkajsMember(broker.bootstrap, topic_name, group)
     b = KafkajsMember(broker.bootstrap, topic_name, group)
     a.start()

@@ -103,6 +103,15 @@ def stable_group(h: Harness, count: int, **kwargs) -> list[str]:
     return ordered
 
 
+def joined_pair(h: Harness) -> tuple[str, str]:
+    """Leader a and follower b, both answered for generation 2 and not synced yet."""
+    a_join = h.new_member()
+    a = h.answer(a_join).member_id
+    b_join = h.new_member()
+    h.join(a)
+    return a, h.answer(b_join).member_id
+
+
 def test_first_join_requires_member_id_then_completes_at_once():
     h = Harness()
     first = h.answer(h.join(client="app"))
@@ -205,11 +214,7 @@ def test_protocol_selection_by_votes_among_common_protocols():
 
 def test_sync_followers_wait_for_the_leader():
     h = Harness()
-    a_join = h.new_member()
-    a = h.answer(a_join).member_id
-    b_join = h.new_member()
-    h.join(a)
-    b = h.answer(b_join).member_id
+    a, b = joined_pair(h)
     follower = h.sync(b, 2)
     assert h.answer(follower) is None
     leader = h.sync(a, 2, assignments={a: b"A", b: b"B"}, protocol_type="consumer",
@@ -236,11 +241,7 @@ def test_sync_errors():
 
 def test_a_rebalance_during_sync_answers_parked_syncs_with_rebalance_in_progress():
     h = Harness()
-    a_join = h.new_member()
-    a = h.answer(a_join).member_id
-    b_join = h.new_member()
-    h.join(a)
-    b = h.answer(b_join).member_id
+    a, b = joined_pair(h)
     parked = h.sync(b, 2)
     h.new_member()  # a third member arrives before the leader synced
     assert h.answer(parked).error == ErrorCode.REBALANCE_IN_PROGRESS
@@ -248,13 +249,9 @@ def test_a_rebalance_during_sync_answers_parked_syncs_with_rebalance_in_progress
 
 def test_members_that_never_sync_are_removed():
     h = Harness()
-    a_join = h.new_member()
-    a = h.answer(a_join).member_id
-    b_join = h.new_member()
-    h.join(a)
+    a, b = joined_pair(h)
     h.sync(a, 2, assignments={})
     assert h.state() == GroupState.STABLE
-    b = h.answer(b_join).member_id
     for _ in range(REBALANCE // (SESSION // 2)):  # b heartbeats but never syncs
         assert h.heartbeat(a, 2) == h.heartbeat(b, 2) == ErrorCode.NONE
         h.advance(SESSION // 2)
