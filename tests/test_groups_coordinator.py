@@ -167,6 +167,20 @@ async def test_thousands_of_offsets_in_one_commit_and_one_deletion(open_broker):
     assert fetched(broker, "big") == {}
 
 
+async def test_unreadable_records_are_skipped_at_start(open_broker):
+    from kbroker.protocol.records import Record, build_batch
+
+    broker = open_broker()
+    await simple_commit(broker, "g", offsets("t", (0, 10)))
+    log = broker.logs.partition(OFFSETS_TOPIC, 0)
+    for junk in ([Record(key=b"\x00\x63", value=b"")],  # a key version kbroker does not know
+                 [Record(key=b"\x00\x01\x00\x01g", value=b"\x00\x03")]):  # cut short
+        log.append_produce(build_batch(junk), 0)
+    await simple_commit(broker, "g", offsets("t", (1, 11)))
+    broker = reopen(broker, open_broker)
+    assert fetched(broker, "g") == {("t", 0): (10, 0), ("t", 1): (11, 0)}
+
+
 async def test_deleted_groups_stay_deleted(open_broker):
     broker = open_broker()
     await simple_commit(broker, "gone", offsets("t", (0, 1)))

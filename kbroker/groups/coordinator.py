@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 import time
 from typing import Callable, Iterable, Iterator
 
@@ -149,14 +150,22 @@ class GroupCoordinator:
         if OFFSETS_TOPIC in logs.topics:
             for index in range(logs.topics[OFFSETS_TOPIC].partitions):
                 for header, batch in logs.partition(OFFSETS_TOPIC, index).stored_batches():
-                    if header.is_control:
-                        continue
-                    for record in iter_records(batch):
-                        entry = records.decode(record.key, record.value,
-                                               header.base_offset + record.offset_delta)
-                        if entry is not None:
-                            self._apply(entry, index, now)
+                    if not header.is_control:
+                        self._replay_batch(header.base_offset, batch, index, now)
         self.groups.start_sessions(now)
+
+    def _replay_batch(self, base_offset: int, batch: bytes, index: int, now_ms: int) -> None:
+        """Apply one stored batch; what cannot be read is skipped, so the broker still starts."""
+        try:
+            entries = [records.decode(record.key, record.value, base_offset + record.offset_delta)
+                       for record in iter_records(batch)]
+        except (KafkaError, ValueError, struct.error, UnicodeDecodeError) as exc:
+            log.warning("skipping unreadable batch at %s-%d offset %d: %s",
+                        OFFSETS_TOPIC, index, base_offset, exc)
+            return
+        for entry in entries:
+            if entry is not None:
+                self._apply(entry, index, now_ms)
 
     def _apply(self, entry: records.Entry, index: int, now_ms: int) -> None:
         """Make the in-memory state what a record written to (or replayed from) partition

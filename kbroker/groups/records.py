@@ -204,8 +204,13 @@ def _read_group(group_id: str, reader: _Reader) -> GroupSnapshot:
     return GroupSnapshot(group_id, protocol_type, generation, protocol_name, leader, timestamp, members)
 
 
-def decode(key: bytes, value: bytes | None, record_offset: int) -> Entry | None:
-    """The entry a stored record describes (None: a record kind kbroker does not keep)."""
+def decode(key: bytes | None, value: bytes | None, record_offset: int) -> Entry | None:
+    """The entry a stored record describes (None: a record kind kbroker does not keep).
+
+    Raises ValueError or struct.error for a record it cannot read.
+    """
+    if key is None:
+        return None
     reader = _Reader(key)
     version = reader.int16()
     values = None if value is None else _Reader(value)
