@@ -90,11 +90,13 @@ class Brokers:
 
 
 def kbroker_version() -> str:
+    from importlib import metadata
     try:
-        import kbroker
-        return f"kbroker {getattr(kbroker, '__version__', '')}".strip()
-    except ImportError:
-        return "kbroker"
+        version = metadata.version("kbroker")
+    except metadata.PackageNotFoundError:
+        version = ""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return " ".join(filter(None, ["kbroker", version, f"(git {commit.stdout.strip()})" if commit.returncode == 0 else ""]))
 
 
 def hello(spec: ClientSpec, bootstrap: str, log_dir: Path) -> dict:
