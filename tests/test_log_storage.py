@@ -587,3 +587,21 @@ def test_recovery_at_any_truncation_point(tmp_path_factory, sizes, cut):
     # the producer continues right after the last surviving batch
     assert log.append_produce(idem([b"n"], log.log_end_offset), NOW).base_offset == log.log_end_offset - 1
     log.close()
+
+
+def test_unset_max_timestamp_is_taken_from_the_records(tmp_path):
+    """sarama 1.x leaves maxTimestamp at 0; time lookups must still find its records."""
+    import struct as _struct
+
+    from kbroker.protocol.records import MAX_TIMESTAMP_OFFSET, Record, build_batch, crc_is_valid
+
+    log = PartitionLog.open(str(tmp_path / "t-0"), "t", 0, LogConfig(), NOW)
+    batch = bytearray(build_batch([Record(timestamp=NOW - 50 + i, value=b"v") for i in range(3)]))
+    _struct.pack_into(">q", batch, MAX_TIMESTAMP_OFFSET, 0)
+    _struct.pack_into(">I", batch, 17, compute_crc(batch))
+    log.append_produce(bytes(batch), NOW)
+    assert log.offset_for_timestamp(NOW - 49) == (1, NOW - 49)
+    stored = log.read(0, 1 << 20).records
+    data = os.pread(stored.fd, stored.size, stored.position)
+    assert BatchHeader.parse(data).max_timestamp == NOW - 48
+    assert crc_is_valid(data)

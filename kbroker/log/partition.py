@@ -235,6 +235,9 @@ class PartitionLog:
         if compute_crc(view) != header.crc:
             raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "Record batch CRC does not match its contents")
         _validate_batch(header)
+        sent_max_timestamp = header.max_timestamp
+        if header.max_timestamp < header.base_timestamp:
+            header = _with_record_max_timestamp(view, header)
         self._validate_records(view, header, now_ms)
         codec = _TOPIC_CODECS.get(config.compression_type)
         if codec is not None and codec != header.compression:
@@ -266,9 +269,10 @@ class PartitionLog:
         segment = self._maybe_roll(size, header.max_timestamp, last_offset, now_ms)
         head = bytearray(view[:HEADER_SIZE])
         _PREFIX.pack_into(head, 0, base_offset, header.batch_length, LEADER_EPOCH)
-        if append_time != NO_TIMESTAMP:
-            _ATTRIBUTES.pack_into(head, ATTRIBUTES_OFFSET, header.attributes | TIMESTAMP_TYPE_BIT)
-            _TIMESTAMP.pack_into(head, MAX_TIMESTAMP_OFFSET, now_ms)
+        if append_time != NO_TIMESTAMP or header.max_timestamp != sent_max_timestamp:
+            if append_time != NO_TIMESTAMP:
+                _ATTRIBUTES.pack_into(head, ATTRIBUTES_OFFSET, header.attributes | TIMESTAMP_TYPE_BIT)
+            _TIMESTAMP.pack_into(head, MAX_TIMESTAMP_OFFSET, header.max_timestamp)
             crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(head[ATTRIBUTES_OFFSET:]))
             struct.pack_into(">I", head, CRC_OFFSET, crc)
         segment.append([head, view[HEADER_SIZE:]], size, last_offset, header.max_timestamp)
@@ -595,6 +599,14 @@ def _recompress(batch, codec: int) -> bytes:
                        producer_epoch=header.producer_epoch, base_sequence=header.base_sequence,
                        transactional=header.is_transactional, compression=codec,
                        partition_leader_epoch=header.partition_leader_epoch)
+
+
+def _with_record_max_timestamp(view, header: BatchHeader) -> BatchHeader:
+    """The header with maxTimestamp taken from the records, for producers that leave it unset
+    (sarama 1.x). Kafka always recomputes it; kbroker trusts a plausible one and walks records
+    only on this cold path."""
+    deltas = [delta for delta, _, _ in _records(_records_payload(view, header), header.records_count)]
+    return header._replace(max_timestamp=header.base_timestamp + max(deltas, default=0))
 
 
 def _records_payload(batch, header: BatchHeader):
