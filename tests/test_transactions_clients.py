@@ -403,19 +403,22 @@ def test_kbroker_killed_mid_transaction(tmp_path, topic_name):
         wait_for(lambda: consumed(1), 20)
         killed.kill()
         killed.start(killed.port)
-        # The open transaction is aborted at restart: the LSO moves past it.
-        wait_for(lambda: end_offset(bootstrap, topic_name) == 4, 20)
-        assert end_offset(bootstrap, topic_name, "read_uncommitted") == 4
-        assert read_all(bootstrap, topic_name, "read_committed") == [b"committed-before"]
-        assert describe(bootstrap, transactional_id).transaction_state == "CompleteAbort"
-        with pytest.raises(KafkaException):
-            producer.commit_transaction(20)  # fenced by the abort
+        # As with Kafka, the open transaction survives the restart and its producer ends it.
+        assert describe(bootstrap, transactional_id).transaction_state == "Ongoing"
+        producer.commit_transaction(30)
+        assert read_all(bootstrap, topic_name, "read_committed") == \
+            [b"committed-before", b"open-at-crash"]
+        # A successor with the same id fences the old producer and carries on.
         successor = transactional(bootstrap, transactional_id)
+        with pytest.raises(KafkaException):
+            producer.begin_transaction()
+            producer.produce(topic_name, value=b"zombie")
+            producer.commit_transaction(20)
         successor.begin_transaction()
         successor.produce(topic_name, value=b"after-restart")
         successor.commit_transaction(20)
-        assert read_all(bootstrap, topic_name, "read_committed") == \
-            [b"committed-before", b"after-restart"]
-        wait_for(lambda: consumed(2), 30)
+        expected = [b"committed-before", b"open-at-crash", b"after-restart"]
+        assert read_all(bootstrap, topic_name, "read_committed") == expected
+        wait_for(lambda: consumed(3), 30)
         consumer.close()
-        assert seen == [b"committed-before", b"after-restart"]
+        assert seen == expected

@@ -82,7 +82,7 @@ async def test_state_survives_a_reopen(open_broker):
     assert reopened.producer_ids.allocate() > pid
 
 
-async def test_restart_aborts_an_open_transaction(open_broker):
+async def test_restart_keeps_an_open_transaction_until_its_timeout(open_broker):
     clock = Clock()
     broker = open_broker(clock)
     pid, epoch = await begin(broker, (("t", 0), ("t", 1)))
@@ -91,9 +91,15 @@ async def test_restart_aborts_an_open_transaction(open_broker):
     broker.logs.close()  # as if killed: nothing settles the transaction
 
     reopened = open_broker(clock)
+    await reopened.transactions.settle_unfinished()
+    # As in Kafka, the transaction outlives the restart: its producer may still end it.
     assert reopened.transactions.describe(TID).state is TxnState.ONGOING
     assert reopened.logs.partition("t", 0).last_stable_offset == 0
-    await reopened.transactions.settle_unfinished()
+    await reopened.transactions.abort_timed_out()
+    assert reopened.transactions.describe(TID).state is TxnState.ONGOING
+
+    clock.now += 60_000 + 1  # the timeout of begin(), counted from before the restart
+    await reopened.transactions.abort_timed_out()
     meta = reopened.transactions.describe(TID)
     assert (meta.state, meta.producer_epoch) == (TxnState.COMPLETE_ABORT, epoch + 1)
     log0 = reopened.logs.partition("t", 0)
@@ -103,6 +109,22 @@ async def test_restart_aborts_an_open_transaction(open_broker):
     # The old producer is fenced everywhere.
     assert await reopened.transactions.end_transaction(TID, pid, epoch, True) == \
         ErrorCode.PRODUCER_FENCED
+
+
+async def test_open_transaction_can_be_committed_after_a_restart(open_broker):
+    clock = Clock()
+    broker = open_broker(clock)
+    pid, epoch = await begin(broker, (("t", 0),))
+    append(broker, 0, pid, epoch, 0)
+    broker.logs.close()
+
+    reopened = open_broker(clock)
+    await reopened.transactions.settle_unfinished()
+    assert await reopened.transactions.end_transaction(TID, pid, epoch, True) == ErrorCode.NONE
+    assert reopened.transactions.describe(TID).state is TxnState.COMPLETE_COMMIT
+    log0 = reopened.logs.partition("t", 0)
+    assert log0.last_stable_offset == log0.high_watermark
+    assert log0.aborted_transactions(0, log0.high_watermark) == []
 
 
 async def test_restart_completes_a_decided_commit(open_broker):

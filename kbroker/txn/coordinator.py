@@ -57,8 +57,8 @@ class TransactionCoordinator:
         self.interval_s = config["transaction.abort.timed.out.transaction.cleanup.interval.ms"] / 1000
         self._ending: set[str] = set()  # transactional ids whose markers are being written
         self._replay()
-        # R: what was open when the broker stopped, settled by run().
-        self._unsettled = self.states.in_state(TxnState.ONGOING, *PREPARE)
+        # R: decisions taken before the broker stopped, completed by run().
+        self._unsettled = self.states.in_state(*PREPARE)
 
     # -- the log ---------------------------------------------------------------------------------
 
@@ -203,17 +203,10 @@ class TransactionCoordinator:
                 log.exception("transaction timers failed")
 
     async def settle_unfinished(self) -> None:
-        """R: complete every Prepare* and fence and abort every Ongoing transaction loaded."""
+        """R: complete every Prepare* loaded; Ongoing transactions are left to their producer or T1."""
         unsettled, self._unsettled = self._unsettled, []
         for loaded in unsettled:
-            if self.states.get(loaded.transactional_id) is not loaded:
-                continue  # a request got there first
-            if loaded.state is TxnState.ONGOING:
-                log.info("aborting the transaction of %s left open by a restart",
-                         loaded.transactional_id)
-                now = self.clock()
-                await self._end(self.states.fence(loaded, now), now)
-            else:
+            if self.states.get(loaded.transactional_id) is loaded:  # else a request got there first
                 await self._complete(loaded)
         await self.broker.flush_if_due()
 

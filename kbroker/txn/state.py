@@ -60,10 +60,10 @@ EndTxn
 Timers and recovery
   T1  Ongoing for longer than its timeout (from the first partition added): F.
   T2  Empty/Complete* not updated for transactional.id.expiration.ms -> Dead.
-  R   After a restart every Prepare* is completed (E4, markers written again) and every
-      Ongoing transaction is fenced and aborted (F), so none outlives a restart and every
-      partition's last stable offset moves on. (Kafka leaves a reloaded Ongoing transaction to
-      its timeout, T1; with one broker that would hold every LSO back for up to 15 minutes.)
+  R   After a restart every Prepare* is completed (E4, markers written again). An Ongoing
+      transaction stays open, as in Kafka: its producer may carry on and end it, the next
+      InitProducerId for its id fences and aborts it (I), or T1 aborts it when its timeout,
+      counted from its start before the restart, has passed. None is left hanging.
 """
 
 from __future__ import annotations
