@@ -43,13 +43,18 @@ def test_clean_restart_keeps_data_topics_and_cluster_id(tmp_path):
         broker.stop()
 
 
+def _five_batches_then_crash(broker: BrokerProcess, topic: str) -> tuple[list[bytes], Path]:
+    """Produce five one-record batches, kill -9 the broker; the values and the segment file."""
+    values = [f"value-{i}".encode() for i in range(5)]
+    _produce_values(broker.bootstrap, topic, values)
+    broker.kill()
+    return values, _segment(broker.data_dir, topic)
+
+
 def test_truncated_tail_is_cut_back_to_the_last_whole_batch(tmp_path):
     broker = BrokerProcess(tmp_path).start()
     try:
-        values = [f"value-{i}".encode() for i in range(5)]
-        _produce_values(broker.bootstrap, "torn", values)
-        broker.kill()
-        segment = _segment(tmp_path, "torn")
+        values, segment = _five_batches_then_crash(broker, "torn")
         size = segment.stat().st_size
         os.truncate(segment, size - 7)  # tear the last batch
         broker.start(broker.port)
@@ -64,10 +69,7 @@ def test_truncated_tail_is_cut_back_to_the_last_whole_batch(tmp_path):
 def test_corrupt_tail_batch_and_lost_indexes_are_recovered(tmp_path):
     broker = BrokerProcess(tmp_path).start()
     try:
-        values = [f"value-{i}".encode() for i in range(5)]
-        _produce_values(broker.bootstrap, "corrupt", values)
-        broker.kill()
-        segment = _segment(tmp_path, "corrupt")
+        values, segment = _five_batches_then_crash(broker, "corrupt")
         with open(segment, "r+b") as f:
             f.seek(-3, os.SEEK_END)
             byte = f.read(1)
