@@ -653,24 +653,36 @@ def _first_record_at_or_after(segment: LogSegment, position: int, header: BatchH
 
 def _read_segment(segment: LogSegment, offset: int, max_bytes: int, upper: int,
                   min_one_batch: bool) -> FileRegion | None:
-    """The region to send (empty: the read stops here), or None when offset is past this segment."""
+    """The region to send (empty: the read stops here), or None when offset is past this segment.
+
+    The offset index bounds both header walks to about one index interval: the first batch is
+    looked for from the entry below `offset`, the last from the entry below the byte limit.
+    """
     slot = segment.index.floor(offset - segment.base_offset)
-    start = end = -1
-    for position, header in segment.headers(segment.index.values[slot] if slot >= 0 else 0):
-        last = header.last_offset
-        if last < offset:
-            continue
-        size = header.size
-        if start < 0:
-            start = end = position
-            if last >= upper or (size > max_bytes and not min_one_batch):
-                break
-        elif last >= upper or end + size - start > max_bytes:
+    for start, header in segment.headers(segment.index.values[slot] if slot >= 0 else 0):
+        if header.last_offset >= offset:
             break
-        end += size
-    if start < 0:
+    else:
         return None
+    size = header.size
+    if header.last_offset >= upper or (size > max_bytes and not min_one_batch):
+        return FileRegion(segment.fd, start, 0)
+    if size >= max_bytes:
+        return FileRegion(segment.fd, start, size)
+    end = _skip_ahead(segment, start + size, start + max_bytes, upper)
+    for position, header in segment.headers(end):
+        if header.last_offset >= upper or position + header.size - start > max_bytes:
+            break
+        end = position + header.size
     return FileRegion(segment.fd, start, end - start)
+
+
+def _skip_ahead(segment: LogSegment, end: int, limit: int, upper: int) -> int:
+    """Where the walk for a read's last batch can start: the last indexed batch at or before
+    byte `limit` whose offsets (and all before it) are below `upper`, if past `end`."""
+    index = segment.index
+    slot = min(bisect_right(index.values, limit) - 1, index.floor(upper - 1 - segment.base_offset))
+    return max(end, index.values[slot]) if slot >= 0 else end
 
 
 def _read_log_start(directory: str) -> int | None:

@@ -14,6 +14,7 @@ TIME_INDEX_SUFFIX = ".timeindex"
 TXN_INDEX_SUFFIX = ".txnindex"
 DELETED_SUFFIX = ".deleted"
 SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
+HEADERS_CHUNK = 16 * 1024  # read-ahead of a header walk: some index intervals (4096 bytes)
 
 
 def file_prefix(directory: str, offset: int) -> str:
@@ -97,13 +98,25 @@ class LogSegment:
     # -- reading -----------------------------------------------------------------------------
 
     def headers(self, position: int = 0, end: int | None = None) -> Iterator[tuple[int, BatchHeader]]:
-        """Walk batch headers from position (a batch start) with one small pread each."""
+        """Walk batch headers from position (a batch start).
+
+        Reads ahead a chunk at a time while batches are small, so that a walk over small
+        batches (a tailing consumer's, from an index entry on) costs one pread, not one each.
+        """
         end = self.size if end is None else end
         fd = self.fd
+        read = HEADERS_CHUNK
         while position + HEADER_SIZE <= end:
-            header = BatchHeader.parse(os.pread(fd, HEADER_SIZE, position))
-            yield position, header
-            position += header.size
+            chunk = os.pread(fd, min(read, end - position), position)
+            at = 0
+            while True:  # a short read fails in parse, as the walk always did
+                header = BatchHeader.parse(chunk, at)
+                yield position + at, header
+                at += header.size
+                if at + HEADER_SIZE > len(chunk):
+                    break
+            position += at
+            read = HEADERS_CHUNK if header.size < HEADERS_CHUNK else HEADER_SIZE
 
     def position_of(self, offset: int) -> tuple[int, BatchHeader] | None:
         """(position, header) of the first batch whose last offset >= offset, if any here."""
