@@ -26,7 +26,8 @@ from kbroker.protocol.codec import ProtocolError
 log = logging.getLogger("kbroker.server")
 
 _SIZE = struct.Struct(">i")
-_RECEIVE_CHUNK = 256 * 1024
+_RECEIVE_BUFFER = 256 * 1024  # frames up to this size are handed out as views of it
+_SEND_PARTS_MAX = 512  # iovecs per sendmsg, below IOV_MAX
 _API_VERSIONS_KEY = messages.API_KEYS["ApiVersions"]
 _ALLOWED_BEFORE_AUTHENTICATION = frozenset(
     messages.API_KEYS[name] for name in ("ApiVersions", "SaslHandshake", "SaslAuthenticate"))
@@ -59,7 +60,10 @@ class Connection:
         self.sasl = None  # the SASL exchange under way, from SaslHandshake
         self.principal: str | None = None
         self.close_after_response = False
-        self._buffer = bytearray()
+        self._buffer = bytearray(_RECEIVE_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._start = 0  # received bytes not yet handed out are _buffer[_start:_end]
+        self._end = 0
         self._max_frame = broker.config["socket.request.max.bytes"]
         self._idle_timeout_s = broker.config["connections.max.idle.ms"] / 1000
 
@@ -77,44 +81,55 @@ class Connection:
             # A bug must cost one connection, never the broker.
             log.exception("connection %s: unexpected error, closing", self.peer)
 
-    async def _receive_more(self) -> None:
+    async def _receive_into(self, view: memoryview) -> int:
         with trio.move_on_after(self._idle_timeout_s) as idle:
-            data = await self.sock.recv(_RECEIVE_CHUNK)
+            received = await self.sock.recv_into(view)
         if idle.cancelled_caught:
             log.info("connection %s idle for %.0fs, closing", self.peer, self._idle_timeout_s)
             raise ConnectionClosed
-        if not data:
+        if not received:
             raise ConnectionClosed
-        self._buffer += data
+        return received
+
+    async def _fill(self, need: int) -> None:
+        """Receive until the buffer holds `need` (at most its size) bytes from _start on."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif self._start + need > len(self._buffer):
+            pending = bytes(self._view[self._start:self._end])  # the head of a frame: move it
+            self._buffer[:len(pending)] = pending
+            self._start, self._end = 0, len(pending)
+        while self._end - self._start < need:
+            self._end += await self._receive_into(self._view[self._end:])
 
     async def _receive_frame(self) -> memoryview:
-        """Return the next request frame (without its size prefix)."""
-        while len(self._buffer) < 4:
-            await self._receive_more()
-        (size,) = _SIZE.unpack_from(self._buffer)
+        """Return the next request frame (without its size prefix).
+
+        A frame that fits the receive buffer is a view of it, without copies: valid until the
+        next call, which is safe because a connection handles one request at a time and
+        nothing keeps a request's buffers after its handler returns.
+        """
+        await self._fill(4)
+        (size,) = _SIZE.unpack_from(self._buffer, self._start)
         if size < 8 or size > self._max_frame:
             log.warning(
                 "connection %s: frame size %d outside 8..%d (socket.request.max.bytes), closing",
                 self.peer, size, self._max_frame,
             )
             raise ConnectionClosed
-        end = 4 + size
-        if len(self._buffer) >= end:
-            frame = self._buffer[4:end]
-            del self._buffer[:end]
-            return memoryview(frame)
+        if 4 + size <= len(self._buffer):
+            await self._fill(4 + size)
+            start = self._start + 4
+            self._start = start + size
+            return self._view[start:self._start]
         # A large frame: receive its rest straight into a buffer of the exact size.
         frame = bytearray(size)
-        have = len(self._buffer) - 4
-        frame[:have] = memoryview(self._buffer)[4:]
-        self._buffer.clear()
+        have = self._end - self._start - 4
+        frame[:have] = self._view[self._start + 4:self._end]
+        self._start = self._end = 0
         view = memoryview(frame)
         while have < size:
-            with trio.move_on_after(self._idle_timeout_s) as idle:
-                received = await self.sock.recv_into(view[have:])
-            if idle.cancelled_caught or received == 0:
-                raise ConnectionClosed
-            have += received
+            have += await self._receive_into(view[have:])
         return view
 
     async def _handle_frame(self, frame: memoryview) -> None:
@@ -161,17 +176,27 @@ class Connection:
             raise ConnectionClosed
 
     async def _send(self, parts: list) -> None:
+        """Send a response: runs of buffers with one sendmsg (writev), FileRegions with sendfile."""
+        buffers = []
         for part in parts:
             if isinstance(part, FileRegion):
+                if buffers:
+                    await self._send_all(buffers)
+                    buffers = []
                 await self._send_file_region(part)
             else:
-                await self._send_all(part)
+                buffers.append(part)
+        if buffers:
+            await self._send_all(buffers)
 
-    async def _send_all(self, data) -> None:
-        view = memoryview(data)
-        while view:
-            sent = await self.sock.send(view)
-            view = view[sent:]
+    async def _send_all(self, buffers: list) -> None:
+        views = [memoryview(buffer).cast("B") for buffer in buffers]
+        while views:
+            sent = await self.sock.sendmsg(views[:_SEND_PARTS_MAX])
+            while views and sent >= len(views[0]):
+                sent -= len(views.pop(0))
+            if sent:
+                views[0] = views[0][sent:]
 
     async def _send_file_region(self, region: FileRegion) -> None:
         """Send bytes of a segment file without copying them through Python."""
