@@ -26,7 +26,8 @@ from kbroker.protocol.codec import ProtocolError
 log = logging.getLogger("kbroker.server")
 
 _SIZE = struct.Struct(">i")
-_RECEIVE_BUFFER = 256 * 1024  # frames up to this size are handed out as views of it
+_RECEIVE_CHUNK = 256 * 1024
+_NOTHING = memoryview(b"")
 _SEND_PARTS_MAX = 512  # iovecs per sendmsg, below IOV_MAX
 _API_VERSIONS_KEY = messages.API_KEYS["ApiVersions"]
 _ALLOWED_BEFORE_AUTHENTICATION = frozenset(
@@ -60,10 +61,7 @@ class Connection:
         self.sasl = None  # the SASL exchange under way, from SaslHandshake
         self.principal: str | None = None
         self.close_after_response = False
-        self._buffer = bytearray(_RECEIVE_BUFFER)
-        self._view = memoryview(self._buffer)
-        self._start = 0  # received bytes not yet handed out are _buffer[_start:_end]
-        self._end = 0
+        self._received = _NOTHING  # received bytes not yet handed out
         self._max_frame = broker.config["socket.request.max.bytes"]
         self._idle_timeout_s = broker.config["connections.max.idle.ms"] / 1000
 
@@ -81,55 +79,48 @@ class Connection:
             # A bug must cost one connection, never the broker.
             log.exception("connection %s: unexpected error, closing", self.peer)
 
-    async def _receive_into(self, view: memoryview) -> int:
+    async def _receive_more(self) -> None:
         with trio.move_on_after(self._idle_timeout_s) as idle:
-            received = await self.sock.recv_into(view)
+            data = await self.sock.recv(_RECEIVE_CHUNK)
         if idle.cancelled_caught:
             log.info("connection %s idle for %.0fs, closing", self.peer, self._idle_timeout_s)
             raise ConnectionClosed
-        if not received:
+        if not data:
             raise ConnectionClosed
-        return received
-
-    async def _fill(self, need: int) -> None:
-        """Receive until the buffer holds `need` (at most its size) bytes from _start on."""
-        if self._start == self._end:
-            self._start = self._end = 0
-        elif self._start + need > len(self._buffer):
-            pending = bytes(self._view[self._start:self._end])  # the head of a frame: move it
-            self._buffer[:len(pending)] = pending
-            self._start, self._end = 0, len(pending)
-        while self._end - self._start < need:
-            self._end += await self._receive_into(self._view[self._end:])
+        self._received = memoryview(bytes(self._received) + data if self._received else data)
 
     async def _receive_frame(self) -> memoryview:
         """Return the next request frame (without its size prefix).
 
-        A frame that fits the receive buffer is a view of it, without copies: valid until the
-        next call, which is safe because a connection handles one request at a time and
-        nothing keeps a request's buffers after its handler returns.
+        A frame that arrived whole in one receive is a view of the received bytes (immutable,
+        so no copy is needed); the rest of a frame that did not is received straight into a
+        buffer of the frame's size, after a copy of its start.
         """
-        await self._fill(4)
-        (size,) = _SIZE.unpack_from(self._buffer, self._start)
+        while len(self._received) < 4:
+            await self._receive_more()
+        (size,) = _SIZE.unpack_from(self._received)
         if size < 8 or size > self._max_frame:
             log.warning(
                 "connection %s: frame size %d outside 8..%d (socket.request.max.bytes), closing",
                 self.peer, size, self._max_frame,
             )
             raise ConnectionClosed
-        if 4 + size <= len(self._buffer):
-            await self._fill(4 + size)
-            start = self._start + 4
-            self._start = start + size
-            return self._view[start:self._start]
-        # A large frame: receive its rest straight into a buffer of the exact size.
+        end = 4 + size
+        if len(self._received) >= end:
+            frame = self._received[4:end]
+            self._received = self._received[end:] if len(self._received) > end else _NOTHING
+            return frame
         frame = bytearray(size)
-        have = self._end - self._start - 4
-        frame[:have] = self._view[self._start + 4:self._end]
-        self._start = self._end = 0
+        have = len(self._received) - 4
+        frame[:have] = self._received[4:]
+        self._received = _NOTHING
         view = memoryview(frame)
         while have < size:
-            have += await self._receive_into(view[have:])
+            with trio.move_on_after(self._idle_timeout_s) as idle:
+                received = await self.sock.recv_into(view[have:])
+            if idle.cancelled_caught or received == 0:
+                raise ConnectionClosed
+            have += received
         return view
 
     async def _handle_frame(self, frame: memoryview) -> None:
