@@ -237,10 +237,16 @@ class Broker:
         self.log_defaults = defaults
         self.logs.set_defaults(defaults)
 
-    async def flush_if_due(self) -> None:
-        """fsync the logs whose flush.messages / flush.ms say so, off the event loop."""
+    async def flush_if_due(self, partition_logs: list | None = None) -> None:
+        """fsync the logs whose flush.messages / flush.ms say so, off the event loop.
+
+        A produce request checks only the logs it appended to (as Kafka checks flush.messages
+        on append); the flusher task checks all of them every log.flush.scheduler.interval.ms.
+        """
         now = now_ms()
-        due = [partition_log for partition_log in self.logs.logs() if partition_log.needs_flush(now)]
+        if partition_logs is None:
+            partition_logs = self.logs.logs()
+        due = [partition_log for partition_log in partition_logs if partition_log.needs_flush(now)]
         if due:
             await trio.to_thread.run_sync(_flush_all, due, now)
 

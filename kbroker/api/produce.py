@@ -17,7 +17,7 @@ PartitionResponse = ProduceResponse.PartitionProduceResponse
 
 
 def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
-            transactional_id: str | None, version: int) -> PartitionResponse:
+            transactional_id: str | None, version: int, appended_to: list) -> PartitionResponse:
     if topic in INTERNAL_TOPICS:
         return PartitionResponse(
             index=partition, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
@@ -41,6 +41,7 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
                                  log_start_offset=partition_log.log_start_offset)
     if not result.duplicate:
         broker.wakeups.notify(topic, partition)
+        appended_to.append(partition_log)
     return PartitionResponse(
         index=partition, error_code=ErrorCode.NONE, base_offset=result.base_offset,
         log_append_time_ms=result.log_append_time_ms, log_start_offset=result.log_start_offset,
@@ -51,6 +52,7 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
 async def handle_produce(ctx, request) -> ProduceResponse | None:
     broker = ctx.broker
     error = None
+    appended_to = []
     if request.transactional_id is None and any(
             transactional_batch(data.records) for topic in request.topic_data
             for data in topic.partition_data):
@@ -69,12 +71,12 @@ async def handle_produce(ctx, request) -> ProduceResponse | None:
         responses = [
             TopicResponse(name=topic.name, partition_responses=[
                 _append(broker, topic.name, data.index, data.records, timestamp_ms,
-                        request.transactional_id, ctx.api_version)
+                        request.transactional_id, ctx.api_version, appended_to)
                 for data in topic.partition_data
             ])
             for topic in request.topic_data
         ]
-    await broker.flush_if_due()
+    await broker.flush_if_due(appended_to)
     if request.acks == 0:
         failed = [
             (topic.name, partition.index, partition.error_code)
