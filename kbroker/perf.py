@@ -17,14 +17,13 @@ import struct
 import time
 from collections import deque
 
-import crc32c
 import trio
 
 from kbroker.protocol import codec, messages
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.primitives import write_varint
 from kbroker.protocol.records import (
-    ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER, HEADER_SIZE, LOG_OVERHEAD, iter_batches,
+    ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER, HEADER_SIZE, LOG_OVERHEAD, crc32c, iter_batches,
 )
 
 _SIZE = struct.Struct(">i")
@@ -243,7 +242,7 @@ class BatchMaker:
         header = bytearray(HEADER.pack(
             0, HEADER_SIZE - LOG_OVERHEAD + len(body), -1, 2, 0, 0, count - 1, timestamp_ms,
             timestamp_ms, -1, -1, -1, count))
-        crc = crc32c.crc32c(body, crc32c.crc32c(memoryview(header)[ATTRIBUTES_OFFSET:]))
+        crc = crc32c(body, crc32c(memoryview(header)[ATTRIBUTES_OFFSET:]))
         struct.pack_into(">I", header, CRC_OFFSET, crc)
         return bytes(header) + body
 

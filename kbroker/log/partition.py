@@ -13,8 +13,6 @@ import uuid
 from bisect import bisect_right
 from typing import Callable, Iterator, NamedTuple
 
-import crc32c
-
 from kbroker.log import retention
 from kbroker.log.cleaner import complete_interrupted_cleaning
 from kbroker.log.markers import (
@@ -31,7 +29,7 @@ from kbroker.protocol.primitives import read_varint
 from kbroker.protocol.records import (
     ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER_SIZE, LOG_OVERHEAD, MAGIC_OFFSET, MAX_TIMESTAMP_OFFSET,
     GZIP, LZ4, NO_COMPRESSION, SNAPPY, TIMESTAMP_TYPE_BIT, ZSTD, BatchHeader, build_batch, compute_crc,
-    decompress, iter_records,
+    crc32c, decompress, iter_records,
 )
 from kbroker.protocol.region import FileRegion
 
@@ -273,7 +271,7 @@ class PartitionLog:
             if append_time != NO_TIMESTAMP:
                 _ATTRIBUTES.pack_into(head, ATTRIBUTES_OFFSET, header.attributes | TIMESTAMP_TYPE_BIT)
             _TIMESTAMP.pack_into(head, MAX_TIMESTAMP_OFFSET, header.max_timestamp)
-            crc = crc32c.crc32c(view[HEADER_SIZE:], crc32c.crc32c(head[ATTRIBUTES_OFFSET:]))
+            crc = crc32c(view[HEADER_SIZE:], crc32c(head[ATTRIBUTES_OFFSET:]))
             struct.pack_into(">I", head, CRC_OFFSET, crc)
         segment.append([head, view[HEADER_SIZE:]], size, last_offset, header.max_timestamp)
         self.log_end_offset = last_offset + 1

@@ -20,12 +20,10 @@ import struct
 from collections import deque
 from typing import NamedTuple
 
-import crc32c
-
 from kbroker.log.files import read_if_exists, write_atomically
 from kbroker.log.markers import CONTROL_ABORT
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.records import NO_SEQUENCE, BatchHeader
+from kbroker.protocol.records import NO_SEQUENCE, BatchHeader, crc32c
 
 NO_PRODUCER_EPOCH = -1
 NUM_BATCHES_TO_RETAIN = 5
@@ -194,14 +192,14 @@ class ProducerStateManager:
                                           e.txn_first_offset, len(e.batches)))
             parts.extend(self._BATCH.pack(*b) for b in e.batches)
         body = b"".join(parts)
-        write_atomically(snapshot_path(directory, offset), struct.pack(">I", crc32c.crc32c(body)) + body)
+        write_atomically(snapshot_path(directory, offset), struct.pack(">I", crc32c(body)) + body)
 
     @classmethod
     def read_snapshot(cls, path: str) -> ProducerStateManager | None:
         """The state stored in a snapshot file, or None when it is unreadable."""
         try:
             data = read_if_exists(path)
-            if data is None or len(data) < 4 or struct.unpack_from(">I", data)[0] != crc32c.crc32c(data[4:]):
+            if data is None or len(data) < 4 or struct.unpack_from(">I", data)[0] != crc32c(data[4:]):
                 return None
             version, count = cls._HEAD.unpack_from(data, 4)
             if version != 1:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import struct
 import zlib
+from functools import cache
 from typing import Iterator, NamedTuple
-
-import crc32c
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.exceptions import CorruptFrame
@@ -145,9 +144,20 @@ def _batch_end(buf, offset: int) -> int:
     return offset + LOG_OVERHEAD + batch_length
 
 
+@cache
+def _crc32c_function():
+    import crc32c  # on first use: importing it reads package metadata, ~20 ms of a broker's start
+    return crc32c.crc32c
+
+
+def crc32c(data, value: int = 0) -> int:
+    """CRC-32C of data, continuing from value."""
+    return _crc32c_function()(data, value)
+
+
 def compute_crc(buf, offset: int = 0) -> int:
     """CRC-32C of the batch at ``offset`` over attributes..end, as stored in its crc field."""
-    return crc32c.crc32c(memoryview(buf)[offset + ATTRIBUTES_OFFSET:_batch_end(buf, offset)])
+    return crc32c(memoryview(buf)[offset + ATTRIBUTES_OFFSET:_batch_end(buf, offset)])
 
 
 def crc_is_valid(buf, offset: int = 0) -> bool:
