@@ -100,6 +100,7 @@ OffsetCommit (validate_offset_commit)
 from __future__ import annotations
 
 import enum
+import logging
 import struct
 import uuid
 from collections import Counter
@@ -108,6 +109,8 @@ from typing import Any, Callable
 
 from kbroker.groups.timers import Timers
 from kbroker.protocol.errors import ErrorCode
+
+log = logging.getLogger("kbroker.groups")
 
 NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000  # Kafka's classicGroupNewMemberJoinTimeoutMs
 CONSUMER_PROTOCOL_TYPE = "consumer"
@@ -271,6 +274,8 @@ class ClassicGroup:
 
     def transition(self, state: GroupState, now_ms: int) -> None:
         assert self.state in _VALID_PREVIOUS[state], f"{self.state} -> {state}"
+        log.debug("group %s: %s -> %s, generation %d, members %s", self.group_id, self.state.value,
+                  state.value, self.generation_id, sorted(self.members))
         self.previous_state = self.state
         self.state = state
         self.state_timestamp_ms = now_ms
@@ -444,6 +449,8 @@ class ClassicGroups:
             return
         member = group.members.get(member_id)
         if member is not None and not member.heartbeat_satisfied():
+            log.debug("group %s: member %s removed, no heartbeat for its session of %d ms",
+                      group.group_id, member_id, member.session_timeout_ms)
             self._remove_member_and_rebalance(group, member, now_ms)
 
     # -- JoinGroup -----------------------------------------------------------------------------
