@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 import uuid
 
 import pytest
@@ -29,21 +28,10 @@ from kbroker.protocol.messages import (
 )
 from kbroker.testing import running_broker
 from tests.kafka_clients import confluent_consume, confluent_producer
+from tests.polling import wait_for
 from tests.wire import WireClient
 
 Creatable = CreateTopicsRequest.CreatableTopic
-
-
-def wait_for(condition, timeout_s: float = 15.0, interval_s: float = 0.05):
-    """Poll `condition` until it returns something truthy; fail after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        time.sleep(interval_s)
 
 
 def dir_bytes(path) -> int:

@@ -14,7 +14,8 @@ from kafka import TopicPartition as KpTopicPartition
 from kbroker.protocol.errors import ErrorCode
 from kbroker.testing import BrokerProcess, running_broker
 from tests.kafka_clients import confluent_producer, kafka_python_producer
-from tests.test_admin import create, topic, wait_for
+from tests.polling import wait_for
+from tests.test_admin import create, topic
 from tests.wire import WireClient
 
 CLEANER = ("--override", "log.cleaner.backoff.ms=50", "--override", "log.segment.delete.delay.ms=100")

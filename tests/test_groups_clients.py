@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_for
+
 SESSION_MS = 6000
 HEARTBEAT_MS = 500
 PARTITIONS = 4
@@ -40,17 +42,6 @@ def restartable_broker(tmp_path):
 
     with running_broker(*BROKER_ARGS, data_dir=tmp_path) as started:
         yield started
-
-
-def wait_for(condition, timeout_s: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def exclusive_cover(members) -> bool:

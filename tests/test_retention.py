@@ -18,7 +18,8 @@ from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import DeleteRecordsRequest, DeleteTopicsRequest, FetchRequest
 from kbroker.testing import running_broker
 from tests.kafka_clients import confluent_producer
-from tests.test_admin import create, dir_bytes, topic, wait_for
+from tests.polling import wait_for
+from tests.test_admin import create, dir_bytes, topic
 from tests.test_admin_configs import TOPIC, SET, incremental
 from tests.wire import WireClient
 

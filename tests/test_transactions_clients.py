@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from kbroker.testing import running_broker
 from tests.kafka_clients import confluent_producer
-from tests.test_admin import wait_for
+from tests.polling import wait_for
 from tests.wire import WireClient
 
 ROOT = Path(__file__).resolve().parent.parent
