@@ -232,6 +232,13 @@ class Driver(PyDriver):
             from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
             config["partition_assignment_strategy"] = [RoundRobinPartitionAssignor]
         consumer = KafkaConsumer(**config)
+        # kafka-python 3.0.12 can drop an assignment when its first join happens before it knows
+        # the topic's partitions: the rejoin that the metadata then triggers may finish after
+        # poll() returned, and need_rejoin() turns false without the assignment being applied
+        # (the Java client fixed the same race in KAFKA-9815). Knowing the partitions before
+        # subscribing avoids that rejoin; the broker's side is the same on Apache Kafka.
+        for topic in topics:
+            consumer.partitions_for_topic(topic)
         consumer.subscribe(topics)
         return Consumer(consumer)
 
