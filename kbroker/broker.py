@@ -20,7 +20,7 @@ from kbroker.config import SASL_JAAS_SETTING, Config, ConfigSource
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.groups.coordinator import GroupCoordinator
 from kbroker.log import LogConfig, LogManager
-from kbroker.log.cleaner import LogCleaner
+from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.txn.coordinator import TransactionCoordinator
@@ -178,7 +178,9 @@ class Broker:
         self._load_dynamic_configs()
         self.log_defaults = LogConfig().with_overrides(config.topic_defaults())
         self.logs = LogManager(str(self.data_dir), self.log_defaults)
-        self.cleaner = LogCleaner(self.logs)
+        self.cleaner = LogCleaner(self.logs, key_map_capacity(
+            self.config["log.cleaner.dedupe.buffer.size"],
+            self.config["log.cleaner.io.buffer.load.factor"]))
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.wakeups = PartitionWakeups()
         self.api_usage = ApiUsage(api_usage_path)
@@ -293,7 +295,8 @@ class Broker:
                 await trio.sleep(self.config["log.cleaner.backoff.ms"] / 1000)
                 continue
             try:
-                await trio.to_thread.run_sync(job.clean, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(job.clean, self.cleaner.key_capacity,
+                                               abandon_on_cancel=True)
                 self.cleaner.finish(job, now_ms())
             except Exception:
                 log.exception("cleaning %s-%d failed; the partition is left uncompacted",

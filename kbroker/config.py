@@ -182,6 +182,11 @@ SETTINGS: tuple[Setting, ...] = (
             "compaction.", minimum=0, topic_name="min.cleanable.dirty.ratio"),
     Setting("log.cleaner.backoff.ms", "long", 15000, "Pause of the cleaner when nothing is to clean.",
             minimum=0, dynamic=True),
+    Setting("log.cleaner.dedupe.buffer.size", "long", 32 * 1024 * 1024, "Memory for the cleaner's "
+            "key map; a log with more distinct keys is compacted in several passes (Kafka: 128 MiB).",
+            minimum=1024 * 1024),
+    Setting("log.cleaner.io.buffer.load.factor", "double", 0.9, "Share of "
+            "log.cleaner.dedupe.buffer.size the key map may fill.", minimum=0.01),
     Setting("min.insync.replicas", "int", 1, "Replicas that must acknowledge acks=all writes.",
             minimum=1, topic_name="min.insync.replicas"),
     Setting("unclean.leader.election.enable", "boolean", False, "Whether a replica outside the "

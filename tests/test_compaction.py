@@ -18,6 +18,7 @@ from kbroker.protocol.records import GZIP, Record, build_batch, iter_records
 
 NOW = 1_700_000_000_000
 DAY = 24 * 3600 * 1000
+KEYS = 1_000_000  # the key map holds every key of these small logs
 
 
 def open_logs(path, **overrides):
@@ -47,7 +48,7 @@ def contents(log) -> list[tuple]:
 def clean(cleaner: LogCleaner, now=NOW) -> None:
     job = cleaner.next_job(now)
     assert job is not None, "expected the log to need cleaning"
-    job.clean()
+    job.clean(cleaner.key_capacity)
     cleaner.finish(job, now)
 
 
@@ -59,7 +60,7 @@ def test_keeps_latest_value_per_key_with_offsets(tmp_path):
     append(log, (b"b", b"2"), (b"a", b"3"))
     log.roll(NOW)
     append(log, (b"a", b"active"))  # the active segment is never cleaned and supersedes nothing
-    cleaner = LogCleaner(logs)
+    cleaner = LogCleaner(logs, KEYS)
     clean(cleaner)
     assert contents(log) == [(3, b"c", b"1"), (4, b"b", b"2"), (5, b"a", b"3"), (6, b"a", b"active")]
     assert log.log_start_offset == 0 and log.log_end_offset == 7
@@ -70,7 +71,37 @@ def test_keeps_latest_value_per_key_with_offsets(tmp_path):
     logs.close()
     logs, log = open_logs(tmp_path)
     assert contents(log)[0] == (3, b"c", b"1")
-    assert LogCleaner(logs).next_job(NOW) is None  # the first dirty offset was checkpointed
+    assert LogCleaner(logs, KEYS).next_job(NOW) is None  # the first dirty offset was checkpointed
+
+
+def _log_with_many_keys(path):
+    logs, log = open_logs(path)
+    for value in (b"1", b"2"):
+        append(log, *[(b"k%d" % i, value) for i in range(3)])
+        append(log, *[(b"k%d" % i, value) for i in range(3, 6)])
+        log.roll(NOW)
+    append(log, *[(b"k%d" % i, b"1") for i in range(6, 10)], (b"k0", b"3"))
+    log.roll(NOW)
+    append(log, (b"k9", b"active"))
+    return logs, log
+
+
+def test_a_full_key_map_compacts_in_several_passes(tmp_path):
+    """With room for 4 keys, 10 keys take several passes, each resuming where the map filled,
+    and end where one pass with room for every key ends."""
+    reference_logs, reference = _log_with_many_keys(tmp_path / "reference")
+    clean(LogCleaner(reference_logs, KEYS))
+    logs, log = _log_with_many_keys(tmp_path / "bounded")
+    cleaner = LogCleaner(logs, 4)
+    resumed_at = []
+    while (job := cleaner.next_job(NOW)) is not None and len(resumed_at) < 20:
+        job.clean(cleaner.key_capacity)
+        resumed_at.append(job.next_dirty)
+        cleaner.finish(job, NOW)
+    assert len(resumed_at) > 2 and all(a < b for a, b in zip(resumed_at, resumed_at[1:]))
+    assert contents(log) == contents(reference)
+    # The active segment's k9 supersedes nothing: the k9 before it stays.
+    assert [key for _, key, _ in contents(log)] == [b"k%d" % i for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 9)]
 
 
 def test_tombstones_go_after_delete_retention(tmp_path):
@@ -79,7 +110,7 @@ def test_tombstones_go_after_delete_retention(tmp_path):
     append(log, (b"a", None))
     log.roll(NOW)
     append(log, (b"c", b"1"))
-    cleaner = LogCleaner(logs)
+    cleaner = LogCleaner(logs, KEYS)
     clean(cleaner, NOW)
     assert contents(log) == [(1, b"b", b"1"), (2, b"a", None), (3, b"c", b"1")]
     assert cleaner.next_job(NOW + 999) is None  # kept until its delete horizon
@@ -94,7 +125,7 @@ def test_lags_and_dirty_ratio_decide_when(tmp_path):
     append(log, (b"a", b"2"), now=NOW)
     log.roll(NOW)
     append(log, (b"a", b"3"), now=NOW)
-    cleaner = LogCleaner(logs)
+    cleaner = LogCleaner(logs, KEYS)
     assert cleaner.next_job(NOW + 1000) is None  # younger than min.compaction.lag.ms
     clean(cleaner, NOW + 60001)
     assert [r[2] for r in contents(log)] == [b"2", b"3"]
@@ -114,7 +145,7 @@ def test_rewritten_batches_keep_codec_and_producer_state(tmp_path):
     append(log, (b"a", b"2"), (b"b", b"2"), producer_id=7, producer_epoch=0, base_sequence=2)
     log.roll(NOW)
     append(log, (b"x", b"x"))
-    clean(LogCleaner(logs))
+    clean(LogCleaner(logs, KEYS))
     headers = [header for header, _ in log.stored_batches()]
     # Everything of the first batch is superseded, but the second is the producer's last one.
     assert contents(log) == [(2, b"a", b"2"), (3, b"b", b"2"), (4, b"x", b"x")]
@@ -132,7 +163,7 @@ def test_superseded_batches_of_a_live_producer_become_empty(tmp_path):
     append(log, (b"a", b"2"))
     log.roll(NOW)
     append(log, (b"x", b"x"))
-    clean(LogCleaner(logs))
+    clean(LogCleaner(logs, KEYS))
     header = next(header for header, _ in log.stored_batches())
     # Producer 9's only (last) batch stays, emptied: its sequence and offsets survive.
     assert (header.records_count, header.producer_id, header.base_sequence, header.last_offset,
@@ -150,7 +181,7 @@ def test_transactions(tmp_path):
     append(log, (b"c", b"plain"))
     log.roll(NOW)
     append(log, (b"z", b"z"))
-    cleaner = LogCleaner(logs)
+    cleaner = LogCleaner(logs, KEYS)
     clean(cleaner, NOW)
     # Aborted data goes (producer 1's last batch stays, emptied, while producer 1 is known); its
     # ABORT marker stays, in the txn index, while data of its transaction was seen; the COMMIT
@@ -180,7 +211,7 @@ def test_open_transactions_stop_the_cleaner_at_the_last_stable_offset(tmp_path):
     append(log, (b"a", b"3"))
     log.roll(NOW)
     append(log, (b"x", b"x"))
-    clean(LogCleaner(logs))
+    clean(LogCleaner(logs, KEYS))
     assert [r[2] for r in contents(log)] == [b"2", b"open", b"3", b"x"]
 
 
@@ -191,9 +222,9 @@ def test_swap_is_abandoned_when_the_log_changed(tmp_path):
     append(log, (b"a", b"2"))
     log.roll(NOW)
     append(log, (b"x", b"x"))
-    cleaner = LogCleaner(logs)
+    cleaner = LogCleaner(logs, KEYS)
     job = cleaner.next_job(NOW)
-    job.clean()
+    job.clean(cleaner.key_capacity)
     log.delete_records_before(1, NOW)  # drops the first segment meanwhile
     cleaner.finish(job, NOW)
     assert contents(log) == [(1, b"a", b"2"), (2, b"x", b"x")]
@@ -212,10 +243,10 @@ def test_a_failed_cleaning_leaves_the_log_alone(tmp_path):
     with open(log.segments[0].prefix + LOG_SUFFIX, "r+b") as f:  # garble a record, not a header
         f.seek(62)
         f.write(b"\xff" * 8)
-    cleaner = LogCleaner(logs)
+    cleaner = LogCleaner(logs, KEYS)
     job = cleaner.next_job(NOW)
     with pytest.raises(KafkaError):
-        job.clean()
+        job.clean(cleaner.key_capacity)
     cleaner.give_up(job)
     assert cleaner.next_job(NOW) is None  # left alone until the next start, as Kafka does
     assert [name for name in os.listdir(log.directory) if "swap" in name or name == STAGING_DIR] == []
@@ -241,9 +272,9 @@ def _prepared(tmp_path):
     expected_after = [(10, b"k0", b"2-0"), (11, b"k1", b"2-1"), (12, b"k2", b"2-2"), (13, b"k3", b"2-3"),
                       (14, b"k4", b"2-4"), (15, b"k0", b"active")]
     before = contents(log)
-    cleaner = LogCleaner(logs)
+    cleaner = LogCleaner(logs, KEYS)
     job = cleaner.next_job(NOW)
-    job.clean()
+    job.clean(cleaner.key_capacity)
     for source in job.sources:
         os.close(source.fd)
     return logs, log, before, expected_after
@@ -302,4 +333,4 @@ def test_staging_left_by_a_crash_is_removed(tmp_path):
             os.unlink(os.path.join(log.directory, name))
     logs, log = _crash_and_reopen(logs, tmp_path)
     assert contents(log) == before
-    assert LogCleaner(logs).next_job(NOW) is not None  # and it is cleaned again later
+    assert LogCleaner(logs, KEYS).next_job(NOW) is not None  # and it is cleaned again later

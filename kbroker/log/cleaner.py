@@ -8,6 +8,11 @@ Rules (core/src/main/scala/kafka/log/LogCleaner{,Manager}.scala, MemoryRecords.f
 - What: every segment from the log start up to the first uncleanable offset, which is the base
   of the segment holding min(last stable offset, active segment base, first dirty segment
   younger than min.compaction.lag.ms). The active segment is never touched.
+- Key map (Kafka's SkimpyOffsetMap): keys are mapped by a 16-byte digest, at most
+  log.cleaner.dedupe.buffer.size x log.cleaner.io.buffer.load.factor bytes of them. When the
+  map fills, mapping stops at that record: only the segments up to it are rewritten and the
+  next pass starts there, so a log with many distinct keys takes several passes, never more
+  memory.
 - Per key, the record with the highest offset in the dirty range wins; keyless records go. A
   tombstone that wins is kept, and its batch stamped with a delete horizon of now +
   delete.retention.ms (KIP-534); a later clean after that horizon drops it.
@@ -29,6 +34,7 @@ Rules (core/src/main/scala/kafka/log/LogCleaner{,Manager}.scala, MemoryRecords.f
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -60,6 +66,20 @@ READ_CHUNK = 1 << 20
 YIELD_S = 0.001  # how long the cleaner thread works before letting the event loop run
 # Index files first, the log last: a `.log.swap` means the whole cleaned segment is there.
 SWAP_ORDER = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, LOG_SUFFIX)
+# What one key-map entry costs in CPython, measured with tracemalloc (133 bytes at 200k keys):
+# the digest as a bytes object (49), the offset as an int (32), and its dict slot with the
+# table's spare room. Kafka's map needs 24.
+KEY_MAP_ENTRY_BYTES = 136
+
+
+def key_map_capacity(buffer_bytes: int, load_factor: float) -> int:
+    """How many keys one cleaning pass may map within log.cleaner.dedupe.buffer.size."""
+    return max(int(buffer_bytes * load_factor) // KEY_MAP_ENTRY_BYTES, 1)
+
+
+def key_digest(key) -> bytes:
+    """Keys are mapped by digest so that long keys cost no more than short ones."""
+    return hashlib.blake2b(key, digest_size=16).digest()
 
 
 class _Stopped(Exception):
@@ -216,6 +236,7 @@ class CleaningJob:
     active_producers: dict[int, tuple[int | None, int]]  # id -> (last data offset, epoch)
     groups: list[list[_Source]] = field(default_factory=list)
     next_horizon: int | None = None  # earliest delete horizon of a kept tombstone or marker
+    next_dirty: int | None = None  # where the next pass starts: end, or where the key map filled
     stop: bool = False
     _yielded: float = 0.0
 
@@ -244,10 +265,13 @@ class CleaningJob:
     def directory(self) -> str:
         return self.log.directory
 
-    def clean(self) -> None:
+    def clean(self, key_capacity: int) -> None:
         """The heavy part: runs in a worker thread, touching only this job's files."""
         config = self.log.config
-        latest = self._offset_map()
+        latest, full_at = self._offset_map(key_capacity)
+        self.next_dirty = self.end
+        if full_at is not None:
+            self._stop_before(full_at)
         transactions = _Transactions(self.aborted)
         for group in self._group(config):
             self._check_stop()
@@ -264,8 +288,9 @@ class CleaningJob:
             time.sleep(0)
             self._yielded = now
 
-    def _offset_map(self) -> dict[bytes, int]:
-        """Latest offset of every key in the dirty range [first_dirty, end)."""
+    def _offset_map(self, capacity: int) -> tuple[dict[bytes, int], int | None]:
+        """Latest offset of every key digest in the dirty range [first_dirty, end), and the
+        offset of the first record left out if the map filled up before the end."""
         latest: dict[bytes, int] = {}
         transactions = _Transactions(self.aborted)
         for source in self.sources:
@@ -278,9 +303,23 @@ class CleaningJob:
                 elif not transactions.on_data(header) and header.last_offset >= self.first_dirty:
                     for record in iter_records(batch):
                         offset = header.base_offset + record.offset_delta
-                        if record.key is not None and offset >= self.first_dirty:
-                            latest[record.key] = offset
-        return latest
+                        if record.key is None or offset < self.first_dirty:
+                            continue
+                        digest = key_digest(record.key)
+                        if len(latest) >= capacity and digest not in latest:
+                            return latest, offset
+                        latest[digest] = offset
+        return latest, None
+
+    def _stop_before(self, offset: int) -> None:
+        """Rewrite only the segments that start before `offset`; the next pass starts there.
+        Records from `offset` on are kept as they are, as no mapped key is newer than them."""
+        kept = [source for source in self.sources if source.segment.base_offset < offset]
+        for source in self.sources[len(kept):]:
+            os.close(source.fd)
+        self.sources = kept
+        self.end = kept[-1].next_base
+        self.next_dirty = offset
 
     def _group(self, config) -> list[list[_Source]]:
         """Kafka's groupSegmentsBySize: runs of segments that fit in one segment together."""
@@ -357,7 +396,8 @@ class CleaningJob:
             for record in iter_records(batch):
                 offset = header.base_offset + record.offset_delta
                 alive = record.value is not None or horizon is None or now < horizon
-                if record.key is not None and offset >= latest.get(record.key, -1) and alive:
+                if record.key is not None and alive \
+                        and offset >= latest.get(key_digest(record.key), -1):
                     kept.append(record)
                     tombstones = tombstones or record.value is None
                 else:
@@ -423,8 +463,9 @@ class LogCleaner:
     """Picks the filthiest compacted log (Kafka's grabFilthiestCompactedLog), hands out cleaning
     jobs and swaps their results in. Everything here runs on the event loop."""
 
-    def __init__(self, logs):
+    def __init__(self, logs, key_capacity: int):
         self.logs = logs
+        self.key_capacity = key_capacity  # keys one pass may map (key_map_capacity)
         self._first_dirty: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._horizons: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._uncleanable: weakref.WeakSet = weakref.WeakSet()
@@ -498,9 +539,10 @@ class LogCleaner:
                 partition_log.replace_segments(
                     [source.segment for source in group], now_ms,
                     lambda: _install(partition_log.directory, base, next_base, interval))
-            self._first_dirty[partition_log] = job.end
+            self._first_dirty[partition_log] = job.next_dirty
             # Not fsynced: a lost or torn checkpoint only means cleaning from the log start again.
-            write_file(os.path.join(partition_log.directory, CHECKPOINT_FILE), f"{job.end}\n".encode())
+            write_file(os.path.join(partition_log.directory, CHECKPOINT_FILE),
+                       f"{job.next_dirty}\n".encode())
             if job.next_horizon is None:
                 self._horizons.pop(partition_log, None)
             else:
