@@ -18,7 +18,6 @@ import keyword
 import re
 import uuid
 from functools import cache
-from typing import NamedTuple
 
 from kbroker.protocol.exceptions import UnsupportedVersion
 from kbroker.protocol.specs import api_specs, load
@@ -170,17 +169,39 @@ def build_message_class(spec: dict) -> type:
     return cls
 
 
-class ApiInfo(NamedTuple):
-    """What the server needs to know about one API key."""
+class ApiInfo:
+    """What the server needs to know about one API key.
 
-    api_key: int
-    name: str
-    min_version: int
-    max_version: int
-    flexible_min_version: int | None
-    latest_version_unstable: bool
-    request: type
-    response: type
+    Its request and response classes are built on first use: building the ~290 classes of
+    every API at import was the largest part of kbroker's own import time, and a broker
+    only ever needs those of the APIs it serves and is sent.
+    """
+
+    __slots__ = ("api_key", "name", "min_version", "max_version", "flexible_min_version",
+                 "latest_version_unstable", "_spec", "_request", "_response")
+
+    def __init__(self, spec: dict):
+        self.api_key = spec["api_key"]
+        self.name = spec["name"]
+        self.min_version, self.max_version = spec["request"]["valid_versions"]
+        flexible = spec["request"]["flexible_versions"]
+        self.flexible_min_version = flexible[0] if flexible else None
+        self.latest_version_unstable = spec["request"]["latest_version_unstable"]
+        self._spec = spec
+        self._request: type | None = None
+        self._response: type | None = None
+
+    @property
+    def request(self) -> type:
+        if self._request is None:
+            self._request = _publish(build_message_class(self._spec["request"]))
+        return self._request
+
+    @property
+    def response(self) -> type:
+        if self._response is None:
+            self._response = _publish(build_message_class(self._spec["response"]))
+        return self._response
 
     def supports(self, version: int) -> bool:
         return self.min_version <= version <= self.max_version
@@ -192,22 +213,31 @@ class ApiInfo(NamedTuple):
 API_INFO: dict[int, ApiInfo] = {}
 API_NAMES: dict[int, str] = {}  # api key -> API name ("Produce")
 API_KEYS: dict[str, int] = {}  # API name -> api key
+_CLASS_OWNERS: dict[str, tuple[int, str]] = {}  # "FetchRequest" -> (1, "request")
+
+
+def _publish(cls: type) -> type:
+    """Make a built message class a plain module attribute, so later lookups are direct."""
+    globals()[cls.__name__] = cls
+    return cls
+
+
+def __getattr__(name: str) -> type:
+    """``messages.FetchRequest`` and ``from ... import FetchRequest`` build the class on demand."""
+    owner = _CLASS_OWNERS.get(name)
+    if owner is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    api_key, side = owner
+    return getattr(API_INFO[api_key], side)
 
 
 def _register_apis() -> None:
     for api_key, spec in api_specs().items():
-        request = build_message_class(spec["request"])
-        response = build_message_class(spec["response"])
-        lo, hi = spec["request"]["valid_versions"]
-        flexible = spec["request"]["flexible_versions"]
-        API_INFO[api_key] = ApiInfo(
-            api_key, spec["name"], lo, hi, flexible[0] if flexible else None,
-            spec["request"]["latest_version_unstable"], request, response,
-        )
+        API_INFO[api_key] = ApiInfo(spec)
         API_NAMES[api_key] = spec["name"]
         API_KEYS[spec["name"]] = api_key
-        globals()[request.__name__] = request
-        globals()[response.__name__] = response
+        _CLASS_OWNERS[spec["request"]["name"]] = (api_key, "request")
+        _CLASS_OWNERS[spec["response"]["name"]] = (api_key, "response")
 
 
 _register_apis()
