@@ -366,3 +366,51 @@ def test_describe_topic_partitions_pages(admin_broker, topic_name):
         assert seen == [("nope", ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, []),  # names in order
                         (topic_name + "-a", 0, [0, 1]), (topic_name + "-a", 0, [2]),
                         (topic_name + "-b", 0, [0]), (topic_name + "-b", 0, [1])]
+
+
+def test_acl_apis_answer_security_disabled_as_kafka_without_an_authorizer(broker):
+    """Kafka with no authorizer.class.name allows everything and answers the ACL APIs with
+    SECURITY_DISABLED; admin clients must get that error, not an unsupported version."""
+    from confluent_kafka.admin import (
+        AclBinding, AclBindingFilter, AclOperation, AclPermissionType, ResourcePatternType,
+        ResourceType,
+    )
+    from kafka.admin import (
+        ACL, ACLFilter, ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourcePattern,
+        ResourcePatternFilter,
+    )
+    from kafka.admin import ResourceType as KpResourceType
+    from kafka.errors import SecurityDisabledError
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    binding = AclBinding(ResourceType.TOPIC, "acl-topic", ResourcePatternType.LITERAL,
+                         "User:alice", "*", AclOperation.READ, AclPermissionType.ALLOW)
+    every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                             AclOperation.ANY, AclPermissionType.ANY)
+    for future in (*admin.create_acls([binding], request_timeout=10).values(),
+                   *admin.delete_acls([every], request_timeout=10).values()):
+        with pytest.raises(KafkaException) as raised:
+            future.result(10)
+        assert raised.value.args[0].code() == ErrorCode.SECURITY_DISABLED
+    # librdkafka drops DescribeAcls' top-level error code, against Kafka too: an empty list.
+    assert admin.describe_acls(every, request_timeout=10).result(10) == []
+    with WireClient(broker.bootstrap) as wire:
+        response = wire.request("DescribeAcls", 3, resource_type_filter=1, pattern_type_filter=1,
+                                operation=1, permission_type=1)
+        assert (response.error_code, response.resources) == (ErrorCode.SECURITY_DISABLED, [])
+
+    kp_admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        with pytest.raises(SecurityDisabledError):
+            kp_admin.describe_acls(ACLFilter(
+                principal=None, host="*", operation=ACLOperation.ANY,
+                permission_type=ACLPermissionType.ANY,
+                resource_pattern=ResourcePatternFilter(KpResourceType.TOPIC, None,
+                                                       ACLResourcePatternType.ANY)))
+        result = kp_admin.create_acls([ACL(
+            principal="User:alice", host="*", operation=ACLOperation.READ,
+            permission_type=ACLPermissionType.ALLOW,
+            resource_pattern=ResourcePattern(KpResourceType.TOPIC, "acl-topic"))])
+        assert result == {"succeeded": [], "failed": [SecurityDisabledError]}
+    finally:
+        kp_admin.close()

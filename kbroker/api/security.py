@@ -1,4 +1,4 @@
-"""SaslHandshake and SaslAuthenticate: authenticating connections on a SASL_PLAINTEXT listener."""
+"""SaslHandshake and SaslAuthenticate on a SASL_PLAINTEXT listener; the ACL APIs, without an authorizer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import logging
 
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
-from kbroker.protocol.messages import SaslAuthenticateResponse, SaslHandshakeResponse
+from kbroker.protocol.messages import (
+    CreateAclsResponse, DeleteAclsResponse, DescribeAclsResponse, SaslAuthenticateResponse,
+    SaslHandshakeResponse,
+)
 from kbroker.sasl import AuthenticationFailed
 
 log = logging.getLogger("kbroker.sasl")
@@ -53,3 +56,32 @@ async def handle_sasl_authenticate(ctx, request) -> SaslAuthenticateResponse:
         connection.principal = exchange.user
     return SaslAuthenticateResponse(error_code=ErrorCode.NONE, error_message=None,
                                     auth_bytes=token, session_lifetime_ms=0)
+
+
+# No authorizer is configured (Kafka's authorizer.class.name is empty by default): every
+# operation is allowed, and the ACL APIs answer SECURITY_DISABLED as Kafka then does, so admin
+# tools get Kafka's error rather than an unsupported version.
+_NO_AUTHORIZER = "No Authorizer is configured."
+
+
+@serves("DescribeAcls", 1, 3)
+async def handle_describe_acls(ctx, request) -> DescribeAclsResponse:
+    return DescribeAclsResponse(error_code=ErrorCode.SECURITY_DISABLED,
+                                error_message="No Authorizer is configured on the broker",
+                                resources=[])
+
+
+@serves("CreateAcls", 1, 3)
+async def handle_create_acls(ctx, request) -> CreateAclsResponse:
+    return CreateAclsResponse(results=[
+        CreateAclsResponse.AclCreationResult(error_code=ErrorCode.SECURITY_DISABLED,
+                                             error_message=_NO_AUTHORIZER)
+        for _ in request.creations])
+
+
+@serves("DeleteAcls", 1, 3)
+async def handle_delete_acls(ctx, request) -> DeleteAclsResponse:
+    return DeleteAclsResponse(filter_results=[
+        DeleteAclsResponse.DeleteAclsFilterResult(error_code=ErrorCode.SECURITY_DISABLED,
+                                                  error_message=_NO_AUTHORIZER, matching_acls=[])
+        for _ in request.filters])
