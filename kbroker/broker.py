@@ -21,14 +21,17 @@ from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.groups.coordinator import GroupCoordinator
 from kbroker.log import LogConfig, LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
+from kbroker.log.files import read_if_exists
+from kbroker.log.files import write_atomically as write_file_atomically
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.sasl import SaslUsers, users_from_jaas
+from kbroker.sasl import SaslUsers, ScramStore, users_from_jaas
 from kbroker.txn.coordinator import TransactionCoordinator
 
 log = logging.getLogger("kbroker")
 
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 DYNAMIC_CONFIGS_FILE = "dynamic-broker-configs.json"
+SCRAM_CREDENTIALS_FILE = "scram-credentials.json"  # AlterUserScramCredentials' store
 # Keys of the two dynamic layers in DYNAMIC_CONFIGS_FILE (Kafka keeps them in its metadata log).
 _DYNAMIC_LAYERS = {ConfigSource.DYNAMIC_BROKER_CONFIG: "broker",
                    ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG: "cluster-default"}
@@ -40,12 +43,12 @@ def _flush_all(partition_logs, now: int) -> None:
         partition_log.flush(now)
 
 
-def _sasl_users(config: Config) -> SaslUsers | None:
+def _sasl_users(config: Config, scram_store: ScramStore) -> SaslUsers | None:
     """The users of a SASL_PLAINTEXT listener; None when connections need no authentication."""
     if config.security_protocol() != "SASL_PLAINTEXT":
         return None
     return SaslUsers(users_from_jaas(config[SASL_JAAS_SETTING] or ""),
-                     config["sasl.enabled.mechanisms"])
+                     config["sasl.enabled.mechanisms"], scram_store)
 
 
 def now_ms() -> int:
@@ -186,7 +189,11 @@ class Broker:
         self.api_usage = ApiUsage(api_usage_path)
         self.advertised = config.advertised_listener()
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
-        self.sasl_users = _sasl_users(config)
+        # SCRAM credentials made at runtime; kept (and alterable) even without a SASL listener,
+        # as Kafka's controller keeps them whatever the listeners.
+        stored_scram = read_if_exists(str(self.data_dir / SCRAM_CREDENTIALS_FILE))
+        self.scram_store = ScramStore.loads(stored_scram.decode()) if stored_scram else ScramStore()
+        self.sasl_users = _sasl_users(config, self.scram_store)
         self.groups = GroupCoordinator(self)  # replays __consumer_offsets
         self.transactions = TransactionCoordinator(self)  # replays __transaction_state
 
@@ -238,6 +245,22 @@ class Broker:
         write_atomically(self.data_dir / DYNAMIC_CONFIGS_FILE, json.dumps(stored, indent=1, sort_keys=True))
         self.log_defaults = defaults
         self.logs.set_defaults(defaults)
+
+    def alter_scram_credentials(self, deletions: list[tuple[str, int]],
+                                upsertions: list[tuple[str, int, int, bytes, bytes]],
+                                ) -> list[tuple[str, int, str | None]]:
+        """Validate and make one AlterUserScramCredentials request's changes: written to the data
+        dir first, then in effect for the next SCRAM exchange. Returns (user, error, message)."""
+        results, changes = self.scram_store.plan_alter(deletions, upsertions)
+        if changes:
+            write_file_atomically(str(self.data_dir / SCRAM_CREDENTIALS_FILE),
+                                  self.scram_store.dumps(changes).encode())
+            self.scram_store.apply(changes)
+            for change in changes:
+                log.info("%s SCRAM credential %s for user %s",
+                         "deleted" if change.credential is None else "stored", change.mechanism,
+                         change.user)
+        return results
 
     async def flush_if_due(self, partition_logs: list | None = None) -> None:
         """fsync the logs whose flush.messages / flush.ms say so, off the event loop.

@@ -4,6 +4,9 @@ A connection on a SASL_PLAINTEXT listener must authenticate before any request o
 ApiVersions, SaslHandshake and SaslAuthenticate. SaslHandshake picks a mechanism; each
 SaslAuthenticate carries one client token to `Mechanism.step`, which returns the server's
 token or raises AuthenticationFailed; `done` tells when the exchange succeeded.
+
+ScramStore holds the SCRAM credentials that admin clients create and delete at runtime
+(DescribeUserScramCredentials / AlterUserScramCredentials), with Kafka's validation rules.
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
+from collections import ChainMap
 from dataclasses import dataclass
+
+from kbroker.protocol.errors import ErrorCode
 
 SCRAM_ITERATIONS = 4096
 _JAAS_USER = re.compile(r'user_([^=\s]+)\s*=\s*"([^"]*)"')
@@ -71,9 +78,16 @@ def scram_credential(password: str, hash_name: str, salt: bytes | None = None,
     """What the server keeps of a password (RFC 5802 section 3)."""
     salt = salt if salt is not None else os.urandom(16)
     salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, iterations)
-    client_key = hmac.digest(salted, b"Client Key", hash_name)
+    return scram_credential_from_salted(salted, hash_name, salt, iterations)
+
+
+def scram_credential_from_salted(salted_password: bytes, hash_name: str, salt: bytes,
+                                 iterations: int) -> ScramCredential:
+    """What the server keeps, from the PBKDF2 output an admin client sends (RFC 5802):
+    StoredKey = H(HMAC(salted, "Client Key")), ServerKey = HMAC(salted, "Server Key")."""
+    client_key = hmac.digest(salted_password, b"Client Key", hash_name)
     return ScramCredential(salt, hashlib.new(hash_name, client_key).digest(),
-                           hmac.digest(salted, b"Server Key", hash_name), iterations)
+                           hmac.digest(salted_password, b"Server Key", hash_name), iterations)
 
 
 def _attributes(message: str) -> dict[str, str]:
@@ -136,17 +150,195 @@ class Scram(Mechanism):
         return b"v=" + base64.b64encode(server_signature)
 
 
+SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+# Kafka's ScramMechanism type codes (org.apache.kafka.clients.admin.ScramMechanism); 0 is UNKNOWN.
+SCRAM_MECHANISM_TYPES = {1: "SCRAM-SHA-256", 2: "SCRAM-SHA-512"}
+SCRAM_MIN_ITERATIONS = 4096  # both mechanisms' minIterations in Kafka
+SCRAM_MAX_ITERATIONS = 16384  # Kafka's ScramControlManager.MAX_ITERATIONS
+_ALTERED_TWICE = "A user credential cannot be altered twice in the same request"
+_DESCRIBED_TWICE = "Cannot describe SCRAM credentials for the same user twice in a single request: "
+_DESCRIBE_MISSING = "Attempt to describe a user credential that does not exist: "
+
+
+@dataclass(frozen=True, slots=True)
+class ScramChange:
+    """One accepted alteration: `credential` None deletes the user's credential for `mechanism`."""
+
+    user: str
+    mechanism: str
+    credential: ScramCredential | None
+
+
+class ScramStore:
+    """SCRAM credentials managed at runtime with AlterUserScramCredentials, as Kafka's controller
+    keeps them (ScramControlManager): per mechanism name, per user, only the salt, stored key,
+    server key and iterations. Sans-IO: `plan_alter` decides, the caller persists `dumps(...)`
+    and then calls `apply`, so a failed write changes nothing.
+    """
+
+    def __init__(self, credentials: dict[str, dict[str, ScramCredential]] | None = None):
+        # One dict per mechanism, mutated in place: SaslUsers' lookups hold references to them.
+        self.by_mechanism: dict[str, dict[str, ScramCredential]] = {
+            mechanism: dict((credentials or {}).get(mechanism, {})) for mechanism in SCRAM_HASHES}
+
+    def get(self, mechanism: str, user: str) -> ScramCredential | None:
+        return self.by_mechanism.get(mechanism, {}).get(user)
+
+    def users(self) -> list[str]:
+        return sorted({user for users in self.by_mechanism.values() for user in users})
+
+    # -- DescribeUserScramCredentials (Kafka's ScramImage.describe) ------------------------------
+
+    def describe(self, names: list[str] | None) -> list[tuple[str, int, str | None, list[tuple[int, int]]]]:
+        """(user, error code, error message, [(mechanism type, iterations)]) per user asked for;
+        every user with a credential when `names` is None or empty."""
+        if not names:
+            names = self.users()
+        counts: dict[str, int] = {}
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+        results = []
+        for name, count in counts.items():
+            if count > 1:
+                results.append((name, ErrorCode.DUPLICATE_RESOURCE, _DESCRIBED_TWICE + name, []))
+                continue
+            infos = [(type_code, credential.iterations)
+                     for type_code, mechanism in SCRAM_MECHANISM_TYPES.items()
+                     if (credential := self.get(mechanism, name)) is not None]
+            if infos:
+                results.append((name, ErrorCode.NONE, None, infos))
+            else:
+                results.append((name, ErrorCode.RESOURCE_NOT_FOUND, _DESCRIBE_MISSING + name, []))
+        return results
+
+    # -- AlterUserScramCredentials (Kafka's ScramControlManager.alterCredentials) ---------------
+
+    def plan_alter(self, deletions: list[tuple[str, int]],
+                   upsertions: list[tuple[str, int, int, bytes, bytes]],
+                   ) -> tuple[list[tuple[str, int, str | None]], list[ScramChange]]:
+        """Validate one request: ([(user, error code, error message)] one per user named, in
+        request order; the changes to make). Deletions are (user, mechanism type); upsertions
+        (user, mechanism type, iterations, salt, salted password).
+
+        As in Kafka, a user's first failing alteration decides its error and later ones for that
+        user are ignored; a second alteration of a user whose earlier one was valid makes the
+        user DUPLICATE_RESOURCE and drops both.
+        """
+        accepted: dict[str, ScramChange] = {}
+        errors: dict[str, tuple[int, str | None]] = {}
+        order: dict[str, None] = {}
+        alterations = [(name, mechanism, None) for name, mechanism in deletions]
+        alterations += [(name, mechanism, (iterations, bytes(salt), bytes(salted)))
+                        for name, mechanism, iterations, salt, salted in upsertions]
+        for name, type_code, upsertion in alterations:
+            order.setdefault(name)
+            if name in errors:
+                continue
+            if accepted.pop(name, None) is not None:
+                errors[name] = (ErrorCode.DUPLICATE_RESOURCE, _ALTERED_TWICE)
+                continue
+            outcome = (self._validate_deletion(name, type_code) if upsertion is None
+                       else self._validate_upsertion(name, type_code, *upsertion))
+            if isinstance(outcome, ScramChange):
+                accepted[name] = outcome
+            else:
+                errors[name] = outcome
+        results = [(name, *errors[name]) if name in errors else (name, ErrorCode.NONE, None)
+                   for name in order]
+        return results, list(accepted.values())
+
+    def _validate_deletion(self, name: str, type_code: int) -> ScramChange | tuple[int, str]:
+        error = _check_name_and_mechanism(name, type_code)
+        if error is not None:
+            return error
+        mechanism = SCRAM_MECHANISM_TYPES[type_code]
+        if self.get(mechanism, name) is None:
+            return ErrorCode.RESOURCE_NOT_FOUND, "Attempt to delete a user credential that does not exist"
+        return ScramChange(name, mechanism, None)
+
+    @staticmethod
+    def _validate_upsertion(name: str, type_code: int, iterations: int, salt: bytes,
+                            salted_password: bytes) -> ScramChange | tuple[int, str | None]:
+        error = _check_name_and_mechanism(name, type_code)
+        if error is not None:
+            return error
+        if iterations < SCRAM_MIN_ITERATIONS:
+            return ErrorCode.UNACCEPTABLE_CREDENTIAL, "Too few iterations"
+        if iterations > SCRAM_MAX_ITERATIONS:
+            return ErrorCode.UNACCEPTABLE_CREDENTIAL, "Too many iterations"
+        if not salted_password:
+            # Kafka's HMAC refuses an empty key, and the controller answers that exception as an
+            # unknown server error without a message.
+            return ErrorCode.UNKNOWN_SERVER_ERROR, None
+        mechanism = SCRAM_MECHANISM_TYPES[type_code]
+        return ScramChange(name, mechanism, scram_credential_from_salted(
+            salted_password, SCRAM_HASHES[mechanism], salt, iterations))
+
+    def apply(self, changes: list[ScramChange]) -> None:
+        _apply(self.by_mechanism, changes)
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def dumps(self, pending: list[ScramChange] = ()) -> str:
+        """The store as JSON text (bytes in base64), with `pending` changes applied."""
+        state = {mechanism: dict(users) for mechanism, users in self.by_mechanism.items()}
+        _apply(state, pending)
+        return json.dumps({"version": 1, "credentials": {
+            mechanism: {user: {"salt": _b64(c.salt), "stored_key": _b64(c.stored_key),
+                               "server_key": _b64(c.server_key), "iterations": c.iterations}
+                        for user, c in sorted(users.items())}
+            for mechanism, users in state.items()}}, indent=1)
+
+    @classmethod
+    def loads(cls, text: str) -> "ScramStore":
+        stored = json.loads(text)
+        return cls({
+            mechanism: {user: ScramCredential(base64.b64decode(c["salt"]), base64.b64decode(c["stored_key"]),
+                                              base64.b64decode(c["server_key"]), int(c["iterations"]))
+                        for user, c in users.items()}
+            for mechanism, users in stored.get("credentials", {}).items() if mechanism in SCRAM_HASHES})
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _check_name_and_mechanism(name: str, type_code: int) -> tuple[int, str] | None:
+    if not name:
+        return ErrorCode.UNACCEPTABLE_CREDENTIAL, "Username must not be empty"
+    if type_code not in SCRAM_MECHANISM_TYPES:
+        return ErrorCode.UNSUPPORTED_SASL_MECHANISM, "Unknown SCRAM mechanism"
+    return None
+
+
+def _apply(by_mechanism: dict[str, dict[str, ScramCredential]], changes) -> None:
+    for change in changes:
+        users = by_mechanism.setdefault(change.mechanism, {})
+        if change.credential is None:
+            users.pop(change.user, None)
+        else:
+            users[change.user] = change.credential
+
+
 class SaslUsers:
-    """The users a SASL listener accepts, with SCRAM credentials derived once at start."""
+    """The users a SASL listener accepts.
 
-    SCRAM_HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
+    PLAIN checks the configured users (the JAAS setting / --sasl-user) only, as Kafka's PLAIN
+    checks its JAAS config. SCRAM looks a user up in the runtime `store` first (credentials made
+    with AlterUserScramCredentials, read at each exchange so changes apply to new connections at
+    once), then in the SCRAM credentials derived once at start from the configured passwords.
+    """
 
-    def __init__(self, users: dict[str, str], mechanisms: list[str]):
+    SCRAM_HASHES = SCRAM_HASHES
+
+    def __init__(self, users: dict[str, str], mechanisms: list[str], store: ScramStore | None = None):
         self.mechanisms = mechanisms
         self._plain = users
+        store = store if store is not None else ScramStore()
         self._scram = {
-            mechanism: {user: scram_credential(password, hash_name)
-                        for user, password in users.items()}
+            mechanism: ChainMap(store.by_mechanism[mechanism],
+                                {user: scram_credential(password, hash_name)
+                                 for user, password in users.items()})
             for mechanism, hash_name in self.SCRAM_HASHES.items() if mechanism in mechanisms
         }
 

@@ -1,4 +1,5 @@
-"""SaslHandshake and SaslAuthenticate on a SASL_PLAINTEXT listener; the ACL APIs, without an authorizer."""
+"""SaslHandshake and SaslAuthenticate on a SASL_PLAINTEXT listener; SCRAM credentials managed at
+runtime (DescribeUserScramCredentials, AlterUserScramCredentials); the ACL APIs, without an authorizer."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import logging
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    CreateAclsResponse, DeleteAclsResponse, DescribeAclsResponse, SaslAuthenticateResponse,
-    SaslHandshakeResponse,
+    AlterUserScramCredentialsResponse, CreateAclsResponse, DeleteAclsResponse, DescribeAclsResponse,
+    DescribeUserScramCredentialsResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
 )
 from kbroker.sasl import AuthenticationFailed
 
@@ -56,6 +57,32 @@ async def handle_sasl_authenticate(ctx, request) -> SaslAuthenticateResponse:
         connection.principal = exchange.user
     return SaslAuthenticateResponse(error_code=ErrorCode.NONE, error_message=None,
                                     auth_bytes=token, session_lifetime_ms=0)
+
+
+# SCRAM credentials (KIP-554). Without an authorizer every principal may describe and alter them,
+# as in Kafka; the rules and messages are Kafka's (see kbroker.sasl.ScramStore).
+
+@serves("DescribeUserScramCredentials", 0, 0)
+async def handle_describe_user_scram_credentials(ctx, request) -> DescribeUserScramCredentialsResponse:
+    names = None if request.users is None else [user.name for user in request.users]
+    Result = DescribeUserScramCredentialsResponse.DescribeUserScramCredentialsResult
+    Info = DescribeUserScramCredentialsResponse.CredentialInfo
+    return DescribeUserScramCredentialsResponse(error_code=ErrorCode.NONE, error_message=None, results=[
+        Result(user=user, error_code=error, error_message=message,
+               credential_infos=[Info(mechanism=mechanism, iterations=iterations)
+                                 for mechanism, iterations in infos])
+        for user, error, message, infos in ctx.broker.scram_store.describe(names)])
+
+
+@serves("AlterUserScramCredentials", 0, 0)
+async def handle_alter_user_scram_credentials(ctx, request) -> AlterUserScramCredentialsResponse:
+    results = ctx.broker.alter_scram_credentials(
+        [(deletion.name, deletion.mechanism) for deletion in request.deletions],
+        [(upsertion.name, upsertion.mechanism, upsertion.iterations, bytes(upsertion.salt),
+          bytes(upsertion.salted_password)) for upsertion in request.upsertions])
+    Result = AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult
+    return AlterUserScramCredentialsResponse(results=[
+        Result(user=user, error_code=error, error_message=message) for user, error, message in results])
 
 
 # No authorizer is configured (Kafka's authorizer.class.name is empty by default): every
