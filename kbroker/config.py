@@ -196,8 +196,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max.incremental.fetch.session.cache.slots", "int", 1000, "Most incremental fetch "
             "sessions kept at once.", minimum=0),
     # Groups.
-    Setting("group.initial.rebalance.delay.ms", "int", 0, "Wait before the first rebalance of an "
-            "empty group (Kafka: 3000; 0 suits a development broker).", minimum=0),
+    Setting("group.initial.rebalance.delay.ms", "int", 100, "Wait before the first rebalance of an "
+            "empty group (Kafka: 3000). 100 ms keeps groups quick to form and gives a client time "
+            "to learn its topics' partitions first (kafka-python 3.0.12 can lose its first "
+            "assignment otherwise).", minimum=0),
     Setting("group.min.session.timeout.ms", "int", 6000, "Smallest session timeout a member may ask "
             "for.", minimum=0),
     Setting("group.max.session.timeout.ms", "int", 1800000, "Largest session timeout a member may "

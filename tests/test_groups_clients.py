@@ -155,10 +155,6 @@ class KafkaPythonMember(Member):
         from kafka.errors import KafkaError
 
         consumer = KafkaConsumer(**self.python_client_config())
-        # kafka-python 3.0.12 may drop its first assignment when it joins before it knows the
-        # topic's partitions (see compat/clients/kafka_python.py); Kafka's default
-        # group.initial.rebalance.delay.ms of 3 s hides that race, kbroker's 0 does not.
-        consumer.partitions_for_topic(self.topic)
 
         async def commit_consumed():  # on the IO loop only the async commit may be used
             await consumer._coordinator._commit_offsets_sync_async(

@@ -27,8 +27,10 @@ def open_broker(tmp_path):
     opened = []
 
     def open_(clock: Clock | None = None, **overrides) -> Broker:
+        # No timer tasks run here: a delay of 0 lets a join complete within the call.
         settings = {"log.dirs": str(tmp_path), "offsets.retention.minutes": "1",
-                    "group.min.session.timeout.ms": "1000", **overrides}
+                    "group.min.session.timeout.ms": "1000",
+                    "group.initial.rebalance.delay.ms": "0", **overrides}
         broker = Broker(Config(settings))
         if clock is not None:
             broker.groups.clock = clock

@@ -237,7 +237,7 @@ class Driver(PyDriver):
         # poll() returned, and need_rejoin() turns false without the assignment being applied
         # (the Java client fixed the same race in KAFKA-9815). Knowing the partitions before
         # subscribing avoids that rejoin; the broker's side is the same on Apache Kafka, where
-        # the default group.initial.rebalance.delay.ms (3 s, kbroker's is 0) hides the race.
+        # group.initial.rebalance.delay.ms (3 s; kbroker's 100 ms) mostly hides the race.
         for topic in topics:
             consumer.partitions_for_topic(topic)
         consumer.subscribe(topics)
