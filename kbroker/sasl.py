@@ -329,17 +329,14 @@ class SaslUsers:
     once), then in the SCRAM credentials derived once at start from the configured passwords.
     """
 
-    SCRAM_HASHES = SCRAM_HASHES
-
-    def __init__(self, users: dict[str, str], mechanisms: list[str], store: ScramStore | None = None):
+    def __init__(self, users: dict[str, str], mechanisms: list[str], store: ScramStore):
         self.mechanisms = mechanisms
         self._plain = users
-        store = store if store is not None else ScramStore()
         self._scram = {
             mechanism: ChainMap(store.by_mechanism[mechanism],
                                 {user: scram_credential(password, hash_name)
                                  for user, password in users.items()})
-            for mechanism, hash_name in self.SCRAM_HASHES.items() if mechanism in mechanisms
+            for mechanism, hash_name in SCRAM_HASHES.items() if mechanism in mechanisms
         }
 
     def start(self, mechanism: str) -> Mechanism | None:
@@ -349,5 +346,5 @@ class SaslUsers:
         if mechanism == "PLAIN":
             return Plain(self._plain)
         if mechanism in self._scram:
-            return Scram(self.SCRAM_HASHES[mechanism], self._scram[mechanism])
+            return Scram(SCRAM_HASHES[mechanism], self._scram[mechanism])
         return None
