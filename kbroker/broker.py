@@ -129,6 +129,11 @@ class ApiUsage:
             versions.add(version)
             self.dirty = True
 
+    def record_unsupported(self, client: str, api_name: str, version: int) -> None:
+        """A request refused because this broker does not serve its version: recorded as
+        "<API> (unsupported)", so that the report shows which clients still send it."""
+        self.record(client, f"{api_name} (unsupported)", version)
+
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 from pathlib import Path
 
@@ -89,12 +90,24 @@ def _serve(args: argparse.Namespace) -> int:
     except KafkaError as exc:
         print(f"kbroker: {exc.message}", file=sys.stderr)
         return 2
+    _raise_open_file_limit()
     broker = Broker(config, api_usage_path=args.api_usage_file)
     try:
         trio.run(run_broker, broker)
     finally:
         broker.close()
     return 0
+
+
+def _raise_open_file_limit() -> None:
+    """Every partition and connection holds file descriptors: take the soft limit up to the hard
+    one (as Kafka's start scripts expect of the operator), so `ulimit -n 1024` is no ceiling."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # an unlimited hard limit may be above nr_open
+            logging.getLogger("kbroker").info("open file limit stays at %d: %s", soft, exc)
 
 
 README_APIS_START, README_APIS_END = "<!-- apis:start -->\n", "<!-- apis:end -->"

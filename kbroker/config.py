@@ -57,6 +57,7 @@ class Setting:
     topic_name: str | None = None
     dynamic: bool = False
     sensitive: bool = False  # a secret: DescribeConfigs shows no value
+    validator: Callable[[Any], object] | None = None  # raises KafkaError for a bad value
 
     @property
     def is_dynamic(self) -> bool:
@@ -71,6 +72,8 @@ class Setting:
         return value
 
     def check(self, value: Any) -> None:
+        if self.validator is not None:
+            self.validator(value)
         if self.minimum is not None and value < self.minimum:
             raise KafkaError(ErrorCode.INVALID_CONFIG, f"{self.name} must be at least {self.minimum}")
         if self.choices is not None:
@@ -91,6 +94,23 @@ class Setting:
         if isinstance(value, list):
             return ",".join(value)
         return str(value)
+
+
+def parse_ip_overrides(text: str) -> dict[str, int]:
+    """`max.connections.per.ip.overrides`: "host:count" pairs separated by commas."""
+    overrides = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        host, _, count = item.rpartition(":")
+        try:
+            value = int(count)
+        except ValueError:
+            value = -1
+        if not host or value < 0:
+            raise KafkaError(ErrorCode.INVALID_CONFIG,
+                             f"max.connections.per.ip.overrides: {item!r} is not host:count with a "
+                             f"count of 0 or more")
+        overrides[host.strip("[]")] = value
+    return overrides
 
 
 _DAY_MS = 24 * 3600 * 1000
@@ -114,6 +134,19 @@ SETTINGS: tuple[Setting, ...] = (
             "size closes the connection before anything is allocated.", minimum=1),
     Setting("max.connections", "int", INT_MAX, "Most client connections open at once; further "
             "connections are closed on accept.", minimum=0, dynamic=True),
+    Setting("max.connections.per.ip", "int", INT_MAX, "Most connections open at once from one "
+            "client address; further ones are closed on accept.", minimum=0, dynamic=True),
+    Setting("max.connections.per.ip.overrides", "string", "", "Per-address exceptions to "
+            "max.connections.per.ip, as host:count pairs separated by commas "
+            "(127.0.0.1:200,10.0.0.7:5).", dynamic=True, validator=parse_ip_overrides),
+    Setting("queued.max.request.bytes", "long", 104857600, "Bytes that requests larger than one "
+            "receive (256 KiB) may hold while they are read and handled, across all connections; "
+            "beyond it such requests wait before being read (KIP-72); 0 or less: unbounded. "
+            "Kafka's default -1 lets a few clients announcing huge requests exhaust memory; 100 MiB still "
+            "admits a request of socket.request.max.bytes.", minimum=-1),
+    Setting("connection.failed.authentication.delay.ms", "int", 100, "Delay before the answer to "
+            "a failed SASL authentication (and the close that follows), to slow password "
+            "guessing.", minimum=0),
     Setting("connections.max.idle.ms", "long", 600000, "Idle connections are closed after this long.",
             minimum=1),
     Setting("message.max.bytes", "int", 1048588, "Largest record batch accepted.", minimum=0,

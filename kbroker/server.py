@@ -21,13 +21,16 @@ import kbroker.api  # noqa: F401  (registers every handler)
 from kbroker.api.registry import HANDLERS, CloseConnection
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
+from kbroker.limits import ConnectionQuotas, RepeatedWarnings, RequestMemory
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
 
 log = logging.getLogger("kbroker.server")
+warnings = RepeatedWarnings(log)
 
 _SIZE = struct.Struct(">i")
-_RECEIVE_CHUNK = 256 * 1024
+_RECEIVE_CHUNK = 256 * 1024  # also the largest request read without a queued.max.request.bytes reservation
+_ACCEPT_BACKOFF_S = (0.01, 1.0)  # pause after accept() fails for lack of descriptors, doubling
 _NOTHING = memoryview(b"")
 _SEND_PARTS_MAX = 512  # iovecs per sendmsg, below IOV_MAX
 _API_VERSIONS_KEY = messages.API_KEYS["ApiVersions"]
@@ -60,10 +63,13 @@ class Connection:
     one checkpoint, so a client that pipelines requests cannot starve the others.
     """
 
-    def __init__(self, broker: Broker, sock: socket.socket, peer: str):
+    def __init__(self, broker: Broker, sock: socket.socket, peer: str, memory: RequestMemory):
         self.broker = broker
         self.sock = sock
         self.peer = peer
+        self._memory = memory
+        self._reserved = 0  # bytes of `memory` the request being read or handled holds
+        self._ip = peer.rpartition(":")[0]  # what repeated warnings are counted by
         self.client_software: str | None = None
         self.authenticated = broker.sasl_users is None
         self.sasl = None  # the SASL exchange under way, from SaslHandshake
@@ -83,6 +89,7 @@ class Connection:
                     frame = await self._receive_frame()
                     self.waiting_since = None
                     await self._handle_frame(frame)
+                    self._release_memory()
                     if not self._waited:
                         await trio.lowlevel.checkpoint()
                     self._waited = False
@@ -94,6 +101,12 @@ class Connection:
         except Exception:
             # A bug must cost one connection, never the broker.
             log.exception("connection %s: unexpected error, closing", self.peer)
+        finally:
+            self._release_memory()
+
+    def _release_memory(self) -> None:
+        self._memory.release(self._reserved)
+        self._reserved = 0
 
     async def _wait_readable(self) -> None:
         self._waited = True
@@ -118,14 +131,16 @@ class Connection:
         """Return the next request frame (without its size prefix).
 
         A frame that arrived whole in one receive is a view of the received bytes (immutable,
-        so no copy is needed); the rest of a frame that did not is received straight into a
-        buffer of the frame's size, after a copy of its start.
+        so no copy is needed). The rest of a frame that did not is received straight into a
+        buffer that grows as its bytes arrive, so an announced size costs nothing until sent;
+        a frame larger than one receive first reserves its size in queued.max.request.bytes.
         """
         while len(self._received) < 4:
             await self._receive_more()
         (size,) = _SIZE.unpack_from(self._received)
         if size < 8 or size > self._max_frame:
-            log.warning(
+            warnings.warning(
+                ("frame size", self._ip),
                 "connection %s: frame size %d outside 8..%d (socket.request.max.bytes), closing",
                 self.peer, size, self._max_frame,
             )
@@ -135,27 +150,31 @@ class Connection:
             frame = self._received[4:end]
             self._received = self._received[end:] if len(self._received) > end else _NOTHING
             return frame
-        frame = bytearray(size)
-        have = len(self._received) - 4
-        frame[:have] = self._received[4:]
+        if size > _RECEIVE_CHUNK:
+            await self._memory.reserve(size)
+            self._reserved = size
+        frame = bytearray(self._received[4:])
         self._received = _NOTHING
-        view = memoryview(frame)
+        have = len(frame)
         while have < size:
+            if have == len(frame):  # full: double it, up to the frame's size
+                frame += bytes(min(size, max(2 * have, _RECEIVE_CHUNK)) - have)
             try:
-                received = self.sock.recv_into(view[have:])
+                received = self.sock.recv_into(memoryview(frame)[have:])
             except BlockingIOError:
                 await self._wait_readable()
                 continue
             if received == 0:
                 raise ConnectionClosed
             have += received
-        return view
+        return memoryview(frame)
 
     async def _handle_frame(self, frame: memoryview) -> None:
         try:
             header, body_offset = codec.decode_request_header(frame)
         except ProtocolError as exc:
-            log.warning("connection %s: bad request header (%s), closing", self.peer, exc)
+            warnings.warning(("bad header", self._ip), "connection %s: bad request header (%s), closing",
+                             self.peer, exc)
             raise ConnectionClosed from None
         entry = HANDLERS.get(header.request_api_key)
         if entry is None or not entry.supports(header.request_api_version):
@@ -164,19 +183,26 @@ class Connection:
                     _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response()
                 ))
                 return
-            log.warning(
-                "connection %s: unsupported api key %d version %d, closing",
-                self.peer, header.request_api_key, header.request_api_version,
+            client = self.client_software or f"client-id:{header.client_id}"
+            name = entry.name if entry is not None else f"api key {header.request_api_key}"
+            self.broker.api_usage.record_unsupported(client, name, header.request_api_version)
+            warnings.warning(
+                ("unsupported version", client, name, header.request_api_version),
+                "connection %s: %s sent %s version %d, which this broker does not serve, closing",
+                self.peer, client, name, header.request_api_version,
             )
             raise ConnectionClosed
         if not self.authenticated and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION:
-            log.warning("connection %s: %s before SASL authentication, closing", self.peer,
-                        entry.name)
+            warnings.warning(("unauthenticated", self._ip),
+                             "connection %s: %s before SASL authentication, closing", self.peer,
+                             entry.name)
             raise ConnectionClosed
         try:
             request = codec.decode_request(header, frame, body_offset)
         except ProtocolError as exc:
-            log.warning("connection %s: malformed %s request (%s), closing", self.peer, entry.name, exc)
+            warnings.warning(("malformed", self._ip, entry.name),
+                             "connection %s: malformed %s request (%s), closing", self.peer,
+                             entry.name, exc)
             raise ConnectionClosed from None
         self.broker.api_usage.record(
             self.client_software or f"client-id:{header.client_id}", entry.name,
@@ -243,6 +269,8 @@ class Server:
     def __init__(self, broker: Broker):
         self.broker = broker
         self.open_connections: set[Connection] = set()
+        self.quotas = ConnectionQuotas(broker.config)
+        self.memory = RequestMemory(broker.config["queued.max.request.bytes"])
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         host, port = self.broker.config.listener()
@@ -260,23 +288,46 @@ class Server:
             task_status.started((host, bound_port))
             with listener:
                 while True:
-                    accepted, address = await listener.accept()
-                    sock = socket.socket(fileno=accepted.detach())
-                    if len(self.open_connections) >= self.broker.config["max.connections"]:
-                        log.warning("max.connections reached, closing %s", address)
+                    sock, address = await self._accept(listener)
+                    ip = address[0]
+                    refusal = self.quotas.refusal(ip)
+                    if refusal is not None:
+                        warnings.warning(("refused", ip), "%s, closing %s", refusal, address)
                         sock.close()
                         continue
                     sock.setblocking(False)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    connection = Connection(self.broker, sock, f"{address[0]}:{address[1]}")
-                    nursery.start_soon(self._run_connection, connection)
+                    connection = Connection(self.broker, sock, f"{ip}:{address[1]}", self.memory)
+                    # Counted before its task starts, so that a burst of accepts sees it.
+                    self.quotas.opened(ip)
+                    self.open_connections.add(connection)
+                    nursery.start_soon(self._run_connection, connection, ip)
 
-    async def _run_connection(self, connection: Connection) -> None:
-        self.open_connections.add(connection)
+    async def _accept(self, listener) -> tuple[socket.socket, tuple]:
+        """The next connection. Running out of file descriptors (EMFILE, ENFILE) or kernel
+        memory is logged and waited out, as Kafka's acceptor does: it must not stop the broker."""
+        backoff_s = _ACCEPT_BACKOFF_S[0]
+        while True:
+            try:
+                accepted, address = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the client gave up before we took it
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                warnings.warning("accept", "cannot accept connections: %s (%d open); retrying",
+                                 exc.strerror, len(self.open_connections))
+                await trio.sleep(backoff_s)
+                backoff_s = min(2 * backoff_s, _ACCEPT_BACKOFF_S[1])
+                continue
+            return socket.socket(fileno=accepted.detach()), address
+
+    async def _run_connection(self, connection: Connection, ip: str) -> None:
         try:
             await connection.run()
         finally:
             self.open_connections.discard(connection)
+            self.quotas.closed(ip)
             trio.lowlevel.notify_closing(connection.sock)
             connection.sock.close()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import trio
+
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
@@ -47,6 +49,8 @@ async def handle_sasl_authenticate(ctx, request) -> SaslAuthenticateResponse:
         log.info("connection %s: SASL %s authentication failed: %s", connection.peer,
                  exchange.name, exc)
         connection.close_after_response = True
+        # Kafka's connection.failed.authentication.delay.ms: slows down password guessing.
+        await trio.sleep(ctx.broker.config["connection.failed.authentication.delay.ms"] / 1000)
         return SaslAuthenticateResponse(
             error_code=ErrorCode.SASL_AUTHENTICATION_FAILED,
             error_message=f"Authentication failed during authentication due to invalid "
