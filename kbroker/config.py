@@ -177,6 +177,12 @@ SETTINGS: tuple[Setting, ...] = (
             "flushing to the OS).", minimum=0, topic_name="flush.ms"),
     Setting("log.flush.scheduler.interval.ms", "long", 1000, "How often the flusher looks for logs "
             "due a flush.", minimum=1),
+    Setting("log.flush.offset.checkpoint.interval.ms", "int", 60000, "How often each partition's "
+            "recovery point (the offset up to which its data is fsynced) is written to "
+            "recovery-point-offset-checkpoint; after a crash, recovery scans from there.", minimum=0),
+    Setting("log.open.files.max", "int", 512, "kbroker's own: most segment and index files kept "
+            "open at once; others are opened again when used, so any number of partitions fits "
+            "in the open-file limit (ulimit -n).", minimum=16),
     Setting("log.retention.ms", "long", 7 * _DAY_MS, "Age after which closed segments are deleted "
             "(-1: no limit).", minimum=-1, topic_name="retention.ms"),
     Setting("log.retention.bytes", "long", -1, "Partition size above which the oldest segments are "

@@ -18,6 +18,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 READY_MARKER = "accepting connections on "
 
@@ -32,6 +33,7 @@ class BrokerProcess:
     process: subprocess.Popen | None = None
     bootstrap: str = ""
     output: list[str] = field(default_factory=list)
+    preexec_fn: Callable[[], None] | None = None  # run in the child before exec (e.g. rlimits)
 
     @property
     def host(self) -> str:
@@ -49,7 +51,8 @@ class BrokerProcess:
         ]
         self.output = []
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            preexec_fn=self.preexec_fn,
         )
         ready = threading.Event()
         threading.Thread(target=self._pump_output, args=(self.process, ready), daemon=True).start()
