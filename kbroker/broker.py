@@ -19,11 +19,11 @@ import trio
 from kbroker.config import SASL_JAAS_SETTING, Config, ConfigSource
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.groups.coordinator import GroupCoordinator
-from kbroker.log import LogConfig, LogManager
+from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.log.files import read_if_exists
 from kbroker.log.files import write_atomically as write_file_atomically
-from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.errors import KafkaError
 from kbroker.sasl import SaslUsers, ScramStore, users_from_jaas
 from kbroker.txn.coordinator import TransactionCoordinator
 
@@ -48,7 +48,7 @@ def _sasl_users(config: Config, scram_store: ScramStore) -> SaslUsers | None:
     if config.security_protocol() != "SASL_PLAINTEXT":
         return None
     return SaslUsers(users_from_jaas(config[SASL_JAAS_SETTING] or ""),
-                     config["sasl.enabled.mechanisms"], scram_store)
+                     list(config["sasl.enabled.mechanisms"]), scram_store)
 
 
 def now_ms() -> int:
@@ -184,7 +184,7 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity = BrokerIdentity.load_or_create(self.data_dir, config["node.id"])
         self._load_dynamic_configs()
-        self.log_defaults = LogConfig().with_overrides(config.topic_defaults())
+        self.log_defaults = config.log_defaults()
         self.logs = LogManager(str(self.data_dir), self.log_defaults)
         self.cleaner = LogCleaner(self.logs, key_map_capacity(
             self.config["log.cleaner.dedupe.buffer.size"],
@@ -238,11 +238,7 @@ class Broker:
         config = self.config
         previous = config.dynamic_texts(layer)
         config.set_dynamic(layer, texts)
-        try:
-            defaults = LogConfig().with_overrides(config.topic_defaults())
-        except KafkaError as exc:
-            config.set_dynamic(layer, previous)
-            raise KafkaError(ErrorCode.INVALID_REQUEST, exc.message) from None
+        defaults = config.log_defaults()
         if validate_only:
             config.set_dynamic(layer, previous)
             return

@@ -239,7 +239,7 @@ class PartitionLog:
         self._validate_records(view, header, now_ms)
         codec = _TOPIC_CODECS.get(config.compression_type)
         if codec is not None and codec != header.compression:
-            view = memoryview(_recompress(view, codec))
+            view = memoryview(_recompress(view, codec, config))
             header = BatchHeader.parse(view)
             size = len(view)
             if size > config.max_message_bytes:
@@ -589,14 +589,17 @@ def _validate_batch(header: BatchHeader) -> None:
                          f"producerId {header.producer_id}")
 
 
-def _recompress(batch, codec: int) -> bytes:
-    """The batch rebuilt with the topic's codec (compression.type other than the producer's),
-    as Kafka's LogValidator does: same records, producer state and flags, offsets 0..n-1."""
+def _recompress(batch, codec: int, config: LogConfig) -> bytes:
+    """The batch rebuilt with the topic's codec and level (compression.type other than the
+    producer's), as Kafka's LogValidator does: same records, producer state and flags, offsets
+    0..n-1."""
     header = BatchHeader.parse(batch)
+    level = {GZIP: config.compression_gzip_level, LZ4: config.compression_lz4_level,
+             ZSTD: config.compression_zstd_level}.get(codec)
     return build_batch(iter_records(batch), producer_id=header.producer_id,
                        producer_epoch=header.producer_epoch, base_sequence=header.base_sequence,
                        transactional=header.is_transactional, compression=codec,
-                       partition_leader_epoch=header.partition_leader_epoch)
+                       partition_leader_epoch=header.partition_leader_epoch, compression_level=level)
 
 
 def _with_record_max_timestamp(view, header: BatchHeader) -> BatchHeader:
