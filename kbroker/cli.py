@@ -8,6 +8,7 @@ import resource
 import sys
 from pathlib import Path
 
+from kbroker import commands as tools
 from kbroker import perf
 from kbroker.config import SASL_JAAS_SETTING
 from kbroker.protocol.errors import KafkaError
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rewrite the table between the apis markers of this file instead")
     commands.add_parser("configs", help="print the broker settings as a Markdown table")
     perf.add_parser(commands)
+    tools.add_parsers(commands)
     return parser
 
 
@@ -148,6 +150,6 @@ def main(argv: list[str] | None = None) -> None:
     commands = {"serve": _serve, "apis": _apis, "configs": lambda _: _print_configs(),
                 "perf": perf.main}
     try:
-        sys.exit(commands[args.command](args))
+        sys.exit(commands.get(args.command, getattr(args, "handler", None))(args))
     except BrokenPipeError:  # `kbroker configs | head` is fine
         sys.exit(0)

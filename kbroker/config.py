@@ -132,6 +132,10 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "How often timed-out transactions are looked for.", low=1),
     Setting("transaction.state.log.num.partitions", "int", 1, "Partitions of "
             "__transaction_state (Kafka: 50; one broker needs only one).", low=1),
+    Setting("producer.id.expiration.ms", "int", 86400000, "Idle time after which a producer's "
+            "idempotence state is forgotten (one with an open transaction is kept).", low=1),
+    Setting("producer.id.expiration.check.interval.ms", "int", 600000, "How often idle producers' "
+            "state is looked for.", low=1),
 )
 
 
