@@ -253,6 +253,10 @@ SETTINGS: tuple[Setting, ...] = (
             "How often timed-out transactions are looked for.", minimum=1),
     Setting("transaction.state.log.num.partitions", "int", 1, "Partitions of "
             "__transaction_state (Kafka: 50; one broker needs only one).", minimum=1),
+    Setting("producer.id.expiration.ms", "int", 86400000, "Idle time after which a producer's "
+            "idempotence state is forgotten (one with an open transaction is kept).", minimum=1),
+    Setting("producer.id.expiration.check.interval.ms", "int", 600000, "How often idle producers' "
+            "state is looked for.", minimum=1),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}

@@ -13,11 +13,11 @@ import os
 import signal
 import socket
 import struct
-from dataclasses import dataclass
 
 import trio
 
 import kbroker.api  # noqa: F401  (registers every handler)
+from kbroker.api.context import ClientSession, RequestContext
 from kbroker.api.registry import HANDLERS, CloseConnection
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
@@ -42,17 +42,6 @@ class ConnectionClosed(Exception):
     """The peer closed the connection, or we decided to."""
 
 
-@dataclass(slots=True)
-class RequestContext:
-    """What a handler knows about the request beyond its body."""
-
-    broker: Broker
-    connection: "Connection"
-    api_version: int
-    correlation_id: int
-    client_id: str
-
-
 class Connection:
     """One client connection: framing in, responses out.
 
@@ -70,11 +59,8 @@ class Connection:
         self._memory = memory
         self._reserved = 0  # bytes of `memory` the request being read or handled holds
         self._ip = peer.rpartition(":")[0]  # what repeated warnings are counted by
-        self.client_software: str | None = None
-        self.authenticated = broker.sasl_users is None
-        self.sasl = None  # the SASL exchange under way, from SaslHandshake
-        self.principal: str | None = None
-        self.close_after_response = False
+        self.session = ClientSession(peer, broker.config.security_protocol(),
+                                     authenticated=broker.sasl_users is None)
         self.waiting_since: float | None = None  # when it began to wait for a request, if it is
         self.cancel_scope = trio.CancelScope()  # cancelled to close an idle connection
         self._received = _NOTHING  # received bytes not yet handed out
@@ -183,7 +169,7 @@ class Connection:
                     _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response()
                 ))
                 return
-            client = self.client_software or f"client-id:{header.client_id}"
+            client = self.session.client_software or f"client-id:{header.client_id}"
             name = entry.name if entry is not None else f"api key {header.request_api_key}"
             self.broker.api_usage.record_unsupported(client, name, header.request_api_version)
             warnings.warning(
@@ -192,7 +178,7 @@ class Connection:
                 self.peer, client, name, header.request_api_version,
             )
             raise ConnectionClosed
-        if not self.authenticated and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION:
+        if not self.session.authenticated and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION:
             warnings.warning(("unauthenticated", self._ip),
                              "connection %s: %s before SASL authentication, closing", self.peer,
                              entry.name)
@@ -205,11 +191,11 @@ class Connection:
                              entry.name, exc)
             raise ConnectionClosed from None
         self.broker.api_usage.record(
-            self.client_software or f"client-id:{header.client_id}", entry.name,
+            self.session.client_software or f"client-id:{header.client_id}", entry.name,
             header.request_api_version,
         )
         context = RequestContext(
-            self.broker, self, header.request_api_version, header.correlation_id,
+            self.broker, self.session, header.request_api_version, header.correlation_id,
             header.client_id or "",
         )
         response = await entry.handle(context, request)
@@ -217,7 +203,7 @@ class Connection:
             await self._send(codec.encode_response(
                 entry.api_key, header.request_api_version, header.correlation_id, response
             ))
-        if self.close_after_response:
+        if context.close_after_response:
             raise ConnectionClosed
 
     async def _send(self, parts: list) -> None:

@@ -35,8 +35,8 @@ def open_broker(tmp_path):
         if clock is not None:
             broker.groups.clock = clock
         if "t" not in broker.logs.topics:
-            broker.create_topic("t", 4)
-            broker.create_topic("u", 1)
+            broker.storage.create_topic("t", 4)
+            broker.storage.create_topic("u", 1)
         opened.append(broker)
         return broker
 

@@ -30,7 +30,7 @@ def open_broker(tmp_path):
         broker = Broker(Config({"log.dirs": str(tmp_path), **overrides}))
         broker.transactions.clock = clock
         if "t" not in broker.logs.topics:
-            broker.create_topic("t", 2)
+            broker.storage.create_topic("t", 2)
         opened.append(broker)
         return broker
 
@@ -57,7 +57,7 @@ async def begin(broker: Broker, partitions=(("t", 0),), timeout_ms: int = 60_000
     coordinator = broker.transactions
     error, pid, epoch = await coordinator.init_producer_id(TID, timeout_ms, None)
     assert error == ErrorCode.NONE
-    assert coordinator.add_partitions(TID, pid, epoch, partitions) == ErrorCode.NONE
+    assert await coordinator.add_partitions(TID, pid, epoch, partitions) == ErrorCode.NONE
     return pid, epoch
 
 
@@ -133,7 +133,7 @@ async def test_restart_completes_a_decided_commit(open_broker):
     coordinator = broker.transactions
     pid, epoch = await begin(broker)
     group_partition = ("__consumer_offsets", broker.groups.partition_for("g"))
-    assert coordinator.add_partitions(TID, pid, epoch, [group_partition]) == ErrorCode.NONE
+    assert await coordinator.add_partitions(TID, pid, epoch, [group_partition]) == ErrorCode.NONE
     errors = await broker.groups.stage_transactional_offsets(
         "g", pid, "", None, -1, [OffsetToCommit("t", 0, 42, -1, None)])
     assert errors == [ErrorCode.NONE]
@@ -171,7 +171,7 @@ async def test_failed_completion_is_retried(open_broker, monkeypatch):
     # The decision is stored, so the client is told NONE; completion waits for the timer.
     assert await broker.transactions.end_transaction(TID, pid, epoch, False) == ErrorCode.NONE
     assert broker.transactions.describe(TID).state is TxnState.PREPARE_ABORT
-    assert broker.transactions.add_partitions(TID, pid, epoch, [("t", 1)]) == \
+    assert await broker.transactions.add_partitions(TID, pid, epoch, [("t", 1)]) == \
         ErrorCode.CONCURRENT_TRANSACTIONS
     await broker.transactions.abort_timed_out()
     assert broker.transactions.describe(TID).state is TxnState.COMPLETE_ABORT

@@ -176,7 +176,7 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
                      validate_only: bool) -> None:
     """Make `texts` the whole set of overrides of one resource."""
     if resource_type == BROKER:
-        broker.alter_broker_configs(_broker_layer(broker, name), texts, validate_only)
+        broker.dynamic_configs.alter(_broker_layer(broker, name), texts, validate_only)
         return
     if resource_type != TOPIC:
         raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown resource type {resource_type}")

@@ -154,7 +154,7 @@ async def handle_fetch(ctx, request) -> FetchResponse:
         remaining = deadline - time.monotonic()
         if total >= request.min_bytes or has_error or remaining <= 0 or not watched:
             break
-        await broker.wakeups.wait_for_data(watched, remaining)
+        await broker.storage.wakeups.wait_for_data(watched, remaining)
     if session_id:
         _remember_sent(positions, topics)
     return FetchResponse(

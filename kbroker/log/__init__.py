@@ -1,8 +1,9 @@
 """Partition logs on disk: segments, sparse indexes, recovery, producer state, retention."""
 
 from kbroker.log.config import TOPIC_CONFIGS, LogConfig
+from kbroker.log.local import ReadResult
 from kbroker.log.manager import LogManager, TopicInfo, validate_topic_name
-from kbroker.log.partition import AppendResult, PartitionLog, ReadResult
+from kbroker.log.partition import AppendResult, PartitionLog
 from kbroker.protocol.region import FileRegion
 
 __all__ = [

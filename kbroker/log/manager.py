@@ -14,10 +14,11 @@ import json
 import os
 import re
 import shutil
-import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
+from kbroker.log.clock import wall_clock_ms
 from kbroker.log.config import LogConfig
 from kbroker.log.files import split_due, write_atomically
 from kbroker.log.partition import PartitionLog, partition_dir_name
@@ -58,14 +59,12 @@ class TopicInfo:
     config: LogConfig = field(repr=False)  # broker defaults + overrides
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class LogManager:
     """Opens every known topic's partitions at start (with recovery) and manages their lifecycle."""
 
-    def __init__(self, data_dir: str | os.PathLike, defaults: LogConfig):
+    def __init__(self, data_dir: str | os.PathLike, defaults: LogConfig,
+                 clock: Callable[[], int] = wall_clock_ms):
+        self._clock = clock  # ms since the epoch
         self.data_dir = os.fspath(data_dir)
         self.defaults = defaults
         self.topics: dict[str, TopicInfo] = {}
@@ -74,7 +73,7 @@ class LogManager:
         self._pending_deletes: list[tuple[int, PartitionLog]] = []
         self._meta_dir = os.path.join(data_dir, TOPICS_DIR)
         os.makedirs(self._meta_dir, exist_ok=True)
-        now = _now_ms()
+        now = self._clock()
         for name in sorted(os.listdir(self._meta_dir)):
             path = os.path.join(self._meta_dir, name)
             if name.endswith(".tmp"):
@@ -124,7 +123,7 @@ class LogManager:
             return info
         self._save(info)
         self._register(info)
-        now = _now_ms()
+        now = self._clock()
         self._logs[name] = [self._open_partition(info, i, now) for i in range(partitions)]
         return info
 
@@ -137,7 +136,7 @@ class LogManager:
         info = self._get(name)
         os.unlink(self._meta_path(name))
         del self.topics[name], self._by_id[info.topic_id]
-        due = _now_ms() + info.config.file_delete_delay_ms
+        due = self._clock() + info.config.file_delete_delay_ms
         for log in self._logs.pop(name):
             log.rename_for_delete()
             self._pending_deletes.append((due, log))
@@ -150,7 +149,7 @@ class LogManager:
             raise KafkaError(ErrorCode.INVALID_PARTITIONS,
                              f"Topic currently has {info.partitions} partitions, which is higher than or "
                              f"equal to the requested {count}.")
-        now = _now_ms()
+        now = self._clock()
         old = info.partitions
         info.partitions = count
         self._save(info)
@@ -195,7 +194,7 @@ class LogManager:
             log.remove_files()
 
     def flush(self) -> None:
-        now = _now_ms()
+        now = self._clock()
         for log in self.logs():
             log.flush(now)
 
