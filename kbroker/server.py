@@ -334,12 +334,23 @@ class Server:
                     connection.cancel_scope.cancel()
 
 
+async def serve(broker: Broker, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled: the listener and the broker's background tasks.
+
+    Reports the listener's (host, port) through task_status once clients can connect; this
+    is how embedders (kbroker.testing) run a broker inside their own trio program.
+    """
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(Server(broker).serve)
+        nursery.start_soon(broker.run_background_tasks)
+        task_status.started(address)
+
+
 async def run_broker(broker: Broker, *, announce=print) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(Server(broker).serve)
-            nursery.start_soon(broker.run_background_tasks)
+            host, port = await nursery.start(serve, broker)
             announce(f"kbroker {broker.identity.cluster_id} node {broker.node_id}: "
                      f"accepting connections on {host}:{port}", flush=True)
             async for signum in signals:

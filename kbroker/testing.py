@@ -1,7 +1,12 @@
-"""Start a real kbroker in a child process, for test suites (kbroker's own and its users').
+"""Real kbrokers for test suites (kbroker's own and its users').
 
-    with running_broker() as broker:
+    with running_broker() as broker:      # a child process
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    with embedded_broker() as broker:     # a thread of this process, started in milliseconds
+        broker.create_topic("orders", partitions=3, retention_ms=60000)
+        assert [r.value for r in broker.records("orders")] == [...]
+
+`serve_in_nursery(nursery)` serves one in a trio program, `asyncio_broker()` in an asyncio one.
 
 The broker listens on a free loopback port with a fresh data directory unless one is given,
 and is stopped with SIGTERM (then SIGKILL if it does not exit) when the block ends.
@@ -19,11 +24,16 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kbroker.embedded import BrokerConveniences, BrokerHandle, asyncio_broker, embedded_broker, serve_in_nursery
+
+__all__ = ["BrokerHandle", "BrokerProcess", "asyncio_broker", "embedded_broker", "running_broker",
+           "serve_in_nursery"]
+
 READY_MARKER = "accepting connections on "
 
 
 @dataclass
-class BrokerProcess:
+class BrokerProcess(BrokerConveniences):
     """A kbroker child process and how to reach it."""
 
     data_dir: Path

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Iterator
 
-from kbroker.protocol.records import HEADER_SIZE, BatchHeader, compute_crc
 from kbroker.log.index import TxnIndex, offset_index, time_index
+from kbroker.protocol.errors import KafkaError
+from kbroker.protocol.records import HEADER_SIZE, BatchHeader, batch_headers, compute_crc
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -15,6 +17,7 @@ TXN_INDEX_SUFFIX = ".txnindex"
 DELETED_SUFFIX = ".deleted"
 SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
 HEADERS_CHUNK = 16 * 1024  # read-ahead of a header walk: some index intervals (4096 bytes)
+BATCHES_CHUNK = 1 << 20  # read-ahead of a walk that needs whole batches (recovery, cleaning)
 
 
 def file_prefix(directory: str, offset: int) -> str:
@@ -63,14 +66,19 @@ class LogSegment:
     def append(self, parts: list, size: int, last_offset: int, max_timestamp: int) -> None:
         """Write one batch given as buffers (patched base offset first) and index it."""
         position = self.size
+        try:
+            written = os.writev(self.fd, parts)
+        except OSError:
+            _truncate_quietly(self.fd, position)
+            raise
+        if written != size:  # a short write to a regular file means the disk is full
+            _truncate_quietly(self.fd, position)
+            raise OSError(errno.ENOSPC, f"short write: {written} of {size} bytes",
+                          self.prefix + LOG_SUFFIX)
+        self.size = position + size
         if self.first_batch_timestamp is None:
             self.first_batch_timestamp = max_timestamp
         self._track(position, size, last_offset, max_timestamp)
-        written = os.writev(self.fd, parts)
-        if written != size:  # a short write to a regular file means the disk is full
-            os.ftruncate(self.fd, position)
-            raise OSError(f"short write to {self.prefix}{LOG_SUFFIX}: {written} of {size} bytes")
-        self.size = position + size
 
     def _track(self, position: int, size: int, last_offset: int, max_timestamp: int,
                persist: bool = True) -> None:
@@ -108,14 +116,12 @@ class LogSegment:
         read = HEADERS_CHUNK
         while position + HEADER_SIZE <= end:
             chunk = os.pread(fd, min(read, end - position), position)
-            at = 0
-            while True:  # a short read fails in parse, as the walk always did
-                header = BatchHeader.parse(chunk, at)
+            at = -1
+            for at, header in batch_headers(chunk):
                 yield position + at, header
-                at += header.size
-                if at + HEADER_SIZE > len(chunk):
-                    break
-            position += at
+            if at < 0:
+                raise OSError(f"{self.prefix}{LOG_SUFFIX} ends inside a batch header at {position}")
+            position += at + header.size
             read = HEADERS_CHUNK if header.size < HEADERS_CHUNK else HEADER_SIZE
 
     def position_of(self, offset: int) -> tuple[int, BatchHeader] | None:
@@ -137,19 +143,13 @@ class LogSegment:
 
         The walk ends at the first torn, oversized or corrupt batch.
         """
-        position = 0
-        end = self.size
-        while position + HEADER_SIZE <= end:
-            header = BatchHeader.parse(os.pread(self.fd, HEADER_SIZE, position))
-            size = header.size
-            if header.magic != 2 or size < HEADER_SIZE or position + size > end:
-                return
-            if verify_crc:
-                data = os.pread(self.fd, size, position)
-                if len(data) != size or compute_crc(data) != header.crc:
+        try:
+            for position, header, batch in read_batches(self.fd, 0, self.size):
+                if header.magic != 2 or (verify_crc and compute_crc(batch) != header.crc):
                     return
-            yield position, header
-            position += size
+                yield position, header
+        except KafkaError:  # a batch length too small to go on from
+            return
 
     def rebuild_indexes(self, verify_crc: bool) -> int:
         """Re-derive indexes and timestamps from the data and cut any invalid tail.
@@ -177,23 +177,52 @@ class LogSegment:
             self.size = valid_end
         return next_offset
 
-    def load_indexes(self, next_offset: int) -> bool:
-        """Load index files of a sealed segment; False when any is missing or inconsistent."""
+    def load_indexes(self, next_offset: int | None) -> int | None:
+        """Load the index files; returns the offset after the segment's last batch, or None when
+        an index is missing or inconsistent.
+
+        `next_offset` is the next segment's base offset; for the last segment (None) it is
+        found by walking the batches after the last index entry, and None is returned when
+        they do not end exactly at the end of the file.
+        """
         if not (self.index.load() and self.time_index.load()):
-            return False
-        rel_limit = next_offset - self.base_offset
+            return None
         index, times = self.index, self.time_index
+        if next_offset is None:
+            next_offset = self._walk_tail()
+            if next_offset is None:
+                return None
+        rel_limit = next_offset - self.base_offset
         if index.keys and (index.keys[0] < 0 or index.keys[-1] >= rel_limit
                            or index.values[-1] >= self.size):
-            return False
+            return None
         if times.keys and (times.values[0] < 0 or times.values[-1] >= rel_limit):
-            return False
-        if times.keys:
+            return None
+        if times.keys and times.keys[-1] > self.max_timestamp:
             self.max_timestamp = times.keys[-1]
             self.offset_of_max_timestamp = self.base_offset + times.values[-1]
         if self.size:
             self.first_batch_timestamp = BatchHeader.parse(os.pread(self.fd, HEADER_SIZE, 0)).max_timestamp
-        return True
+        return next_offset
+
+    def _walk_tail(self) -> int | None:
+        """The offset after the last batch, walking headers from the last index entry; None
+        when the walk does not end exactly at the end of the file."""
+        start = self.index.values[-1] if self.index.keys else 0
+        next_offset, end = self.base_offset, start
+        try:
+            for position, header in self.headers(start):
+                end = position + header.size
+                next_offset = header.last_offset + 1
+                if header.max_timestamp > self.max_timestamp:
+                    self.max_timestamp = header.max_timestamp
+                    self.offset_of_max_timestamp = header.last_offset
+        except (KafkaError, OSError):
+            return None
+        if end != self.size or (start and next_offset == self.base_offset):
+            return None
+        self.bytes_since_index = end - start
+        return next_offset
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -226,3 +255,39 @@ class LogSegment:
             except FileNotFoundError:
                 pass
         self.close()
+
+
+def read_batches(fd: int, position: int, end: int) -> Iterator[tuple[int, BatchHeader, memoryview]]:
+    """(position, header, bytes) of each whole batch stored in [position, end) of a file.
+
+    Reads large chunks; a batch larger than a chunk is read on its own. The walk ends quietly
+    at a batch that runs past `end` (a torn tail); recovery and cleaning decide what that means.
+    """
+    while position + HEADER_SIZE <= end:
+        chunk = memoryview(os.pread(fd, min(BATCHES_CHUNK, end - position), position))
+        used = 0
+        for at, header in batch_headers(chunk):
+            if at + header.size > len(chunk):
+                break
+            yield position + at, header, chunk[at:at + header.size]
+            used = at + header.size
+        if used == 0:  # one batch larger than the chunk, or a torn one
+            if len(chunk) < HEADER_SIZE:
+                return
+            header = BatchHeader.parse(chunk)
+            if position + header.size > end:
+                return
+            batch = os.pread(fd, header.size, position)
+            if len(batch) < header.size:
+                return
+            yield position, header, memoryview(batch)
+            used = header.size
+        position += used
+
+
+def _truncate_quietly(fd: int, size: int) -> None:
+    """Undo a failed append's partial write, if the disk lets us."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
