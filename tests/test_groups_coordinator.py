@@ -157,7 +157,7 @@ async def test_retention_runs_every_check_interval(autojump_clock, open_coordina
         await simple_commit(coordinator, "simple", offsets("u", (0, 7)))  # expires at 65 s
         await trio.sleep(RETENTION_MS / 1000 + 4)
         assert fetched(coordinator, "simple") == {("u", 0): (7, 0)}  # not looked at yet
-        await trio.sleep(1)
+        await trio.sleep(1.5)
         assert fetched(coordinator, "simple") == {}
         nursery.cancel_scope.cancel()
     assert open_coordinator().group("simple") is None  # the tombstones were written

@@ -102,7 +102,7 @@ async def test_the_timer_retries_a_failed_completion(autojump_clock, unit):
         ErrorCode.CONCURRENT_TRANSACTIONS
     async with trio.open_nursery() as nursery:
         nursery.start_soon(coordinator.run)
-        await trio.sleep(CLEANUP_INTERVAL_S)
+        await trio.sleep(CLEANUP_INTERVAL_S + 0.5)
         assert coordinator.describe(TID).state is TxnState.COMPLETE_ABORT
         nursery.cancel_scope.cancel()
     assert unit.offsets.ended == [(pid, False), (pid, False)]
