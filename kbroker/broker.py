@@ -38,7 +38,7 @@ def _sasl_users(config: Config, scram: ScramCredentials) -> SaslUsers | None:
     if config.security_protocol() != "SASL_PLAINTEXT":
         return None
     return SaslUsers(users_from_jaas(config[SASL_JAAS_SETTING] or ""),
-                     config["sasl.enabled.mechanisms"], scram.store)
+                     list(config["sasl.enabled.mechanisms"]), scram.store)
 
 
 class Broker:
@@ -51,7 +51,7 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity = BrokerIdentity.load_or_create(self.data_dir, config["node.id"])
         self.dynamic_configs = DynamicBrokerConfigs(config, self.data_dir, self._set_log_defaults)
-        self.log_defaults = LogConfig().with_overrides(config.topic_defaults())
+        self.log_defaults = config.log_defaults()
         self.logs = LogManager(str(self.data_dir), self.log_defaults, clock=self.clock.now_ms)
         self.storage = Storage(self.logs, self.clock.now_ms, config["num.partitions"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(

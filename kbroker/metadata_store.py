@@ -18,7 +18,7 @@ from kbroker.config import Config, ConfigSource
 from kbroker.log import LogConfig
 from kbroker.log.files import read_if_exists, write_atomically
 from kbroker.log.manager import kafka_uuid_string
-from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.errors import KafkaError
 from kbroker.sasl import ScramStore
 
 log = logging.getLogger("kbroker")
@@ -100,11 +100,7 @@ class DynamicBrokerConfigs:
         config = self.config
         previous = config.dynamic_texts(layer)
         config.set_dynamic(layer, texts)
-        try:
-            defaults = LogConfig().with_overrides(config.topic_defaults())
-        except KafkaError as exc:
-            config.set_dynamic(layer, previous)
-            raise KafkaError(ErrorCode.INVALID_REQUEST, exc.message) from None
+        defaults = config.log_defaults()
         if validate_only:
             config.set_dynamic(layer, previous)
             return

@@ -56,7 +56,7 @@ def validate_produce_batch(records, config: LogConfig, now_ms: int) -> ValidBatc
     validate_records(view, header, config, now_ms)
     codec = TOPIC_CODECS.get(config.compression_type)
     if codec is not None and codec != header.compression:
-        view = memoryview(recompress(view, codec))
+        view = memoryview(recompress(view, codec, compression_level(config, codec)))
         header = BatchHeader.parse(view)
         header_changed = False
         size = len(view)
@@ -158,14 +158,21 @@ def validate_records(view: memoryview, header: BatchHeader, config: LogConfig, n
                              "Compacted topic cannot accept message without key")
 
 
-def recompress(batch, codec: int) -> bytes:
-    """The batch rebuilt with the topic's codec (compression.type other than the producer's),
-    as Kafka's LogValidator does: same records, producer state and flags, offsets 0..n-1."""
+def compression_level(config: LogConfig, codec: int) -> int | None:
+    """The topic's compression.<codec>.level (snappy has none)."""
+    return {GZIP: config.compression_gzip_level, LZ4: config.compression_lz4_level,
+            ZSTD: config.compression_zstd_level}.get(codec)
+
+
+def recompress(batch, codec: int, level: int | None = None) -> bytes:
+    """The batch rebuilt with the topic's codec at `level` (compression.type other than the
+    producer's), as Kafka's LogValidator does: same records, producer state and flags, offsets
+    0..n-1."""
     header = BatchHeader.parse(batch)
     return build_batch(iter_records(batch), producer_id=header.producer_id,
                        producer_epoch=header.producer_epoch, base_sequence=header.base_sequence,
                        transactional=header.is_transactional, compression=codec,
-                       partition_leader_epoch=header.partition_leader_epoch)
+                       partition_leader_epoch=header.partition_leader_epoch, compression_level=level)
 
 
 def with_record_max_timestamp(view, header: BatchHeader) -> BatchHeader:

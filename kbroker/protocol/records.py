@@ -236,6 +236,7 @@ def build_batch(
     base_sequence: int = NO_SEQUENCE, transactional: bool = False, control: bool = False,
     timestamp_type: int = CREATE_TIME, compression: int = NO_COMPRESSION, partition_leader_epoch: int = -1,
     delete_horizon_ms: int | None = None, last_offset_delta: int | None = None,
+    compression_level: int | None = None,
 ) -> bytes:
     """Serialize ``records`` (a non-empty sequence of Record) as one batch, CRC included.
 
@@ -248,7 +249,7 @@ def build_batch(
     base_timestamp = records[0].timestamp if delete_horizon_ms is None else delete_horizon_ms
     deltas = [i if r.offset_delta is None else r.offset_delta for i, r in enumerate(records)]
     body = b"".join(_encode_record(r, d, base_timestamp) for r, d in zip(records, deltas))
-    body = compress(compression, body)
+    body = compress(compression, body, compression_level)
     attributes = (
         compression
         | (TIMESTAMP_TYPE_BIT if timestamp_type == LOG_APPEND_TIME else 0)
@@ -329,12 +330,13 @@ def _require_codec(compression: int):
     return {SNAPPY: cramjam.snappy, LZ4: cramjam.lz4, ZSTD: cramjam.zstd}[compression]
 
 
-def compress(compression: int, data: bytes) -> bytes:
-    """Compress a batch body the way Kafka clients do (gzip stream, xerial snappy, lz4 frame, zstd)."""
+def compress(compression: int, data: bytes, level: int | None = None) -> bytes:
+    """Compress a batch body the way Kafka clients do (gzip stream, xerial snappy, lz4 frame, zstd),
+    at `level` (compression.<codec>.level; None: the codec's default; snappy has none)."""
     if compression == NO_COMPRESSION:
         return data
     if compression == GZIP:
-        packer = zlib.compressobj(wbits=31)  # 31: gzip container
+        packer = zlib.compressobj(-1 if level is None else level, wbits=31)  # 31: gzip container
         return packer.compress(data) + packer.flush()
     codec = _require_codec(compression)
     if compression == SNAPPY:
@@ -343,7 +345,7 @@ def compress(compression: int, data: bytes) -> bytes:
             block = bytes(codec.compress_raw(data[start:start + _XERIAL_BLOCK]))
             blocks.append(_INT32.pack(len(block)) + block)
         return b"".join(blocks)
-    return bytes(codec.compress(data))
+    return bytes(codec.compress(data) if level is None else codec.compress(data, level=level))
 
 
 def decompress(compression: int, data) -> bytes | memoryview:
