@@ -23,6 +23,7 @@ from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
     BrokerIdentity, DynamicBrokerConfigs, ProducerIdAllocator, ScramCredentials,
 )
+from kbroker.metrics import Metrics
 from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.storage import LogTopic, Storage
 from kbroker.txn.coordinator import (
@@ -58,6 +59,7 @@ class Broker:
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.api_usage = ApiUsage(None if api_usage_path is None else Path(api_usage_path))
+        self.metrics = Metrics()  # counters for the HTTP /metrics page
         self.advertised = config.advertised_listener()
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
         self.scram = ScramCredentials(self.data_dir)

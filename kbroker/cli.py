@@ -6,6 +6,7 @@ import argparse
 import logging
 import resource
 import sys
+from functools import partial
 from pathlib import Path
 
 from kbroker import commands as tools
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="NAME=VALUE", help="any broker setting by its Kafka config name")
     serve.add_argument("--sasl-user", action="append", default=[], metavar="NAME:PASSWORD",
                        help="require SASL (PLAIN, SCRAM-SHA-256/512) and accept this user")
+    serve.add_argument("--http-port", type=int, metavar="PORT",
+                       help="serve /metrics (Prometheus) and the web console on this port; 0 picks one")
     serve.add_argument("--api-usage-file", type=Path,
                        help="record which API versions each client used, as JSON, here")
     serve.add_argument("--log-level", default="INFO")
@@ -93,7 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
     _raise_open_file_limit()
     broker = Broker(config, api_usage_path=args.api_usage_file)
     try:
-        trio.run(run_broker, broker)
+        trio.run(partial(run_broker, broker, http_port=args.http_port))
     finally:
         broker.close()
     return 0

@@ -99,13 +99,17 @@ def _broker(data_dir: str | os.PathLike, overrides: dict[str, str] | None):
     return Broker(Config(settings))
 
 
-async def _serve_until_cancelled(broker, task_status) -> None:
+async def _serve_until_cancelled(broker, http_port, task_status) -> None:
     from kbroker.server import serve
 
     try:
-        await serve(broker, task_status=task_status)
+        await serve(broker, http_port=http_port, task_status=task_status)
     finally:
         broker.close()
+
+
+def _http_url(host: str, port: int | None) -> str | None:
+    return None if port is None else f"http://{host}:{port}"
 
 
 @contextlib.contextmanager
@@ -118,10 +122,12 @@ def _data_dir(data_dir):
 
 
 @contextlib.contextmanager
-def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None):
+def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
+                    http_port: int | None = 0):
     """Run a broker in a thread of this process; yields a BrokerHandle.
 
-    `overrides` are broker settings by their Kafka names ({"num.partitions": "3"}).
+    `overrides` are broker settings by their Kafka names ({"num.partitions": "3"}); the HTTP
+    port (metrics, console) is a free one unless given, None for none.
     """
     with _data_dir(data_dir) as directory:
         started = threading.Event()
@@ -129,9 +135,10 @@ def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None):
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
-                host, port = await nursery.start(
-                    _serve_until_cancelled, _broker(directory, overrides))
-                state.update(address=f"{host}:{port}", cancel=nursery.cancel_scope.cancel,
+                host, port, http = await nursery.start(
+                    _serve_until_cancelled, _broker(directory, overrides), http_port)
+                state.update(address=f"{host}:{port}", http=_http_url(host, http),
+                             cancel=nursery.cancel_scope.cancel,
                              token=trio.lowlevel.current_trio_token())
                 started.set()
 
@@ -150,7 +157,7 @@ def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None):
             thread.join()
             raise state["error"]
         try:
-            yield BrokerHandle(state["address"])
+            yield BrokerHandle(state["address"], state["http"])
         finally:
             trio.from_thread.run_sync(state["cancel"], trio_token=state["token"])
             thread.join()
@@ -158,7 +165,7 @@ def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None):
 
 @contextlib.asynccontextmanager
 async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | None = None, *,
-                           data_dir=None):
+                           data_dir=None, http_port: int | None = 0):
     """Serve a broker as a task of the caller's trio nursery; yields a NurseryBroker."""
     with _data_dir(data_dir) as directory:
         scope = trio.CancelScope()
@@ -167,13 +174,14 @@ async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | No
         async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
             try:
                 with scope:
-                    await _serve_until_cancelled(_broker(directory, overrides), task_status)
+                    await _serve_until_cancelled(_broker(directory, overrides), http_port,
+                                                 task_status)
             finally:
                 stopped.set()
 
-        host, port = await nursery.start(run)
+        host, port, http = await nursery.start(run)
         try:
-            yield NurseryBroker(f"{host}:{port}")
+            yield NurseryBroker(f"{host}:{port}", _http_url(host, http))
         finally:
             scope.cancel()
             with trio.CancelScope(shield=True):
@@ -181,9 +189,10 @@ async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | No
 
 
 @contextlib.asynccontextmanager
-async def asyncio_broker(overrides: dict[str, str] | None = None, *, data_dir=None):
+async def asyncio_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
+                         http_port: int | None = 0):
     """For asyncio programs: an embedded_broker started and stopped without blocking the loop."""
-    context = embedded_broker(overrides, data_dir=data_dir)
+    context = embedded_broker(overrides, data_dir=data_dir, http_port=http_port)
     handle = await asyncio.to_thread(context.__enter__)
     try:
         yield handle

@@ -13,6 +13,8 @@ import os
 import signal
 import socket
 import struct
+import time
+from functools import partial
 
 import trio
 
@@ -21,6 +23,8 @@ from kbroker.api.context import ClientSession, RequestContext
 from kbroker.api.registry import HANDLERS, CloseConnection
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
+from kbroker.http.app import HttpApp
+from kbroker.http.server import serve_http
 from kbroker.limits import ConnectionQuotas, RepeatedWarnings, RequestMemory
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
@@ -156,6 +160,7 @@ class Connection:
         return memoryview(frame)
 
     async def _handle_frame(self, frame: memoryview) -> None:
+        started = time.perf_counter()
         try:
             header, body_offset = codec.decode_request_header(frame)
         except ProtocolError as exc:
@@ -203,6 +208,8 @@ class Connection:
             await self._send(codec.encode_response(
                 entry.api_key, header.request_api_version, header.correlation_id, response
             ))
+        self.broker.metrics.request_done(entry.name, header.request_api_version,
+                                         time.perf_counter() - started, response)
         if context.close_after_response:
             raise ConnectionClosed
 
@@ -334,23 +341,38 @@ class Server:
                     connection.cancel_scope.cancel()
 
 
-async def serve(broker: Broker, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled: the listener and the broker's background tasks.
+async def serve(broker: Broker, *, http_port: int | None = None,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled: the listener, the broker's background tasks and, if asked, the
+    HTTP port (metrics, console) on the listener's host.
 
-    Reports the listener's (host, port) through task_status once clients can connect; this
-    is how embedders (kbroker.testing) run a broker inside their own trio program.
+    Reports (host, port, http_port or None) through task_status once clients can connect;
+    this is how embedders (kbroker.testing) run a broker inside their own trio program.
     """
+    server = Server(broker)
     async with trio.open_nursery() as nursery:
-        address = await nursery.start(Server(broker).serve)
+        host, port = await nursery.start(server.serve)
         nursery.start_soon(broker.run_background_tasks)
-        task_status.started(address)
+        if http_port is not None:
+            reachable = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+            app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],
+                          _address(reachable, port))
+            _, http_port = await nursery.start(serve_http, app.routes(), host, http_port)
+        task_status.started((host, port, http_port))
 
 
-async def run_broker(broker: Broker, *, announce=print) -> None:
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def run_broker(broker: Broker, *, http_port: int | None = None, announce=print) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(serve, broker)
+            host, port, http_port = await nursery.start(partial(serve, broker, http_port=http_port))
+            if http_port is not None:
+                announce(f"kbroker: metrics and console on http://{_address(host, http_port)}/",
+                         flush=True)
             announce(f"kbroker {broker.identity.cluster_id} node {broker.node_id}: "
                      f"accepting connections on {host}:{port}", flush=True)
             async for signum in signals:

@@ -31,6 +31,7 @@ __all__ = ["BrokerHandle", "BrokerProcess", "asyncio_broker", "embedded_broker",
            "serve_in_nursery"]
 
 READY_MARKER = "accepting connections on "
+HTTP_MARKER = "metrics and console on "
 
 
 @dataclass
@@ -42,6 +43,7 @@ class BrokerProcess(BrokerConveniences):
     startup_timeout: float = 15.0
     process: subprocess.Popen | None = None
     bootstrap: str = ""
+    http: str | None = None  # base URL of the HTTP port, when started with --http-port
     output: list[str] = field(default_factory=list)
     preexec_fn: Callable[[], None] | None = None  # run in the child before exec (e.g. rlimits)
 
@@ -74,6 +76,8 @@ class BrokerProcess(BrokerConveniences):
     def _pump_output(self, process: subprocess.Popen, ready: threading.Event) -> None:
         for line in process.stdout:
             self.output.append(line)
+            if HTTP_MARKER in line:
+                self.http = line.split(HTTP_MARKER, 1)[1].split()[0].rstrip("/")
             if not ready.is_set() and READY_MARKER in line:
                 self.bootstrap = line.split(READY_MARKER, 1)[1].split()[0]
                 ready.set()

@@ -107,10 +107,10 @@ def test_damaged_topic_file_is_skipped_and_its_partitions_kept(tmp_path, caplog)
     data = str(tmp_path)
     manager = LogManager(data, LogConfig())
     manager.create_topic("good", 1)
-    manager.create_topic("bad", 2)
+    bad = manager.create_topic("bad", 2)
     fill(manager, "bad", 3)
     manager.close()
-    meta = os.path.join(data, "__kbroker_topics", "bad.json")
+    meta = os.path.join(data, "__kbroker_topics", f"{bad.topic_id}.json")
     for damage in (b"", b"{not json", b'{"name": "bad"}', b"[1, 2]"):
         with open(meta, "wb") as f:
             f.write(damage)

@@ -85,6 +85,7 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
     if result.records:  # a FileRegion, or b"" when nothing is readable
         data.records = result.records
         size = result.records.size
+        broker.metrics.fetched(position.topic, size)
     if committed:
         data.aborted_transactions = [
             AbortedTransaction(producer_id=producer_id, first_offset=first_offset)

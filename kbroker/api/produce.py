@@ -41,6 +41,7 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
                                  log_start_offset=partition_log.log_start_offset)
     if not result.duplicate:
         appended_to.append(partition_log)
+        broker.metrics.produced(topic, len(records), result.last_offset - result.base_offset + 1)
     return PartitionResponse(
         index=partition, error_code=ErrorCode.NONE, base_offset=result.base_offset,
         log_append_time_ms=result.log_append_time_ms, log_start_offset=result.log_start_offset,

@@ -142,28 +142,53 @@ async def topic_configs(cluster: Cluster, name: str, only_overrides: bool = Fals
 
 async def list_offsets(cluster: Cluster, topic: str, timestamps: dict[int, int],
                        isolation_level: int = 0) -> dict[int, int]:
-    """partition -> offset for each partition's timestamp (EARLIEST, LATEST or ms), asking each
-    partition's leader; -1 where no record is that recent."""
+    """partition -> offset for each partition's timestamp (EARLIEST, LATEST or ms); -1 where no
+    record is that recent."""
+    found = await list_offsets_of(cluster, {(topic, p): ts for p, ts in timestamps.items()},
+                                  isolation_level)
+    return {p: offset for (_, p), offset in found.items()}
+
+
+async def list_offsets_of(cluster: Cluster, timestamps: dict[tuple[str, int], int],
+                          isolation_level: int = 0) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> offset for each one's timestamp, one request per leader."""
     Request = messages.ListOffsetsRequest
-    leaders = await cluster.leaders(topic)
-    by_leader: dict[int, list[int]] = {}
-    for partition in timestamps:
-        if partition not in leaders:
+    topics = sorted({topic for topic, _ in timestamps})
+    leaders = {(t.name, p.partition_index): p.leader_id
+               for t in (await cluster.metadata(topics)).topics for p in t.partitions}
+    by_leader: dict[int, dict[str, list[int]]] = {}
+    for topic, partition in timestamps:
+        if (topic, partition) not in leaders:
             check(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, None, f"{topic}-{partition}")
-        by_leader.setdefault(leaders[partition], []).append(partition)
+        by_leader.setdefault(leaders[(topic, partition)], {}).setdefault(topic, []).append(partition)
     offsets = {}
-    for leader, partitions in by_leader.items():
+    for leader, partitions_of in by_leader.items():
         connection = await cluster.node(leader)
         response = await connection.request("ListOffsets", Request(
             replica_id=-1, isolation_level=isolation_level, topics=[Request.ListOffsetsTopic(
                 name=topic, partitions=[Request.ListOffsetsPartition(
-                    partition_index=p, current_leader_epoch=-1, timestamp=timestamps[p])
-                    for p in partitions])]))
+                    partition_index=p, current_leader_epoch=-1, timestamp=timestamps[(topic, p)])
+                    for p in partitions]) for topic, partitions in partitions_of.items()]))
         for topic_response in response.topics:
             for p in topic_response.partitions:
-                check(p.error_code, None, f"{topic}-{p.partition_index}")
-                offsets[p.partition_index] = p.offset
+                check(p.error_code, None, f"{topic_response.name}-{p.partition_index}")
+                offsets[(topic_response.name, p.partition_index)] = p.offset
     return offsets
+
+
+async def log_sizes(cluster: Cluster) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> bytes on disk, from every broker's DescribeLogDirs."""
+    brokers = (await cluster.metadata([])).brokers
+    sizes = {}
+    for broker in brokers:
+        connection = await cluster.node(broker.node_id)
+        response = await connection.request("DescribeLogDirs", messages.DescribeLogDirsRequest(
+            topics=None))
+        for log_dir in response.results:
+            for topic in log_dir.topics:
+                for p in topic.partitions:
+                    sizes[(topic.name, p.partition_index)] = p.partition_size
+    return sizes
 
 
 async def list_groups(cluster: Cluster) -> list[dict]:

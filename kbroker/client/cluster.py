@@ -57,19 +57,22 @@ def run_sync(async_fn, *args):
 class Cluster:
     """One connection per broker, the bootstrap's first, the others opened when needed."""
 
-    def __init__(self, bootstrap: Connection, client_id: str):
+    def __init__(self, bootstrap: Connection, client_id: str, single_node: bool = False):
         self.bootstrap = bootstrap
         self.client_id = client_id
+        self.single_node = single_node  # every broker is reached through the bootstrap connection
         self._connections: dict[int, Connection] = {}
         self._addresses: dict[int, str] = {}
 
     @classmethod
-    async def open(cls, bootstrap: str, client_id: str = "kbroker-cli") -> "Cluster":
-        """Connect to the first reachable of comma-separated `host:port`s."""
+    async def open(cls, bootstrap: str, client_id: str = "kbroker-cli",
+                   single_node: bool = False) -> "Cluster":
+        """Connect to the first reachable of comma-separated `host:port`s. `single_node` is for
+        a client of the one broker it runs in, which reaches it whatever it advertises."""
         failures = []
         for address in bootstrap.split(","):
             try:
-                return cls(await Connection.open(address.strip(), client_id), client_id)
+                return cls(await Connection.open(address.strip(), client_id), client_id, single_node)
             except ClientError as exc:
                 failures.append(str(exc))
         raise ClientError("; ".join(failures))
@@ -96,7 +99,9 @@ class Cluster:
         check(info.error_code or ErrorCode.LEADER_NOT_AVAILABLE, None, f"topic {topic}")
 
     async def node(self, node_id: int) -> Connection:
-        """The connection to one broker (the bootstrap one if it is that broker)."""
+        """The connection to one broker."""
+        if self.single_node:
+            return self.bootstrap
         connection = self._connections.get(node_id)
         if connection is None:
             if node_id not in self._addresses:

@@ -22,6 +22,7 @@ WANTED_VERSIONS = {
     "DescribeConfigs": 4, "IncrementalAlterConfigs": 1, "Produce": 9, "Fetch": 12,
     "ListOffsets": 7, "InitProducerId": 4, "FindCoordinator": 3, "ListGroups": 4,
     "DescribeGroups": 5, "OffsetFetch": 8, "OffsetCommit": 8, "DeleteGroups": 2,
+    "DescribeLogDirs": 4,
 }
 
 

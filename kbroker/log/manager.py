@@ -1,7 +1,8 @@
 """LogManager: the topics of one broker on disk.
 
 Layout of the data dir:
-  __kbroker_topics/<topic>.json   name, topic id, partition count, config overrides
+  __kbroker_topics/<topic id>.json  name, topic id, partition count, config overrides (files
+                                    named <topic>.json by older versions are renamed on load)
   <topic>-<n>/                    one PartitionLog per partition, with Kafka's partition.metadata
   <topic>-<n>.<hex>-delete/       partitions of a deleted topic, removed after file.delete.delay.ms
   recovery-point-offset-checkpoint, .kafka_cleanshutdown   see kbroker.log.checkpoint
@@ -89,7 +90,7 @@ class LogManager:
         os.makedirs(self._meta_dir, exist_ok=True)
         self._clean_start = checkpoint.take_clean_shutdown_marker(self.data_dir)
         self._recovery_points = checkpoint.read_offsets(self._recovery_point_path)
-        damaged = set()
+        damaged = False
         for name in sorted(os.listdir(self._meta_dir)):
             path = os.path.join(self._meta_dir, name)
             if name.endswith(".tmp"):
@@ -97,7 +98,12 @@ class LogManager:
             elif name.endswith(".json"):
                 info = self._load_topic(path)
                 if info is None:
-                    damaged.add(name[:-len(".json")])
+                    damaged = True
+                    continue
+                if path != self._meta_path(info):  # named <topic>.json: move it to its id name
+                    self._save(info)
+                    os.unlink(path)
+                if info.topic_id in self._by_id:  # loaded already, under its id name
                     continue
                 self._register(info)
                 self._logs[info.name] = [None] * info.partitions
@@ -207,7 +213,7 @@ class LogManager:
         directories, which the next start removes.
         """
         info = self._get(name)
-        os.unlink(self._meta_path(name))
+        os.unlink(self._meta_path(info))
         del self.topics[name], self._by_id[info.topic_id]
         due = self._clock() + info.config.file_delete_delay_ms
         for index, partition_log in enumerate(self._logs.pop(name)):
@@ -323,16 +329,16 @@ class LogManager:
                              "This server does not host this topic-partition.")
         return info
 
-    def _remove_strays(self, damaged: set[str]) -> None:
+    def _remove_strays(self, damaged: bool) -> None:
         """Delete directories of deleted topics: renamed `-delete` ones and unknown partitions
-        (but never those of a topic whose metadata file is damaged)."""
+        (none of these while a metadata file is damaged: they may be its topic's)."""
         known = {partition_dir_name(info.name, index)
                  for info in self.topics.values() for index in range(info.partitions)}
         for name in os.listdir(self.data_dir):
             path = os.path.join(self.data_dir, name)
             if name.endswith("-delete"):
                 shutil.rmtree(path, ignore_errors=True)
-            elif name not in known and name.rpartition("-")[0] not in damaged and \
+            elif name not in known and not damaged and \
                     os.path.isfile(os.path.join(path, PARTITION_METADATA)):
                 shutil.rmtree(path, ignore_errors=True)
 
@@ -340,13 +346,15 @@ class LogManager:
         self.topics[info.name] = info
         self._by_id[info.topic_id] = info
 
-    def _meta_path(self, name: str) -> str:
-        return os.path.join(self._meta_dir, name + ".json")
+    def _meta_path(self, info: TopicInfo) -> str:
+        """Named by topic id: a legal topic name (249 characters) would make `<name>.json.tmp`
+        longer than a file name may be."""
+        return os.path.join(self._meta_dir, f"{info.topic_id}.json")
 
     def _save(self, info: TopicInfo) -> None:
         meta = {"name": info.name, "topic_id": str(info.topic_id), "partitions": info.partitions,
                 "configs": info.configs}
-        write_atomically(self._meta_path(info.name), json.dumps(meta, sort_keys=True).encode())
+        write_atomically(self._meta_path(info), json.dumps(meta, sort_keys=True).encode())
 
     def _open_partition(self, info: TopicInfo, index: int) -> PartitionLog:
         name = partition_dir_name(info.name, index)
