@@ -17,6 +17,7 @@ from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.records import Record, build_batch, iter_batches
 from kbroker.testing import BrokerProcess
 from tests.kafka_clients import confluent_consume, confluent_producer
+from tests.polling import wait_for
 from tests.wire import WireClient
 
 PRODUCE = messages.ProduceRequest
@@ -110,7 +111,7 @@ def test_cut_after_a_crash_is_logged_with_offsets_and_bytes(tmp_path):
         [segment] = (tmp_path / "cut-0").glob("*.log")
         os.truncate(segment, segment.stat().st_size - 7)
         broker.start(broker.port)
-        [line] = [line for line in broker.output if "truncated segment" in line]
+        [line] = wait_for(lambda: [line for line in broker.output if "truncated segment" in line], 10)
         assert "WARNING" in line and "cut-0" in line and "at offset 4" in line and "bytes" in line
         assert len(confluent_consume(broker.bootstrap, "cut", 4)) == 4
     finally:
@@ -131,7 +132,7 @@ def test_damaged_topic_file_is_skipped_and_the_broker_starts(tmp_path):
                   if b'"damaged"' in path.read_bytes()]
         meta.write_bytes(b"\x00garbage")
         broker.start(broker.port)
-        errors = [line for line in broker.output if "ERROR" in line]
+        errors = wait_for(lambda: [line for line in broker.output if "ERROR" in line], 10)
         assert len(errors) == 1 and str(meta) in errors[0] and "Traceback" not in "".join(broker.output)
         assert (tmp_path / "damaged-0").is_dir() and (tmp_path / "damaged-1").is_dir()
         with WireClient(broker.bootstrap) as wire:
@@ -141,7 +142,7 @@ def test_damaged_topic_file_is_skipped_and_the_broker_starts(tmp_path):
             assert produce(wire, "fine", {0: batch_of(10)}) == {0: ErrorCode.NONE}
         meta.write_bytes(b"")
         broker.restart()
-        assert any(str(meta) in line for line in broker.output if "ERROR" in line)
+        wait_for(lambda: any(str(meta) in line for line in broker.output if "ERROR" in line), 10)
     finally:
         broker.stop()
 
@@ -172,7 +173,7 @@ def test_write_errors_answer_kafka_storage_error_then_take_the_dir_offline(tmp_p
             # three failures in a row: the log dir is offline, every partition says so
             assert produce(wire, "full", {0: batch_of(100)}) == {0: ErrorCode.KAFKA_STORAGE_ERROR}
             assert fetch_error(wire, "full", 0) == ErrorCode.KAFKA_STORAGE_ERROR
-        assert any("offline" in line for line in broker.output)
+        wait_for(lambda: any("offline" in line for line in broker.output), 10, "the offline log line")
         assert broker.stop() == 0
         broker.preexec_fn = None
         broker.start(broker.port)  # the failed appends left nothing behind: 3 + 1 batches
