@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
+from functools import partial
 from pathlib import Path
 
+from kbroker import commands as tools
 from kbroker import perf
 from kbroker.config import SASL_JAAS_SETTING
 from kbroker.protocol.errors import KafkaError
@@ -37,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="NAME=VALUE", help="any broker setting by its Kafka config name")
     serve.add_argument("--sasl-user", action="append", default=[], metavar="NAME:PASSWORD",
                        help="require SASL (PLAIN, SCRAM-SHA-256/512) and accept this user")
+    serve.add_argument("--http-port", type=int, metavar="PORT",
+                       help="serve /metrics (Prometheus) and the web console on this port; 0 picks one")
     serve.add_argument("--api-usage-file", type=Path,
                        help="record which API versions each client used, as JSON, here")
     serve.add_argument("--log-level", default="INFO")
@@ -46,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rewrite the table between the apis markers of this file instead")
     commands.add_parser("configs", help="print the broker settings as a Markdown table")
     perf.add_parser(commands)
+    tools.add_parsers(commands)
     return parser
 
 
@@ -76,7 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from kbroker.broker import Broker
     from kbroker.config import Config
-    from kbroker.server import run_broker
+    from kbroker.server import CannotListen, run_broker
 
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,
@@ -87,12 +93,36 @@ def _serve(args: argparse.Namespace) -> int:
     except KafkaError as exc:
         print(f"kbroker: {exc.message}", file=sys.stderr)
         return 2
-    broker = Broker(config, api_usage_path=args.api_usage_file)
+    _raise_open_file_limit()
     try:
-        trio.run(run_broker, broker)
+        broker = Broker(config, api_usage_path=args.api_usage_file)
+    except OSError as exc:
+        print(f"kbroker: cannot open the data: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 1
+    try:
+        trio.run(partial(run_broker, broker, http_port=args.http_port))
+    except BaseExceptionGroup as group:  # what trio's nurseries raise, nested
+        cannot_listen, rest = group.split(CannotListen)
+        if cannot_listen is None or rest is not None:
+            raise
+        while isinstance(cannot_listen, BaseExceptionGroup):
+            cannot_listen = cannot_listen.exceptions[0]
+        print(f"kbroker: {cannot_listen}", file=sys.stderr)
+        return 1
     finally:
         broker.close()
     return 0
+
+
+def _raise_open_file_limit() -> None:
+    """Every partition and connection holds file descriptors: take the soft limit up to the hard
+    one (as Kafka's start scripts expect of the operator), so `ulimit -n 1024` is no ceiling."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # an unlimited hard limit may be above nr_open
+            logging.getLogger("kbroker").info("open file limit stays at %d: %s", soft, exc)
 
 
 README_APIS_START, README_APIS_END = "<!-- apis:start -->\n", "<!-- apis:end -->"
@@ -135,6 +165,6 @@ def main(argv: list[str] | None = None) -> None:
     commands = {"serve": _serve, "apis": _apis, "configs": lambda _: _print_configs(),
                 "perf": perf.main}
     try:
-        sys.exit(commands[args.command](args))
+        sys.exit(commands.get(args.command, getattr(args, "handler", None))(args))
     except BrokenPipeError:  # `kbroker configs | head` is fine
         sys.exit(0)

@@ -10,119 +10,24 @@ a prefix of it); each batch costs a header pack and a CRC. Works against any sin
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import os
 import struct
 import time
-from collections import deque
 
 import trio
 
-from kbroker.protocol import codec, messages
+from kbroker.client.connection import ClientError, Connection
+from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.primitives import write_varint
 from kbroker.protocol.records import (
     ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER, HEADER_SIZE, LOG_OVERHEAD, crc32c, iter_batches,
 )
 
-_SIZE = struct.Struct(">i")
 _NULL_KEY = write_varint(-1)
-# Highest versions the generator knows how to fill in; lower ones are used if the broker says so.
-_WANTED = {"ApiVersions": 3, "Metadata": 12, "CreateTopics": 7, "Produce": 9, "Fetch": 12}
 PROGRESS_INTERVAL_S = 5.0
 MiB = 1024 * 1024
-
-
-class PerfError(Exception):
-    """The broker refused the load (an error code, a missing topic); ends the run."""
-
-
-class Connection:
-    """One broker connection; requests may be pipelined, Kafka answers them in order."""
-
-    def __init__(self, sock: trio.socket.SocketType):
-        self.sock = sock
-        self.versions: dict[str, int] = {}
-        self._correlation = itertools.count(1)
-        self._expected: deque[tuple[int, int, int]] = deque()
-        self._buffer = bytearray()
-
-    @classmethod
-    async def open(cls, bootstrap: str) -> "Connection":
-        host, port = bootstrap.rsplit(":", 1)
-        sock = trio.socket.socket()
-        await sock.connect((host.strip("[]"), int(port)))
-        sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
-        connection = cls(sock)
-        await connection._negotiate_versions()
-        return connection
-
-    async def _negotiate_versions(self) -> None:
-        self.versions["ApiVersions"] = _WANTED["ApiVersions"]
-        response = await self.request("ApiVersions", messages.ApiVersionsRequest(
-            client_software_name="kbroker-perf", client_software_version="1"))
-        if response.error_code:
-            self.versions["ApiVersions"] = 0
-            response = await self.request("ApiVersions", messages.ApiVersionsRequest())
-        served = {api.api_key: (api.min_version, api.max_version) for api in response.api_keys}
-        for name, wanted in _WANTED.items():
-            low, high = served.get(messages.API_KEYS[name], (0, -1))
-            if low <= min(wanted, high):
-                self.versions[name] = min(wanted, high)
-
-    async def send(self, api_name: str, body, expect_response: bool = True) -> None:
-        """Send a request; its response (unless acks=0 says none comes) is left to receive()."""
-        api_key, version = messages.API_KEYS[api_name], self.versions[api_name]
-        correlation_id = next(self._correlation)
-        frame = codec.encode_request(api_key, version, correlation_id, "kbroker-perf", body)
-        if expect_response:
-            self._expected.append((api_key, version, correlation_id))
-        view = memoryview(frame)
-        while view:
-            view = view[await self.sock.send(view):]
-
-    async def receive(self):
-        """The response to the oldest request sent and not yet received."""
-        api_key, version, correlation_id = self._expected.popleft()
-        frame = await self._receive_frame()
-        got, body = codec.decode_response(api_key, version, frame)
-        if got != correlation_id:
-            raise PerfError(f"response {got} arrived for request {correlation_id}")
-        return body
-
-    async def request(self, api_name: str, body):
-        await self.send(api_name, body)
-        return await self.receive()
-
-    async def _receive_frame(self) -> memoryview:
-        while len(self._buffer) < 4:
-            await self._receive_more()
-        (size,) = _SIZE.unpack_from(self._buffer)
-        if len(self._buffer) >= 4 + size:
-            frame = self._buffer[4:4 + size]
-            del self._buffer[:4 + size]
-            return memoryview(frame)
-        frame = bytearray(size)  # a large frame is received straight into place
-        have = len(self._buffer) - 4
-        frame[:have] = memoryview(self._buffer)[4:]
-        self._buffer.clear()
-        view = memoryview(frame)
-        while have < size:
-            received = await self.sock.recv_into(view[have:])
-            if not received:
-                raise PerfError("the broker closed the connection")
-            have += received
-        return view
-
-    async def _receive_more(self) -> None:
-        data = await self.sock.recv(256 * 1024)
-        if not data:
-            raise PerfError("the broker closed the connection")
-        self._buffer += data
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 async def topic_partitions(connection: Connection, topic: str, create_partitions: int | None) -> int:
@@ -134,7 +39,7 @@ async def topic_partitions(connection: Connection, topic: str, create_partitions
             topics=[topic_request], timeout_ms=30_000))
         error = response.topics[0].error_code
         if error not in (ErrorCode.NONE, ErrorCode.TOPIC_ALREADY_EXISTS):
-            raise PerfError(f"cannot create {topic}: {ErrorCode(error).name}")
+            raise ClientError(f"cannot create {topic}: {ErrorCode(error).name}")
     request = messages.MetadataRequest(
         topics=[messages.MetadataRequest.MetadataRequestTopic(name=topic)],
         allow_auto_topic_creation=True)
@@ -145,7 +50,7 @@ async def topic_partitions(connection: Connection, topic: str, create_partitions
                 p.error_code == ErrorCode.NONE for p in info.partitions):
             return len(info.partitions)
         await trio.sleep(0.1)
-    raise PerfError(f"topic {topic}: {ErrorCode(info.error_code).name}")
+    raise ClientError(f"topic {topic}: {ErrorCode(info.error_code).name}")
 
 
 class Stats:
@@ -248,7 +153,7 @@ class BatchMaker:
 
 
 async def run_produce(args: argparse.Namespace) -> Stats:
-    connection = await Connection.open(args.bootstrap)
+    connection = await Connection.open(args.bootstrap, "kbroker-perf")
     partitions = await topic_partitions(connection, args.topic, args.partitions)
     partitions = min(partitions, args.partitions or partitions)
     maker = BatchMaker(args.record_size, args.batch_size)
@@ -299,7 +204,7 @@ async def run_produce(args: argparse.Namespace) -> Stats:
             for topic in response.responses:
                 for partition in topic.partition_responses:
                     if partition.error_code:
-                        raise PerfError(f"produce to {topic.name}-{partition.index}: "
+                        raise ClientError(f"produce to {topic.name}-{partition.index}: "
                                         f"{ErrorCode(partition.error_code).name} "
                                         f"{partition.error_message or ''}")
             stats.add(count, count * args.record_size, now - last_created, now - first_created)
@@ -315,7 +220,7 @@ async def run_produce(args: argparse.Namespace) -> Stats:
 
 
 async def run_consume(args: argparse.Namespace) -> Stats:
-    connection = await Connection.open(args.bootstrap)
+    connection = await Connection.open(args.bootstrap, "kbroker-perf")
     partitions = await topic_partitions(connection, args.topic, None)
     offsets = {p: args.from_offset for p in range(partitions)}
     stats = Stats("consumed")
@@ -334,12 +239,12 @@ async def run_consume(args: argparse.Namespace) -> Stats:
             response = await connection.request("Fetch", request)
             now = time.monotonic()
             if response.error_code:
-                raise PerfError(f"fetch: {ErrorCode(response.error_code).name}")
+                raise ClientError(f"fetch: {ErrorCode(response.error_code).name}")
             count = nbytes = 0
             for topic in response.responses:
                 for data in topic.partitions:
                     if data.error_code:
-                        raise PerfError(f"fetch {args.topic}-{data.partition_index}: "
+                        raise ClientError(f"fetch {args.topic}-{data.partition_index}: "
                                         f"{ErrorCode(data.error_code).name}")
                     fetched, size, next_offset = _count_records(
                         data.records, offsets[data.partition_index])
@@ -379,7 +284,7 @@ def add_parser(commands) -> None:
     for name, help_text in (("produce", "like kafka-producer-perf-test"),
                             ("consume", "like kafka-consumer-perf-test")):
         test = tests.add_parser(name, help=help_text)
-        test.add_argument("--bootstrap", default="127.0.0.1:9092", help="host:port of the broker")
+        test.add_argument("-b", "--bootstrap", default="127.0.0.1:9092", help="host:port of the broker")
         test.add_argument("--topic", default="perf")
         test.add_argument("--num-records", type=int, default=1_000_000)
         if name == "produce":
@@ -408,7 +313,7 @@ def main(args: argparse.Namespace) -> int:
     runner = run_produce if args.perf_command == "produce" else run_consume
     try:
         stats = trio.run(runner, args)
-    except (PerfError, OSError) as exc:
+    except (ClientError, OSError) as exc:
         print(f"kbroker perf: {exc}", flush=True)
         return 1
     print(stats.summary(), flush=True)

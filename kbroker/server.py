@@ -13,21 +13,28 @@ import os
 import signal
 import socket
 import struct
-from dataclasses import dataclass
+import time
+from functools import partial
 
 import trio
 
 import kbroker.api  # noqa: F401  (registers every handler)
+from kbroker.api.context import ClientSession, RequestContext
 from kbroker.api.registry import HANDLERS, CloseConnection
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
+from kbroker.http.app import HttpApp
+from kbroker.http.server import serve_http
+from kbroker.limits import ConnectionQuotas, RepeatedWarnings, RequestMemory
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
 
 log = logging.getLogger("kbroker.server")
+repeated_warnings = RepeatedWarnings(log)
 
 _SIZE = struct.Struct(">i")
-_RECEIVE_CHUNK = 256 * 1024
+_RECEIVE_CHUNK = 256 * 1024  # also the largest request read without a queued.max.request.bytes reservation
+_ACCEPT_BACKOFF_S = (0.01, 1.0)  # pause after accept() fails for lack of descriptors, doubling
 _NOTHING = memoryview(b"")
 _SEND_PARTS_MAX = 512  # iovecs per sendmsg, below IOV_MAX
 _API_VERSIONS_KEY = messages.API_KEYS["ApiVersions"]
@@ -39,15 +46,8 @@ class ConnectionClosed(Exception):
     """The peer closed the connection, or we decided to."""
 
 
-@dataclass(slots=True)
-class RequestContext:
-    """What a handler knows about the request beyond its body."""
-
-    broker: Broker
-    connection: "Connection"
-    api_version: int
-    correlation_id: int
-    client_id: str
+class CannotListen(Exception):
+    """The listener's address cannot be bound (in use, not this host's, not allowed)."""
 
 
 class Connection:
@@ -60,15 +60,15 @@ class Connection:
     one checkpoint, so a client that pipelines requests cannot starve the others.
     """
 
-    def __init__(self, broker: Broker, sock: socket.socket, peer: str):
+    def __init__(self, broker: Broker, sock: socket.socket, peer: str, memory: RequestMemory):
         self.broker = broker
         self.sock = sock
         self.peer = peer
-        self.client_software: str | None = None
-        self.authenticated = broker.sasl_users is None
-        self.sasl = None  # the SASL exchange under way, from SaslHandshake
-        self.principal: str | None = None
-        self.close_after_response = False
+        self._memory = memory
+        self._reserved = 0  # bytes of `memory` the request being read or handled holds
+        self._ip = peer.rpartition(":")[0]  # what repeated warnings are counted by
+        self.session = ClientSession(peer, broker.config.security_protocol(),
+                                     authenticated=broker.sasl_users is None)
         self.waiting_since: float | None = None  # when it began to wait for a request, if it is
         self.cancel_scope = trio.CancelScope()  # cancelled to close an idle connection
         self._received = _NOTHING  # received bytes not yet handed out
@@ -83,6 +83,7 @@ class Connection:
                     frame = await self._receive_frame()
                     self.waiting_since = None
                     await self._handle_frame(frame)
+                    self._release_memory()
                     if not self._waited:
                         await trio.lowlevel.checkpoint()
                     self._waited = False
@@ -94,6 +95,12 @@ class Connection:
         except Exception:
             # A bug must cost one connection, never the broker.
             log.exception("connection %s: unexpected error, closing", self.peer)
+        finally:
+            self._release_memory()
+
+    def _release_memory(self) -> None:
+        self._memory.release(self._reserved)
+        self._reserved = 0
 
     async def _wait_readable(self) -> None:
         self._waited = True
@@ -118,14 +125,16 @@ class Connection:
         """Return the next request frame (without its size prefix).
 
         A frame that arrived whole in one receive is a view of the received bytes (immutable,
-        so no copy is needed); the rest of a frame that did not is received straight into a
-        buffer of the frame's size, after a copy of its start.
+        so no copy is needed). The rest of a frame that did not is received straight into a
+        buffer that grows as its bytes arrive, so an announced size costs nothing until sent;
+        a frame larger than one receive first reserves its size in queued.max.request.bytes.
         """
         while len(self._received) < 4:
             await self._receive_more()
         (size,) = _SIZE.unpack_from(self._received)
         if size < 8 or size > self._max_frame:
-            log.warning(
+            repeated_warnings.warning(
+                ("frame size", self._ip),
                 "connection %s: frame size %d outside 8..%d (socket.request.max.bytes), closing",
                 self.peer, size, self._max_frame,
             )
@@ -135,27 +144,32 @@ class Connection:
             frame = self._received[4:end]
             self._received = self._received[end:] if len(self._received) > end else _NOTHING
             return frame
-        frame = bytearray(size)
-        have = len(self._received) - 4
-        frame[:have] = self._received[4:]
+        if size > _RECEIVE_CHUNK:
+            await self._memory.reserve(size)
+            self._reserved = size
+        frame = bytearray(self._received[4:])
         self._received = _NOTHING
-        view = memoryview(frame)
+        have = len(frame)
         while have < size:
+            if have == len(frame):  # full: double it, up to the frame's size
+                frame += bytes(min(size, max(2 * have, _RECEIVE_CHUNK)) - have)
             try:
-                received = self.sock.recv_into(view[have:])
+                received = self.sock.recv_into(memoryview(frame)[have:])
             except BlockingIOError:
                 await self._wait_readable()
                 continue
             if received == 0:
                 raise ConnectionClosed
             have += received
-        return view
+        return memoryview(frame)
 
     async def _handle_frame(self, frame: memoryview) -> None:
+        started = time.perf_counter()
         try:
             header, body_offset = codec.decode_request_header(frame)
         except ProtocolError as exc:
-            log.warning("connection %s: bad request header (%s), closing", self.peer, exc)
+            repeated_warnings.warning(("bad header", self._ip), "connection %s: bad request header (%s), closing",
+                             self.peer, exc)
             raise ConnectionClosed from None
         entry = HANDLERS.get(header.request_api_key)
         if entry is None or not entry.supports(header.request_api_version):
@@ -164,26 +178,33 @@ class Connection:
                     _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response()
                 ))
                 return
-            log.warning(
-                "connection %s: unsupported api key %d version %d, closing",
-                self.peer, header.request_api_key, header.request_api_version,
+            client = self.session.client_software or f"client-id:{header.client_id}"
+            name = entry.name if entry is not None else f"api key {header.request_api_key}"
+            self.broker.api_usage.record_unsupported(client, name, header.request_api_version)
+            repeated_warnings.warning(
+                ("unsupported version", client, name, header.request_api_version),
+                "connection %s: %s sent %s version %d, which this broker does not serve, closing",
+                self.peer, client, name, header.request_api_version,
             )
             raise ConnectionClosed
-        if not self.authenticated and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION:
-            log.warning("connection %s: %s before SASL authentication, closing", self.peer,
-                        entry.name)
+        if not self.session.authenticated and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION:
+            repeated_warnings.warning(("unauthenticated", self._ip),
+                             "connection %s: %s before SASL authentication, closing", self.peer,
+                             entry.name)
             raise ConnectionClosed
         try:
             request = codec.decode_request(header, frame, body_offset)
         except ProtocolError as exc:
-            log.warning("connection %s: malformed %s request (%s), closing", self.peer, entry.name, exc)
+            repeated_warnings.warning(("malformed", self._ip, entry.name),
+                             "connection %s: malformed %s request (%s), closing", self.peer,
+                             entry.name, exc)
             raise ConnectionClosed from None
         self.broker.api_usage.record(
-            self.client_software or f"client-id:{header.client_id}", entry.name,
+            self.session.client_software or f"client-id:{header.client_id}", entry.name,
             header.request_api_version,
         )
         context = RequestContext(
-            self.broker, self, header.request_api_version, header.correlation_id,
+            self.broker, self.session, header.request_api_version, header.correlation_id,
             header.client_id or "",
         )
         response = await entry.handle(context, request)
@@ -191,7 +212,9 @@ class Connection:
             await self._send(codec.encode_response(
                 entry.api_key, header.request_api_version, header.correlation_id, response
             ))
-        if self.close_after_response:
+        self.broker.metrics.request_done(entry.name, header.request_api_version,
+                                         time.perf_counter() - started, response)
+        if context.close_after_response:
             raise ConnectionClosed
 
     async def _send(self, parts: list) -> None:
@@ -243,6 +266,8 @@ class Server:
     def __init__(self, broker: Broker):
         self.broker = broker
         self.open_connections: set[Connection] = set()
+        self.quotas = ConnectionQuotas(broker.config)
+        self.memory = RequestMemory(broker.config["queued.max.request.bytes"])
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         host, port = self.broker.config.listener()
@@ -250,7 +275,11 @@ class Server:
             trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_STREAM
         )
         listener.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        await listener.bind((host, port))
+        try:
+            await listener.bind((host, port))
+        except OSError as exc:
+            listener.close()
+            raise CannotListen(f"cannot listen on {host}:{port} (listeners): {exc.strerror}") from None
         listener.listen(512)
         bound_port = listener.getsockname()[1]
         advertised_host, advertised_port = self.broker.advertised
@@ -260,23 +289,46 @@ class Server:
             task_status.started((host, bound_port))
             with listener:
                 while True:
-                    accepted, address = await listener.accept()
-                    sock = socket.socket(fileno=accepted.detach())
-                    if len(self.open_connections) >= self.broker.config["max.connections"]:
-                        log.warning("max.connections reached, closing %s", address)
+                    sock, address = await self._accept(listener)
+                    ip = address[0]
+                    refusal = self.quotas.refusal(ip)
+                    if refusal is not None:
+                        repeated_warnings.warning(("refused", ip), "%s, closing %s", refusal, address)
                         sock.close()
                         continue
                     sock.setblocking(False)
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    connection = Connection(self.broker, sock, f"{address[0]}:{address[1]}")
-                    nursery.start_soon(self._run_connection, connection)
+                    connection = Connection(self.broker, sock, f"{ip}:{address[1]}", self.memory)
+                    # Counted before its task starts, so that a burst of accepts sees it.
+                    self.quotas.opened(ip)
+                    self.open_connections.add(connection)
+                    nursery.start_soon(self._run_connection, connection, ip)
 
-    async def _run_connection(self, connection: Connection) -> None:
-        self.open_connections.add(connection)
+    async def _accept(self, listener) -> tuple[socket.socket, tuple]:
+        """The next connection. Running out of file descriptors (EMFILE, ENFILE) or kernel
+        memory is logged and waited out, as Kafka's acceptor does: it must not stop the broker."""
+        backoff_s = _ACCEPT_BACKOFF_S[0]
+        while True:
+            try:
+                accepted, address = await listener.accept()
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the client gave up before we took it
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                repeated_warnings.warning("accept", "cannot accept connections: %s (%d open); retrying",
+                                 exc.strerror, len(self.open_connections))
+                await trio.sleep(backoff_s)
+                backoff_s = min(2 * backoff_s, _ACCEPT_BACKOFF_S[1])
+                continue
+            return socket.socket(fileno=accepted.detach()), address
+
+    async def _run_connection(self, connection: Connection, ip: str) -> None:
         try:
             await connection.run()
         finally:
             self.open_connections.discard(connection)
+            self.quotas.closed(ip)
             trio.lowlevel.notify_closing(connection.sock)
             connection.sock.close()
 
@@ -297,12 +349,38 @@ class Server:
                     connection.cancel_scope.cancel()
 
 
-async def run_broker(broker: Broker, *, announce=print) -> None:
+async def serve(broker: Broker, *, http_port: int | None = None,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until cancelled: the listener, the broker's background tasks and, if asked, the
+    HTTP port (metrics, console) on the listener's host.
+
+    Reports (host, port, http_port or None) through task_status once clients can connect;
+    this is how embedders (kbroker.testing) run a broker inside their own trio program.
+    """
+    server = Server(broker)
+    async with trio.open_nursery() as nursery:
+        host, port = await nursery.start(server.serve)
+        nursery.start_soon(broker.run_background_tasks)
+        if http_port is not None:
+            reachable = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+            app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],
+                          _address(reachable, port))
+            _, http_port = await nursery.start(serve_http, app.routes(), host, http_port)
+        task_status.started((host, port, http_port))
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def run_broker(broker: Broker, *, http_port: int | None = None, announce=print) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(Server(broker).serve)
-            nursery.start_soon(broker.run_background_tasks)
+            host, port, http_port = await nursery.start(partial(serve, broker, http_port=http_port))
+            if http_port is not None:
+                announce(f"kbroker: metrics and console on http://{_address(host, http_port)}/",
+                         flush=True)
             announce(f"kbroker {broker.identity.cluster_id} node {broker.node_id}: "
                      f"accepting connections on {host}:{port}", flush=True)
             async for signum in signals:

@@ -1,7 +1,12 @@
-"""Start a real kbroker in a child process, for test suites (kbroker's own and its users').
+"""Real kbrokers for test suites (kbroker's own and its users').
 
-    with running_broker() as broker:
+    with running_broker() as broker:      # a child process
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    with embedded_broker() as broker:     # a thread of this process, started in milliseconds
+        broker.create_topic("orders", partitions=3, retention_ms=60000)
+        assert [r.value for r in broker.records("orders")] == [...]
+
+`serve_in_nursery(nursery)` serves one in a trio program, `asyncio_broker()` in an asyncio one.
 
 The broker listens on a free loopback port with a fresh data directory unless one is given,
 and is stopped with SIGTERM (then SIGKILL if it does not exit) when the block ends.
@@ -18,12 +23,19 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
+
+from kbroker.embedded import BrokerConveniences, BrokerHandle, asyncio_broker, embedded_broker, serve_in_nursery
+
+__all__ = ["BrokerHandle", "BrokerProcess", "asyncio_broker", "embedded_broker", "running_broker",
+           "serve_in_nursery"]
 
 READY_MARKER = "accepting connections on "
+HTTP_MARKER = "metrics and console on "
 
 
 @dataclass
-class BrokerProcess:
+class BrokerProcess(BrokerConveniences):
     """A kbroker child process and how to reach it."""
 
     data_dir: Path
@@ -31,7 +43,9 @@ class BrokerProcess:
     startup_timeout: float = 15.0
     process: subprocess.Popen | None = None
     bootstrap: str = ""
+    http: str | None = None  # base URL of the HTTP port, when started with --http-port
     output: list[str] = field(default_factory=list)
+    preexec_fn: Callable[[], None] | None = None  # run in the child before exec (e.g. rlimits)
 
     @property
     def host(self) -> str:
@@ -49,7 +63,8 @@ class BrokerProcess:
         ]
         self.output = []
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            preexec_fn=self.preexec_fn,
         )
         ready = threading.Event()
         threading.Thread(target=self._pump_output, args=(self.process, ready), daemon=True).start()
@@ -61,6 +76,8 @@ class BrokerProcess:
     def _pump_output(self, process: subprocess.Popen, ready: threading.Event) -> None:
         for line in process.stdout:
             self.output.append(line)
+            if HTTP_MARKER in line:
+                self.http = line.split(HTTP_MARKER, 1)[1].split()[0].rstrip("/")
             if not ready.is_set() and READY_MARKER in line:
                 self.bootstrap = line.split(READY_MARKER, 1)[1].split()[0]
                 ready.set()

@@ -10,6 +10,7 @@ import pytest
 from kbroker.testing import BrokerProcess, running_broker
 
 _names = itertools.count()
+collect_ignore = ["plugin_project"]  # a user's project, run by test_pytest_plugin.py
 
 
 @pytest.fixture(scope="module")

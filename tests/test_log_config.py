@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kbroker.log import TOPIC_CONFIGS, LogConfig, validate_topic_name
+from kbroker.log import TOPIC_SETTINGS_BY_NAME, LogConfig, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 
@@ -24,11 +24,11 @@ def test_overrides_parse_and_validate():
     config = LogConfig().with_overrides({
         "segment.bytes": "2097152", "cleanup.policy": "compact, delete",
         "min.cleanable.dirty.ratio": "0.25", "message.timestamp.type": "LogAppendTime",
-        "preallocate": "TRUE", "retention.ms": "-1",
+        "preallocate": "FALSE", "retention.ms": "-1",
     })
     assert config.segment_bytes == 2097152
     assert config.cleanup_policy == ("compact", "delete") and config.compact and config.delete
-    assert config.min_cleanable_dirty_ratio == 0.25 and config.log_append_time and config.preallocate
+    assert config.min_cleanable_dirty_ratio == 0.25 and config.log_append_time and not config.preallocate
     assert config.retention_ms == -1
     assert LogConfig().with_overrides({"retention.ms": None}) == LogConfig()
 
@@ -37,7 +37,8 @@ def test_overrides_parse_and_validate():
     ("segment.bytes", "1000"), ("segment.bytes", "abc"), ("segment.bytes", str(1 << 31)),
     ("cleanup.policy", "forever"), ("cleanup.policy", ""), ("message.timestamp.type", "Now"),
     ("min.cleanable.dirty.ratio", "1.5"), ("retention.ms", "-2"), ("preallocate", "yes"),
-    ("no.such.config", "1"), ("compression.type", "brotli"),
+    ("no.such.config", "1"), ("compression.type", "brotli"), ("preallocate", "true"),
+    ("compression.gzip.level", "10"), ("compression.zstd.level", "23"),
 ])
 def test_bad_values_are_invalid_config(name, value):
     with pytest.raises(KafkaError) as err:
@@ -45,9 +46,23 @@ def test_bad_values_are_invalid_config(name, value):
     assert err.value.code == ErrorCode.INVALID_CONFIG
 
 
-def test_every_spec_names_a_field():
-    fields = set(LogConfig.__dataclass_fields__)
-    assert {spec.field for spec in TOPIC_CONFIGS.values()} <= fields
+def test_every_setting_fills_a_field_and_every_field_has_a_setting():
+    assert {setting.field for setting in TOPIC_SETTINGS_BY_NAME.values()} == set(LogConfig.__dataclass_fields__)
+
+
+def test_errors_name_the_setting_and_the_value():
+    with pytest.raises(KafkaError) as err:
+        LogConfig().with_overrides({"segment.bytes": str(1 << 31)})
+    assert err.value.message == \
+        "Invalid value 2147483648 for configuration segment.bytes: Not a number of type INT"
+
+
+def test_min_compaction_lag_may_not_exceed_the_max():
+    config = LogConfig().with_overrides({"min.compaction.lag.ms": "9", "max.compaction.lag.ms": "8"})
+    with pytest.raises(KafkaError) as err:
+        config.check_rules()
+    assert err.value.message == \
+        "conflict topic config setting min.compaction.lag.ms (9) > max.compaction.lag.ms (8)"
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a" * 250, "bad name", "tópico", "a/b"])

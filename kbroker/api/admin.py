@@ -26,8 +26,8 @@ import uuid
 from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
 from kbroker.api.configs import check_topic_configs, topic_config_entries
 from kbroker.api.registry import serves
-from kbroker.broker import INTERNAL_TOPICS, now_ms
-from kbroker.log import validate_topic_name
+from kbroker.broker import INTERNAL_TOPICS
+from kbroker.log import LEADER_EPOCH, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
     AlterPartitionReassignmentsResponse, CreatePartitionsResponse, CreateTopicsResponse,
@@ -36,7 +36,6 @@ from kbroker.protocol.messages import (
 )
 
 ZERO_UUID = uuid.UUID(int=0)
-LEADER_EPOCH = 0
 HIGH_WATERMARK = -1  # DeleteRecords: "up to the high watermark"
 BROKER_ENDPOINT = 1  # DescribeCluster endpoint types: 1 brokers, 2 controllers
 PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
@@ -141,7 +140,7 @@ def _create_topic(broker, topic, validate_only: bool, version: int):
         if validate_only:
             info = broker.logs.create_topic(name, count, overrides, validate_only=True)
         else:
-            info = broker.create_topic(name, count, overrides)
+            info = broker.storage.create_topic(name, count, overrides)
     except KafkaError as exc:
         return Result(name=name, error_code=exc.code, error_message=exc.message)
     result = Result(name=name, topic_id=info.topic_id, error_code=ErrorCode.NONE,
@@ -229,7 +228,7 @@ async def handle_delete_topics(ctx, request) -> DeleteTopicsResponse:
                  "The provided topic name maps to an ID that was already supplied.")
         else:
             doomed[name] = info.topic_id
-    broker.delete_topics(list(doomed))
+    broker.storage.delete_topics(list(doomed))
     results.extend(Result(name=name, topic_id=topic_id, error_code=ErrorCode.NONE)
                    for name, topic_id in doomed.items())
     return DeleteTopicsResponse(throttle_time_ms=0, responses=results)
@@ -300,7 +299,7 @@ def _delete_records(broker, topic: str, partition: int, offset: int) -> int:
                          f"Cannot increment the log start offset to {offset} of partition "
                          f"{topic}-{partition} since it is larger than the high watermark "
                          f"{partition_log.high_watermark}")
-    return partition_log.delete_records_before(offset, now_ms())
+    return partition_log.delete_records_before(offset, broker.clock.now_ms())
 
 
 @serves("DeleteRecords", 0, 2)

@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from kbroker.api.registry import serves
-from kbroker.config import SETTINGS, SETTINGS_BY_NAME, TOPIC_DEFAULT_SETTINGS, ConfigSource
-from kbroker.log import TOPIC_CONFIGS, LogConfig, validate_topic_name
+from kbroker.config import SETTINGS, SETTINGS_BY_NAME, ConfigSource
+from kbroker.log import TOPIC_SETTINGS_BY_NAME, LogConfig, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
     AlterConfigsResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
@@ -32,8 +32,8 @@ TOPIC, BROKER = 2, 4  # ConfigResource.Type ids
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3  # AlterConfigOp.OpType ids
 _OPERATION_NAMES = {APPEND: "APPEND", SUBTRACT: "SUBTRACT"}
 PASSWORD_TYPE = 9
-# DescribeConfigsResponse.ConfigType ids, by the kind names of the two config tables.
-_CONFIG_TYPES = {"boolean": 1, "bool": 1, "string": 2, "int": 3, "long": 5, "double": 6, "list": 7}
+# DescribeConfigsResponse.ConfigType ids, by Setting.kind.
+_CONFIG_TYPES = {"boolean": 1, "string": 2, "int": 3, "long": 5, "double": 6, "list": 7}
 
 
 class ConfigEntry(NamedTuple):
@@ -49,28 +49,21 @@ class ConfigEntry(NamedTuple):
 
 def check_topic_configs(broker, overrides: dict[str, str]) -> LogConfig:
     """The config a topic with these overrides would have; INVALID_CONFIG when it cannot."""
-    config = broker.logs.defaults.with_overrides(overrides)
-    if config.min_compaction_lag_ms > config.max_compaction_lag_ms:
-        raise KafkaError(ErrorCode.INVALID_CONFIG,
-                         f"conflict topic config setting min.compaction.lag.ms "
-                         f"({config.min_compaction_lag_ms}) > max.compaction.lag.ms "
-                         f"({config.max_compaction_lag_ms})")
-    return config
+    return broker.logs.defaults.with_overrides(overrides).check_rules()
 
 
 def topic_config_entries(broker, overrides: dict[str, str]) -> list[ConfigEntry]:
     """Every topic config of a topic with these overrides, as DescribeConfigs reports them."""
     config = broker.logs.defaults.with_overrides(overrides)
     entries = []
-    for name, spec in sorted(TOPIC_CONFIGS.items()):
-        value = spec.render(getattr(config, spec.field))
+    for name, setting in sorted(TOPIC_SETTINGS_BY_NAME.items()):
+        value = setting.render(getattr(config, setting.field))
         synonyms = [(name, value, ConfigSource.TOPIC_CONFIG)] if name in overrides else []
-        setting = TOPIC_DEFAULT_SETTINGS.get(name)
-        if setting is not None:
-            synonyms += [(setting.name, text, source) for source, text in broker.config.sources(setting.name)]
+        synonyms += [(setting.broker_name, text, source)
+                     for source, text in broker.config.sources(setting.broker_name)]
         source = synonyms[0][2] if synonyms else ConfigSource.DEFAULT_CONFIG
         entries.append(ConfigEntry(name, value, source, False, False, synonyms,
-                                   _CONFIG_TYPES[spec.kind], setting.doc if setting else None))
+                                   _CONFIG_TYPES[setting.kind], setting.doc))
     return entries
 
 
@@ -98,7 +91,7 @@ def _broker_entries(broker, cluster_default: bool) -> list[ConfigEntry]:
         entries.append(ConfigEntry(
             name, None if sensitive else value,
             sources[0][0] if sources else ConfigSource.DEFAULT_CONFIG,
-            setting is None or not setting.is_dynamic, sensitive, synonyms,
+            setting is None or not setting.dynamic, sensitive, synonyms,
             PASSWORD_TYPE if sensitive else _CONFIG_TYPES.get(setting.kind, 0) if setting else 0,
             setting.doc if setting else None))
     return entries
@@ -175,7 +168,7 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
                      validate_only: bool) -> None:
     """Make `texts` the whole set of overrides of one resource."""
     if resource_type == BROKER:
-        broker.alter_broker_configs(_broker_layer(broker, name), texts, validate_only)
+        broker.dynamic_configs.alter(_broker_layer(broker, name), texts, validate_only)
         return
     if resource_type != TOPIC:
         raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown resource type {resource_type}")
@@ -199,11 +192,11 @@ def _current_configs(broker, resource_type: int, name: str) -> dict[str, str]:
 def _list_default(resource_type: int, key: str, operation: int) -> str:
     """The default of a list config APPEND/SUBTRACT starts from (Kafka: the static default)."""
     if resource_type == TOPIC:
-        spec = TOPIC_CONFIGS.get(key)
-        if spec is None or spec.kind != "list":
+        setting = TOPIC_SETTINGS_BY_NAME.get(key)
+        if setting is None or setting.kind != "list":
             raise KafkaError(ErrorCode.INVALID_CONFIG,
                              f"Can't {_OPERATION_NAMES[operation]} to key {key} because its type is not LIST.")
-        return spec.render(getattr(LogConfig(), spec.field))
+        return setting.render(setting.default)
     setting = SETTINGS_BY_NAME.get(key)
     if setting is None or setting.kind != "list":
         raise KafkaError(ErrorCode.INVALID_CONFIG, f"Config value {_OPERATION_NAMES[operation].lower()} "

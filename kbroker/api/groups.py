@@ -30,7 +30,7 @@ _INVALID_REQUEST_MESSAGE = (
 
 def _client_host(ctx) -> str:
     """The client address as Kafka shows it (InetAddress.toString): "/127.0.0.1"."""
-    return "/" + ctx.connection.peer.rpartition(":")[0]
+    return "/" + ctx.session.peer_host
 
 
 def _partition_exists(broker, topic: str, partition: int) -> bool:

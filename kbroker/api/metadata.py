@@ -40,7 +40,7 @@ def _requested_topic(broker, name: str, may_create: bool, include_operations: bo
             return Topic(error_code=exc.code, name=name)
         if not may_create:
             return Topic(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name=name)
-        info = broker.create_topic(name)
+        info = broker.storage.create_topic(name)
     return _topic_entry(broker, info, include_operations)
 
 

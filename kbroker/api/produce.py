@@ -6,7 +6,7 @@ import logging
 
 from kbroker.api.registry import CloseConnection, serves
 from kbroker.api.transactions import transactional_batch, verify_produce
-from kbroker.broker import INTERNAL_TOPICS, now_ms
+from kbroker.broker import INTERNAL_TOPICS
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceResponse
 
@@ -35,13 +35,13 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
         if error != ErrorCode.NONE:
             return PartitionResponse(index=partition, error_code=error, base_offset=-1)
     try:
-        result = partition_log.append_produce(records, timestamp_ms)
+        result = broker.storage.append(partition_log, records, timestamp_ms)
     except KafkaError as exc:
         return PartitionResponse(index=partition, error_code=exc.code, error_message=exc.message,
                                  log_start_offset=partition_log.log_start_offset)
     if not result.duplicate:
-        broker.wakeups.notify(topic, partition)
         appended_to.append(partition_log)
+        broker.metrics.produced(topic, len(records), result.last_offset - result.base_offset + 1)
     return PartitionResponse(
         index=partition, error_code=ErrorCode.NONE, base_offset=result.base_offset,
         log_append_time_ms=result.log_append_time_ms, log_start_offset=result.log_start_offset,
@@ -67,7 +67,7 @@ async def handle_produce(ctx, request) -> ProduceResponse | None:
             for topic in request.topic_data
         ]
     else:
-        timestamp_ms = now_ms()
+        timestamp_ms = broker.clock.now_ms()
         responses = [
             TopicResponse(name=topic.name, partition_responses=[
                 _append(broker, topic.name, data.index, data.records, timestamp_ms,
@@ -76,7 +76,7 @@ async def handle_produce(ctx, request) -> ProduceResponse | None:
             ])
             for topic in request.topic_data
         ]
-    await broker.flush_if_due(appended_to)
+    await broker.storage.flush_if_due(appended_to)
     if request.acks == 0:
         failed = [
             (topic.name, partition.index, partition.error_code)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import trio
+
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
@@ -19,42 +21,44 @@ log = logging.getLogger("kbroker.sasl")
 @serves("SaslHandshake", 1, 1)
 async def handle_sasl_handshake(ctx, request) -> SaslHandshakeResponse:
     users = ctx.broker.sasl_users
-    connection = ctx.connection
-    if users is None or connection.authenticated:
+    session = ctx.session
+    if users is None or session.authenticated:
         # Kafka's answer on a listener without SASL, or after authentication.
         return SaslHandshakeResponse(error_code=ErrorCode.ILLEGAL_SASL_STATE, mechanisms=[])
     exchange = users.start(request.mechanism)
     if exchange is None:
-        connection.close_after_response = True
+        ctx.close_after_response = True
         return SaslHandshakeResponse(error_code=ErrorCode.UNSUPPORTED_SASL_MECHANISM,
                                      mechanisms=users.mechanisms)
-    connection.sasl = exchange
+    session.sasl = exchange
     return SaslHandshakeResponse(error_code=ErrorCode.NONE, mechanisms=users.mechanisms)
 
 
 @serves("SaslAuthenticate", 0, 2)
 async def handle_sasl_authenticate(ctx, request) -> SaslAuthenticateResponse:
-    connection = ctx.connection
-    exchange = connection.sasl
-    if exchange is None or connection.authenticated:
-        connection.close_after_response = True
+    session = ctx.session
+    exchange = session.sasl
+    if exchange is None or session.authenticated:
+        ctx.close_after_response = True
         return SaslAuthenticateResponse(error_code=ErrorCode.ILLEGAL_SASL_STATE,
                                         error_message="Unexpected SaslAuthenticate request",
                                         auth_bytes=b"")
     try:
         token = exchange.step(bytes(request.auth_bytes))
     except AuthenticationFailed as exc:
-        log.info("connection %s: SASL %s authentication failed: %s", connection.peer,
+        log.info("connection %s: SASL %s authentication failed: %s", session.peer,
                  exchange.name, exc)
-        connection.close_after_response = True
+        ctx.close_after_response = True
+        # Kafka's connection.failed.authentication.delay.ms: slows down password guessing.
+        await trio.sleep(ctx.broker.config["connection.failed.authentication.delay.ms"] / 1000)
         return SaslAuthenticateResponse(
             error_code=ErrorCode.SASL_AUTHENTICATION_FAILED,
             error_message=f"Authentication failed during authentication due to invalid "
                           f"credentials with SASL mechanism {exchange.name}",
             auth_bytes=b"")
     if exchange.done:
-        connection.authenticated = True
-        connection.principal = exchange.user
+        session.authenticated = True
+        session.principal = exchange.user
     return SaslAuthenticateResponse(error_code=ErrorCode.NONE, error_message=None,
                                     auth_bytes=token, session_lifetime_ms=0)
 
@@ -71,12 +75,12 @@ async def handle_describe_user_scram_credentials(ctx, request) -> DescribeUserSc
         Result(user=user, error_code=error, error_message=message,
                credential_infos=[Info(mechanism=mechanism, iterations=iterations)
                                  for mechanism, iterations in infos])
-        for user, error, message, infos in ctx.broker.scram_store.describe(names)])
+        for user, error, message, infos in ctx.broker.scram.store.describe(names)])
 
 
 @serves("AlterUserScramCredentials", 0, 0)
 async def handle_alter_user_scram_credentials(ctx, request) -> AlterUserScramCredentialsResponse:
-    results = ctx.broker.alter_scram_credentials(
+    results = ctx.broker.scram.alter(
         [(deletion.name, deletion.mechanism) for deletion in request.deletions],
         [(upsertion.name, upsertion.mechanism, upsertion.iterations, bytes(upsertion.salt),
           bytes(upsertion.salted_password)) for upsertion in request.upsertions])

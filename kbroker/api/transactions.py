@@ -88,7 +88,6 @@ async def handle_init_producer_id(ctx, request) -> InitProducerIdResponse:
         )
     error, producer_id, epoch = await broker.transactions.init_producer_id(
         request.transactional_id, request.transaction_timeout_ms, expected)
-    await broker.flush_if_due()
     if error != ErrorCode.NONE:
         return _init_error(fenced_for_version(error, ctx.api_version, 4))
     return InitProducerIdResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
@@ -106,7 +105,7 @@ def _topic_results(errors: dict[tuple[str, int], ErrorCode]) -> list[TopicResult
             for topic, results in by_topic.items()]
 
 
-def _add_partitions(broker, transactional_id: str, producer_id: int, producer_epoch: int,
+async def _add_partitions(broker, transactional_id: str, producer_id: int, producer_epoch: int,
                     topics, verify_only: bool, version: int) -> dict[tuple[str, int], ErrorCode]:
     """One transaction of an AddPartitionsToTxn request: an error per partition."""
     partitions = list(dict.fromkeys((t.name, p) for t in topics for p in t.partitions))
@@ -121,7 +120,8 @@ def _add_partitions(broker, transactional_id: str, producer_id: int, producer_ep
     coordinator = broker.transactions
     if verify_only:
         return coordinator.verify(transactional_id, producer_id, producer_epoch, partitions)
-    error = coordinator.add_partitions(transactional_id, producer_id, producer_epoch, partitions)
+    error = await coordinator.add_partitions(transactional_id, producer_id, producer_epoch,
+                                             partitions)
     return dict.fromkeys(partitions, fenced_for_version(error, version, 2))
 
 
@@ -130,18 +130,17 @@ async def handle_add_partitions_to_txn(ctx, request) -> AddPartitionsToTxnRespon
     broker = ctx.broker
     version = ctx.api_version
     if version < 4:
-        errors = _add_partitions(
+        errors = await _add_partitions(
             broker, request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
             request.v3_and_below_producer_epoch, request.v3_and_below_topics, False, version)
         response = AddPartitionsToTxnResponse(results_by_topic_v3_and_below=_topic_results(errors))
     else:
         response = AddPartitionsToTxnResponse(error_code=ErrorCode.NONE, results_by_transaction=[
             TransactionResult(transactional_id=txn.transactional_id, topic_results=_topic_results(
-                _add_partitions(broker, txn.transactional_id, txn.producer_id, txn.producer_epoch,
-                                txn.topics, txn.verify_only, version)))
+                await _add_partitions(broker, txn.transactional_id, txn.producer_id,
+                                      txn.producer_epoch, txn.topics, txn.verify_only, version)))
             for txn in request.transactions
         ])
-    await broker.flush_if_due()
     return response
 
 
@@ -149,9 +148,8 @@ async def handle_add_partitions_to_txn(ctx, request) -> AddPartitionsToTxnRespon
 async def handle_add_offsets_to_txn(ctx, request) -> AddOffsetsToTxnResponse:
     broker = ctx.broker
     offsets_partition = (OFFSETS_TOPIC, broker.groups.partition_for(request.group_id))
-    error = broker.transactions.add_partitions(
+    error = await broker.transactions.add_partitions(
         request.transactional_id, request.producer_id, request.producer_epoch, [offsets_partition])
-    await broker.flush_if_due()
     return AddOffsetsToTxnResponse(error_code=fenced_for_version(error, ctx.api_version, 2))
 
 
@@ -162,7 +160,6 @@ async def handle_end_txn(ctx, request) -> EndTxnResponse:
     broker = ctx.broker
     error = await broker.transactions.end_transaction(
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed)
-    await broker.flush_if_due()
     return EndTxnResponse(error_code=fenced_for_version(error, ctx.api_version, 2))
 
 

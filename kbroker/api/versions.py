@@ -36,5 +36,5 @@ async def handle_api_versions(ctx, request) -> ApiVersionsResponse:
         name, version = request.client_software_name, request.client_software_version
         if not (_SOFTWARE_TEXT.fullmatch(name) and _SOFTWARE_TEXT.fullmatch(version)):
             return ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
-        ctx.connection.client_software = f"{name} {version}"
+        ctx.session.client_software = f"{name} {version}"
     return ApiVersionsResponse(error_code=ErrorCode.NONE, api_keys=_advertised(supported_apis()))

@@ -9,6 +9,9 @@ created on the first write.
 JoinGroup and SyncGroup park their request on a Waiter until the state machine answers it;
 one background task runs the machine's timers, another expires old offsets
 (offsets.retention.minutes, every offsets.retention.check.interval.ms).
+
+Its dependencies are narrow: the settings, the InternalTopic it keeps its state in, and a clock
+(ms); time passes with trio, so trio.testing.MockClock drives the timers in tests.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import struct
-import time
 from typing import Callable, Iterable, Iterator
 
 import trio
 
+from kbroker.config import Config
 from kbroker.groups import records
 from kbroker.groups.classic import (
     EMPTY, STABLE, ClassicGroup, ClassicGroups, GroupSettings, JoinRequest,
@@ -28,7 +31,8 @@ from kbroker.groups.classic import (
 )
 from kbroker.groups.offsets import CommittedOffset, OffsetStore, TopicPartition
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.records import Record, build_batch, iter_records
+from kbroker.protocol.records import Record, iter_records
+from kbroker.storage import InternalTopic
 
 log = logging.getLogger("kbroker.groups")
 
@@ -48,10 +52,6 @@ _WRITE_ERRORS = {
     ErrorCode.MESSAGE_TOO_LARGE: ErrorCode.UNKNOWN_SERVER_ERROR,
     ErrorCode.RECORD_LIST_TOO_LARGE: ErrorCode.UNKNOWN_SERVER_ERROR,
 }
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def java_string_hash(text: str) -> int:
@@ -85,9 +85,8 @@ class OffsetToCommit:
 class GroupCoordinator:
     """Groups and committed offsets of one broker, persisted in __consumer_offsets."""
 
-    def __init__(self, broker, clock: Callable[[], int] = wall_clock_ms):
-        config = broker.config
-        self.broker = broker
+    def __init__(self, config: Config, topic: InternalTopic, clock: Callable[[], int]):
+        self.topic = topic
         self.clock = clock
         self.groups = ClassicGroups(GroupSettings(
             min_session_timeout_ms=config["group.min.session.timeout.ms"],
@@ -96,7 +95,7 @@ class GroupCoordinator:
             initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
         ))
         self.offsets = OffsetStore()
-        self.num_partitions = config["offsets.topic.num.partitions"]
+        self.num_partitions = topic.partitions
         self.retention_ms = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_s = config["offsets.retention.check.interval.ms"] / 1000
         self._timer_changed = trio.Event()
@@ -107,12 +106,6 @@ class GroupCoordinator:
 
     def partition_for(self, group_id: str) -> int:
         return (java_string_hash(group_id) & 0x7FFFFFFF) % self.num_partitions
-
-    def _partition_log(self, index: int):
-        logs = self.broker.logs
-        if OFFSETS_TOPIC not in logs.topics:
-            self.broker.create_topic(OFFSETS_TOPIC, self.num_partitions, OFFSETS_TOPIC_CONFIGS)
-        return logs.partition(OFFSETS_TOPIC, index)
 
     def _write(self, routed: list[tuple[int, Record]], now_ms: int) -> dict[int, int]:
         """Append (partition, record) pairs; returns each partition's first record offset.
@@ -127,31 +120,15 @@ class GroupCoordinator:
             by_partition.setdefault(index, []).append(record._replace(timestamp=now_ms))
         bases = {}
         for index, partition_records in by_partition.items():
-            partition_log = self._partition_log(index)
             for chunk in _chunks(partition_records):
-                result = partition_log.append_produce(build_batch(chunk), now_ms)
-                bases.setdefault(index, result.base_offset)
+                bases.setdefault(index, self.topic.append(index, chunk, now_ms))
         return bases
-
-    async def _flush_written(self, now_ms: int) -> None:
-        """fsync __consumer_offsets now if its flush settings ask for it."""
-        logs = self.broker.logs
-        if OFFSETS_TOPIC not in logs.topics:
-            return
-        for index in range(self.num_partitions):
-            partition_log = logs.partition(OFFSETS_TOPIC, index)
-            if partition_log.needs_flush(now_ms):
-                await trio.to_thread.run_sync(partition_log.flush, now_ms)
 
     def _replay(self) -> None:
         """Rebuild groups and offsets from __consumer_offsets, then start loaded sessions."""
-        logs = self.broker.logs
         now = self.clock()
-        if OFFSETS_TOPIC in logs.topics:
-            for index in range(logs.topics[OFFSETS_TOPIC].partitions):
-                for header, batch in logs.partition(OFFSETS_TOPIC, index).stored_batches():
-                    if not header.is_control:
-                        self._replay_batch(header.base_offset, batch, index, now)
+        for index, base_offset, batch in self.topic.replay():
+            self._replay_batch(base_offset, batch, index, now)
         self.groups.start_sessions(now)
 
     def _replay_batch(self, base_offset: int, batch: bytes, index: int, now_ms: int) -> None:
@@ -215,7 +192,7 @@ class GroupCoordinator:
                 # The answers still go out: members can work on, only a restart would forget.
                 log.exception("could not store the metadata of groups %s",
                               sorted({s.group_id for s in outcome.stored}))
-            await self._flush_written(now_ms)
+            await self.topic.flush()
         _deliver(outcome.replies)
         self._wake_timers()
 
@@ -253,7 +230,7 @@ class GroupCoordinator:
             await trio.sleep(self.retention_check_interval_s)
             now = self.clock()
             self.expire_offsets(now)
-            await self._flush_written(now)
+            await self.topic.flush()
 
     # -- group membership ------------------------------------------------------------------------
 
@@ -307,7 +284,7 @@ class GroupCoordinator:
                                     now)
             except (KafkaError, OSError) as exc:
                 results[group_id] = _write_error(exc)
-        await self._flush_written(now)
+        await self.topic.flush()
         return results
 
     # -- offsets ---------------------------------------------------------------------------------
@@ -345,7 +322,7 @@ class GroupCoordinator:
             except (KafkaError, OSError) as exc:
                 failure = _write_error(exc)
                 return [failure if e == ErrorCode.NONE else e for e in errors]
-            await self._flush_written(now_ms)
+            await self.topic.flush()
         return errors
 
     def fetch_offsets(self, group_id: str, wanted: list[tuple[str, list[int]]] | None,
@@ -398,7 +375,7 @@ class GroupCoordinator:
                 self._write_entries(self._route(tombstones), now)
             except (KafkaError, OSError) as exc:
                 return _write_error(exc), {}
-            await self._flush_written(now)
+            await self.topic.flush()
         return ErrorCode.NONE, results
 
     def on_topics_deleted(self, names: Iterable[str]) -> None:
@@ -472,7 +449,7 @@ class GroupCoordinator:
                 if (current := self.offsets.get(group_id, partition)) is None
                 or value.record_offset > current.record_offset)
         self._write_entries(routed, now)
-        await self._flush_written(now)
+        await self.topic.flush()
 
 
 def _expiration_base(group: ClassicGroup) -> Callable[[CommittedOffset], int] | None:

@@ -45,12 +45,14 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kbroker.log.files import read_if_exists, unlink_quietly, write_file
+from kbroker.log.handles import OpenFiles
 from kbroker.log.index import OFFSET_ENTRY, TIME_ENTRY, AbortedTxn
 from kbroker.log.markers import CONTROL_ABORT, CONTROL_COMMIT, parse_marker
 from kbroker.log.segment import (
     INDEX_SUFFIX, LOG_SUFFIX, SEGMENT_SUFFIXES, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, LogSegment,
-    file_prefix,
+    file_prefix, read_batches,
 )
+from kbroker.protocol.primitives import INT32_MAX
 from kbroker.protocol.records import (
     CONTROL_BIT, CRC_OFFSET, HEADER, HEADER_SIZE, LOG_OVERHEAD, MAGIC, TIMESTAMP_TYPE_BIT,
     TRANSACTIONAL_BIT, BatchHeader, build_batch, compute_crc, iter_records,
@@ -61,8 +63,6 @@ log = logging.getLogger("kbroker.cleaner")
 STAGING_DIR = "cleaner-staging"
 SWAP_SUFFIX = ".swap"
 CHECKPOINT_FILE = "cleaner-offset-checkpoint"  # the first dirty offset of the partition
-INT32_MAX = (1 << 31) - 1
-READ_CHUNK = 1 << 20
 YIELD_S = 0.001  # how long the cleaner thread works before letting the event loop run
 # Index files first, the log last: a `.log.swap` means the whole cleaned segment is there.
 SWAP_ORDER = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, LOG_SUFFIX)
@@ -86,30 +86,6 @@ class _Stopped(Exception):
     """The broker is shutting down: the job stops where it is (recovery copes with the rest)."""
 
 
-def read_batches(fd: int, size: int):
-    """(header, bytes) of each batch of a sealed segment, read in large chunks."""
-    position = 0
-    while position < size:
-        chunk = memoryview(os.pread(fd, min(max(READ_CHUNK, HEADER_SIZE), size - position), position))
-        if len(chunk) < HEADER_SIZE:
-            raise OSError(f"segment ends inside a batch header at {position}")
-        used = 0
-        while used + HEADER_SIZE <= len(chunk):
-            header = BatchHeader.parse(chunk, used)
-            if used + header.size > len(chunk):
-                break
-            yield header, chunk[used:used + header.size]
-            used += header.size
-        if used == 0:  # one batch larger than the chunk
-            header = BatchHeader.parse(chunk)
-            batch = os.pread(fd, header.size, position)
-            if len(batch) < header.size:
-                raise OSError(f"segment ends inside a batch at {position}")
-            yield header, memoryview(batch)
-            used = header.size
-        position += used
-
-
 # -- recovery ---------------------------------------------------------------------------------
 
 def complete_interrupted_cleaning(directory: str) -> None:
@@ -128,7 +104,7 @@ def complete_interrupted_cleaning(directory: str) -> None:
         fd = os.open(prefix + log_swap, os.O_RDONLY)
         try:
             last = base - 1
-            for header, _ in read_batches(fd, os.fstat(fd).st_size):
+            for _, header, _ in read_batches(fd, 0, os.fstat(fd).st_size):
                 last = header.last_offset
         finally:
             os.close(fd)
@@ -296,7 +272,7 @@ class CleaningJob:
         for source in self.sources:
             if source.next_base <= self.first_dirty:
                 continue
-            for header, batch in read_batches(source.fd, source.size):
+            for _, header, batch in read_batches(source.fd, 0, source.size):
                 self._check_stop()
                 if header.is_control:
                     transactions.on_marker(header, batch)
@@ -342,11 +318,12 @@ class CleaningJob:
         """Write the kept batches of a group as one segment and stage it as `.swap` files."""
         base = group[0].segment.base_offset
         staging = os.path.join(self.directory, STAGING_DIR)
-        out = LogSegment.create(staging, base, self.log.config.index_interval_bytes)
+        # its own open-file set: the log dir's belongs to the event loop, this is a worker thread
+        out = LogSegment.create(staging, base, self.log.config.index_interval_bytes, OpenFiles(4))
         transactions.index = []
         try:
             for source in group:
-                for header, batch in read_batches(source.fd, source.size):
+                for _, header, batch in read_batches(source.fd, 0, source.size):
                     self._check_stop()
                     kept = self._filter(header, batch, latest, transactions, delete_retention_ms)
                     if kept is not None:
@@ -438,14 +415,15 @@ class CleaningJob:
         shutil.rmtree(os.path.join(self.directory, STAGING_DIR), ignore_errors=True)
 
 
-def _install(directory: str, base: int, next_base: int, index_interval: int) -> LogSegment:
+def _install(directory: str, base: int, next_base: int, index_interval: int,
+             files: OpenFiles) -> LogSegment:
     """Rename a staged segment's `.swap` files into place and open it."""
     prefix = file_prefix(directory, base)
     for suffix in SWAP_ORDER:
         os.replace(prefix + suffix + SWAP_SUFFIX, prefix + suffix)
-    segment = LogSegment(directory, base, index_interval)
+    segment = LogSegment(directory, base, index_interval, files)
     segment.txn_index.load()
-    if not segment.load_indexes(next_base):
+    if segment.load_indexes(next_base) is None:
         segment.rebuild_indexes(verify_crc=False)
     return segment
 
@@ -538,7 +516,8 @@ class LogCleaner:
                 base, next_base = group[0].segment.base_offset, group[-1].next_base
                 partition_log.replace_segments(
                     [source.segment for source in group], now_ms,
-                    lambda: _install(partition_log.directory, base, next_base, interval))
+                    lambda: _install(partition_log.directory, base, next_base, interval,
+                                     partition_log.log_dir.files))
             self._first_dirty[partition_log] = job.next_dirty
             # Not fsynced: a lost or torn checkpoint only means cleaning from the log start again.
             write_file(os.path.join(partition_log.directory, CHECKPOINT_FILE),

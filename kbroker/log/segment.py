@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Iterator
 
-from kbroker.protocol.records import HEADER_SIZE, BatchHeader, compute_crc
+from kbroker.log.handles import FileHandle, OpenFiles
 from kbroker.log.index import TxnIndex, offset_index, time_index
+from kbroker.protocol.errors import KafkaError
+from kbroker.protocol.records import HEADER_SIZE, BatchHeader, batch_headers, compute_crc
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -15,6 +18,7 @@ TXN_INDEX_SUFFIX = ".txnindex"
 DELETED_SUFFIX = ".deleted"
 SEGMENT_SUFFIXES = (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX)
 HEADERS_CHUNK = 16 * 1024  # read-ahead of a header walk: some index intervals (4096 bytes)
+BATCHES_CHUNK = 1 << 20  # read-ahead of a walk that needs whole batches (recovery, cleaning)
 
 
 def file_prefix(directory: str, offset: int) -> str:
@@ -28,22 +32,33 @@ class LogSegment:
     Index entries follow Kafka's LogSegment.append: once more than index.interval.bytes were
     appended since the last entry, the next batch gets an offset index entry (its last offset,
     its position) and the time index gets (max timestamp so far, its offset) if that grew.
+
+    The files are opened on demand through the log dir's bounded set of open files
+    (kbroker.log.handles); `handle()` gives a FileHandle that stays valid while it is held.
     """
 
     __slots__ = (
-        "base_offset", "prefix", "fd", "size", "index", "time_index", "txn_index",
+        "base_offset", "prefix", "path", "size", "index", "time_index", "txn_index",
         "max_timestamp", "offset_of_max_timestamp", "first_batch_timestamp",
-        "bytes_since_index", "index_interval",
+        "bytes_since_index", "index_interval", "_files", "_handle",
     )
 
-    def __init__(self, directory: str, base_offset: int, index_interval: int):
+    def __init__(self, directory: str, base_offset: int, index_interval: int, files: OpenFiles,
+                 create: bool = False):
         self.base_offset = base_offset
         self.index_interval = index_interval
         self.prefix = file_prefix(directory, base_offset)
-        self.fd = os.open(self.prefix + LOG_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self.size = os.fstat(self.fd).st_size
-        self.index = offset_index(self.prefix + INDEX_SUFFIX)
-        self.time_index = time_index(self.prefix + TIME_INDEX_SUFFIX)
+        self.path = self.prefix + LOG_SUFFIX
+        self._files = files
+        self._handle: FileHandle | None = None
+        if create:
+            self._handle = FileHandle.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            files.use(self)
+            self.size = os.fstat(self._handle.fd).st_size
+        else:
+            self.size = os.stat(self.path).st_size
+        self.index = offset_index(self.prefix + INDEX_SUFFIX, files)
+        self.time_index = time_index(self.prefix + TIME_INDEX_SUFFIX, files)
         self.txn_index = TxnIndex(self.prefix + TXN_INDEX_SUFFIX)
         self.max_timestamp = -1
         self.offset_of_max_timestamp = base_offset
@@ -51,26 +66,50 @@ class LogSegment:
         self.bytes_since_index = 0
 
     @classmethod
-    def create(cls, directory: str, base_offset: int, index_interval: int) -> LogSegment:
-        segment = cls(directory, base_offset, index_interval)
+    def create(cls, directory: str, base_offset: int, index_interval: int,
+               files: OpenFiles) -> LogSegment:
+        segment = cls(directory, base_offset, index_interval, files, create=True)
         segment.index.reset()
         segment.time_index.reset()
         segment.txn_index.rewrite([])
         return segment
+
+    def handle(self) -> FileHandle:
+        """The log file (opened again if the open-file set let it go); hold the handle, not
+        its fd, across anything that may open other files."""
+        handle = self._handle
+        if handle is None:
+            handle = self._handle = FileHandle.open(self.path, os.O_RDWR | os.O_APPEND)
+        self._files.use(self)
+        return handle
+
+    @property
+    def fd(self) -> int:
+        """The log file's fd, for a call that uses it at once."""
+        return self.handle().fd
+
+    def release_handle(self) -> None:
+        self._handle = None
 
     # -- appending ---------------------------------------------------------------------------
 
     def append(self, parts: list, size: int, last_offset: int, max_timestamp: int) -> None:
         """Write one batch given as buffers (patched base offset first) and index it."""
         position = self.size
+        fd = self.handle().fd
+        try:
+            written = os.writev(fd, parts)
+        except OSError:
+            _truncate_quietly(fd, position)
+            raise
+        if written != size:  # a short write to a regular file means the disk is full
+            _truncate_quietly(fd, position)
+            raise OSError(errno.ENOSPC, f"short write: {written} of {size} bytes",
+                          self.prefix + LOG_SUFFIX)
+        self.size = position + size
         if self.first_batch_timestamp is None:
             self.first_batch_timestamp = max_timestamp
         self._track(position, size, last_offset, max_timestamp)
-        written = os.writev(self.fd, parts)
-        if written != size:  # a short write to a regular file means the disk is full
-            os.ftruncate(self.fd, position)
-            raise OSError(f"short write to {self.prefix}{LOG_SUFFIX}: {written} of {size} bytes")
-        self.size = position + size
 
     def _track(self, position: int, size: int, last_offset: int, max_timestamp: int,
                persist: bool = True) -> None:
@@ -104,18 +143,16 @@ class LogSegment:
         batches (a tailing consumer's, from an index entry on) costs one pread, not one each.
         """
         end = self.size if end is None else end
-        fd = self.fd
+        handle = self.handle()
         read = HEADERS_CHUNK
         while position + HEADER_SIZE <= end:
-            chunk = os.pread(fd, min(read, end - position), position)
-            at = 0
-            while True:  # a short read fails in parse, as the walk always did
-                header = BatchHeader.parse(chunk, at)
+            chunk = os.pread(handle.fd, min(read, end - position), position)
+            at = -1
+            for at, header in batch_headers(chunk):
                 yield position + at, header
-                at += header.size
-                if at + HEADER_SIZE > len(chunk):
-                    break
-            position += at
+            if at < 0:
+                raise OSError(f"{self.prefix}{LOG_SUFFIX} ends inside a batch header at {position}")
+            position += at + header.size
             read = HEADERS_CHUNK if header.size < HEADERS_CHUNK else HEADER_SIZE
 
     def position_of(self, offset: int) -> tuple[int, BatchHeader] | None:
@@ -137,19 +174,14 @@ class LogSegment:
 
         The walk ends at the first torn, oversized or corrupt batch.
         """
-        position = 0
-        end = self.size
-        while position + HEADER_SIZE <= end:
-            header = BatchHeader.parse(os.pread(self.fd, HEADER_SIZE, position))
-            size = header.size
-            if header.magic != 2 or size < HEADER_SIZE or position + size > end:
-                return
-            if verify_crc:
-                data = os.pread(self.fd, size, position)
-                if len(data) != size or compute_crc(data) != header.crc:
+        handle = self.handle()
+        try:
+            for position, header, batch in read_batches(handle.fd, 0, self.size):
+                if header.magic != 2 or (verify_crc and compute_crc(batch) != header.crc):
                     return
-            yield position, header
-            position += size
+                yield position, header
+        except KafkaError:  # a batch length too small to go on from
+            return
 
     def rebuild_indexes(self, verify_crc: bool) -> int:
         """Re-derive indexes and timestamps from the data and cut any invalid tail.
@@ -173,46 +205,75 @@ class LogSegment:
         self.index.save()
         self.time_index.save()
         if valid_end != self.size:
-            os.ftruncate(self.fd, valid_end)
+            os.truncate(self.path, valid_end)
             self.size = valid_end
         return next_offset
 
-    def load_indexes(self, next_offset: int) -> bool:
-        """Load index files of a sealed segment; False when any is missing or inconsistent."""
+    def load_indexes(self, next_offset: int | None) -> int | None:
+        """Load the index files; returns the offset after the segment's last batch, or None when
+        an index is missing or inconsistent.
+
+        `next_offset` is the next segment's base offset; for the last segment (None) it is
+        found by walking the batches after the last index entry, and None is returned when
+        they do not end exactly at the end of the file.
+        """
         if not (self.index.load() and self.time_index.load()):
-            return False
-        rel_limit = next_offset - self.base_offset
+            return None
         index, times = self.index, self.time_index
+        if next_offset is None:
+            next_offset = self._walk_tail()
+            if next_offset is None:
+                return None
+        rel_limit = next_offset - self.base_offset
         if index.keys and (index.keys[0] < 0 or index.keys[-1] >= rel_limit
                            or index.values[-1] >= self.size):
-            return False
+            return None
         if times.keys and (times.values[0] < 0 or times.values[-1] >= rel_limit):
-            return False
-        if times.keys:
+            return None
+        if times.keys and times.keys[-1] > self.max_timestamp:
             self.max_timestamp = times.keys[-1]
             self.offset_of_max_timestamp = self.base_offset + times.values[-1]
         if self.size:
             self.first_batch_timestamp = BatchHeader.parse(os.pread(self.fd, HEADER_SIZE, 0)).max_timestamp
-        return True
+        return next_offset
+
+    def _walk_tail(self) -> int | None:
+        """The offset after the last batch, walking headers from the last index entry; None
+        when the walk does not end exactly at the end of the file."""
+        start = self.index.values[-1] if self.index.keys else 0
+        next_offset, end = self.base_offset, start
+        try:
+            for position, header in self.headers(start):
+                end = position + header.size
+                next_offset = header.last_offset + 1
+                if header.max_timestamp > self.max_timestamp:
+                    self.max_timestamp = header.max_timestamp
+                    self.offset_of_max_timestamp = header.last_offset
+        except (KafkaError, OSError):
+            return None
+        if end != self.size or (start and next_offset == self.base_offset):
+            return None
+        self.bytes_since_index = end - start
+        return next_offset
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def fsync(self) -> None:
-        os.fsync(self.fd)
-        self.index.fsync()
-        self.time_index.fsync()
+    def sync_handles(self) -> list[FileHandle]:
+        """Handles of the files a flush fsyncs: the log and its offset and time indexes."""
+        return [self.handle(), FileHandle.open(self.index.path, os.O_RDONLY | os.O_CREAT),
+                FileHandle.open(self.time_index.path, os.O_RDONLY | os.O_CREAT)]
 
     def close(self) -> None:
+        """Let the files go (a FileRegion or flush job still holding a handle keeps it open)."""
         self.index.close()
         self.time_index.close()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._files.forget(self)
+        self._handle = None
 
     def rename_deleted(self) -> None:
-        """Kafka's async delete: files get `.deleted` now, an open fd keeps serving sendfile."""
-        self.index.close()
-        self.time_index.close()
+        """Kafka's async delete: files get `.deleted` now; reads in flight hold their handles."""
+        self.close()
+        self.path = self.prefix + LOG_SUFFIX + DELETED_SUFFIX
         for suffix in SEGMENT_SUFFIXES:
             try:
                 os.rename(self.prefix + suffix, self.prefix + suffix + DELETED_SUFFIX)
@@ -226,3 +287,39 @@ class LogSegment:
             except FileNotFoundError:
                 pass
         self.close()
+
+
+def read_batches(fd: int, position: int, end: int) -> Iterator[tuple[int, BatchHeader, memoryview]]:
+    """(position, header, bytes) of each whole batch stored in [position, end) of a file.
+
+    Reads large chunks; a batch larger than a chunk is read on its own. The walk ends quietly
+    at a batch that runs past `end` (a torn tail); recovery and cleaning decide what that means.
+    """
+    while position + HEADER_SIZE <= end:
+        chunk = memoryview(os.pread(fd, min(BATCHES_CHUNK, end - position), position))
+        used = 0
+        for at, header in batch_headers(chunk):
+            if at + header.size > len(chunk):
+                break
+            yield position + at, header, chunk[at:at + header.size]
+            used = at + header.size
+        if used == 0:  # one batch larger than the chunk, or a torn one
+            if len(chunk) < HEADER_SIZE:
+                return
+            header = BatchHeader.parse(chunk)
+            if position + header.size > end:
+                return
+            batch = os.pread(fd, header.size, position)
+            if len(batch) < header.size:
+                return
+            yield position, header, memoryview(batch)
+            used = header.size
+        position += used
+
+
+def _truncate_quietly(fd: int, size: int) -> None:
+    """Undo a failed append's partial write, if the disk lets us."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass

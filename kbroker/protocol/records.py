@@ -116,27 +116,41 @@ class BatchHeader(NamedTuple):
         return bool(self.attributes & DELETE_HORIZON_BIT)
 
 
+def batch_headers(buf, pos: int = 0) -> Iterator[tuple[int, BatchHeader]]:
+    """The batch walker: (position, header) of consecutive batches from ``pos`` for as long as
+    a whole header lies in ``buf``.
+
+    Whether a batch's body fits is left to the caller (compare ``pos + header.size`` with its
+    end): a file walk reads headers ahead of bodies. A batch length too small to hold the header
+    raises CORRUPT_MESSAGE, as the walk cannot go on from it.
+    """
+    end = len(buf)
+    unpack = HEADER.unpack_from
+    while end - pos >= HEADER_SIZE:
+        header = BatchHeader._make(unpack(buf, pos))
+        if header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
+            raise corrupt(f"batch length {header.batch_length} is too small")
+        yield pos, header
+        pos += header.batch_length + LOG_OVERHEAD
+
+
 def iter_batches(buf, *, allow_partial: bool = False) -> Iterator[tuple[int, BatchHeader]]:
-    """(position, header) of each consecutive batch in ``buf``, without touching records.
+    """(position, header) of each whole batch in ``buf``, without touching records.
 
     A truncated last batch is an error unless ``allow_partial`` (fetch responses may end
     with one), in which case it is skipped.
     """
-    pos, end = 0, len(buf)
-    while pos < end:
-        if end - pos < HEADER_SIZE:
-            if allow_partial:
-                return
-            raise corrupt("trailing bytes shorter than a batch header")
-        header = BatchHeader.parse(buf, pos)
-        if header.batch_length < HEADER_SIZE - LOG_OVERHEAD:
-            raise corrupt(f"batch length {header.batch_length} is too small")
-        if pos + header.size > end:
+    end = len(buf)
+    next_pos = 0
+    for pos, header in batch_headers(buf):
+        next_pos = pos + header.size
+        if next_pos > end:
             if allow_partial:
                 return
             raise corrupt("record batch runs past the end of the records")
         yield pos, header
-        pos += header.size
+    if next_pos != end and not allow_partial:
+        raise corrupt("trailing bytes shorter than a batch header")
 
 
 def _batch_end(buf, offset: int) -> int:
@@ -156,7 +170,8 @@ def crc32c(data, value: int = 0) -> int:
 
 
 def compute_crc(buf, offset: int = 0) -> int:
-    """CRC-32C of the batch at ``offset`` over attributes..end, as stored in its crc field."""
+    """CRC-32C of the batch at ``offset`` over attributes..end (of the batch or of ``buf``, when
+    it holds only the start of the batch), as stored in its crc field."""
     return crc32c(memoryview(buf)[offset + ATTRIBUTES_OFFSET:_batch_end(buf, offset)])
 
 
@@ -174,13 +189,18 @@ def set_partition_leader_epoch(buf, epoch: int, offset: int = 0) -> None:
     _INT32.pack_into(buf, offset + PARTITION_LEADER_EPOCH_OFFSET, epoch)
 
 
-def set_max_timestamp(buf, max_timestamp: int, *, log_append_time: bool = False, offset: int = 0) -> None:
-    """Set maxTimestamp (and the LogAppendTime bit if asked), then fix the CRC they are under."""
+def set_max_timestamp(buf, max_timestamp: int, *, log_append_time: bool = False, offset: int = 0,
+                      body=b"") -> None:
+    """Set maxTimestamp (and the LogAppendTime bit if asked), then fix the CRC they are under.
+
+    ``body``: the rest of the batch when ``buf`` holds only its header (the append path patches
+    a copy of the header and writes the producer's records as they came).
+    """
     if log_append_time:
         (attributes,) = _INT16.unpack_from(buf, offset + ATTRIBUTES_OFFSET)
         _INT16.pack_into(buf, offset + ATTRIBUTES_OFFSET, attributes | TIMESTAMP_TYPE_BIT)
     _INT64.pack_into(buf, offset + MAX_TIMESTAMP_OFFSET, max_timestamp)
-    _UINT32.pack_into(buf, offset + CRC_OFFSET, compute_crc(buf, offset))
+    _UINT32.pack_into(buf, offset + CRC_OFFSET, crc32c(body, compute_crc(buf, offset)))
 
 
 class Record(NamedTuple):
@@ -216,6 +236,7 @@ def build_batch(
     base_sequence: int = NO_SEQUENCE, transactional: bool = False, control: bool = False,
     timestamp_type: int = CREATE_TIME, compression: int = NO_COMPRESSION, partition_leader_epoch: int = -1,
     delete_horizon_ms: int | None = None, last_offset_delta: int | None = None,
+    compression_level: int | None = None,
 ) -> bytes:
     """Serialize ``records`` (a non-empty sequence of Record) as one batch, CRC included.
 
@@ -228,7 +249,7 @@ def build_batch(
     base_timestamp = records[0].timestamp if delete_horizon_ms is None else delete_horizon_ms
     deltas = [i if r.offset_delta is None else r.offset_delta for i, r in enumerate(records)]
     body = b"".join(_encode_record(r, d, base_timestamp) for r, d in zip(records, deltas))
-    body = compress(compression, body)
+    body = compress(compression, body, compression_level)
     attributes = (
         compression
         | (TIMESTAMP_TYPE_BIT if timestamp_type == LOG_APPEND_TIME else 0)
@@ -309,12 +330,13 @@ def _require_codec(compression: int):
     return {SNAPPY: cramjam.snappy, LZ4: cramjam.lz4, ZSTD: cramjam.zstd}[compression]
 
 
-def compress(compression: int, data: bytes) -> bytes:
-    """Compress a batch body the way Kafka clients do (gzip stream, xerial snappy, lz4 frame, zstd)."""
+def compress(compression: int, data: bytes, level: int | None = None) -> bytes:
+    """Compress a batch body the way Kafka clients do (gzip stream, xerial snappy, lz4 frame, zstd),
+    at `level` (compression.<codec>.level; None: the codec's default; snappy has none)."""
     if compression == NO_COMPRESSION:
         return data
     if compression == GZIP:
-        packer = zlib.compressobj(wbits=31)  # 31: gzip container
+        packer = zlib.compressobj(-1 if level is None else level, wbits=31)  # 31: gzip container
         return packer.compress(data) + packer.flush()
     codec = _require_codec(compression)
     if compression == SNAPPY:
@@ -323,7 +345,7 @@ def compress(compression: int, data: bytes) -> bytes:
             block = bytes(codec.compress_raw(data[start:start + _XERIAL_BLOCK]))
             blocks.append(_INT32.pack(len(block)) + block)
         return b"".join(blocks)
-    return bytes(codec.compress(data))
+    return bytes(codec.compress(data) if level is None else codec.compress(data, level=level))
 
 
 def decompress(compression: int, data) -> bytes | memoryview:

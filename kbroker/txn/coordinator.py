@@ -8,6 +8,10 @@ the producer staged, then the completion (Complete*). A restart in between finds
 writes the markers again, which is harmless. Unlike Kafka, the markers are written before
 EndTxn is answered: with one broker there is nobody to send them to but ourselves.
 
+Dependencies are narrow: the settings, the InternalTopic for __transaction_state, a clock (ms),
+a producer-id allocator, a MarkerWriter for the data partitions and the group coordinator's
+offset staging (OffsetStaging), so that a test can give it fakes of each.
+
 Timers (a task in the broker's nursery): recovery first (rule R), then every
 transaction.abort.timed.out.transaction.cleanup.interval.ms timed-out transactions are aborted
 (T1), failed completions retried and idle transactional ids expired (T2; Kafka runs that scan
@@ -17,13 +21,15 @@ on its own hourly timer, a scan of the ids is cheap enough to share this one).
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import trio
 
-from kbroker.groups.coordinator import OFFSETS_TOPIC, java_string_hash, wall_clock_ms
+from kbroker.config import Config
+from kbroker.groups.coordinator import OFFSETS_TOPIC, java_string_hash
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.records import build_batch, iter_records
+from kbroker.protocol.records import iter_records
+from kbroker.storage import InternalTopic
 from kbroker.txn import records
 from kbroker.txn.state import (
     PREPARE, ListedTransaction, TopicPartition, TransactionStates, TxnMetadata, TxnState,
@@ -43,16 +49,30 @@ def _partition_of(transactional_id: str, partitions: int) -> int:
     return (0 if code == -(1 << 31) else abs(code)) % partitions
 
 
+class MarkerWriter(Protocol):
+    async def write_markers(self, partitions: Iterable[TopicPartition], producer_id: int,
+                            producer_epoch: int, commit: bool, coordinator_epoch: int,
+                            now_ms: int) -> None:
+        """A COMMIT or ABORT control batch on each existing data partition, flushed as due."""
+
+
+class OffsetStaging(Protocol):
+    async def end_transaction(self, producer_id: int, commit: bool) -> None:
+        """Commit or abort the offsets the producer staged in __consumer_offsets."""
+
+
 class TransactionCoordinator:
     """The transactions of one broker, persisted in __transaction_state."""
 
-    def __init__(self, broker, clock: Callable[[], int] = wall_clock_ms):
-        config = broker.config
-        self.broker = broker
+    def __init__(self, config: Config, topic: InternalTopic, clock: Callable[[], int],
+                 allocate_producer_id: Callable[[], int], markers: MarkerWriter,
+                 offsets: OffsetStaging):
+        self.topic = topic
         self.clock = clock
-        self.states = TransactionStates(config["transaction.max.timeout.ms"],
-                                        broker.producer_ids.allocate)
-        self.num_partitions = config["transaction.state.log.num.partitions"]
+        self.markers = markers
+        self.offsets = offsets
+        self.states = TransactionStates(config["transaction.max.timeout.ms"], allocate_producer_id)
+        self.num_partitions = topic.partitions
         self.expiration_ms = config["transactional.id.expiration.ms"]
         self.interval_s = config["transaction.abort.timed.out.transaction.cleanup.interval.ms"] / 1000
         self._ending: set[str] = set()  # transactional ids whose markers are being written
@@ -63,36 +83,24 @@ class TransactionCoordinator:
     # -- the log ---------------------------------------------------------------------------------
 
     def _replay(self) -> None:
-        logs = self.broker.logs
-        info = logs.topics.get(TRANSACTION_STATE_TOPIC)
-        if info is None:
-            return
-        for index in range(info.partitions):
-            for header, batch in logs.partition(TRANSACTION_STATE_TOPIC, index).stored_batches():
-                if header.is_control:
-                    continue
-                for record in iter_records(batch):
-                    try:
-                        transactional_id = records.decode_key(record.key)
-                        if record.value is None:
-                            self.states.forget(transactional_id)
-                        else:
-                            self.states.load(records.decode(transactional_id, record.value))
-                    except records.CorruptRecord as exc:
-                        log.warning("skipping a record of %s-%d: %s", TRANSACTION_STATE_TOPIC,
-                                    index, exc)
+        for index, _, batch in self.topic.replay():
+            for record in iter_records(batch):
+                try:
+                    transactional_id = records.decode_key(record.key)
+                    if record.value is None:
+                        self.states.forget(transactional_id)
+                    else:
+                        self.states.load(records.decode(transactional_id, record.value))
+                except records.CorruptRecord as exc:
+                    log.warning("skipping a record of %s-%d: %s", TRANSACTION_STATE_TOPIC,
+                                index, exc)
         log.info("loaded %d transactional ids", len(self.states.transactions))
 
     def _store(self, metadata: TxnMetadata, now_ms: int) -> ErrorCode:
         """Write metadata to the log, then make it current; the error to answer if it failed."""
         index = _partition_of(metadata.transactional_id, self.num_partitions)
-        logs = self.broker.logs
         try:
-            if TRANSACTION_STATE_TOPIC not in logs.topics:
-                self.broker.create_topic(TRANSACTION_STATE_TOPIC, self.num_partitions,
-                                         TRANSACTION_STATE_CONFIGS)
-            batch = build_batch([records.encode(metadata, now_ms)])
-            logs.partition(TRANSACTION_STATE_TOPIC, index).append_produce(batch, now_ms)
+            self.topic.append(index, [records.encode(metadata, now_ms)], now_ms)
         except OSError:
             log.exception("could not store transactional id %s", metadata.transactional_id)
             return ErrorCode.NOT_COORDINATOR  # Kafka's answer to a storage error
@@ -107,6 +115,12 @@ class TransactionCoordinator:
     async def init_producer_id(self, transactional_id: str, timeout_ms: int,
                                expected: tuple[int, int] | None) -> tuple[ErrorCode, int, int]:
         """InitProducerId with a transactional id: (error, producer id, epoch)."""
+        answer = await self._init_producer_id(transactional_id, timeout_ms, expected)
+        await self.topic.flush()
+        return answer
+
+    async def _init_producer_id(self, transactional_id: str, timeout_ms: int,
+                                expected: tuple[int, int] | None) -> tuple[ErrorCode, int, int]:
         now = self.clock()
         step = self.states.init_producer_id(transactional_id, timeout_ms, expected, now)
         if isinstance(step, ErrorCode):
@@ -119,12 +133,16 @@ class TransactionCoordinator:
             return error, -1, -1
         return ErrorCode.NONE, step.producer_id, step.producer_epoch
 
-    def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                       partitions: Iterable[TopicPartition]) -> ErrorCode:
+    async def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                             partitions: Iterable[TopicPartition]) -> ErrorCode:
         now = self.clock()
         step = self.states.add_partitions(transactional_id, producer_id, producer_epoch,
                                           partitions, now)
-        return step if isinstance(step, ErrorCode) else self._store(step, now)
+        if isinstance(step, ErrorCode):
+            return step
+        error = self._store(step, now)
+        await self.topic.flush()
+        return error
 
     def verify(self, transactional_id: str, producer_id: int, producer_epoch: int,
                partitions: Iterable[TopicPartition]) -> dict[TopicPartition, ErrorCode]:
@@ -136,7 +154,9 @@ class TransactionCoordinator:
         step = self.states.end_transaction(transactional_id, producer_id, producer_epoch, commit, now)
         if isinstance(step, ErrorCode):
             return step
-        return await self._end(step, now)
+        error = await self._end(step, now)
+        await self.topic.flush()
+        return error
 
     def describe(self, transactional_id: str) -> TxnMetadata | None:
         return self.states.get(transactional_id)
@@ -162,31 +182,18 @@ class TransactionCoordinator:
         self._ending.add(transactional_id)
         commit = prepared.state is TxnState.PREPARE_COMMIT
         try:
-            self._write_markers(prepared, commit)
-            await self.broker.groups.end_transaction(prepared.producer_id, commit)
+            # __consumer_offsets gets no marker here: the group coordinator ends its staged offsets.
+            data_partitions = sorted(p for p in prepared.partitions if p[0] != OFFSETS_TOPIC)
+            await self.markers.write_markers(data_partitions, prepared.producer_id,
+                                             prepared.producer_epoch, commit, COORDINATOR_EPOCH,
+                                             self.clock())
+            await self.offsets.end_transaction(prepared.producer_id, commit)
             now = self.clock()
             self._store(self.states.complete(prepared, now), now)
         except (KafkaError, OSError):
             log.exception("could not complete the transaction of %s; will retry", transactional_id)
         finally:
             self._ending.discard(transactional_id)
-
-    def _write_markers(self, prepared: TxnMetadata, commit: bool) -> None:
-        """A control batch on every data partition; deleted partitions are skipped, as in Kafka."""
-        broker = self.broker
-        for topic, partition in sorted(prepared.partitions):
-            if topic == OFFSETS_TOPIC:
-                continue  # the group coordinator ends its staged offsets itself
-            partition_log = broker.logs.partition(topic, partition)
-            if partition_log is None:
-                continue
-            try:
-                partition_log.append_control(prepared.producer_id, prepared.producer_epoch, commit,
-                                             COORDINATOR_EPOCH, self.clock())
-            except KafkaError as exc:  # a newer producer epoch is already there: nothing to end
-                log.warning("no marker for %s-%d: %s", topic, partition, exc)
-                continue
-            broker.wakeups.notify(topic, partition)
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -198,7 +205,7 @@ class TransactionCoordinator:
             try:
                 await self.abort_timed_out()
                 self.expire_transactional_ids()
-                await self.broker.flush_if_due()
+                await self.topic.flush()
             except Exception:  # a bug here must not take the broker down; the next tick retries
                 log.exception("transaction timers failed")
 
@@ -208,7 +215,7 @@ class TransactionCoordinator:
         for loaded in unsettled:
             if self.states.get(loaded.transactional_id) is loaded:  # else a request got there first
                 await self._complete(loaded)
-        await self.broker.flush_if_due()
+        await self.topic.flush()
 
     async def abort_timed_out(self) -> None:
         """T1, and another try for completions that failed."""

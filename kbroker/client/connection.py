@@ -1,0 +1,141 @@
+"""One connection to one broker, speaking the protocol through kbroker's sans-IO codec.
+
+Requests may be pipelined (Kafka answers them in order). The versions used are the highest
+both the broker and this client know, capped where a newer version changes the shape of a
+request the tools fill in (e.g. Fetch v13 names topics by id).
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from collections import deque
+
+import trio
+
+from kbroker.protocol import codec, messages
+
+_SIZE = struct.Struct(">i")
+# Highest version of each API the tools know how to fill in; lower ones are used if the broker says so.
+WANTED_VERSIONS = {
+    "ApiVersions": 3, "Metadata": 12, "CreateTopics": 7, "DeleteTopics": 5, "CreatePartitions": 3,
+    "DescribeConfigs": 4, "IncrementalAlterConfigs": 1, "Produce": 9, "Fetch": 12,
+    "ListOffsets": 7, "InitProducerId": 4, "FindCoordinator": 3, "ListGroups": 4,
+    "DescribeGroups": 5, "OffsetFetch": 8, "OffsetCommit": 8, "DeleteGroups": 2,
+    "DescribeLogDirs": 4,
+}
+
+
+class ClientError(Exception):
+    """The conversation with a broker failed (closed, refused, an API it does not serve)."""
+
+
+class Connection:
+    """One broker connection; requests may be pipelined, Kafka answers them in order."""
+
+    def __init__(self, sock: trio.socket.SocketType, client_id: str):
+        self.sock = sock
+        self.client_id = client_id
+        self.versions: dict[str, int] = {}
+        self._correlation = itertools.count(1)
+        self._expected: deque[tuple[int, int, int]] = deque()
+        self._buffer = bytearray()
+
+    @classmethod
+    async def open(cls, address: str, client_id: str = "kbroker-cli") -> "Connection":
+        """Connect to `host:port` and agree on API versions."""
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ClientError(f"expected HOST:PORT, got {address!r}")
+        try:
+            sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in host.strip("[]") else
+                                      trio.socket.AF_INET)
+            await sock.connect((host.strip("[]"), int(port)))
+        except OSError as exc:
+            raise ClientError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+        sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+        connection = cls(sock, client_id)
+        await connection._negotiate_versions()
+        return connection
+
+    async def _negotiate_versions(self) -> None:
+        self.versions["ApiVersions"] = WANTED_VERSIONS["ApiVersions"]
+        response = await self.request("ApiVersions", messages.ApiVersionsRequest(
+            client_software_name=self.client_id, client_software_version="1"))
+        if response.error_code:
+            self.versions["ApiVersions"] = 0
+            response = await self.request("ApiVersions", messages.ApiVersionsRequest())
+        served = {api.api_key: (api.min_version, api.max_version) for api in response.api_keys}
+        for name, wanted in WANTED_VERSIONS.items():
+            low, high = served.get(messages.API_KEYS[name], (0, -1))
+            if low <= min(wanted, high):
+                self.versions[name] = min(wanted, high)
+
+    def version(self, api_name: str) -> int:
+        """The version used for an API; ClientError if the broker does not serve one we know."""
+        try:
+            return self.versions[api_name]
+        except KeyError:
+            raise ClientError(f"the broker does not serve {api_name} in a version this client "
+                              f"knows") from None
+
+    async def send(self, api_name: str, body, expect_response: bool = True) -> None:
+        """Send a request; its response (unless acks=0 says none comes) is left to receive()."""
+        api_key, version = messages.API_KEYS[api_name], self.version(api_name)
+        correlation_id = next(self._correlation)
+        frame = codec.encode_request(api_key, version, correlation_id, self.client_id, body)
+        if expect_response:
+            self._expected.append((api_key, version, correlation_id))
+        view = memoryview(frame)
+        try:
+            while view:
+                view = view[await self.sock.send(view):]
+        except OSError as exc:
+            raise ClientError(f"sending {api_name}: {exc.strerror or exc}") from None
+
+    async def receive(self):
+        """The response to the oldest request sent and not yet received."""
+        api_key, version, correlation_id = self._expected.popleft()
+        frame = await self._receive_frame()
+        got, body = codec.decode_response(api_key, version, frame)
+        if got != correlation_id:
+            raise ClientError(f"response {got} arrived for request {correlation_id}")
+        return body
+
+    async def request(self, api_name: str, body):
+        await self.send(api_name, body)
+        return await self.receive()
+
+    async def _receive_frame(self) -> memoryview:
+        while len(self._buffer) < 4:
+            await self._receive_more()
+        (size,) = _SIZE.unpack_from(self._buffer)
+        if len(self._buffer) >= 4 + size:
+            frame = self._buffer[4:4 + size]
+            del self._buffer[:4 + size]
+            return memoryview(frame)
+        frame = bytearray(size)  # a large frame is received straight into place
+        have = len(self._buffer) - 4
+        frame[:have] = memoryview(self._buffer)[4:]
+        self._buffer.clear()
+        view = memoryview(frame)
+        while have < size:
+            received = await self._recv(lambda: self.sock.recv_into(view[have:]))
+            have += received
+        return view
+
+    async def _receive_more(self) -> None:
+        self._buffer += await self._recv(lambda: self.sock.recv(256 * 1024))
+
+    @staticmethod
+    async def _recv(receive):
+        try:
+            data = await receive()
+        except OSError as exc:
+            raise ClientError(f"receiving: {exc.strerror or exc}") from None
+        if not data:
+            raise ClientError("the broker closed the connection")
+        return data
+
+    def close(self) -> None:
+        self.sock.close()

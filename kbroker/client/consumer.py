@@ -1,0 +1,107 @@
+"""Fetching records of one topic from given offsets, as a consumer with assigned partitions does.
+
+With isolation read_committed the broker only hands out records below the last stable offset
+and lists the aborted transactions among them; their batches are dropped here until the abort
+marker of the same producer, as Kafka's consumer does.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from kbroker.client.cluster import Cluster, check
+from kbroker.protocol import messages
+from kbroker.protocol.records import iter_batches, iter_records
+
+READ_UNCOMMITTED, READ_COMMITTED = 0, 1
+_CONTROL_KEY = struct.Struct(">hh")  # version, type (0 abort, 1 commit)
+ABORT_MARKER = 0
+PARTITION_MAX_BYTES = 1024 * 1024
+FETCH_MAX_BYTES = 50 * 1024 * 1024
+
+
+@dataclass
+class ConsumedRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple
+
+
+class Consumer:
+    """Reads the partitions in `positions` (partition -> next offset) of one topic."""
+
+    def __init__(self, cluster: Cluster, topic: str, positions: dict[int, int], *,
+                 isolation_level: int = READ_UNCOMMITTED, max_wait_ms: int = 500):
+        self.cluster = cluster
+        self.topic = topic
+        self.positions = dict(positions)
+        self.isolation_level = isolation_level
+        self.max_wait_ms = max_wait_ms
+        self.high_watermarks: dict[int, int] = {}
+
+    async def fetch(self) -> list[ConsumedRecord]:
+        """One fetch from every leader; the records it returned, positions moved past them."""
+        leaders = await self.cluster.leaders(self.topic)
+        by_leader: dict[int, list[int]] = {}
+        for partition in self.positions:
+            by_leader.setdefault(leaders[partition], []).append(partition)
+        found = []
+        for leader, partitions in by_leader.items():
+            found += await self._fetch_from(leader, partitions)
+        return found
+
+    def caught_up(self) -> bool:
+        """Whether every partition has been read up to the high watermark of its last fetch."""
+        return all(self.positions[p] >= self.high_watermarks.get(p, 1 << 62) for p in self.positions)
+
+    async def _fetch_from(self, leader: int, partitions: list[int]) -> list[ConsumedRecord]:
+        Request = messages.FetchRequest
+        connection = await self.cluster.node(leader)
+        response = await connection.request("Fetch", Request(
+            replica_id=-1, max_wait_ms=self.max_wait_ms, min_bytes=1, max_bytes=FETCH_MAX_BYTES,
+            isolation_level=self.isolation_level, session_id=0, session_epoch=-1,
+            topics=[Request.FetchTopic(topic=self.topic, partitions=[Request.FetchPartition(
+                partition=p, current_leader_epoch=-1, fetch_offset=self.positions[p],
+                log_start_offset=-1, partition_max_bytes=PARTITION_MAX_BYTES) for p in partitions])]))
+        check(response.error_code, None, f"fetch {self.topic}")
+        found = []
+        for topic in response.responses:
+            for data in topic.partitions:
+                index = data.partition_index
+                check(data.error_code, None, f"fetch {self.topic}-{index}")
+                self.high_watermarks[index] = (data.last_stable_offset
+                                               if self.isolation_level == READ_COMMITTED and
+                                               data.last_stable_offset >= 0 else data.high_watermark)
+                records, self.positions[index] = self._records(
+                    index, data.records or b"", self.positions[index], data.aborted_transactions)
+                found += records
+        return found
+
+    def _records(self, partition: int, data, position: int, aborted) -> tuple[list, int]:
+        """The records at or after `position` in fetched batches, and the offset after them."""
+        pending_aborts = sorted((a.first_offset, a.producer_id) for a in aborted or ())
+        aborting: set[int] = set()
+        found = []
+        for start, header in iter_batches(data, allow_partial=True):
+            while pending_aborts and pending_aborts[0][0] <= header.last_offset:
+                aborting.add(pending_aborts.pop(0)[1])
+            if header.last_offset < position:
+                continue
+            batch = memoryview(data)[start:start + header.size]
+            if header.is_control:
+                if header.producer_id in aborting and any(
+                        r.key and _CONTROL_KEY.unpack_from(r.key)[1] == ABORT_MARKER
+                        for r in iter_records(batch)):
+                    aborting.discard(header.producer_id)
+            elif not (header.is_transactional and header.producer_id in aborting):
+                found += [ConsumedRecord(self.topic, partition, header.base_offset + r.offset_delta,
+                                         r.timestamp, r.key, r.value, r.headers)
+                          for r in iter_records(batch)
+                          if header.base_offset + r.offset_delta >= position]
+            position = header.last_offset + 1
+        return found, position

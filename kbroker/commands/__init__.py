@@ -1,0 +1,14 @@
+"""The everyday command line tools (`kbroker topic|produce|consume|group`), on kbroker.client.
+
+Each module adds its subcommand with `add_parser(commands)`, which sets the function that runs
+it as the parser's `handler` default.
+"""
+
+from kbroker.commands import consume, group, produce, topic
+
+MODULES = (topic, produce, consume, group)
+
+
+def add_parsers(commands) -> None:
+    for module in MODULES:
+        module.add_parser(commands)

@@ -1,0 +1,120 @@
+"""What every tool shares: the bootstrap option, running against a cluster, errors, output."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from datetime import datetime
+
+import trio
+
+from kbroker.client import ClientError, Cluster
+from kbroker.protocol.errors import KafkaError
+from kbroker.protocol.exceptions import ProtocolError
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+PROGRESS_INTERVAL_S = 5.0
+MiB = 1024 * 1024
+
+
+def add_bootstrap(parser) -> None:
+    parser.add_argument("-b", "--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
+                        help=f"a broker of the cluster (default {DEFAULT_BOOTSTRAP})")
+
+
+def add_json(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(command, args) -> int:
+    """Run `command(cluster, args)` against the cluster; a Kafka error or a broken conversation
+    is printed as `kbroker: ERROR_NAME: message` and gives exit code 1."""
+    async def with_cluster():
+        cluster = await Cluster.open(args.bootstrap)
+        try:
+            return await command(cluster, args)
+        finally:
+            await cluster.close()
+
+    try:
+        return trio.run(with_cluster) or 0
+    except KafkaError as exc:
+        print(f"kbroker: {exc.code.name}: {exc.message or exc.code.name}", file=sys.stderr)
+    except ClientError as exc:
+        print(f"kbroker: {exc}", file=sys.stderr)
+    except ProtocolError as exc:
+        print(f"kbroker: the broker's answer could not be decoded: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+def fail(message: str) -> None:
+    """A usage mistake found after parsing: exits like argparse does."""
+    print(f"kbroker: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def print_json(value) -> None:
+    print(json.dumps(as_plain(value), indent=1))
+
+
+def as_plain(value):
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [as_plain(v) for v in value]
+    return value
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """Left-aligned columns headed by their names in capitals, as kafka-topics.sh prints."""
+    texts = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(t[i]) for t in texts]) for i, c in enumerate(columns)]
+    for line in [[c.upper() for c in columns]] + texts:
+        print("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip())
+
+
+def key_values(texts: list[str], what: str = "key=value") -> dict[str, str]:
+    pairs = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            fail(f"expected {what}, got {text!r}")
+        pairs[key] = value
+    return pairs
+
+
+def timestamp_ms(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"not an ISO 8601 time: {text!r}")
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # a local time, as the user's clock shows it
+    return int(moment.timestamp() * 1000)
+
+
+class Progress:
+    """A progress line on stderr every few seconds and a summary line at the end."""
+
+    def __init__(self, verb: str, interval_s: float = PROGRESS_INTERVAL_S):
+        self.verb = verb
+        self.start = self.last_report = time.monotonic()
+        self.interval_s = interval_s
+        self.records = self.bytes = 0
+
+    def add(self, records: int, nbytes: int) -> None:
+        self.records += records
+        self.bytes += nbytes
+        now = time.monotonic()
+        if now - self.last_report >= self.interval_s:
+            self.last_report = now
+            print(f"... {self.records} records {self.verb} so far", file=sys.stderr, flush=True)
+
+    def summary(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        return (f"{self.records} records {self.verb} in {elapsed:.2f} s "
+                f"({self.records / elapsed:.1f} records/sec, {self.bytes / elapsed / MiB:.2f} MB/sec)")

@@ -1,0 +1,200 @@
+"""A kbroker inside the current process: in a thread of its own, or in the caller's trio nursery.
+
+No subprocess, no signal handlers: the broker starts in a few tens of milliseconds and stops
+when the block ends. Its data directory is a fresh temporary one unless given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from kbroker.client import Cluster, run_sync
+from kbroker.client import admin
+from kbroker.client.consumer import ConsumedRecord, Consumer
+
+
+def topic_configs(configs: dict) -> dict[str, str]:
+    """Keyword arguments to Kafka topic config names: retention_ms=1000 -> retention.ms=1000."""
+    return {name.replace("_", "."): str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in configs.items()}
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 1, **configs) -> None:
+    cluster = await Cluster.open(bootstrap, "kbroker-testing")
+    try:
+        await admin.create_topic(cluster, name, partitions, 1, topic_configs(configs))
+    finally:
+        await cluster.close()
+
+
+async def stored_records(bootstrap: str, topic: str) -> list[ConsumedRecord]:
+    """Every record the topic holds now, partition by partition, in offset order."""
+    cluster = await Cluster.open(bootstrap, "kbroker-testing")
+    try:
+        partitions = sorted(await cluster.leaders(topic))
+        ends = await admin.list_offsets(cluster, topic, dict.fromkeys(partitions, admin.LATEST))
+        starts = await admin.list_offsets(cluster, topic, dict.fromkeys(partitions, admin.EARLIEST))
+        consumer = Consumer(cluster, topic, {p: starts[p] for p in partitions if starts[p] < ends[p]},
+                            max_wait_ms=0)
+        found: list[ConsumedRecord] = []
+        while consumer.positions and not all(consumer.positions[p] >= ends[p]
+                                             for p in consumer.positions):
+            found += [r for r in await consumer.fetch() if r.offset < ends[r.partition]]
+        return sorted(found, key=lambda r: (r.partition, r.offset))
+    finally:
+        await cluster.close()
+
+
+class BrokerConveniences:
+    """What tests want of a running broker at `self.bootstrap`, as blocking calls."""
+
+    bootstrap: str
+
+    def create_topic(self, name: str, partitions: int = 1, **configs) -> None:
+        """Create a topic; configs by Kafka name with dots as underscores (retention_ms=1000)."""
+        run_sync(lambda: create_topic(self.bootstrap, name, partitions, **configs))
+
+    def records(self, topic: str) -> list[ConsumedRecord]:
+        """Every record the topic holds (topic, partition, offset, timestamp, key, value, headers)."""
+        return run_sync(stored_records, self.bootstrap, topic)
+
+
+@dataclass
+class BrokerHandle(BrokerConveniences):
+    """How to reach an embedded broker."""
+
+    bootstrap: str
+    http: str | None = None  # base URL of the HTTP port (metrics, console), if served
+
+
+@dataclass
+class NurseryBroker:
+    """A broker served in the caller's trio nursery: its conveniences are coroutines, since a
+    blocking call would stop the very loop that serves it."""
+
+    bootstrap: str
+    http: str | None = None
+
+    async def create_topic(self, name: str, partitions: int = 1, **configs) -> None:
+        await create_topic(self.bootstrap, name, partitions, **configs)
+
+    async def records(self, topic: str) -> list[ConsumedRecord]:
+        return await stored_records(self.bootstrap, topic)
+
+
+def _broker(data_dir: str | os.PathLike, overrides: dict[str, str] | None):
+    from kbroker.broker import Broker
+    from kbroker.config import Config
+
+    settings = {"listeners": "PLAINTEXT://127.0.0.1:0", "log.dirs": str(data_dir)}
+    settings.update(overrides or {})
+    return Broker(Config(settings))
+
+
+async def _serve_until_cancelled(broker, http_port, task_status) -> None:
+    from kbroker.server import serve
+
+    try:
+        await serve(broker, http_port=http_port, task_status=task_status)
+    finally:
+        broker.close()
+
+
+def _http_url(host: str, port: int | None) -> str | None:
+    return None if port is None else f"http://{host}:{port}"
+
+
+@contextlib.contextmanager
+def _data_dir(data_dir):
+    if data_dir is not None:
+        yield Path(data_dir)
+        return
+    with tempfile.TemporaryDirectory(prefix="kbroker-") as temporary:
+        yield Path(temporary)
+
+
+@contextlib.contextmanager
+def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
+                    http_port: int | None = 0):
+    """Run a broker in a thread of this process; yields a BrokerHandle.
+
+    `overrides` are broker settings by their Kafka names ({"num.partitions": "3"}); the HTTP
+    port (metrics, console) is a free one unless given, None for none.
+    """
+    with _data_dir(data_dir) as directory:
+        started = threading.Event()
+        state: dict = {}
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                host, port, http = await nursery.start(
+                    _serve_until_cancelled, _broker(directory, overrides), http_port)
+                state.update(address=f"{host}:{port}", http=_http_url(host, http),
+                             cancel=nursery.cancel_scope.cancel,
+                             token=trio.lowlevel.current_trio_token())
+                started.set()
+
+        def run() -> None:
+            try:
+                trio.run(main)
+            except BaseException as exc:  # reported to the thread that waits for the start
+                state["error"] = exc
+            finally:
+                started.set()
+
+        thread = threading.Thread(target=run, name="kbroker-embedded", daemon=True)
+        thread.start()
+        started.wait()
+        if "error" in state:
+            thread.join()
+            raise state["error"]
+        try:
+            yield BrokerHandle(state["address"], state["http"])
+        finally:
+            trio.from_thread.run_sync(state["cancel"], trio_token=state["token"])
+            thread.join()
+
+
+@contextlib.asynccontextmanager
+async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | None = None, *,
+                           data_dir=None, http_port: int | None = 0):
+    """Serve a broker as a task of the caller's trio nursery; yields a NurseryBroker."""
+    with _data_dir(data_dir) as directory:
+        scope = trio.CancelScope()
+        stopped = trio.Event()
+
+        async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            try:
+                with scope:
+                    await _serve_until_cancelled(_broker(directory, overrides), http_port,
+                                                 task_status)
+            finally:
+                stopped.set()
+
+        host, port, http = await nursery.start(run)
+        try:
+            yield NurseryBroker(f"{host}:{port}", _http_url(host, http))
+        finally:
+            scope.cancel()
+            with trio.CancelScope(shield=True):
+                await stopped.wait()
+
+
+@contextlib.asynccontextmanager
+async def asyncio_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
+                         http_port: int | None = 0):
+    """For asyncio programs: an embedded_broker started and stopped without blocking the loop."""
+    context = embedded_broker(overrides, data_dir=data_dir, http_port=http_port)
+    handle = await asyncio.to_thread(context.__enter__)
+    try:
+        yield handle
+    finally:
+        await asyncio.to_thread(context.__exit__, None, None, None)

@@ -1,0 +1,55 @@
+"""What the broker's HTTP port serves: the routing table and what its pages may read.
+
+Pages read topics, offsets, groups and configs through the Kafka protocol, as a client of the
+broker they run in (a connection per page, to the broker's own listener); only what the
+protocol cannot tell (open connections, client software, API versions used, counters) comes
+from the broker's objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from kbroker.client import Cluster
+from kbroker.http import console, prometheus
+from kbroker.http.server import Request, Response, Routes
+
+CLIENT_ID = "kbroker-console"
+
+
+class HttpApp:
+    """The broker, its open connections and how to reach its listener, for the pages."""
+
+    def __init__(self, broker, sessions, bootstrap: str):
+        self.broker = broker
+        self._sessions = sessions  # () -> the ClientSession of each open connection
+        self.bootstrap = bootstrap
+
+    @contextlib.asynccontextmanager
+    async def cluster(self):
+        cluster = await Cluster.open(self.bootstrap, CLIENT_ID, single_node=True)
+        try:
+            yield cluster
+        finally:
+            await cluster.close()
+
+    def clients(self) -> list[dict]:
+        """One entry per open connection: peer, listener and client software (KIP-511)."""
+        found = []
+        for session in self._sessions():
+            name, _, version = (session.client_software or "unknown").partition(" ")
+            found.append({"peer": session.peer, "listener": session.listener,
+                          "software_name": name, "software_version": version or "unknown",
+                          "principal": session.principal})
+        return found
+
+    def routes(self) -> Routes:
+        routes = Routes()
+        routes.add("GET", "/metrics", self.metrics_page)
+        console.add_routes(routes, self)
+        return routes
+
+    async def metrics_page(self, request: Request) -> Response:
+        async with self.cluster() as cluster:
+            text = await prometheus.render(self.broker.metrics, self.clients(), cluster)
+        return Response(text, content_type=prometheus.CONTENT_TYPE)

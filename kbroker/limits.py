@@ -1,0 +1,99 @@
+"""What the server holds back: request memory, connection counts, repeated warnings.
+
+- `RequestMemory` is Kafka's `queued.max.request.bytes` (KIP-72): a request larger than one
+  receive reserves its announced size before its body is read; while the reservations reach the
+  bound, no further large request is read (its connection simply stops reading, so TCP pushes
+  back on the client). Like Kafka's non-strict memory pool, one request may take the total over
+  the bound when anything is left, so a request of socket.request.max.bytes always gets through.
+- `ConnectionQuotas` is `max.connections`, `max.connections.per.ip` and
+  `max.connections.per.ip.overrides`: a connection counts from the moment it is accepted.
+- `RepeatedWarnings` logs one warning per kind and client at most once a minute, with a count of
+  those held back, so one misbehaving client cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import trio
+
+from kbroker.config import parse_ip_overrides
+
+
+class RequestMemory:
+    """Bytes reserved by large requests being read or handled, against queued.max.request.bytes."""
+
+    def __init__(self, limit: int):
+        self.limit = limit  # 0 or less: unbounded, as in Kafka
+        self.used = 0
+        self._released = trio.Event()
+
+    async def reserve(self, size: int) -> None:
+        """Wait until something is left under the bound, then take `size` bytes."""
+        while 0 < self.limit <= self.used:
+            await self._released.wait()
+        self.used += size
+
+    def release(self, size: int) -> None:
+        if size:
+            self.used -= size
+            self._released.set()
+            self._released = trio.Event()
+
+
+class ConnectionQuotas:
+    """Counts open connections, in total and by client address, against the configured limits."""
+
+    def __init__(self, config):
+        self._config = config
+        self.total = 0
+        self.by_ip: dict[str, int] = {}
+
+    def refusal(self, ip: str) -> str | None:
+        """Why a new connection from `ip` must be refused, or None to let it in."""
+        config = self._config
+        if self.total >= config["max.connections"]:
+            return f"max.connections ({config['max.connections']}) reached"
+        limit = parse_ip_overrides(config["max.connections.per.ip.overrides"]).get(
+            ip, config["max.connections.per.ip"])
+        if self.by_ip.get(ip, 0) >= limit:
+            return f"too many connections from {ip} (max.connections.per.ip: {limit})"
+        return None
+
+    def opened(self, ip: str) -> None:
+        self.total += 1
+        self.by_ip[ip] = self.by_ip.get(ip, 0) + 1
+
+    def closed(self, ip: str) -> None:
+        self.total -= 1
+        left = self.by_ip[ip] - 1
+        if left:
+            self.by_ip[ip] = left
+        else:
+            del self.by_ip[ip]
+
+
+class RepeatedWarnings:
+    """Logs a warning of one kind (e.g. one client's unsupported API version) at most once per
+    interval, saying how many like it were held back."""
+
+    _MAX_KINDS = 10_000  # forget them all beyond this, so that varied junk cannot grow memory
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0):
+        self._logger = logger
+        self._interval_s = interval_s
+        self._kinds: dict[object, list] = {}  # kind -> [last logged (monotonic), held back]
+
+    def warning(self, kind: object, message: str, *args) -> None:
+        now = time.monotonic()
+        state = self._kinds.get(kind)
+        if state is not None and now - state[0] < self._interval_s:
+            state[1] += 1
+            return
+        if state is not None and state[1]:
+            message += f" ({state[1]} more like this in the last {now - state[0]:.0f} s)"
+        if len(self._kinds) >= self._MAX_KINDS:
+            self._kinds.clear()
+        self._kinds[kind] = [now, 0]
+        self._logger.warning(message, *args)

@@ -1,0 +1,200 @@
+"""What a producer's batch must satisfy before it is stored (Kafka's LogValidator).
+
+Pure functions over a memoryview of the batch: no files, no log state. The hot path looks at
+the 61-byte header only; records are walked on cold paths (compacted topics' keys, a missing
+maxTimestamp, recompression, timestamp lookups).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterator, NamedTuple
+
+from kbroker.log.config import LogConfig
+from kbroker.log.markers import MIN_LENGTH_FIELD
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.exceptions import CorruptFrame
+from kbroker.protocol.primitives import read_varint
+from kbroker.protocol.records import (
+    GZIP, HEADER_SIZE, LOG_OVERHEAD, LZ4, MAGIC_OFFSET, NO_COMPRESSION, SNAPPY, TIMESTAMP_TYPE_BIT,
+    ZSTD, BatchHeader, build_batch, compute_crc, decompress, iter_records, set_base_offset,
+    set_max_timestamp, set_partition_leader_epoch,
+)
+
+NO_TIMESTAMP = -1
+HEADER_UP_TO_MAGIC = 17  # Kafka needs this many bytes to see a batch at all
+# compression.type -> the codec stored batches must have ("producer": whatever they have).
+TOPIC_CODECS = {"uncompressed": NO_COMPRESSION, "gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
+
+_LENGTH = struct.Struct(">i")
+
+
+class ValidBatch(NamedTuple):
+    """A producer batch that passed validation, as it is to be stored (before offsets)."""
+
+    view: memoryview
+    header: BatchHeader  # with maxTimestamp taken from the records when the producer left it unset
+    header_changed: bool  # maxTimestamp differs from the bytes: the stored header needs a new CRC
+
+
+def validate_produce_batch(records, config: LogConfig, now_ms: int) -> ValidBatch:
+    """Check one Produce partition payload against the topic's config; raise KafkaError."""
+    view = single_batch(memoryview(records).cast("B"))
+    header = BatchHeader.parse(view)
+    size = len(view)
+    if size > config.max_message_bytes:
+        raise KafkaError(ErrorCode.MESSAGE_TOO_LARGE,
+                         f"The record batch size {size} exceeds max.message.bytes "
+                         f"{config.max_message_bytes}")
+    if compute_crc(view) != header.crc:
+        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "Record batch CRC does not match its contents")
+    validate_batch(header)
+    header_changed = False
+    if header.max_timestamp < header.base_timestamp:
+        header = with_record_max_timestamp(view, header)
+        header_changed = True
+    validate_records(view, header, config, now_ms)
+    codec = TOPIC_CODECS.get(config.compression_type)
+    if codec is not None and codec != header.compression:
+        view = memoryview(recompress(view, codec, compression_level(config, codec)))
+        header = BatchHeader.parse(view)
+        header_changed = False
+        size = len(view)
+        if size > config.max_message_bytes:
+            raise KafkaError(ErrorCode.MESSAGE_TOO_LARGE,
+                             f"The record batch size {size} after recompression exceeds "
+                             f"max.message.bytes {config.max_message_bytes}")
+    if size > config.segment_bytes:
+        raise KafkaError(ErrorCode.RECORD_LIST_TOO_LARGE,
+                         f"The record batch size {size} exceeds segment.bytes {config.segment_bytes}")
+    return ValidBatch(view, header, header_changed)
+
+
+def stored_header(batch: ValidBatch, base_offset: int, leader_epoch: int,
+                  append_time_ms: int) -> bytearray:
+    """A copy of the batch's header as the log stores it: its offset and leader epoch assigned,
+    maxTimestamp (and the timestamp type, for LogAppendTime) set, CRC fixed when they changed.
+    The records after it are written as they came."""
+    head = bytearray(batch.view[:HEADER_SIZE])
+    set_base_offset(head, base_offset)
+    set_partition_leader_epoch(head, leader_epoch)
+    if append_time_ms != NO_TIMESTAMP:
+        set_max_timestamp(head, append_time_ms, log_append_time=True, body=batch.view[HEADER_SIZE:])
+    elif batch.header_changed:
+        set_max_timestamp(head, batch.header.max_timestamp, body=batch.view[HEADER_SIZE:])
+    return head
+
+
+def single_batch(view: memoryview) -> memoryview:
+    """The one batch of a Produce v3+ partition payload, as Kafka's ProduceRequest checks it."""
+    total = len(view)
+    if total < HEADER_UP_TO_MAGIC:
+        raise KafkaError(ErrorCode.INVALID_RECORD,
+                         "Produce requests with version 3 and above must have exactly one record batch")
+    length = _LENGTH.unpack_from(view, 8)[0]
+    if length < MIN_LENGTH_FIELD:
+        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"Record size {length} is less than the minimum")
+    size = length + LOG_OVERHEAD
+    if size > total:
+        raise KafkaError(ErrorCode.INVALID_RECORD,
+                         "Produce requests with version 3 and above must have exactly one record batch")
+    if view[MAGIC_OFFSET] != 2:
+        raise KafkaError(ErrorCode.INVALID_RECORD,
+                         "Produce requests with version 3 and above are only allowed to contain "
+                         "record batches with magic version 2")
+    rest = total - size
+    if rest >= HEADER_UP_TO_MAGIC:
+        next_length = _LENGTH.unpack_from(view, size + 8)[0]
+        if next_length < MIN_LENGTH_FIELD:
+            raise KafkaError(ErrorCode.CORRUPT_MESSAGE, f"Record size {next_length} is less than the minimum")
+        if next_length + LOG_OVERHEAD <= rest:
+            raise KafkaError(ErrorCode.INVALID_RECORD,
+                             "Produce requests with version 3 and above must have exactly one record batch")
+    if size < HEADER_SIZE:
+        raise KafkaError(ErrorCode.CORRUPT_MESSAGE,
+                         f"Record batch size {size} is smaller than the minimum overhead {HEADER_SIZE}")
+    return view[:size] if rest else view
+
+
+def validate_batch(header: BatchHeader) -> None:
+    """Kafka's LogValidator.validateBatch for client appends."""
+    if header.last_offset_delta < 0:
+        raise KafkaError(ErrorCode.INVALID_RECORD, "Batch has an invalid offset range")
+    if header.records_count <= 0:
+        raise KafkaError(ErrorCode.INVALID_RECORD,
+                         f"Invalid reported count for record batch: {header.records_count}")
+    if header.records_count != header.last_offset_delta + 1:
+        raise KafkaError(ErrorCode.INVALID_RECORD,
+                         f"Inconsistent batch offset range [0, {header.last_offset_delta}] and count "
+                         f"of records {header.records_count}")
+    if header.is_control:
+        raise KafkaError(ErrorCode.INVALID_RECORD, "Clients are not allowed to write control records")
+    if header.producer_id >= 0 and header.base_sequence < 0:
+        raise KafkaError(ErrorCode.INVALID_RECORD,
+                         f"Invalid sequence number {header.base_sequence} in record batch with "
+                         f"producerId {header.producer_id}")
+
+
+def validate_records(view: memoryview, header: BatchHeader, config: LogConfig, now_ms: int) -> None:
+    """Record-level checks without walking records, except keys on compacted topics.
+
+    Timestamps: Kafka checks every record; the batch's base and max timestamps bound them
+    (the producer computes maxTimestamp), so checking those two is the hot-path stand-in.
+    """
+    if header.attributes & TIMESTAMP_TYPE_BIT:
+        raise KafkaError(ErrorCode.INVALID_TIMESTAMP,
+                         "Producer should not set timestamp type to LogAppendTime")
+    if not config.log_append_time:
+        low = now_ms - config.message_timestamp_before_max_ms
+        high = now_ms + config.message_timestamp_after_max_ms
+        for ts in (header.base_timestamp, header.max_timestamp):
+            if ts != NO_TIMESTAMP and not low <= ts <= high:
+                raise KafkaError(ErrorCode.INVALID_TIMESTAMP,
+                                 f"Timestamp {ts} of a record is out of range. The timestamp "
+                                 f"should be within [{low}, {high}]")
+    if config.compact:
+        if any(key_length < 0 for _, _, key_length in record_fields(view, header)):
+            raise KafkaError(ErrorCode.INVALID_RECORD,
+                             "Compacted topic cannot accept message without key")
+
+
+def compression_level(config: LogConfig, codec: int) -> int | None:
+    """The topic's compression.<codec>.level (snappy has none)."""
+    return {GZIP: config.compression_gzip_level, LZ4: config.compression_lz4_level,
+            ZSTD: config.compression_zstd_level}.get(codec)
+
+
+def recompress(batch, codec: int, level: int | None = None) -> bytes:
+    """The batch rebuilt with the topic's codec at `level` (compression.type other than the
+    producer's), as Kafka's LogValidator does: same records, producer state and flags, offsets
+    0..n-1."""
+    header = BatchHeader.parse(batch)
+    return build_batch(iter_records(batch), producer_id=header.producer_id,
+                       producer_epoch=header.producer_epoch, base_sequence=header.base_sequence,
+                       transactional=header.is_transactional, compression=codec,
+                       partition_leader_epoch=header.partition_leader_epoch, compression_level=level)
+
+
+def with_record_max_timestamp(view, header: BatchHeader) -> BatchHeader:
+    """The header with maxTimestamp taken from the records, for producers that leave it unset
+    (sarama 1.x). Kafka always recomputes it; kbroker trusts a plausible one and walks records
+    only on this cold path."""
+    deltas = [delta for delta, _, _ in record_fields(view, header)]
+    return header._replace(max_timestamp=header.base_timestamp + max(deltas, default=0))
+
+
+def record_fields(batch, header: BatchHeader) -> Iterator[tuple[int, int, int]]:
+    """(timestamp delta, offset delta, key length) of each record of a batch (decompressed)."""
+    payload = decompress(header.compression, memoryview(batch)[HEADER_SIZE:header.size])
+    pos = 0
+    try:
+        for _ in range(header.records_count):
+            length, pos = read_varint(payload, pos)
+            end = pos + length
+            ts_delta, p = read_varint(payload, pos + 1, 10)
+            offset_delta, p = read_varint(payload, p)
+            key_length, p = read_varint(payload, p)
+            yield ts_delta, offset_delta, key_length
+            pos = end
+    except (IndexError, ValueError, CorruptFrame):
+        raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "Malformed record in batch") from None

@@ -1,0 +1,134 @@
+"""What Kafka keeps in meta.properties and its metadata log, kept as small files in the data dir:
+the broker's identity, producer-id blocks, dynamic broker configs and SCRAM credentials.
+
+Every file is replaced atomically (temp file, fsync, rename, directory fsync), so a crash
+leaves the old or the new content, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from kbroker.config import Config, ConfigSource
+from kbroker.log import LogConfig
+from kbroker.log.files import read_if_exists, write_atomically
+from kbroker.log.manager import kafka_uuid_string
+from kbroker.protocol.errors import KafkaError
+from kbroker.sasl import ScramStore
+
+log = logging.getLogger("kbroker")
+
+DYNAMIC_CONFIGS_FILE = "dynamic-broker-configs.json"
+SCRAM_CREDENTIALS_FILE = "scram-credentials.json"  # AlterUserScramCredentials' store
+# Keys of the two dynamic layers in DYNAMIC_CONFIGS_FILE (Kafka keeps them in its metadata log).
+_DYNAMIC_LAYERS = {ConfigSource.DYNAMIC_BROKER_CONFIG: "broker",
+                   ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG: "cluster-default"}
+
+
+def _write_text(path: Path, text: str) -> None:
+    write_atomically(str(path), text.encode())
+
+
+@dataclass(slots=True)
+class BrokerIdentity:
+    """What makes this broker the same broker across restarts (Kafka's meta.properties)."""
+
+    cluster_id: str
+    node_id: int
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path, node_id: int) -> "BrokerIdentity":
+        path = data_dir / "meta.properties"
+        if path.exists():
+            values = dict(
+                line.split("=", 1) for line in path.read_text().splitlines() if "=" in line
+            )
+            return cls(values["cluster.id"], node_id)
+        cluster_id = kafka_uuid_string(uuid.uuid4())
+        _write_text(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
+        return cls(cluster_id, node_id)
+
+
+class ProducerIdAllocator:
+    """Hands out producer ids that are never reused, even across restarts.
+
+    Ids are reserved in blocks recorded in the data dir before any id of the block is given
+    out, so a crash can only skip ids, never repeat them (as Kafka's controller does).
+    """
+
+    BLOCK_SIZE = 1000
+
+    def __init__(self, data_dir: Path):
+        self._path = data_dir / "producer-id-block"
+        self._next = int(self._path.read_text()) if self._path.exists() else 0
+        self._block_end = self._next
+
+    def allocate(self) -> int:
+        if self._next >= self._block_end:
+            self._block_end = self._next + self.BLOCK_SIZE
+            _write_text(self._path, str(self._block_end))
+        producer_id = self._next
+        self._next += 1
+        return producer_id
+
+
+class DynamicBrokerConfigs:
+    """The broker settings altered at runtime (IncrementalAlterConfigs on a broker resource),
+    kept across restarts; `on_log_defaults` hears of new topic defaults."""
+
+    def __init__(self, config: Config, data_dir: Path, on_log_defaults: Callable[[LogConfig], None]):
+        self.config = config
+        self._path = data_dir / DYNAMIC_CONFIGS_FILE
+        self._on_log_defaults = on_log_defaults
+        stored = json.loads(self._path.read_text()) if self._path.exists() else {}
+        for layer, key in _DYNAMIC_LAYERS.items():
+            try:
+                config.set_dynamic(layer, stored.get(key, {}))
+            except KafkaError as exc:
+                log.warning("ignoring stored dynamic %s configs: %s", key, exc.message)
+
+    def alter(self, layer: ConfigSource, texts: dict[str, str], validate_only: bool = False) -> None:
+        """Replace one dynamic layer of broker settings: validated, persisted, in effect at once.
+
+        Raises KafkaError(INVALID_REQUEST) as Kafka's broker-side validation does.
+        """
+        config = self.config
+        previous = config.dynamic_texts(layer)
+        config.set_dynamic(layer, texts)
+        defaults = config.log_defaults()
+        if validate_only:
+            config.set_dynamic(layer, previous)
+            return
+        stored = {key: config.dynamic_texts(level) for level, key in _DYNAMIC_LAYERS.items()}
+        _write_text(self._path, json.dumps(stored, indent=1, sort_keys=True))
+        self._on_log_defaults(defaults)
+
+
+class ScramCredentials:
+    """SCRAM credentials made at runtime; kept (and alterable) even without a SASL listener, as
+    Kafka's controller keeps them whatever the listeners."""
+
+    def __init__(self, data_dir: Path):
+        self._path = data_dir / SCRAM_CREDENTIALS_FILE
+        stored = read_if_exists(str(self._path))
+        self.store = ScramStore.loads(stored.decode()) if stored else ScramStore()
+
+    def alter(self, deletions: list[tuple[str, int]],
+              upsertions: list[tuple[str, int, int, bytes, bytes]],
+              ) -> list[tuple[str, int, str | None]]:
+        """Validate and make one AlterUserScramCredentials request's changes: written to the data
+        dir first, then in effect for the next SCRAM exchange. Returns (user, error, message)."""
+        results, changes = self.store.plan_alter(deletions, upsertions)
+        if changes:
+            write_atomically(str(self._path), self.store.dumps(changes).encode())
+            self.store.apply(changes)
+            for change in changes:
+                log.info("%s SCRAM credential %s for user %s",
+                         "deleted" if change.credential is None else "stored", change.mechanism,
+                         change.user)
+        return results
