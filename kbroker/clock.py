@@ -33,7 +33,7 @@ class Clock:
             return wall_clock_ms()
         if self._offset_ms is None:
             self._offset_ms = wall_clock_ms() - trio_ms
-        return int(trio_ms + self._offset_ms)
+        return round(trio_ms + self._offset_ms)
 
     def anchor(self) -> None:
         """Take the offset from the wall clock now (call inside trio.run)."""

@@ -536,10 +536,10 @@ def test_log_manager_topics_persist_and_reopen(tmp_path):
 def test_log_manager_removes_stray_partitions(tmp_path):
     data = str(tmp_path / "data")
     manager = LogManager(data, LogConfig())
-    manager.create_topic("gone", 2)
+    gone = manager.create_topic("gone", 2)
     manager.partition("gone", 0).append_produce(build_batch(), NOW)
     manager.close()
-    os.unlink(os.path.join(data, "__kbroker_topics", "gone.json"))  # crash right after the commit
+    os.unlink(os.path.join(data, "__kbroker_topics", f"{gone.topic_id}.json"))  # crash right after the commit
     os.makedirs(os.path.join(data, "unrelated-0"))
     manager = LogManager(data, LogConfig())
     assert sorted(os.listdir(data)) == ["__kbroker_topics", "unrelated-0"]

@@ -179,7 +179,9 @@ class LocalLog:
 
     def rename_for_delete(self) -> str:
         """Topic deletion: move the directory aside (open fds keep serving); returns new path."""
-        target = f"{self.directory}.{uuid.uuid4().hex}-delete"
+        parent, name = os.path.split(self.directory)
+        suffix = f".{uuid.uuid4().hex}-delete"  # the name cut to fit, as Kafka's logDeleteDirName
+        target = os.path.join(parent, name[:255 - len(suffix)] + suffix)
         os.rename(self.directory, target)
         self.directory = target
         self.deleted = True

@@ -1,7 +1,8 @@
 """LogManager: the topics of one broker on disk.
 
 Layout of the data dir:
-  __kbroker_topics/<topic>.json   name, topic id, partition count, config overrides
+  __kbroker_topics/<topic id>.json  name, topic id, partition count, config overrides (files
+                                    named <topic>.json by older versions are renamed on load)
   <topic>-<n>/                    one PartitionLog per partition, with Kafka's partition.metadata
   <topic>-<n>.<hex>-delete/       partitions of a deleted topic, removed after file.delete.delay.ms
 Metadata files are replaced atomically (temp file, fsync, rename, fsync of the directory).
@@ -83,6 +84,11 @@ class LogManager:
                     meta = json.load(f)
                 info = TopicInfo(meta["name"], uuid.UUID(meta["topic_id"]), meta["partitions"],
                                  meta["configs"], defaults.with_overrides(meta["configs"]))
+                if path != self._meta_path(info):  # named <topic>.json: move it to its id name
+                    self._save(info)
+                    os.unlink(path)
+                if info.topic_id in self._by_id:  # loaded already, under its id name
+                    continue
                 self._register(info)
                 self._logs[info.name] = [self._open_partition(info, i, now) for i in range(info.partitions)]
         self._remove_strays()
@@ -134,7 +140,7 @@ class LogManager:
         directories, which the next start removes.
         """
         info = self._get(name)
-        os.unlink(self._meta_path(name))
+        os.unlink(self._meta_path(info))
         del self.topics[name], self._by_id[info.topic_id]
         due = self._clock() + info.config.file_delete_delay_ms
         for log in self._logs.pop(name):
@@ -229,13 +235,15 @@ class LogManager:
         self.topics[info.name] = info
         self._by_id[info.topic_id] = info
 
-    def _meta_path(self, name: str) -> str:
-        return os.path.join(self._meta_dir, name + ".json")
+    def _meta_path(self, info: TopicInfo) -> str:
+        """Named by topic id: a legal topic name (249 characters) would make `<name>.json.tmp`
+        longer than a file name may be."""
+        return os.path.join(self._meta_dir, f"{info.topic_id}.json")
 
     def _save(self, info: TopicInfo) -> None:
         meta = {"name": info.name, "topic_id": str(info.topic_id), "partitions": info.partitions,
                 "configs": info.configs}
-        write_atomically(self._meta_path(info.name), json.dumps(meta, sort_keys=True).encode())
+        write_atomically(self._meta_path(info), json.dumps(meta, sort_keys=True).encode())
 
     def _open_partition(self, info: TopicInfo, index: int, now_ms: int) -> PartitionLog:
         directory = os.path.join(self.data_dir, partition_dir_name(info.name, index))
