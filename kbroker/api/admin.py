@@ -27,7 +27,7 @@ from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOP
 from kbroker.api.configs import check_topic_configs, topic_config_entries
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
-from kbroker.log import validate_topic_name
+from kbroker.log import LEADER_EPOCH, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
     AlterPartitionReassignmentsResponse, CreatePartitionsResponse, CreateTopicsResponse,
@@ -36,7 +36,6 @@ from kbroker.protocol.messages import (
 )
 
 ZERO_UUID = uuid.UUID(int=0)
-LEADER_EPOCH = 0
 HIGH_WATERMARK = -1  # DeleteRecords: "up to the high watermark"
 BROKER_ENDPOINT = 1  # DescribeCluster endpoint types: 1 brokers, 2 controllers
 PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types

@@ -11,13 +11,14 @@ import time
 
 from kbroker.api.registry import serves
 from kbroker.fetch_sessions import FetchPosition, position_key
+from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import FetchResponse
+from kbroker.protocol.primitives import INT32_MAX
 
 READ_COMMITTED = 1
 # Kafka answers a partition without data with empty records, never null: librdkafka rejects null.
 NO_RECORDS = b""
-LEADER_EPOCH = 0  # a single broker is the only leader there ever was
 
 TopicResponse = FetchResponse.FetchableTopicResponse
 PartitionData = FetchResponse.PartitionData
@@ -147,7 +148,7 @@ async def handle_fetch(ctx, request) -> FetchResponse:
             return FetchResponse(error_code=exc.code, session_id=0, responses=[])
         session_id = session.session_id if session is not None else 0
     committed = request.isolation_level == READ_COMMITTED
-    max_bytes = request.max_bytes if version >= 3 else 2**31 - 1
+    max_bytes = request.max_bytes if version >= 3 else INT32_MAX
     deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
     watched = [(p.topic, p.partition) for p in positions if p.topic is not None]
     while True:

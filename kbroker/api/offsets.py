@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from kbroker.api.registry import serves
+from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import ListOffsetsResponse, OffsetForLeaderEpochResponse
 
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
 READ_COMMITTED = 1
-LEADER_EPOCH = 0  # a single broker is the only leader there ever was
 NO_TIMESTAMP = -1
 
 ListTopic = ListOffsetsResponse.ListOffsetsTopicResponse

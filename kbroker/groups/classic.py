@@ -109,6 +109,7 @@ from typing import Any, Callable
 
 from kbroker.groups.timers import Timers
 from kbroker.protocol.errors import ErrorCode
+from kbroker.protocol.primitives import INT32_MAX
 
 log = logging.getLogger("kbroker.groups")
 
@@ -141,7 +142,7 @@ class GroupSettings:
 
     min_session_timeout_ms: int = 6000
     max_session_timeout_ms: int = 1800000
-    max_size: int = 2**31 - 1
+    max_size: int = INT32_MAX
     initial_rebalance_delay_ms: int = 0
     new_member_join_timeout_ms: int = NEW_MEMBER_JOIN_TIMEOUT_MS
 

@@ -3,10 +3,10 @@
 from kbroker.log.config import TOPIC_SETTINGS_BY_NAME, LogConfig
 from kbroker.log.local import ReadResult
 from kbroker.log.manager import LogManager, TopicInfo, validate_topic_name
-from kbroker.log.partition import AppendResult, PartitionLog
+from kbroker.log.partition import LEADER_EPOCH, AppendResult, PartitionLog
 from kbroker.protocol.region import FileRegion
 
 __all__ = [
-    "TOPIC_SETTINGS_BY_NAME", "AppendResult", "FileRegion", "LogConfig", "LogManager", "PartitionLog",
+    "LEADER_EPOCH", "TOPIC_SETTINGS_BY_NAME", "AppendResult", "FileRegion", "LogConfig", "LogManager", "PartitionLog",
     "ReadResult", "TopicInfo", "validate_topic_name",
 ]

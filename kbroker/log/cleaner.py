@@ -51,6 +51,7 @@ from kbroker.log.segment import (
     INDEX_SUFFIX, LOG_SUFFIX, SEGMENT_SUFFIXES, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, LogSegment,
     file_prefix, read_batches,
 )
+from kbroker.protocol.primitives import INT32_MAX
 from kbroker.protocol.records import (
     CONTROL_BIT, CRC_OFFSET, HEADER, HEADER_SIZE, LOG_OVERHEAD, MAGIC, TIMESTAMP_TYPE_BIT,
     TRANSACTIONAL_BIT, BatchHeader, build_batch, compute_crc, iter_records,
@@ -61,7 +62,6 @@ log = logging.getLogger("kbroker.cleaner")
 STAGING_DIR = "cleaner-staging"
 SWAP_SUFFIX = ".swap"
 CHECKPOINT_FILE = "cleaner-offset-checkpoint"  # the first dirty offset of the partition
-INT32_MAX = (1 << 31) - 1
 YIELD_S = 0.001  # how long the cleaner thread works before letting the event loop run
 # Index files first, the log last: a `.log.swap` means the whole cleaned segment is there.
 SWAP_ORDER = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX, LOG_SUFFIX)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.primitives import INT32_MAX as INT_MAX
 
 LONG_MAX = (1 << 63) - 1
-INT_MAX = (1 << 31) - 1
 DAY_MS = 24 * 60 * 60 * 1000
 
 CREATE_TIME = "CreateTime"

@@ -20,12 +20,12 @@ from kbroker.log.producer_state import list_snapshots
 from kbroker.log.segment import LogSegment
 from kbroker.log.validator import NO_TIMESTAMP, stored_header, validate_produce_batch
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.primitives import INT32_MAX
 from kbroker.protocol.records import HEADER_SIZE, BatchHeader
 
-LEADER_EPOCH = 0
+LEADER_EPOCH = 0  # the epoch of every partition: a single broker is the only leader there ever was
 UNDEFINED_EPOCH = -1
 UNDEFINED_EPOCH_OFFSET = -1
-INT32_MAX = (1 << 31) - 1
 
 
 class AppendResult(NamedTuple):

@@ -23,11 +23,11 @@ from typing import NamedTuple
 from kbroker.log.files import read_if_exists, write_atomically
 from kbroker.log.markers import CONTROL_ABORT
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.primitives import INT32_MAX
 from kbroker.protocol.records import NO_SEQUENCE, BatchHeader, crc32c
 
 NO_PRODUCER_EPOCH = -1
 NUM_BATCHES_TO_RETAIN = 5
-INT32_MAX = (1 << 31) - 1
 SNAPSHOT_SUFFIX = ".snapshot"
 
 

@@ -7,6 +7,8 @@ zig-zag forms used inside records. Readers take ``(buf, pos)`` and return
 
 from kbroker.protocol.exceptions import CorruptFrame
 
+INT32_MAX = (1 << 31) - 1  # Kafka's Integer.MAX_VALUE: offset deltas, sequences, int settings
+
 
 def read_uvarint(buf, pos: int, max_bytes: int = 5) -> tuple[int, int]:
     """Read an unsigned LEB128 of at most ``max_bytes`` bytes (5 for 32 bits, 10 for 64)."""
