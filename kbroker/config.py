@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from typing import Any
 
 from kbroker.log.config import (
@@ -19,8 +20,9 @@ from kbroker.log.config import (
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 
+@functools.lru_cache(maxsize=8)  # read at every accept
 def parse_ip_overrides(text: str) -> dict[str, int]:
-    """`max.connections.per.ip.overrides`: "host:count" pairs separated by commas."""
+    """`max.connections.per.ip.overrides`: "address:count" pairs separated by commas."""
     overrides = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         host, _, count = item.rpartition(":")
@@ -93,6 +95,12 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     # The log, beyond the topic defaults.
     Setting("log.flush.scheduler.interval.ms", "long", 1000, "How often the flusher looks for logs "
             "due a flush.", low=1),
+    Setting("log.flush.offset.checkpoint.interval.ms", "int", 60000, "How often each partition's "
+            "recovery point (the offset up to which its data is fsynced) is written to "
+            "recovery-point-offset-checkpoint; after a crash, recovery scans from there.", low=0),
+    Setting("log.open.files.max", "int", 512, "kbroker's own: most segment and index files kept "
+            "open at once; others are opened again when used, so any number of partitions fits "
+            "in the open-file limit (ulimit -n).", low=16),
     Setting("log.retention.check.interval.ms", "long", 300000, "How often retention is applied.",
             low=1),
     Setting("log.cleaner.enable", "boolean", True, "Run the log cleaner, which compacts topics "
