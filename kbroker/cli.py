@@ -82,7 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from kbroker.broker import Broker
     from kbroker.config import Config
-    from kbroker.server import run_broker
+    from kbroker.server import CannotListen, run_broker
 
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,
@@ -94,9 +94,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"kbroker: {exc.message}", file=sys.stderr)
         return 2
     _raise_open_file_limit()
-    broker = Broker(config, api_usage_path=args.api_usage_file)
+    try:
+        broker = Broker(config, api_usage_path=args.api_usage_file)
+    except OSError as exc:
+        print(f"kbroker: cannot open the data: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return 1
     try:
         trio.run(partial(run_broker, broker, http_port=args.http_port))
+    except BaseExceptionGroup as group:  # what trio's nurseries raise, nested
+        cannot_listen, rest = group.split(CannotListen)
+        if cannot_listen is None or rest is not None:
+            raise
+        while isinstance(cannot_listen, BaseExceptionGroup):
+            cannot_listen = cannot_listen.exceptions[0]
+        print(f"kbroker: {cannot_listen}", file=sys.stderr)
+        return 1
     finally:
         broker.close()
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from typing import Any
 
 from kbroker.log.config import (
@@ -19,8 +20,9 @@ from kbroker.log.config import (
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 
+@functools.lru_cache(maxsize=8)  # read at every accept
 def parse_ip_overrides(text: str) -> dict[str, int]:
-    """`max.connections.per.ip.overrides`: "host:count" pairs separated by commas."""
+    """`max.connections.per.ip.overrides`: "address:count" pairs separated by commas."""
     overrides = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         host, _, count = item.rpartition(":")

@@ -30,7 +30,7 @@ from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
 
 log = logging.getLogger("kbroker.server")
-warnings = RepeatedWarnings(log)
+repeated_warnings = RepeatedWarnings(log)
 
 _SIZE = struct.Struct(">i")
 _RECEIVE_CHUNK = 256 * 1024  # also the largest request read without a queued.max.request.bytes reservation
@@ -44,6 +44,10 @@ _ALLOWED_BEFORE_AUTHENTICATION = frozenset(
 
 class ConnectionClosed(Exception):
     """The peer closed the connection, or we decided to."""
+
+
+class CannotListen(Exception):
+    """The listener's address cannot be bound (in use, not this host's, not allowed)."""
 
 
 class Connection:
@@ -129,7 +133,7 @@ class Connection:
             await self._receive_more()
         (size,) = _SIZE.unpack_from(self._received)
         if size < 8 or size > self._max_frame:
-            warnings.warning(
+            repeated_warnings.warning(
                 ("frame size", self._ip),
                 "connection %s: frame size %d outside 8..%d (socket.request.max.bytes), closing",
                 self.peer, size, self._max_frame,
@@ -164,7 +168,7 @@ class Connection:
         try:
             header, body_offset = codec.decode_request_header(frame)
         except ProtocolError as exc:
-            warnings.warning(("bad header", self._ip), "connection %s: bad request header (%s), closing",
+            repeated_warnings.warning(("bad header", self._ip), "connection %s: bad request header (%s), closing",
                              self.peer, exc)
             raise ConnectionClosed from None
         entry = HANDLERS.get(header.request_api_key)
@@ -177,21 +181,21 @@ class Connection:
             client = self.session.client_software or f"client-id:{header.client_id}"
             name = entry.name if entry is not None else f"api key {header.request_api_key}"
             self.broker.api_usage.record_unsupported(client, name, header.request_api_version)
-            warnings.warning(
+            repeated_warnings.warning(
                 ("unsupported version", client, name, header.request_api_version),
                 "connection %s: %s sent %s version %d, which this broker does not serve, closing",
                 self.peer, client, name, header.request_api_version,
             )
             raise ConnectionClosed
         if not self.session.authenticated and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION:
-            warnings.warning(("unauthenticated", self._ip),
+            repeated_warnings.warning(("unauthenticated", self._ip),
                              "connection %s: %s before SASL authentication, closing", self.peer,
                              entry.name)
             raise ConnectionClosed
         try:
             request = codec.decode_request(header, frame, body_offset)
         except ProtocolError as exc:
-            warnings.warning(("malformed", self._ip, entry.name),
+            repeated_warnings.warning(("malformed", self._ip, entry.name),
                              "connection %s: malformed %s request (%s), closing", self.peer,
                              entry.name, exc)
             raise ConnectionClosed from None
@@ -271,7 +275,11 @@ class Server:
             trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_STREAM
         )
         listener.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        await listener.bind((host, port))
+        try:
+            await listener.bind((host, port))
+        except OSError as exc:
+            listener.close()
+            raise CannotListen(f"cannot listen on {host}:{port} (listeners): {exc.strerror}") from None
         listener.listen(512)
         bound_port = listener.getsockname()[1]
         advertised_host, advertised_port = self.broker.advertised
@@ -285,7 +293,7 @@ class Server:
                     ip = address[0]
                     refusal = self.quotas.refusal(ip)
                     if refusal is not None:
-                        warnings.warning(("refused", ip), "%s, closing %s", refusal, address)
+                        repeated_warnings.warning(("refused", ip), "%s, closing %s", refusal, address)
                         sock.close()
                         continue
                     sock.setblocking(False)
@@ -308,7 +316,7 @@ class Server:
                     continue  # the client gave up before we took it
                 if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     raise
-                warnings.warning("accept", "cannot accept connections: %s (%d open); retrying",
+                repeated_warnings.warning("accept", "cannot accept connections: %s (%d open); retrying",
                                  exc.strerror, len(self.open_connections))
                 await trio.sleep(backoff_s)
                 backoff_s = min(2 * backoff_s, _ACCEPT_BACKOFF_S[1])

@@ -93,3 +93,22 @@ def test_compression_levels_change_what_the_broker_stores(topic_name, codec, low
             [header] = fetch_batches(wire, name)
             stored[level] = header.size
     assert stored[high] < stored[low]
+
+
+def test_a_listener_address_in_use_is_one_line(tmp_path):
+    with running_broker() as broker:
+        result = subprocess.run(
+            [sys.executable, "-m", "kbroker", "serve", "--port", str(broker.port), "--data-dir",
+             str(tmp_path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == \
+        f"kbroker: cannot listen on 127.0.0.1:{broker.port} (listeners): Address already in use"
+
+
+def test_an_unusable_data_directory_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    result = subprocess.run(
+        [sys.executable, "-m", "kbroker", "serve", "--port", "0", "--data-dir",
+         str(tmp_path / "file" / "data")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == f"kbroker: cannot open the data: Not a directory: {tmp_path / 'file' / 'data'}\n"
