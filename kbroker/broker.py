@@ -52,7 +52,8 @@ class Broker:
         self.identity = BrokerIdentity.load_or_create(self.data_dir, config["node.id"])
         self.dynamic_configs = DynamicBrokerConfigs(config, self.data_dir, self._set_log_defaults)
         self.log_defaults = config.log_defaults()
-        self.logs = LogManager(str(self.data_dir), self.log_defaults, clock=self.clock.now_ms)
+        self.logs = LogManager(str(self.data_dir), self.log_defaults, clock=self.clock.now_ms,
+                               open_files_max=config["log.open.files.max"])
         self.storage = Storage(self.logs, self.clock.now_ms, config["num.partitions"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))

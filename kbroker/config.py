@@ -95,6 +95,12 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     # The log, beyond the topic defaults.
     Setting("log.flush.scheduler.interval.ms", "long", 1000, "How often the flusher looks for logs "
             "due a flush.", low=1),
+    Setting("log.flush.offset.checkpoint.interval.ms", "int", 60000, "How often each partition's "
+            "recovery point (the offset up to which its data is fsynced) is written to "
+            "recovery-point-offset-checkpoint; after a crash, recovery scans from there.", low=0),
+    Setting("log.open.files.max", "int", 512, "kbroker's own: most segment and index files kept "
+            "open at once; others are opened again when used, so any number of partitions fits "
+            "in the open-file limit (ulimit -n).", low=16),
     Setting("log.retention.check.interval.ms", "long", 300000, "How often retention is applied.",
             low=1),
     Setting("log.cleaner.enable", "boolean", True, "Run the log cleaner, which compacts topics "

@@ -14,6 +14,7 @@ from kbroker.storage import Storage
 log = logging.getLogger("kbroker")
 
 PURGE_INTERVAL_MS = 1000  # how often files of deleted segments and topics are looked at
+OPEN_PER_TICK = 500  # partitions not used since the start that each tick opens, for retention
 
 
 class LogHousekeeping:
@@ -30,6 +31,7 @@ class LogHousekeeping:
             nursery.start_soon(self._run_retention)
             nursery.start_soon(self._run_cleaner)
             nursery.start_soon(self._run_producer_expiration)
+            nursery.start_soon(self._run_recovery_checkpoint)
 
     async def _run_flusher(self) -> None:
         interval_s = self.config["log.flush.scheduler.interval.ms"] / 1000
@@ -45,11 +47,26 @@ class LogHousekeeping:
         next_check = 0
         while True:
             now = clock()
+            logs.open_some(OPEN_PER_TICK)
             if now >= next_check:
                 logs.apply_retention(now)
                 next_check = now + self.config["log.retention.check.interval.ms"]
             logs.purge_deleted(now)
             await trio.sleep(min(next_check - now, PURGE_INTERVAL_MS) / 1000)
+
+    async def _run_recovery_checkpoint(self) -> None:
+        """Kafka's recovery-point checkpoint: every log.flush.offset.checkpoint.interval.ms the
+        offsets up to which each partition is fsynced are written (off the loop), so that
+        recovery after a crash scans only what came after."""
+        logs = self.storage.logs
+        interval_s = max(self.config["log.flush.offset.checkpoint.interval.ms"], 1) / 1000
+        while True:
+            await trio.sleep(interval_s)
+            data = logs.recovery_checkpoint()
+            try:
+                await trio.to_thread.run_sync(logs.write_recovery_checkpoint, data)
+            except OSError as exc:
+                log.error("cannot write the recovery-point checkpoint: %s", exc)
 
     async def _run_producer_expiration(self) -> None:
         """Kafka's producer-id expiration: every producer.id.expiration.check.interval.ms, the

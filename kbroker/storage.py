@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 import trio
 
 from kbroker.log import AppendResult, LogManager, PartitionLog, TopicInfo
+from kbroker.log.partition import run_flush_jobs
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.records import Record, build_batch
 
@@ -54,11 +55,6 @@ class PartitionWakeups:
                     waiting.discard(event)
                     if not waiting:
                         del self._waiters[key]
-
-
-def _flush_all(partition_logs: list[PartitionLog], now_ms: int) -> None:
-    for partition_log in partition_logs:
-        partition_log.flush(now_ms)
 
 
 class Storage:
@@ -126,14 +122,34 @@ class Storage:
         """fsync the logs whose flush.messages / flush.ms say so, off the event loop.
 
         A writer checks only the logs it appended to (as Kafka checks flush.messages on
-        append); the flusher task checks all of them every log.flush.scheduler.interval.ms.
+        append); the flusher task checks all of them every log.flush.scheduler.interval.ms,
+        and also syncs rolled segments and written metadata files.
         """
         now = self.clock()
         if partition_logs is None:
-            partition_logs = self.logs.logs()
-        due = [partition_log for partition_log in partition_logs if partition_log.needs_flush(now)]
-        if due:
-            await trio.to_thread.run_sync(_flush_all, due, now)
+            due = [partition_log for partition_log in self.logs.logs()
+                   if partition_log.needs_flush(now) or partition_log.has_unsynced_files()]
+        else:
+            due = [partition_log for partition_log in partition_logs if partition_log.needs_flush(now)]
+        await flush_logs(due, now)
+
+
+FLUSH_JOBS_AT_ONCE = 64  # logs per worker-thread run: bounds the files held open by a flush
+
+
+async def flush_logs(partition_logs: list[PartitionLog], now_ms: int) -> None:
+    """Flush jobs are gathered on the loop, fsynced in a worker thread, and marked done on the
+    loop again: the thread touches file descriptors only, never the logs' bookkeeping."""
+    for start in range(0, len(partition_logs), FLUSH_JOBS_AT_ONCE):
+        jobs = []
+        for partition_log in partition_logs[start:start + FLUSH_JOBS_AT_ONCE]:
+            try:
+                jobs.append((partition_log, partition_log.begin_flush(now_ms)))
+            except OSError as exc:
+                log.error("cannot flush %s: %s", partition_log.name, exc)
+        await trio.to_thread.run_sync(run_flush_jobs, [job for _, job in jobs])
+        for partition_log, job in jobs:
+            partition_log.finish_flush(job)
 
 
 class InternalTopic(Protocol):

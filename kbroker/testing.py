@@ -23,6 +23,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from kbroker.embedded import BrokerConveniences, BrokerHandle, asyncio_broker, embedded_broker, serve_in_nursery
 
@@ -44,6 +45,7 @@ class BrokerProcess(BrokerConveniences):
     bootstrap: str = ""
     http: str | None = None  # base URL of the HTTP port, when started with --http-port
     output: list[str] = field(default_factory=list)
+    preexec_fn: Callable[[], None] | None = None  # run in the child before exec (e.g. rlimits)
 
     @property
     def host(self) -> str:
@@ -61,7 +63,8 @@ class BrokerProcess(BrokerConveniences):
         ]
         self.output = []
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            preexec_fn=self.preexec_fn,
         )
         ready = threading.Event()
         threading.Thread(target=self._pump_output, args=(self.process, ready), daemon=True).start()

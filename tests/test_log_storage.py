@@ -527,7 +527,7 @@ def test_log_manager_topics_persist_and_reopen(tmp_path):
         manager.delete_topic("orders")
     assert err.value.code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     manager.purge_deleted(NOW * 2)
-    assert sorted(os.listdir(data)) == ["__kbroker_topics", "ord_ers-0"]
+    assert sorted(os.listdir(data)) == ["__kbroker_topics", "ord_ers-0", "recovery-point-offset-checkpoint"]
     manager.create_topic("orders", 1)
     manager.close()
     assert LogManager(data, LogConfig()).partition("orders", 0).log_end_offset == 0
@@ -542,7 +542,8 @@ def test_log_manager_removes_stray_partitions(tmp_path):
     os.unlink(os.path.join(data, "__kbroker_topics", f"{gone.topic_id}.json"))  # crash right after the commit
     os.makedirs(os.path.join(data, "unrelated-0"))
     manager = LogManager(data, LogConfig())
-    assert sorted(os.listdir(data)) == ["__kbroker_topics", "unrelated-0"]
+    assert sorted(os.listdir(data)) == ["__kbroker_topics", "recovery-point-offset-checkpoint",
+                                        "unrelated-0"]
     manager.create_topic("gone", 1)
     assert manager.partition("gone", 0).log_end_offset == 0
     manager.close()

@@ -45,6 +45,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kbroker.log.files import read_if_exists, unlink_quietly, write_file
+from kbroker.log.handles import OpenFiles
 from kbroker.log.index import OFFSET_ENTRY, TIME_ENTRY, AbortedTxn
 from kbroker.log.markers import CONTROL_ABORT, CONTROL_COMMIT, parse_marker
 from kbroker.log.segment import (
@@ -317,7 +318,8 @@ class CleaningJob:
         """Write the kept batches of a group as one segment and stage it as `.swap` files."""
         base = group[0].segment.base_offset
         staging = os.path.join(self.directory, STAGING_DIR)
-        out = LogSegment.create(staging, base, self.log.config.index_interval_bytes)
+        # its own open-file set: the log dir's belongs to the event loop, this is a worker thread
+        out = LogSegment.create(staging, base, self.log.config.index_interval_bytes, OpenFiles(4))
         transactions.index = []
         try:
             for source in group:
@@ -413,14 +415,15 @@ class CleaningJob:
         shutil.rmtree(os.path.join(self.directory, STAGING_DIR), ignore_errors=True)
 
 
-def _install(directory: str, base: int, next_base: int, index_interval: int) -> LogSegment:
+def _install(directory: str, base: int, next_base: int, index_interval: int,
+             files: OpenFiles) -> LogSegment:
     """Rename a staged segment's `.swap` files into place and open it."""
     prefix = file_prefix(directory, base)
     for suffix in SWAP_ORDER:
         os.replace(prefix + suffix + SWAP_SUFFIX, prefix + suffix)
-    segment = LogSegment(directory, base, index_interval)
+    segment = LogSegment(directory, base, index_interval, files)
     segment.txn_index.load()
-    if not segment.load_indexes(next_base):
+    if segment.load_indexes(next_base) is None:
         segment.rebuild_indexes(verify_crc=False)
     return segment
 
@@ -513,7 +516,8 @@ class LogCleaner:
                 base, next_base = group[0].segment.base_offset, group[-1].next_base
                 partition_log.replace_segments(
                     [source.segment for source in group], now_ms,
-                    lambda: _install(partition_log.directory, base, next_base, interval))
+                    lambda: _install(partition_log.directory, base, next_base, interval,
+                                     partition_log.log_dir.files))
             self._first_dirty[partition_log] = job.next_dirty
             # Not fsynced: a lost or torn checkpoint only means cleaning from the log start again.
             write_file(os.path.join(partition_log.directory, CHECKPOINT_FILE),

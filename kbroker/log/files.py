@@ -32,6 +32,20 @@ def write_atomically(path: str, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def write_replacing(path: str, data: bytes) -> tuple[str, str]:
+    """Temp file and rename, without waiting for the disk: returns the paths (the file and its
+    directory) a flush job is to fsync later, off the event loop. A crash before that leaves the
+    old file, the new one or a torn one, so only checked or rebuildable files are written so."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path, os.path.dirname(path) or "."
+
+
 def read_if_exists(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:

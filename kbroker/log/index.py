@@ -15,6 +15,7 @@ from bisect import bisect_right
 from typing import NamedTuple
 
 from kbroker.log.files import read_if_exists, write_file
+from kbroker.log.handles import FileHandle, OpenFiles
 
 
 class SparseIndex:
@@ -24,14 +25,16 @@ class SparseIndex:
     value = relative offset.
     """
 
-    __slots__ = ("path", "keys", "values", "_entry", "_fd")
+    __slots__ = ("path", "keys", "values", "_entry", "_files", "_handle")
 
-    def __init__(self, path: str, key_code: str, value_code: str, entry: struct.Struct):
+    def __init__(self, path: str, key_code: str, value_code: str, entry: struct.Struct,
+                 files: OpenFiles):
         self.path = path
         self.keys = array(key_code)
         self.values = array(value_code)
         self._entry = entry
-        self._fd = -1
+        self._files = files
+        self._handle: FileHandle | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -53,9 +56,7 @@ class SparseIndex:
     def append(self, key: int, value: int, persist: bool = True) -> None:
         """Add an entry; persist=False defers the file write to `save` (bulk rebuilds)."""
         if persist:
-            if self._fd < 0:
-                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.write(self._fd, self._entry.pack(key, value))
+            os.write(self.handle().fd, self._entry.pack(key, value))
         self.keys.append(key)
         self.values.append(value)
 
@@ -72,26 +73,32 @@ class SparseIndex:
         del self.keys[:], self.values[:]
         self.save()
 
-    def fsync(self) -> None:
-        if self._fd >= 0:
-            os.fsync(self._fd)
+    def handle(self) -> FileHandle:
+        """The index file, opened for appending (again, if the open-file set let it go)."""
+        handle = self._handle
+        if handle is None:
+            handle = self._handle = FileHandle.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        self._files.use(self)
+        return handle
+
+    def release_handle(self) -> None:
+        self._handle = None
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._files.forget(self)
+        self._handle = None
 
 
 OFFSET_ENTRY = struct.Struct(">ii")
 TIME_ENTRY = struct.Struct(">qi")
 
 
-def offset_index(path: str) -> SparseIndex:
-    return SparseIndex(path, "i", "i", OFFSET_ENTRY)
+def offset_index(path: str, files: OpenFiles) -> SparseIndex:
+    return SparseIndex(path, "i", "i", OFFSET_ENTRY, files)
 
 
-def time_index(path: str) -> SparseIndex:
-    return SparseIndex(path, "q", "i", TIME_ENTRY)
+def time_index(path: str, files: OpenFiles) -> SparseIndex:
+    return SparseIndex(path, "q", "i", TIME_ENTRY, files)
 
 
 class AbortedTxn(NamedTuple):

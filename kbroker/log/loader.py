@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+from bisect import bisect_right
 from typing import NamedTuple
 
 from kbroker.log.cleaner import complete_interrupted_cleaning
 from kbroker.log.files import read_if_exists, unlink_quietly
+from kbroker.log.handles import OpenFiles
 from kbroker.log.index import AbortedTxn
 from kbroker.log.markers import CONTROL_ABORT, CONTROL_COMMIT, parse_marker
 from kbroker.log.producer_state import ProducerStateManager, list_snapshots
@@ -38,9 +40,11 @@ class LoadedLog(NamedTuple):
     log_start_offset: int
     log_end_offset: int
     producer_state: ProducerStateManager
+    snapshot_offset: int  # of the producer-state snapshot on disk (-1: none)
 
 
-def load(directory: str, name: str, index_interval: int, recovery_point: int | None) -> LoadedLog:
+def load(directory: str, name: str, index_interval: int, recovery_point: int | None,
+         files: OpenFiles) -> LoadedLog:
     """Open (creating if needed) and recover a partition directory; `name` is for log lines."""
     os.makedirs(directory, exist_ok=True)
     complete_interrupted_cleaning(directory)
@@ -53,14 +57,14 @@ def load(directory: str, name: str, index_interval: int, recovery_point: int | N
     bases.sort()
     log_start = read_log_start(directory)
     if not bases:
-        segments = [LogSegment.create(directory, log_start or 0, index_interval)]
+        segments = [LogSegment.create(directory, log_start or 0, index_interval, files)]
     else:
-        segments = [LogSegment(directory, base, index_interval) for base in bases]
+        segments = [LogSegment(directory, base, index_interval, files) for base in bases]
     _remove_orphan_indexes(directory, {segment.base_offset for segment in segments})
     end, lost_txn_from = _recover_segments(segments, name, recovery_point)
     log_start = min(max(segments[0].base_offset, log_start or 0), end)
-    state = _load_producer_state(directory, segments, log_start, end, lost_txn_from)
-    return LoadedLog(segments, log_start, end, state)
+    state, snapshot_offset = _load_producer_state(directory, segments, log_start, end, lost_txn_from)
+    return LoadedLog(segments, log_start, end, state, snapshot_offset)
 
 
 def _recover_segments(segments: list[LogSegment], name: str,
@@ -111,28 +115,29 @@ def _drop_segments(dropped: list[LogSegment], name: str, end: int) -> None:
 
 
 def _load_producer_state(directory: str, segments: list[LogSegment], log_start: int, end: int,
-                         replay_limit: int) -> ProducerStateManager:
-    """Newest snapshot at or below both the log end offset and replay_limit, then replay the rest."""
-    state, start = ProducerStateManager(), log_start
+                         replay_limit: int) -> tuple[ProducerStateManager, int]:
+    """Newest snapshot at or below both the log end offset and replay_limit, then replay the
+    rest; returns the state and the snapshot's offset (-1: none)."""
+    state, start, snapshot_offset = ProducerStateManager(), log_start, -1
     for offset, path in reversed(list_snapshots(directory)):
         if offset <= min(end, replay_limit):
             snapshot = ProducerStateManager.read_snapshot(path)
             if snapshot is not None:
                 state, start = snapshot, offset
+                snapshot_offset = offset
                 break
     for offset, path in list_snapshots(directory):
-        if offset != start or offset > end:
+        if offset != snapshot_offset:
             unlink_quietly(path)
     replay(segments, state, max(start, segments[0].base_offset), end)
-    return state
+    return state, snapshot_offset
 
 
 def replay(segments: list[LogSegment], state: ProducerStateManager, from_offset: int, end: int) -> None:
     """Re-apply batches >= from_offset to producer state; regenerate their txn index entries."""
     if from_offset >= end:
         return
-    first = next(i for i in range(len(segments) - 1, -1, -1)
-                 if segments[i].base_offset <= from_offset or i == 0)
+    first = max(bisect_right([segment.base_offset for segment in segments], from_offset) - 1, 0)
     for segment in segments[first:]:
         segment.txn_index.rewrite([t for t in segment.txn_index.entries if t.last_offset < from_offset])
     for segment in segments[first:]:

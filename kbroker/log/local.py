@@ -11,9 +11,10 @@ from bisect import bisect_right
 from typing import Callable, Iterator, NamedTuple
 
 from kbroker.log.config import LogConfig
-from kbroker.log.files import split_due, write_atomically
+from kbroker.log.files import split_due, write_replacing
+from kbroker.log.handles import LogDir
 from kbroker.log.index import AbortedTxn
-from kbroker.log.loader import LOG_START_FILE
+from kbroker.log.loader import LOG_START_FILE, LoadedLog
 from kbroker.log.segment import LogSegment
 from kbroker.log.validator import record_fields
 from kbroker.protocol.errors import ErrorCode, KafkaError
@@ -32,18 +33,29 @@ class LocalLog:
     """Segments [log_start_offset, log_end_offset) of one topic partition."""
 
     def __init__(self, directory: str, topic: str, partition: int, config: LogConfig,
-                 segments: list[LogSegment], log_start_offset: int, log_end_offset: int, now_ms: int):
+                 loaded: LoadedLog, log_dir: LogDir, now_ms: int):
         self.directory = directory
         self.topic = topic
         self.partition = partition
         self.config = config
-        self.segments = segments
-        self.base_offsets = [segment.base_offset for segment in segments]
-        self.log_start_offset = log_start_offset
-        self.log_end_offset = log_end_offset
+        self.log_dir = log_dir
+        self.segments = loaded.segments
+        self.base_offsets = [segment.base_offset for segment in self.segments]
+        self.log_start_offset = loaded.log_start_offset
+        self.log_end_offset = loaded.log_end_offset
         self.active_created_ms = now_ms
         self.pending_deletes: list[tuple[int, LogSegment]] = []
+        self.pending_syncs: set[str] = set()  # paths of written files a flush job is to fsync
         self.deleted = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.topic}-{self.partition}"
+
+    def check_online(self) -> None:
+        if self.log_dir.offline:
+            raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR,
+                             f"The log dir of {self.name} is offline after write errors")
 
     @property
     def high_watermark(self) -> int:
@@ -69,6 +81,7 @@ class LocalLog:
         Stops before max_bytes, except that with min_one_batch the first batch is returned even
         when larger (as Kafka does so that consumers make progress).
         """
+        self.check_online()
         if offset < self.log_start_offset or offset > self.log_end_offset:
             raise KafkaError(ErrorCode.OFFSET_OUT_OF_RANGE,
                              f"Offset {offset} is out of range [{self.log_start_offset}, "
@@ -132,7 +145,8 @@ class LocalLog:
         if active.size == 0:
             return active
         active.seal()
-        segment = LogSegment.create(self.directory, self.log_end_offset, self.config.index_interval_bytes)
+        segment = LogSegment.create(self.directory, self.log_end_offset, self.config.index_interval_bytes,
+                                    self.log_dir.files)
         self.segments.append(segment)
         self.base_offsets.append(segment.base_offset)
         self.active_created_ms = now_ms
@@ -175,7 +189,9 @@ class LocalLog:
             segment.unlink_deleted()
 
     def _write_log_start(self) -> None:
-        write_atomically(os.path.join(self.directory, LOG_START_FILE), f"{self.log_start_offset}\n".encode())
+        """Record the log start offset; the next flush job makes it durable."""
+        self.pending_syncs.update(write_replacing(os.path.join(self.directory, LOG_START_FILE),
+                                                  f"{self.log_start_offset}\n".encode()))
 
     def rename_for_delete(self) -> str:
         """Topic deletion: move the directory aside (open fds keep serving); returns new path."""
@@ -193,6 +209,7 @@ class LocalLog:
         for _, segment in self.pending_deletes:
             segment.unlink_deleted()
         self.pending_deletes = []
+        self.pending_syncs.clear()
 
     def remove_files(self) -> None:
         self.close_segments()
@@ -230,15 +247,16 @@ def _read_segment(segment: LogSegment, offset: int, max_bytes: int, upper: int,
         return None
     size = header.size
     if header.last_offset >= upper or (size > max_bytes and not min_one_batch):
-        return FileRegion(segment.fd, start, 0)
+        return FileRegion(-1, start, 0)
+    handle = segment.handle()  # the region keeps it open until the server has sent it
     if size >= max_bytes:
-        return FileRegion(segment.fd, start, size)
+        return FileRegion(handle.fd, start, size, handle)
     end = _skip_ahead(segment, start + size, start + max_bytes, upper)
     for position, header in segment.headers(end):
         if header.last_offset >= upper or position + header.size - start > max_bytes:
             break
         end = position + header.size
-    return FileRegion(segment.fd, start, end - start)
+    return FileRegion(handle.fd, start, end - start, handle)
 
 
 def _skip_ahead(segment: LogSegment, end: int, limit: int, upper: int) -> int:

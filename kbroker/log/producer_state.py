@@ -20,7 +20,7 @@ import struct
 from collections import deque
 from typing import NamedTuple
 
-from kbroker.log.files import read_if_exists, write_atomically
+from kbroker.log.files import read_if_exists, write_replacing
 from kbroker.log.markers import CONTROL_ABORT
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.primitives import INT32_MAX
@@ -185,14 +185,16 @@ class ProducerStateManager:
     _ENTRY = struct.Struct(">qhiqqb")
     _BATCH = struct.Struct(">iiqqq")
 
-    def write_snapshot(self, directory: str, offset: int) -> None:
+    def write_snapshot(self, directory: str, offset: int) -> tuple[str, str]:
+        """Write the snapshot file; returns the paths a flush job is to fsync (the file is CRC
+        checked when read, so a torn one is skipped)."""
         parts = [self._HEAD.pack(1, len(self.producers))]
         for e in self.producers.values():
             parts.append(self._ENTRY.pack(e.producer_id, e.epoch, e.coordinator_epoch, e.last_timestamp,
                                           e.txn_first_offset, len(e.batches)))
             parts.extend(self._BATCH.pack(*b) for b in e.batches)
         body = b"".join(parts)
-        write_atomically(snapshot_path(directory, offset), struct.pack(">I", crc32c(body)) + body)
+        return write_replacing(snapshot_path(directory, offset), struct.pack(">I", crc32c(body)) + body)
 
     @classmethod
     def read_snapshot(cls, path: str) -> ProducerStateManager | None:

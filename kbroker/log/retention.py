@@ -32,7 +32,7 @@ def below_log_start(log) -> int:
 def _largest_timestamp(segment) -> int:
     if segment.max_timestamp >= 0:
         return segment.max_timestamp
-    return os.fstat(segment.fd).st_mtime_ns // 1_000_000
+    return os.stat(segment.path).st_mtime_ns // 1_000_000
 
 
 def deletable_segments(log, now_ms: int) -> int:

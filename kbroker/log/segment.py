@@ -6,6 +6,7 @@ import errno
 import os
 from typing import Iterator
 
+from kbroker.log.handles import FileHandle, OpenFiles
 from kbroker.log.index import TxnIndex, offset_index, time_index
 from kbroker.protocol.errors import KafkaError
 from kbroker.protocol.records import HEADER_SIZE, BatchHeader, batch_headers, compute_crc
@@ -31,22 +32,33 @@ class LogSegment:
     Index entries follow Kafka's LogSegment.append: once more than index.interval.bytes were
     appended since the last entry, the next batch gets an offset index entry (its last offset,
     its position) and the time index gets (max timestamp so far, its offset) if that grew.
+
+    The files are opened on demand through the log dir's bounded set of open files
+    (kbroker.log.handles); `handle()` gives a FileHandle that stays valid while it is held.
     """
 
     __slots__ = (
-        "base_offset", "prefix", "fd", "size", "index", "time_index", "txn_index",
+        "base_offset", "prefix", "path", "size", "index", "time_index", "txn_index",
         "max_timestamp", "offset_of_max_timestamp", "first_batch_timestamp",
-        "bytes_since_index", "index_interval",
+        "bytes_since_index", "index_interval", "_files", "_handle",
     )
 
-    def __init__(self, directory: str, base_offset: int, index_interval: int):
+    def __init__(self, directory: str, base_offset: int, index_interval: int, files: OpenFiles,
+                 create: bool = False):
         self.base_offset = base_offset
         self.index_interval = index_interval
         self.prefix = file_prefix(directory, base_offset)
-        self.fd = os.open(self.prefix + LOG_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self.size = os.fstat(self.fd).st_size
-        self.index = offset_index(self.prefix + INDEX_SUFFIX)
-        self.time_index = time_index(self.prefix + TIME_INDEX_SUFFIX)
+        self.path = self.prefix + LOG_SUFFIX
+        self._files = files
+        self._handle: FileHandle | None = None
+        if create:
+            self._handle = FileHandle.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+            files.use(self)
+            self.size = os.fstat(self._handle.fd).st_size
+        else:
+            self.size = os.stat(self.path).st_size
+        self.index = offset_index(self.prefix + INDEX_SUFFIX, files)
+        self.time_index = time_index(self.prefix + TIME_INDEX_SUFFIX, files)
         self.txn_index = TxnIndex(self.prefix + TXN_INDEX_SUFFIX)
         self.max_timestamp = -1
         self.offset_of_max_timestamp = base_offset
@@ -54,25 +66,44 @@ class LogSegment:
         self.bytes_since_index = 0
 
     @classmethod
-    def create(cls, directory: str, base_offset: int, index_interval: int) -> LogSegment:
-        segment = cls(directory, base_offset, index_interval)
+    def create(cls, directory: str, base_offset: int, index_interval: int,
+               files: OpenFiles) -> LogSegment:
+        segment = cls(directory, base_offset, index_interval, files, create=True)
         segment.index.reset()
         segment.time_index.reset()
         segment.txn_index.rewrite([])
         return segment
+
+    def handle(self) -> FileHandle:
+        """The log file (opened again if the open-file set let it go); hold the handle, not
+        its fd, across anything that may open other files."""
+        handle = self._handle
+        if handle is None:
+            handle = self._handle = FileHandle.open(self.path, os.O_RDWR | os.O_APPEND)
+        self._files.use(self)
+        return handle
+
+    @property
+    def fd(self) -> int:
+        """The log file's fd, for a call that uses it at once."""
+        return self.handle().fd
+
+    def release_handle(self) -> None:
+        self._handle = None
 
     # -- appending ---------------------------------------------------------------------------
 
     def append(self, parts: list, size: int, last_offset: int, max_timestamp: int) -> None:
         """Write one batch given as buffers (patched base offset first) and index it."""
         position = self.size
+        fd = self.handle().fd
         try:
-            written = os.writev(self.fd, parts)
+            written = os.writev(fd, parts)
         except OSError:
-            _truncate_quietly(self.fd, position)
+            _truncate_quietly(fd, position)
             raise
         if written != size:  # a short write to a regular file means the disk is full
-            _truncate_quietly(self.fd, position)
+            _truncate_quietly(fd, position)
             raise OSError(errno.ENOSPC, f"short write: {written} of {size} bytes",
                           self.prefix + LOG_SUFFIX)
         self.size = position + size
@@ -112,10 +143,10 @@ class LogSegment:
         batches (a tailing consumer's, from an index entry on) costs one pread, not one each.
         """
         end = self.size if end is None else end
-        fd = self.fd
+        handle = self.handle()
         read = HEADERS_CHUNK
         while position + HEADER_SIZE <= end:
-            chunk = os.pread(fd, min(read, end - position), position)
+            chunk = os.pread(handle.fd, min(read, end - position), position)
             at = -1
             for at, header in batch_headers(chunk):
                 yield position + at, header
@@ -143,8 +174,9 @@ class LogSegment:
 
         The walk ends at the first torn, oversized or corrupt batch.
         """
+        handle = self.handle()
         try:
-            for position, header, batch in read_batches(self.fd, 0, self.size):
+            for position, header, batch in read_batches(handle.fd, 0, self.size):
                 if header.magic != 2 or (verify_crc and compute_crc(batch) != header.crc):
                     return
                 yield position, header
@@ -173,7 +205,7 @@ class LogSegment:
         self.index.save()
         self.time_index.save()
         if valid_end != self.size:
-            os.ftruncate(self.fd, valid_end)
+            os.truncate(self.path, valid_end)
             self.size = valid_end
         return next_offset
 
@@ -226,22 +258,22 @@ class LogSegment:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def fsync(self) -> None:
-        os.fsync(self.fd)
-        self.index.fsync()
-        self.time_index.fsync()
+    def sync_handles(self) -> list[FileHandle]:
+        """Handles of the files a flush fsyncs: the log and its offset and time indexes."""
+        return [self.handle(), FileHandle.open(self.index.path, os.O_RDONLY | os.O_CREAT),
+                FileHandle.open(self.time_index.path, os.O_RDONLY | os.O_CREAT)]
 
     def close(self) -> None:
+        """Let the files go (a FileRegion or flush job still holding a handle keeps it open)."""
         self.index.close()
         self.time_index.close()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._files.forget(self)
+        self._handle = None
 
     def rename_deleted(self) -> None:
-        """Kafka's async delete: files get `.deleted` now, an open fd keeps serving sendfile."""
-        self.index.close()
-        self.time_index.close()
+        """Kafka's async delete: files get `.deleted` now; reads in flight hold their handles."""
+        self.close()
+        self.path = self.prefix + LOG_SUFFIX + DELETED_SUFFIX
         for suffix in SEGMENT_SUFFIXES:
             try:
                 os.rename(self.prefix + suffix, self.prefix + suffix + DELETED_SUFFIX)

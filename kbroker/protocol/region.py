@@ -5,14 +5,16 @@ class FileRegion:
     """``size`` bytes of the open file ``fd`` starting at ``position``.
 
     The codec only needs ``size`` (for length prefixes); the server sends the bytes.
+    ``owner``, when given, is an object that keeps ``fd`` open for as long as it is referenced.
     """
 
-    __slots__ = ("fd", "position", "size")
+    __slots__ = ("fd", "position", "size", "owner")
 
-    def __init__(self, fd: int, position: int, size: int):
+    def __init__(self, fd: int, position: int, size: int, owner: object = None):
         self.fd = fd
         self.position = position
         self.size = size
+        self.owner = owner
 
     def __eq__(self, other):
         if type(other) is not FileRegion:
