@@ -3,7 +3,9 @@
 
 Usage: scripts/gen_specs.py REFERENCE_DIR [OUTPUT_DIR]
 
-REFERENCE_DIR holds ``messages/*.json`` (Kafka's schema files) and ``errors.tsv``.
+REFERENCE_DIR holds ``messages/*.json`` (Kafka's schema files), ``errors.tsv`` and
+``coordinator-records/<coordinator>/*.json`` (the record formats Kafka writes to its internal
+topics, written to ``records/<coordinator>/``).
 The output keeps only wire facts (names, types, version ranges, defaults) in a
 normalized form so the runtime never parses Kafka's loose syntax and never needs
 the reference directory:
@@ -81,7 +83,7 @@ def version_range(text: str | None) -> list | None:
 def effective_default(field: dict, element: str, is_array: bool, nullable: bool):
     """The value a reader assumes when the field is absent, typed for JSON."""
     raw = field.get("default")
-    if raw == "null":
+    if raw == "null" or ("default" in field and raw is None):
         if not nullable:
             raise ValueError(f"{field['name']}: null default on a non-nullable field")
         return None
@@ -138,7 +140,8 @@ def normalize_field(field: dict, common: CommonStructs) -> dict:
         "name": field["name"],
         "type": element if element in PRIMITIVES else "struct",
         "array": is_array,
-        "versions": version_range(field["versions"]),
+        # A tagged field may leave out "versions": it exists wherever it may be tagged.
+        "versions": version_range(field.get("versions", field.get("taggedVersions"))),
         "nullable_versions": nullable,
         "default": effective_default(field, element, is_array, nullable is not None),
     }
@@ -164,6 +167,8 @@ def normalize_message(schema: dict) -> dict:
         "valid_versions": version_range(schema["validVersions"]),
         "flexible_versions": version_range(schema["flexibleVersions"]),
     }
+    if schema["type"].startswith("coordinator-"):
+        out["record_type"] = schema["apiKey"]
     if schema["type"] == "request":
         out["deprecated_versions"] = version_range(schema.get("deprecatedVersions"))
         out["latest_version_unstable"] = bool(schema.get("latestVersionUnstable", False))
@@ -185,6 +190,25 @@ def convert_errors(tsv: Path) -> list[dict]:
         row = dict(zip(header, line.split("\t")))
         errors.append({"code": int(row["code"]), "name": row["name"], "retriable": row["retriable"] == "yes"})
     return errors
+
+
+def generate_records(reference: Path, out_dir: Path) -> list[str]:
+    """The coordinators' record formats: records/<coordinator>/<Name>.json."""
+    written = []
+    for path in sorted((reference / "coordinator-records").glob("*/*.json")):
+        target = out_dir / "records" / path.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        write_json(target / path.name, normalize_message(load_schema(path)))
+        written.append(f"{path.parent.name}/{path.stem}")
+    return written
+
+
+def remove_stale(out_dir: Path, written: list[str]) -> None:
+    """Drop spec files of messages the reference no longer has (e.g. a renamed API)."""
+    keep = {f"{name}.json" for name in written} | {"errors.json"}
+    for path in out_dir.rglob("*.json"):
+        if path.relative_to(out_dir).as_posix().removeprefix("records/") not in keep:
+            path.unlink()
 
 
 def generate(reference: Path, out_dir: Path) -> list[str]:
@@ -212,6 +236,8 @@ def generate(reference: Path, out_dir: Path) -> list[str]:
         write_json(out_dir / f"{name}.json", normalize_message(load_schema(messages / f"{name}.json")))
         written.append(name)
     write_json(out_dir / "errors.json", convert_errors(reference / "errors.tsv"))
+    written += generate_records(reference, out_dir)
+    remove_stale(out_dir, written)
     return written
 
 

@@ -77,9 +77,9 @@ def test_describe_topic_configs(configs_broker, topic_name):
         assert [(s.name, s.source) for s in size.synonyms] == [("log.retention.bytes", 4), ("log.retention.bytes", 5)]
         assert configs["min.cleanable.dirty.ratio"].config_type == 6 and configs["preallocate"].config_type == 1
         assert retention.documentation
-        # v0 reports is_default; filtered keys; unknown keys are left out.
-        old = describe(wire, TOPIC, topic_name, keys=["retention.ms", "segment.ms", "nope"], version=0)
-        assert [(c.name, c.is_default) for c in old.configs] == [("retention.ms", False), ("segment.ms", True)]
+        # Filtered keys; unknown keys are left out.
+        old = describe(wire, TOPIC, topic_name, keys=["retention.ms", "segment.ms", "nope"], version=1)
+        assert [(c.name, c.config_source) for c in old.configs] == [("retention.ms", 1), ("segment.ms", 5)]
         assert describe(wire, TOPIC, "missing").error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         assert describe(wire, TOPIC, "bad name").error_code == ErrorCode.INVALID_TOPIC_EXCEPTION
 

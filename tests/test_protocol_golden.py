@@ -212,8 +212,10 @@ class StubBroker:
 
     def answer(self, api_key):
         if api_key == 18:
+            # Metadata is offered up to v12, the version the golden frames above were captured at.
             return ApiVersionsResponse(api_keys=[
-                ApiVersionsResponse.ApiVersion(api_key=k, min_version=i.min_version, max_version=i.max_version)
+                ApiVersionsResponse.ApiVersion(api_key=k, min_version=i.min_version,
+                                               max_version=min(i.max_version, 12) if k == 3 else i.max_version)
                 for k, i in messages.API_INFO.items()
             ])
         assert api_key == 3

@@ -351,7 +351,7 @@ async def handle_describe_cluster(ctx, request) -> DescribeClusterResponse:
 
 # -- DescribeLogDirs -------------------------------------------------------------------------
 
-@serves("DescribeLogDirs", 0, 4)
+@serves("DescribeLogDirs", 1, 4)
 async def handle_describe_log_dirs(ctx, request) -> DescribeLogDirsResponse:
     broker = ctx.broker
     Topic = DescribeLogDirsResponse.DescribeLogDirsTopic

@@ -143,8 +143,7 @@ def _describe(broker, resource, synonyms: bool, documentation: bool) -> Describe
         error_code=ErrorCode.NONE, error_message=None, resource_type=resource.resource_type,
         resource_name=resource.resource_name,
         configs=[Entry(
-            name=entry.name, value=entry.value, read_only=entry.read_only,
-            is_default=entry.source == ConfigSource.DEFAULT_CONFIG, config_source=entry.source,
+            name=entry.name, value=entry.value, read_only=entry.read_only, config_source=entry.source,
             is_sensitive=entry.sensitive,
             synonyms=[Synonym(name=name, value=value, source=source) for name, value, source in entry.synonyms]
             if synonyms else [],
@@ -153,7 +152,7 @@ def _describe(broker, resource, synonyms: bool, documentation: bool) -> Describe
     )
 
 
-@serves("DescribeConfigs", 0, 4)
+@serves("DescribeConfigs", 1, 4)
 async def handle_describe_configs(ctx, request) -> DescribeConfigsResponse:
     version = ctx.api_version
     synonyms = version >= 1 and request.include_synonyms

@@ -67,7 +67,7 @@ async def handle_list_offsets(ctx, request) -> ListOffsetsResponse:
     return ListOffsetsResponse(throttle_time_ms=0, topics=topics)
 
 
-@serves("OffsetForLeaderEpoch", 0, 4)
+@serves("OffsetForLeaderEpoch", 2, 4)
 async def handle_offset_for_leader_epoch(ctx, request) -> OffsetForLeaderEpochResponse:
     logs = ctx.broker.logs
     EpochEndOffset = OffsetForLeaderEpochResponse.EpochEndOffset

@@ -209,7 +209,7 @@ async def _stage_offsets(broker, request, offsets: list[OffsetToCommit]) -> list
         return [error] * len(offsets)
     return await groups.stage_transactional_offsets(
         request.group_id, request.producer_id, request.member_id, request.group_instance_id,
-        request.generation_id, offsets)
+        request.generation_id_or_member_epoch, offsets)
 
 
 # -- DescribeTransactions, ListTransactions, DescribeProducers -----------------------------------

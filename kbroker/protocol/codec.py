@@ -197,13 +197,17 @@ def decode_response(api_key: int, api_version: int, frame) -> tuple[int, object]
     return header.correlation_id, body
 
 
-def encode_data(obj, version: int) -> bytes:
-    """Serialize an embedded format (e.g. ConsumerProtocolAssignment): int16 version + body."""
+def encode_data(obj, version: int, prefix: int | None = None) -> bytes:
+    """Serialize an embedded format (e.g. ConsumerProtocolAssignment): int16 prefix + body.
+
+    The prefix is the version, except for coordinator record keys, which put their record
+    type there and always use version 0.
+    """
     cls = type(obj)
     lo, hi = cls._valid_versions
     if not lo <= version <= hi:
         raise UnsupportedVersion(f"{cls.__name__} v{version} is outside v{lo}-v{hi}")
-    buf = bytearray(_INT16.pack(version))
+    buf = bytearray(_INT16.pack(version if prefix is None else prefix))
     _encode_body(cls, version, obj, _encoder(cls, version), buf)
     return bytes(buf)
 
@@ -224,3 +228,9 @@ def decode_data(cls: type, data) -> tuple[int, object]:
     newer = version > hi
     obj, _ = _decode(_decoder(cls, min(version, hi)), data, 2, exact=not newer)
     return version, obj
+
+
+def decode_struct(cls: type, version: int, data, offset: int = 0):
+    """Parse a message body that fills `data` from `offset` (no prefix), at a known version."""
+    obj, _ = _decode(_decoder(cls, version), data, offset, exact=True)
+    return obj
