@@ -8,6 +8,7 @@ leaves the old or the new content, never a torn one.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import uuid
@@ -66,8 +67,17 @@ class ProducerIdAllocator:
 
     def __init__(self, data_dir: Path):
         self._path = data_dir / "producer-id-block"
-        self._next = int(self._path.read_text()) if self._path.exists() else 0
+        self._next = self._read_next() if self._path.exists() else 0
         self._block_end = self._next
+
+    def _read_next(self) -> int:
+        text = self._path.read_text(encoding="ascii", errors="replace").strip()
+        if not text.isdigit():  # a one-line startup error (cli), never a traceback
+            raise OSError(errno.EINVAL, f"the file is damaged ({text[:20]!r}, not a number). It holds "
+                          "the next free producer id: write a number above every producer id in use "
+                          "into it, or delete it if no idempotent or transactional producer has used "
+                          "this broker", str(self._path))
+        return int(text)
 
     def allocate(self) -> int:
         if self._next >= self._block_end:
