@@ -144,7 +144,7 @@ def _create_topic(broker, topic, validate_only: bool, version: int):
     except KafkaError as exc:
         return Result(name=name, error_code=exc.code, error_message=exc.message)
     result = Result(name=name, topic_id=info.topic_id, error_code=ErrorCode.NONE,
-                    num_partitions=count, replication_factor=1)
+                    error_message=None, num_partitions=count, replication_factor=1)
     if version >= 5:
         Config = CreateTopicsResponse.CreatableTopicConfigs
         result.configs = [
