@@ -169,6 +169,8 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
     """Make `texts` the whole set of overrides of one resource."""
     if resource_type == BROKER:
         broker.dynamic_configs.alter(_broker_layer(broker, name), texts, validate_only)
+        if not validate_only:
+            broker.metadata_offset.advance()
         return
     if resource_type != TOPIC:
         raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown resource type {resource_type}")
@@ -180,6 +182,7 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
         raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.")
     if not validate_only:
         broker.logs.alter_topic_configs(name, texts)
+        broker.metadata_offset.advance()
 
 
 def _current_configs(broker, resource_type: int, name: str) -> dict[str, str]:
