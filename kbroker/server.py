@@ -34,6 +34,8 @@ repeated_warnings = RepeatedWarnings(log)
 
 _SIZE = struct.Struct(">i")
 _RECEIVE_CHUNK = 256 * 1024  # also the largest request read without a queued.max.request.bytes reservation
+_RECEIVE_STEP = 1024 * 1024  # most bytes of a large frame received between two checkpoints
+_GROWTH_MAX = 8 * 1024 * 1024  # a large frame's buffer grows by at most this much at once
 _ACCEPT_BACKOFF_S = (0.01, 1.0)  # pause after accept() fails for lack of descriptors, doubling
 _NOTHING = memoryview(b"")
 _SEND_PARTS_MAX = 512  # iovecs per sendmsg, below IOV_MAX
@@ -151,16 +153,19 @@ class Connection:
         self._received = _NOTHING
         have = len(frame)
         while have < size:
-            if have == len(frame):  # full: double it, up to the frame's size
-                frame += bytes(min(size, max(2 * have, _RECEIVE_CHUNK)) - have)
+            if have == len(frame):  # full: double it (8 MiB at most at once), up to the frame's size
+                frame += bytes(min(size - have, max(have, _RECEIVE_CHUNK), _GROWTH_MAX))
             try:
-                received = self.sock.recv_into(memoryview(frame)[have:])
+                received = self.sock.recv_into(memoryview(frame)[have:have + _RECEIVE_STEP])
             except BlockingIOError:
                 await self._wait_readable()
                 continue
             if received == 0:
                 raise ConnectionClosed
             have += received
+            if have < size:  # a fast sender of a huge frame must not keep the others waiting
+                self._waited = True
+                await trio.lowlevel.checkpoint()
         return memoryview(frame)
 
     async def _handle_frame(self, frame: memoryview) -> None:
