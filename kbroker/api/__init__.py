@@ -2,6 +2,6 @@
 
 from kbroker.api import (  # noqa: F401
     admin, configs, consumer_groups, features, fetch, groups, metadata, offsets, produce, quorum,
-    security,
+    quotas, security,
     transactions, versions,
 )
