@@ -292,5 +292,6 @@ class PartitionLog(LocalLog):
             self.segments[-1].seal()
             if self._snapshot_offset != self.log_end_offset:
                 self._write_snapshot()
-            self.flush()
+            if self.recovery_point < self.log_end_offset or self.has_unsynced_files():
+                self.flush()
         self.close_segments()
