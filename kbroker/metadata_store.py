@@ -1,5 +1,6 @@
 """What Kafka keeps in meta.properties and its metadata log, kept as small files in the data dir:
-the broker's identity, producer-id blocks, dynamic broker configs and SCRAM credentials.
+the broker's identity, producer-id blocks, dynamic broker configs, SCRAM credentials and the
+offset of the last metadata change.
 
 Every file is replaced atomically (temp file, fsync, rename, directory fsync), so a crash
 leaves the old or the new content, never a torn one.
@@ -7,6 +8,7 @@ leaves the old or the new content, never a torn one.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import uuid
@@ -65,8 +67,17 @@ class ProducerIdAllocator:
 
     def __init__(self, data_dir: Path):
         self._path = data_dir / "producer-id-block"
-        self._next = int(self._path.read_text()) if self._path.exists() else 0
+        self._next = self._read_next() if self._path.exists() else 0
         self._block_end = self._next
+
+    def _read_next(self) -> int:
+        text = self._path.read_text(encoding="ascii", errors="replace").strip()
+        if not text.isdigit():  # a one-line startup error (cli), never a traceback
+            raise OSError(errno.EINVAL, f"the file is damaged ({text[:20]!r}, not a number). It holds "
+                          "the next free producer id: write a number above every producer id in use "
+                          "into it, or delete it if no idempotent or transactional producer has used "
+                          "this broker", str(self._path))
+        return int(text)
 
     def allocate(self) -> int:
         if self._next >= self._block_end:
@@ -75,6 +86,28 @@ class ProducerIdAllocator:
         producer_id = self._next
         self._next += 1
         return producer_id
+
+
+class MetadataOffset:
+    """Stands for the end of Kafka's metadata log: one more for every change to the cluster's
+    metadata (topics, configs, quotas, features), kept across restarts. DescribeQuorum answers it
+    as the quorum's high watermark and ApiVersions as the finalized features' epoch. The leader
+    epoch grows at every start, as a single-node KRaft quorum elects itself anew."""
+
+    def __init__(self, data_dir: Path):
+        self._path = data_dir / "metadata-offset.json"
+        stored = read_if_exists(str(self._path))
+        state = json.loads(stored) if stored else {"offset": 0, "leader_epoch": 0}
+        self.value: int = state["offset"]
+        self.leader_epoch: int = state["leader_epoch"] + 1
+        self._save()
+
+    def advance(self, changes: int = 1) -> None:
+        self.value += changes
+        self._save()
+
+    def _save(self) -> None:
+        _write_text(self._path, json.dumps({"offset": self.value, "leader_epoch": self.leader_epoch}))
 
 
 class DynamicBrokerConfigs:

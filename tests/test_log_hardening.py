@@ -219,3 +219,15 @@ def test_thousands_of_partitions_under_ulimit_1024(tmp_path):
         assert not [line for line in broker.output if "Too many open files" in line]
     finally:
         broker.stop()
+
+
+def test_damaged_producer_id_block_is_a_one_line_error(tmp_path):
+    broker = BrokerProcess(tmp_path).start()
+    broker.stop()
+    (tmp_path / "producer-id-block").write_text("")
+    with pytest.raises(RuntimeError) as err:
+        BrokerProcess(tmp_path).start()
+    output = str(err.value)
+    assert "Traceback" not in output
+    [line] = [line for line in output.splitlines() if line.startswith("kbroker: ")]
+    assert "producer-id-block" in line and "damaged" in line and "write a number" in line

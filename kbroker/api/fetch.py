@@ -61,7 +61,10 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
     """One partition's answer and the bytes of records it carries."""
     if position.topic is None:
         return _error_data(position, ErrorCode.UNKNOWN_TOPIC_ID), 0
-    partition_log = broker.logs.partition(position.topic, position.partition)
+    try:
+        partition_log = broker.logs.partition(position.topic, position.partition)
+    except KafkaError as exc:  # it could not be opened (KAFKA_STORAGE_ERROR)
+        return _error_data(position, exc.code), 0
     if partition_log is None:
         return _error_data(position, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), 0
     if position.current_leader_epoch > LEADER_EPOCH:

@@ -23,7 +23,10 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
             index=partition, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
             error_message=f"Cannot append to internal topic {topic}",
         )
-    partition_log = broker.logs.partition(topic, partition)
+    try:
+        partition_log = broker.logs.partition(topic, partition)
+    except KafkaError as exc:  # it could not be opened (KAFKA_STORAGE_ERROR)
+        return PartitionResponse(index=partition, error_code=exc.code, error_message=exc.message)
     if partition_log is None:
         return PartitionResponse(index=partition, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
     if records is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from kbroker.api.registry import HANDLERS, serves, supported_apis
+from kbroker.features import supported_features
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import API_KEYS, ApiVersionsResponse
 
@@ -37,4 +38,15 @@ async def handle_api_versions(ctx, request) -> ApiVersionsResponse:
         if not (_SOFTWARE_TEXT.fullmatch(name) and _SOFTWARE_TEXT.fullmatch(version)):
             return ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
         ctx.session.client_software = f"{name} {version}"
-    return ApiVersionsResponse(error_code=ErrorCode.NONE, api_keys=_advertised(supported_apis()))
+    broker = ctx.broker
+    return ApiVersionsResponse(
+        error_code=ErrorCode.NONE, api_keys=_advertised(supported_apis()),
+        supported_features=[
+            ApiVersionsResponse.SupportedFeatureKey(
+                name=feature.name, min_version=feature.min_level, max_version=feature.max_level)
+            for feature in supported_features()],
+        finalized_features_epoch=broker.metadata_offset.value,
+        finalized_features=[
+            ApiVersionsResponse.FinalizedFeatureKey(name=name, min_version_level=level,
+                                                    max_version_level=level)
+            for name, level in broker.features.finalized().items()])
