@@ -53,10 +53,13 @@ class Consumer:
         self.isolation_level = isolation_level
         self.max_wait_ms = max_wait_ms
         self.high_watermarks: dict[int, int] = {}
+        self._leaders: dict[int, int] | None = None  # looked up once: the tools run briefly
 
     async def fetch(self) -> list[ConsumedRecord]:
         """One fetch from every leader; the records it returned, positions moved past them."""
-        leaders = await self.cluster.leaders(self.topic)
+        if self._leaders is None:
+            self._leaders = await self.cluster.leaders(self.topic)
+        leaders = self._leaders
         by_leader: dict[int, list[int]] = {}
         for partition in self.positions:
             by_leader.setdefault(leaders[partition], []).append(partition)

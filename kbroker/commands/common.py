@@ -46,6 +46,8 @@ def run(command, args) -> int:
         print(f"kbroker: {exc}", file=sys.stderr)
     except ProtocolError as exc:
         print(f"kbroker: the broker's answer could not be decoded: {exc}", file=sys.stderr)
+    except OSError as exc:  # a file to produce that cannot be read
+        print(f"kbroker: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return 1
