@@ -25,6 +25,7 @@ from kbroker.metadata_store import (
     BrokerIdentity, DynamicBrokerConfigs, MetadataOffset, ProducerIdAllocator, ScramCredentials,
 )
 from kbroker.metrics import Metrics
+from kbroker.quotas import ClientQuotas
 from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.storage import LogTopic, Storage
 from kbroker.txn.coordinator import (
@@ -60,6 +61,7 @@ class Broker:
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir)
+        self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
         self.producer_ids = ProducerIdAllocator(self.data_dir)

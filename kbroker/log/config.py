@@ -171,7 +171,8 @@ TOPIC_SETTINGS: tuple[Setting, ...] = (
     _topic("compression.zstd.level", "compression.zstd.level", "int", 3, "zstd level the broker "
            "recompresses with.", low=-131072, high=22),
     _topic("min.insync.replicas", "min.insync.replicas", "int", 1, "Replicas that must "
-           "acknowledge acks=all writes (one broker: always met).", low=1),
+           "acknowledge acks=all writes: one broker answers those NOT_ENOUGH_REPLICAS when it is over "
+           "1, as a one-broker Kafka does.", low=1),
     _topic("unclean.leader.election.enable", "unclean.leader.election.enable", "boolean", False,
            "Whether a replica outside the ISR may become leader (one broker: no effect)."),
     _topic("preallocate", "log.preallocate", "boolean", False, "Preallocate segment files: "
