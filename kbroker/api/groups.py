@@ -20,6 +20,7 @@ from kbroker.protocol.messages import (
 
 GROUP_KEY, TRANSACTION_KEY = 0, 1
 GROUP_TYPE = "classic"
+SHARE_TYPE = "share"  # a share group's type and protocol type (kbroker/share)
 NO_NODE = (-1, "", -1)
 # Kafka's message for INVALID_REQUEST (Errors.java), sent with FindCoordinator errors.
 _INVALID_REQUEST_MESSAGE = (
@@ -66,6 +67,9 @@ async def handle_find_coordinator(ctx, request) -> FindCoordinatorResponse:
 async def handle_join_group(ctx, request) -> JoinGroupResponse:
     """Answered when the join phase completes (the request waits for the rebalance)."""
     version = ctx.api_version
+    if ctx.broker.share.is_share_group(request.group_id):
+        return JoinGroupResponse(throttle_time_ms=0, error_code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+                                 generation_id=-1, member_id="", members=[])
     result = await ctx.broker.groups.join(JoinRequest(
         group_id=request.group_id,
         member_id=request.member_id,
@@ -225,6 +229,11 @@ async def handle_list_groups(ctx, request) -> ListGroupsResponse:
                                        group_state=group.state.value, group_type=GROUP_TYPE)
         for group in ctx.broker.groups.list_groups()
         if (not states or group.state.value.lower() in states) and (not types or GROUP_TYPE in types)
+    ] + [
+        ListGroupsResponse.ListedGroup(group_id=group.group_id, protocol_type=SHARE_TYPE,
+                                       group_state=group.state, group_type=SHARE_TYPE)
+        for group in ctx.broker.share.groups.groups.values()
+        if (not states or group.state.lower() in states) and (not types or SHARE_TYPE in types)
     ]
     return ListGroupsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, groups=listed)
 
@@ -262,7 +271,12 @@ async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
 
 @serves("DeleteGroups", 0, 2)
 async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
-    results = await ctx.broker.groups.delete_groups(request.groups_names)
+    share = ctx.broker.share
+    results = await ctx.broker.groups.delete_groups(
+        [group_id for group_id in request.groups_names if not share.is_share_group(group_id)])
+    results.update({group_id: share.delete_group(group_id)
+                    for group_id in request.groups_names if share.is_share_group(group_id)})
+    await share.topic.flush()
     return DeleteGroupsResponse(throttle_time_ms=0, results=[
         DeleteGroupsResponse.DeletableGroupResult(group_id=group_id, error_code=error)
         for group_id, error in results.items()
