@@ -15,6 +15,7 @@ import trio
 from kbroker.api_usage import ApiUsage
 from kbroker.clock import Clock
 from kbroker.config import SASL_JAAS_SETTING, Config
+from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
@@ -22,9 +23,10 @@ from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogConfig, LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
-    BrokerIdentity, DynamicBrokerConfigs, ProducerIdAllocator, ScramCredentials,
+    BrokerIdentity, DynamicBrokerConfigs, MetadataOffset, ProducerIdAllocator, ScramCredentials,
 )
 from kbroker.metrics import Metrics
+from kbroker.quotas import ClientQuotas
 from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
@@ -57,6 +59,11 @@ class Broker:
         self.logs = LogManager(str(self.data_dir), self.log_defaults, clock=self.clock.now_ms,
                                open_files_max=config["log.open.files.max"])
         self.storage = Storage(self.logs, self.clock.now_ms, config["num.partitions"])
+        self.metadata_offset = MetadataOffset(self.data_dir)
+        self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
+        self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
+        self.features = FinalizedFeatures(self.data_dir)
+        self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
         self.producer_ids = ProducerIdAllocator(self.data_dir)

@@ -18,7 +18,7 @@ import trio
 
 from kbroker.client import Cluster, run_sync
 from kbroker.client import admin
-from kbroker.client.consumer import ConsumedRecord, Consumer
+from kbroker.client.consumer import ConsumedRecord, read_range
 
 
 def topic_configs(configs: dict) -> dict[str, str]:
@@ -42,13 +42,7 @@ async def stored_records(bootstrap: str, topic: str) -> list[ConsumedRecord]:
         partitions = sorted(await cluster.leaders(topic))
         ends = await admin.list_offsets(cluster, topic, dict.fromkeys(partitions, admin.LATEST))
         starts = await admin.list_offsets(cluster, topic, dict.fromkeys(partitions, admin.EARLIEST))
-        consumer = Consumer(cluster, topic, {p: starts[p] for p in partitions if starts[p] < ends[p]},
-                            max_wait_ms=0)
-        found: list[ConsumedRecord] = []
-        while consumer.positions and not all(consumer.positions[p] >= ends[p]
-                                             for p in consumer.positions):
-            found += [r for r in await consumer.fetch() if r.offset < ends[r.partition]]
-        return sorted(found, key=lambda r: (r.partition, r.offset))
+        return await read_range(cluster, topic, starts, ends)
     finally:
         await cluster.close()
 

@@ -72,6 +72,10 @@ class GroupConfigs:
             if self._path.exists() else {}
         self._values = {group: self._parse(texts) for group, texts in self._texts.items()}
 
+    def groups(self) -> list[str]:
+        """The groups with overrides (ListConfigResources)."""
+        return sorted(self._texts)
+
     def overrides(self, group_id: str) -> dict[str, str]:
         return dict(self._texts.get(group_id, {}))
 

@@ -1,5 +1,6 @@
 """What Kafka keeps in meta.properties and its metadata log, kept as small files in the data dir:
-the broker's identity, producer-id blocks, dynamic broker configs and SCRAM credentials.
+the broker's identity, producer-id blocks, dynamic broker configs, SCRAM credentials and the
+offset of the last metadata change.
 
 Every file is replaced atomically (temp file, fsync, rename, directory fsync), so a crash
 leaves the old or the new content, never a torn one.
@@ -85,6 +86,28 @@ class ProducerIdAllocator:
         producer_id = self._next
         self._next += 1
         return producer_id
+
+
+class MetadataOffset:
+    """Stands for the end of Kafka's metadata log: one more for every change to the cluster's
+    metadata (topics, configs, quotas, features), kept across restarts. DescribeQuorum answers it
+    as the quorum's high watermark and ApiVersions as the finalized features' epoch. The leader
+    epoch grows at every start, as a single-node KRaft quorum elects itself anew."""
+
+    def __init__(self, data_dir: Path):
+        self._path = data_dir / "metadata-offset.json"
+        stored = read_if_exists(str(self._path))
+        state = json.loads(stored) if stored else {"offset": 0, "leader_epoch": 0}
+        self.value: int = state["offset"]
+        self.leader_epoch: int = state["leader_epoch"] + 1
+        self._save()
+
+    def advance(self, changes: int = 1) -> None:
+        self.value += changes
+        self._save()
+
+    def _save(self) -> None:
+        _write_text(self._path, json.dumps({"offset": self.value, "leader_epoch": self.leader_epoch}))
 
 
 class DynamicBrokerConfigs:

@@ -370,7 +370,11 @@ async def serve(broker: Broker, *, http_port: int | None = None,
             reachable = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
             app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],
                           _address(reachable, port))
-            _, http_port = await nursery.start(serve_http, app.routes(), host, http_port)
+            try:
+                _, http_port = await nursery.start(serve_http, app.routes(), host, http_port)
+            except OSError as exc:
+                raise CannotListen(f"cannot listen on {host}:{http_port} (--http-port): "
+                                   f"{exc.strerror}") from None
         task_status.started((host, port, http_port))
 
 

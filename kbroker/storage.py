@@ -66,6 +66,7 @@ class Storage:
         self.wakeups = PartitionWakeups()
         self.default_partitions = default_partitions  # num.partitions
         self.deletion_listeners: list[Callable[[list[str]], None]] = []
+        self.creation_listeners: list[Callable[[str], None]] = []
 
     # -- topics ----------------------------------------------------------------------------------
 
@@ -75,6 +76,8 @@ class Storage:
         count = partitions if partitions is not None else self.default_partitions
         info = self.logs.create_topic(name, count, configs or {})
         log.info("created topic %s with %d partitions", name, count)
+        for listener in self.creation_listeners:
+            listener(name)
         return info
 
     def delete_topics(self, names: list[str]) -> None:

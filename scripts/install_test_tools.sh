@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs on a fresh Debian machine (run as root), idempotently:
 # the package with its test extra (Python clients, codecs, pytest), Debian's kcat (librdkafka 2.0.2,
-# old protocol versions) and kafkajs (npm, compat/node). Fast when everything is already there.
+# old protocol versions), Debian's chromium (headless, for the web console tests) and kafkajs
+# (npm, compat/node). Fast when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,11 @@ fi
 if ! command -v kcat >/dev/null 2>&1; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q kcat
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then  # renders the web console in its tests
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 fi
 
 if ! command -v node >/dev/null 2>&1; then

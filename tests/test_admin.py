@@ -218,8 +218,8 @@ def test_client_versions(admin_broker):
     assert by_software["kafka-python"]["CreateTopics"] == [7]
     assert by_software["kafka-python"]["DeleteTopics"] == [6]
     assert by_software["kafka-python"]["CreatePartitions"] == [3]
-    assert by_software["kafka-python"]["DescribeLogDirs"] == [4]
-    assert by_software["kafka-python"]["DescribeCluster"] == [1]
+    assert by_software["kafka-python"]["DescribeLogDirs"] == [5]
+    assert by_software["kafka-python"]["DescribeCluster"] == [2]
     assert by_software["confluent-kafka-python"]["CreateTopics"] == [4]
     assert by_software["confluent-kafka-python"]["DeleteRecords"] == [2]
 
@@ -264,6 +264,7 @@ def test_create_topics_errors(admin_broker, topic_name):
                              Assignment(partition_index=0, broker_ids=[1])]))
         made = answers[topic_name]
         assert (made.error_code, made.num_partitions, made.replication_factor) == (0, 1, 1)
+        assert made.error_message is None  # null, not "": aiokafka's and kafkajs's tests check it
         assert made.topic_id != uuid.UUID(int=0)
         configs = {c.name: (c.value, c.config_source) for c in made.configs}
         assert configs["segment.ms"] == ("1000", 1) and configs["retention.ms"] == ("604800000", 5)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from datetime import datetime, timezone
 
 import pytest
 
@@ -113,3 +115,53 @@ def test_unreachable_broker_is_an_error_not_a_traceback():
     result = kbroker_command("127.0.0.1:1", "topic", "list")
     assert result.returncode == 1
     assert result.stderr.decode().startswith("kbroker: cannot connect to 127.0.0.1:1")
+
+
+@pytest.fixture(scope="module")
+def kbroker_only():
+    with running("kbroker") as address:
+        yield address
+
+
+def test_read_committed_skips_aborted_transactions(kbroker_only, topic_name):
+    from confluent_kafka import Producer
+
+    kb(kbroker_only, "topic", "create", topic_name)
+    producer = Producer({"bootstrap.servers": kbroker_only, "transactional.id": topic_name})
+    producer.init_transactions(10)
+    for value, commit in ((b"aborted", False), (b"committed", True)):
+        producer.begin_transaction()
+        producer.produce(topic_name, value)
+        producer.flush(10)
+        if commit:
+            producer.commit_transaction(10)
+        else:
+            producer.abort_transaction(10)
+    assert kb(kbroker_only, "consume", topic_name, "--from-beginning", "-e",
+              "--isolation", "read_committed") == "committed\n"
+    assert kb(kbroker_only, "consume", topic_name, "--from-beginning", "-e") == \
+        "aborted\ncommitted\n"
+
+
+def test_times_files_and_progress(kbroker_only, topic_name, tmp_path):
+    lines = tmp_path / "records.txt"
+    lines.write_bytes(b"".join(b"line %d\n" % i for i in range(1000)))
+    result = kbroker_command(kbroker_only, "produce", topic_name, "-f", str(lines), "-p", "0",
+                             "--compression", "zstd")
+    assert result.returncode == 0, result.stderr
+    assert re.match(rb"1000 records produced in [\d.]+ s \([\d.]+ records/sec", result.stderr)
+    first, last = consume_json(kbroker_only, topic_name, "--from-beginning")[::999]
+    assert (first["value"], last["value"], last["offset"]) == ("line 0", "line 999", 999)
+
+    future = datetime.fromtimestamp(last["timestamp"] / 1000 + 3600, timezone.utc).isoformat()
+    past = datetime.fromtimestamp(first["timestamp"] / 1000 - 3600, timezone.utc).isoformat()
+    assert kb(kbroker_only, "consume", topic_name, "--from-time", future, "-e") == ""
+    assert kb(kbroker_only, "consume", topic_name, "--from-time", past, "-n", "1") == "line 0\n"
+
+    group = f"g-{topic_name}"
+    kb(kbroker_only, "group", "reset-offsets", group, "--topic", topic_name, "--to-time", past)
+    assert kb_json(kbroker_only, "group", "describe", group)["offsets"][0]["committed"] == 0
+    kb(kbroker_only, "group", "reset-offsets", group, "--topic", topic_name, "--to-time", future)
+    assert kb_json(kbroker_only, "group", "describe", group)["offsets"][0]["lag"] == 0
+    bad = kbroker_command(kbroker_only, "consume", topic_name, "--from-time", "yesterday")
+    assert bad.returncode == 2 and b"not an ISO 8601 time" in bad.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import http.client
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -137,3 +139,16 @@ def test_garbage_gets_400_and_the_broker_keeps_serving(served):
         urllib.request.urlopen(served.http + "/metrics?x", data=b"", timeout=30)
     assert refused.value.code == 405
     assert "kafka_log_log_size" in urllib.request.urlopen(served.http + "/metrics", timeout=30).read().decode()
+
+
+def test_a_taken_http_port_is_a_clear_startup_error(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "kbroker", "serve", "--port", "0", "--http-port", str(port),
+             "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"kbroker: cannot listen on 127.0.0.1:{port} (--http-port)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -23,7 +23,7 @@ def test_plugin_project_passes():
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *load, str(PROJECT)],
         cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 passed" in result.stdout, result.stdout
+    assert "7 passed" in result.stdout, result.stdout
 
 
 def test_plugin_is_declared_as_a_pytest11_entry_point():

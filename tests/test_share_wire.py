@@ -8,9 +8,15 @@ import pytest
 
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    AlterShareGroupOffsetsRequest, DeleteShareGroupOffsetsRequest, DescribeConfigsRequest,
-    DescribeShareGroupOffsetsRequest, IncrementalAlterConfigsRequest, JoinGroupRequest, MetadataRequest,
-    ShareAcknowledgeRequest, ShareFetchRequest,
+    AlterShareGroupOffsetsRequest,
+    DeleteShareGroupOffsetsRequest,
+    DescribeConfigsRequest,
+    DescribeShareGroupOffsetsRequest,
+    IncrementalAlterConfigsRequest,
+    JoinGroupRequest,
+    MetadataRequest,
+    ShareAcknowledgeRequest,
+    ShareFetchRequest,
 )
 from kbroker.testing import running_broker
 from tests.wire import WireClient
@@ -210,3 +216,5 @@ def test_group_configs_are_checked_against_the_broker_bounds(wire):
     values = {c.name: (c.value, c.config_source) for c in described.results[0].configs}
     assert values["share.record.lock.duration.ms"] == ("20000", 8)  # GROUP_CONFIG
     assert values["share.isolation.level"] == ("read_uncommitted", 5)  # DEFAULT_CONFIG
+    listed = wire.request("ListConfigResources", 1, resource_types=[GROUP_RESOURCE])
+    assert [(r.resource_name, r.resource_type) for r in listed.config_resources] == [("configured", GROUP_RESOURCE)]

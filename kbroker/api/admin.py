@@ -30,7 +30,7 @@ from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log import LEADER_EPOCH, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterPartitionReassignmentsResponse, CreatePartitionsResponse, CreateTopicsResponse,
+    AlterPartitionReassignmentsResponse, AlterReplicaLogDirsResponse, CreatePartitionsResponse, CreateTopicsResponse,
     DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse, DescribeLogDirsResponse,
     DescribeTopicPartitionsResponse, ElectLeadersResponse, ListPartitionReassignmentsResponse,
 )
@@ -144,7 +144,7 @@ def _create_topic(broker, topic, validate_only: bool, version: int):
     except KafkaError as exc:
         return Result(name=name, error_code=exc.code, error_message=exc.message)
     result = Result(name=name, topic_id=info.topic_id, error_code=ErrorCode.NONE,
-                    num_partitions=count, replication_factor=1)
+                    error_message=None, num_partitions=count, replication_factor=1)
     if version >= 5:
         Config = CreateTopicsResponse.CreatableTopicConfigs
         result.configs = [
@@ -324,7 +324,7 @@ async def handle_delete_records(ctx, request) -> DeleteRecordsResponse:
 
 # -- DescribeCluster -------------------------------------------------------------------------
 
-@serves("DescribeCluster", 0, 1)
+@serves("DescribeCluster", 0, 2)
 async def handle_describe_cluster(ctx, request) -> DescribeClusterResponse:
     broker = ctx.broker
     endpoint = request.endpoint_type if ctx.api_version >= 1 else BROKER_ENDPOINT
@@ -351,7 +351,7 @@ async def handle_describe_cluster(ctx, request) -> DescribeClusterResponse:
 
 # -- DescribeLogDirs -------------------------------------------------------------------------
 
-@serves("DescribeLogDirs", 1, 4)
+@serves("DescribeLogDirs", 1, 5)
 async def handle_describe_log_dirs(ctx, request) -> DescribeLogDirsResponse:
     broker = ctx.broker
     Topic = DescribeLogDirsResponse.DescribeLogDirsTopic
@@ -375,6 +375,44 @@ async def handle_describe_log_dirs(ctx, request) -> DescribeLogDirsResponse:
         total_bytes=disk.f_blocks * disk.f_frsize, usable_bytes=disk.f_bavail * disk.f_frsize,
     )
     return DescribeLogDirsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, results=[result])
+
+
+def _move_replica(broker, topic: str, partition: int, destination: str) -> None:
+    """The checks of Kafka's ReplicaManager.alterReplicaLogDirs, in its order. There is one log
+    dir, so a replica that passes them is already where it is asked to be."""
+    if len(f"{topic}-{partition}.{uuid.UUID(int=0).hex}-future") > 255:
+        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "The topic name is too long.")
+    data_dir = broker.data_dir
+    if destination not in (str(data_dir.absolute()), str(data_dir.resolve())):
+        raise KafkaError(ErrorCode.LOG_DIR_NOT_FOUND, f"Log dir {destination} is not found in the config.")
+    if broker.logs.log_dir.offline:
+        raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"Log directory {destination} is offline")
+    info = broker.logs.topics.get(topic)
+    if info is None or not 0 <= partition < info.partitions:
+        # Kafka answers NOT_LEADER_OR_FOLLOWER as REPLICA_NOT_AVAILABLE here, for old clients.
+        raise KafkaError(ErrorCode.REPLICA_NOT_AVAILABLE)
+
+
+@serves("AlterReplicaLogDirs", 1, 2)
+async def handle_alter_replica_log_dirs(ctx, request) -> AlterReplicaLogDirsResponse:
+    destinations: dict[tuple[str, int], str] = {}  # the last dir named for a partition wins
+    for log_dir in request.dirs:
+        for topic in log_dir.topics:
+            for partition in topic.partitions:
+                destinations[(topic.name, partition)] = log_dir.path
+    Result = AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult
+    by_topic: dict[str, list] = {}
+    for (topic, partition), destination in destinations.items():
+        try:
+            _move_replica(ctx.broker, topic, partition, destination)
+            code = ErrorCode.NONE
+        except KafkaError as exc:
+            code = exc.code
+        by_topic.setdefault(topic, []).append(
+            AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult(partition_index=partition,
+                                                                          error_code=code))
+    return AlterReplicaLogDirsResponse(throttle_time_ms=0, results=[
+        Result(topic_name=topic, partitions=partitions) for topic, partitions in by_topic.items()])
 
 
 # -- DescribeTopicPartitions -----------------------------------------------------------------
@@ -493,7 +531,7 @@ def _reassign(broker, topic: str, partition: int, replicas: list[int] | None) ->
     check_replica_list(replicas, broker.node_id, None)  # [this broker]: nothing to move
 
 
-@serves("AlterPartitionReassignments", 0, 0)
+@serves("AlterPartitionReassignments", 0, 1)
 async def handle_alter_partition_reassignments(ctx, request) -> AlterPartitionReassignmentsResponse:
     Response = AlterPartitionReassignmentsResponse
     topics = []
@@ -511,4 +549,7 @@ async def handle_alter_partition_reassignments(ctx, request) -> AlterPartitionRe
                     partition_index=partition.partition_index, error_code=ErrorCode.NONE,
                     error_message=None))
         topics.append(Response.ReassignableTopicResponse(name=topic.name, partitions=answers))
-    return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=topics)
+    # One broker: the only valid target is the current replica list, so the replication factor
+    # never changes and v1's AllowReplicationFactorChange is only echoed, as Kafka does.
+    return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=topics,
+                    allow_replication_factor_change=request.allow_replication_factor_change)

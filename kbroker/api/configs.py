@@ -1,4 +1,5 @@
-"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, this broker and groups.
+"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, this broker and groups,
+and ListConfigResources.
 
 Rules (Kafka's ConfigHelper, ConfigAdminManager, ConfigurationControlManager and
 ControllerConfigurationValidator):
@@ -16,6 +17,10 @@ ControllerConfigurationValidator):
   INVALID_REQUEST (Kafka's KAFKA-13609). Changes are persisted and take effect at once.
 - A group resource (type 32) lists every group config: the group's override (source
   GROUP_CONFIG) or the broker setting it defaults to (kbroker/group_configs.py).
+- ListConfigResources lists, of the types asked (all when none are), every topic, this broker
+  (as BROKER and BROKER_LOGGER), the groups with config overrides and the client metrics
+  subscriptions; kbroker keeps no client metrics subscriptions, so that list is empty. v0 knows
+  CLIENT_METRICS only; an unknown type -> UNSUPPORTED_VERSION for the whole request.
 """
 
 from __future__ import annotations
@@ -29,9 +34,10 @@ from kbroker.log import TOPIC_SETTINGS_BY_NAME, LogConfig, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
     AlterConfigsResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
+    ListConfigResourcesResponse,
 )
 
-TOPIC, BROKER, GROUP = 2, 4, 32  # ConfigResource.Type ids
+TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32  # ConfigResource.Type ids
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3  # AlterConfigOp.OpType ids
 _OPERATION_NAMES = {APPEND: "APPEND", SUBTRACT: "SUBTRACT"}
 PASSWORD_TYPE = 9
@@ -191,6 +197,8 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
     """Make `texts` the whole set of overrides of one resource."""
     if resource_type == BROKER:
         broker.dynamic_configs.alter(_broker_layer(broker, name), texts, validate_only)
+        if not validate_only:
+            broker.metadata_offset.advance()
         return
     if resource_type == GROUP:
         if not name:
@@ -207,6 +215,7 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
         raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"The topic '{name}' does not exist.")
     if not validate_only:
         broker.logs.alter_topic_configs(name, texts)
+        broker.metadata_offset.advance()
 
 
 def _current_configs(broker, resource_type: int, name: str) -> dict[str, str]:
@@ -307,3 +316,31 @@ async def handle_alter_configs(ctx, request) -> AlterConfigsResponse:
 @serves("IncrementalAlterConfigs", 0, 1)
 async def handle_incremental_alter_configs(ctx, request) -> IncrementalAlterConfigsResponse:
     return _alter_all(ctx.broker, request, True, IncrementalAlterConfigsResponse)
+
+
+# -- ListConfigResources ---------------------------------------------------------------------
+
+_LISTED_TYPES = {0: (CLIENT_METRICS,), 1: (TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP)}
+
+
+def _resource_names(broker, resource_type: int) -> list[str]:
+    if resource_type == TOPIC:
+        return sorted(broker.logs.topics)
+    if resource_type in (BROKER, BROKER_LOGGER):
+        return [str(broker.node_id)]
+    if resource_type == GROUP:
+        return broker.group_configs.groups()
+    return []  # no client metrics subscriptions
+
+
+@serves("ListConfigResources", 0, 1)
+async def handle_list_config_resources(ctx, request) -> ListConfigResourcesResponse:
+    supported = _LISTED_TYPES[ctx.api_version]
+    wanted = request.resource_types or list(supported)
+    if any(resource_type not in supported for resource_type in wanted):
+        return ListConfigResourcesResponse(throttle_time_ms=0, error_code=ErrorCode.UNSUPPORTED_VERSION)
+    Resource = ListConfigResourcesResponse.ConfigResource
+    return ListConfigResourcesResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, config_resources=[
+        Resource(resource_name=name, resource_type=resource_type)
+        for resource_type in supported if resource_type in wanted
+        for name in _resource_names(ctx.broker, resource_type)])

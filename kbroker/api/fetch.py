@@ -134,7 +134,7 @@ def _remember_sent(positions, topics) -> None:
                                    data.log_start_offset)
 
 
-@serves("Fetch", 4, 16)
+@serves("Fetch", 4, 18)
 async def handle_fetch(ctx, request) -> FetchResponse:
     broker = ctx.broker
     version = ctx.api_version

@@ -146,20 +146,32 @@ async def handle_leave_group(ctx, request) -> LeaveGroupResponse:
     ])
 
 
-@serves("OffsetCommit", 2, 9)
+def _topic_names(broker, topics, use_ids: bool) -> list[str | None]:
+    """The topic each request entry names: from v10 of OffsetCommit/OffsetFetch (and v6 of
+    TxnOffsetCommit) by id, None for an id not known (answered with UNKNOWN_TOPIC_ID)."""
+    if not use_ids:
+        return [topic.name for topic in topics]
+    found = [broker.logs.topic_by_id(topic.topic_id) for topic in topics]
+    return [None if info is None else info.name for info in found]
+
+
+@serves("OffsetCommit", 2, 10)
 async def handle_offset_commit(ctx, request) -> OffsetCommitResponse:
     version = ctx.api_version
     broker = ctx.broker
-    errors: dict[tuple[str, int], ErrorCode] = {}
+    names = _topic_names(broker, request.topics, version >= 10)
+    errors: dict[tuple[str | None, int], ErrorCode] = {}
     valid = []
-    for topic in request.topics:
+    for topic, name in zip(request.topics, names):
         for p in topic.partitions:
-            if _partition_exists(broker, topic.name, p.partition_index):
+            if name is None:
+                errors[(name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_ID
+            elif _partition_exists(broker, name, p.partition_index):
                 valid.append(OffsetToCommit(
-                    topic.name, p.partition_index, p.committed_offset,
+                    name, p.partition_index, p.committed_offset,
                     p.committed_leader_epoch if version >= 6 else -1, p.committed_metadata))
             else:
-                errors[(topic.name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                errors[(name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     if valid:
         results = await broker.groups.commit_offsets(
             request.group_id, request.member_id,
@@ -172,18 +184,34 @@ async def handle_offset_commit(ctx, request) -> OffsetCommitResponse:
     Topic, Partition = OffsetCommitResponse.OffsetCommitResponseTopic, \
         OffsetCommitResponse.OffsetCommitResponsePartition
     return OffsetCommitResponse(throttle_time_ms=0, topics=[
-        Topic(name=topic.name, partitions=[
-            Partition(partition_index=p.partition_index, error_code=errors[(topic.name, p.partition_index)])
+        Topic(name=name or "", topic_id=topic.topic_id, partitions=[
+            Partition(partition_index=p.partition_index, error_code=errors[(name, p.partition_index)])
             for p in topic.partitions
         ])
-        for topic in request.topics
+        for topic, name in zip(request.topics, names)
     ])
 
 
-def _fetch_group(broker, group_id: str, topics, require_stable: bool, partition_cls, topic_cls):
-    wanted = None if topics is None else [(t.name, list(t.partition_indexes)) for t in topics]
-    return [
-        topic_cls(name=topic, partitions=[
+def _fetch_group(broker, group_id: str, topics, require_stable: bool, use_ids: bool,
+                 partition_cls, topic_cls):
+    """One group's committed offsets; from OffsetFetch v10 topics are named by id: an id not
+    known is answered with UNKNOWN_TOPIC_ID, and a committed topic with no id (deleted) is left out."""
+    unknown_ids = []
+    wanted = None
+    if topics is not None:
+        names = _topic_names(broker, topics, use_ids)
+        unknown_ids = [topic for topic, name in zip(topics, names) if name is None]
+        wanted = [(name, list(topic.partition_indexes))
+                  for topic, name in zip(topics, names) if name is not None]
+    answered = []
+    for topic, entries in broker.groups.fetch_offsets(group_id, wanted, require_stable):
+        ids = {}
+        if use_ids:
+            info = broker.logs.topics.get(topic)
+            if info is None:
+                continue
+            ids["topic_id"] = info.topic_id
+        answered.append(topic_cls(name=topic, **ids, partitions=[
             partition_cls(
                 partition_index=partition,
                 committed_offset=-1 if value is None else value.offset,
@@ -192,12 +220,18 @@ def _fetch_group(broker, group_id: str, topics, require_stable: bool, partition_
                 error_code=error,
             )
             for partition, value, error in entries
+        ]))
+    return answered + [
+        topic_cls(name="", topic_id=topic.topic_id, partitions=[
+            partition_cls(partition_index=partition, committed_offset=-1,
+                          error_code=ErrorCode.UNKNOWN_TOPIC_ID)
+            for partition in topic.partition_indexes
         ])
-        for topic, entries in broker.groups.fetch_offsets(group_id, wanted, require_stable)
+        for topic in unknown_ids
     ]
 
 
-@serves("OffsetFetch", 1, 9)
+@serves("OffsetFetch", 1, 10)
 async def handle_offset_fetch(ctx, request) -> OffsetFetchResponse:
     """Several groups from v8; a null topic list (v2+) means every committed partition."""
     version = ctx.api_version
@@ -209,12 +243,13 @@ async def handle_offset_fetch(ctx, request) -> OffsetFetchResponse:
             R.OffsetFetchResponseGroup(
                 group_id=group.group_id, error_code=ErrorCode.NONE,
                 topics=_fetch_group(broker, group.group_id, group.topics, require_stable,
-                                    R.OffsetFetchResponsePartitions, R.OffsetFetchResponseTopics),
+                                    version >= 10, R.OffsetFetchResponsePartitions,
+                                    R.OffsetFetchResponseTopics),
             )
             for group in request.groups
         ])
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, topics=_fetch_group(
-        broker, request.group_id, request.topics, require_stable,
+        broker, request.group_id, request.topics, require_stable, False,
         R.OffsetFetchResponsePartition, R.OffsetFetchResponseTopic))
 
 
@@ -238,14 +273,20 @@ async def handle_list_groups(ctx, request) -> ListGroupsResponse:
     return ListGroupsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, groups=listed)
 
 
-@serves("DescribeGroups", 0, 5)
+@serves("DescribeGroups", 0, 6)
 async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
-    """Unknown groups are described as Dead with no error, as Kafka does."""
+    """Unknown groups are described as Dead: with GROUP_ID_NOT_FOUND from v6, before with no error."""
     operations = GROUP_OPERATIONS if ctx.api_version >= 3 and request.include_authorized_operations \
         else OPERATIONS_NOT_REQUESTED
     described = []
     for group_id in request.groups:
         group = ctx.broker.groups.group(group_id)
+        if group is None and ctx.api_version >= 6:
+            described.append(DescribeGroupsResponse.DescribedGroup(
+                error_code=ErrorCode.GROUP_ID_NOT_FOUND, error_message=f"Group {group_id} not found.",
+                group_id=group_id, group_state="Dead", protocol_type="", protocol_data="", members=[],
+                authorized_operations=OPERATIONS_NOT_REQUESTED))
+            continue
         if group is None:
             described.append(DescribeGroupsResponse.DescribedGroup(
                 error_code=ErrorCode.NONE, group_id=group_id, group_state="Dead", protocol_type="",
@@ -269,7 +310,7 @@ async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
     return DescribeGroupsResponse(throttle_time_ms=0, groups=described)
 
 
-@serves("DeleteGroups", 0, 2)
+@serves("DeleteGroups", 0, 3)
 async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
     share = ctx.broker.share
     results = await ctx.broker.groups.delete_groups(

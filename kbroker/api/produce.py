@@ -51,9 +51,25 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
     )
 
 
-@serves("Produce", 3, 11)
+def _topic_name(broker, topic, version: int) -> str | None:
+    """The topic a produce request names: by name, or from v13 by id (None when unknown)."""
+    if version < 13:
+        return topic.name
+    info = broker.logs.topic_by_id(topic.topic_id)
+    return None if info is None else info.name
+
+
+def _failed_topic(topic, error: ErrorCode) -> TopicResponse:
+    return TopicResponse(name=topic.name, topic_id=topic.topic_id, partition_responses=[
+        PartitionResponse(index=data.index, error_code=error) for data in topic.partition_data
+    ])
+
+
+@serves("Produce", 3, 13)
 async def handle_produce(ctx, request) -> ProduceResponse | None:
+    """v13 names topics by id; an id not known gets UNKNOWN_TOPIC_ID for each of its partitions."""
     broker = ctx.broker
+    version = ctx.api_version
     error = None
     appended_to = []
     if request.transactional_id is None and any(
@@ -63,26 +79,24 @@ async def handle_produce(ctx, request) -> ProduceResponse | None:
     elif request.acks not in (0, 1, -1):
         error = ErrorCode.INVALID_REQUIRED_ACKS
     if error is not None:
-        responses = [
-            TopicResponse(name=topic.name, partition_responses=[
-                PartitionResponse(index=data.index, error_code=error) for data in topic.partition_data
-            ])
-            for topic in request.topic_data
-        ]
+        responses = [_failed_topic(topic, error) for topic in request.topic_data]
     else:
         timestamp_ms = broker.clock.now_ms()
-        responses = [
-            TopicResponse(name=topic.name, partition_responses=[
-                _append(broker, topic.name, data.index, data.records, timestamp_ms,
-                        request.transactional_id, ctx.api_version, appended_to)
+        responses = []
+        for topic in request.topic_data:
+            name = _topic_name(broker, topic, version)
+            if name is None:
+                responses.append(_failed_topic(topic, ErrorCode.UNKNOWN_TOPIC_ID))
+                continue
+            responses.append(TopicResponse(name=name, topic_id=topic.topic_id, partition_responses=[
+                _append(broker, name, data.index, data.records, timestamp_ms,
+                        request.transactional_id, version, appended_to)
                 for data in topic.partition_data
-            ])
-            for topic in request.topic_data
-        ]
+            ]))
     await broker.storage.flush_if_due(appended_to)
     if request.acks == 0:
         failed = [
-            (topic.name, partition.index, partition.error_code)
+            (topic.name or topic.topic_id, partition.index, partition.error_code)
             for topic in responses for partition in topic.partition_responses
             if partition.error_code != ErrorCode.NONE
         ]

@@ -19,7 +19,9 @@ from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    ShareAcknowledgeResponse, ShareFetchResponse, ShareGroupHeartbeatResponse,
+    ShareAcknowledgeResponse,
+    ShareFetchResponse,
+    ShareGroupHeartbeatResponse,
 )
 from kbroker.share.coordinator import PartitionKey
 from kbroker.share.partition import AckBatch

@@ -19,8 +19,10 @@ from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterShareGroupOffsetsResponse, DeleteShareGroupOffsetsResponse,
-    DescribeShareGroupOffsetsResponse, ShareGroupDescribeResponse,
+    AlterShareGroupOffsetsResponse,
+    DeleteShareGroupOffsetsResponse,
+    DescribeShareGroupOffsetsResponse,
+    ShareGroupDescribeResponse,
 )
 from kbroker.share.coordinator import PartitionKey
 from kbroker.share.group import ASSIGNOR_NAME

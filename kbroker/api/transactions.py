@@ -7,6 +7,8 @@ INVALID_PRODUCER_EPOCH where Kafka's PRODUCER_FENCED did not exist yet for them.
 
 from __future__ import annotations
 
+import re
+
 from kbroker.api.admin import UNKNOWN_TOPIC_MESSAGE
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
@@ -37,7 +39,7 @@ def fenced_for_version(error: ErrorCode, version: int, first_version_with_fenced
 
 def verification_error(error: ErrorCode, abortable_supported: bool) -> ErrorCode:
     """What produce and TxnOffsetCommit answer for a failed verification (Kafka's
-    AddPartitionsToTxnManager); TRANSACTION_ABORTABLE needs Produce v11 / TxnOffsetCommit v5."""
+    AddPartitionsToTxnManager); TRANSACTION_ABORTABLE needs Produce v11 / TxnOffsetCommit v4."""
     if error == ErrorCode.PRODUCER_FENCED:
         return ErrorCode.INVALID_PRODUCER_EPOCH
     if error == ErrorCode.TRANSACTION_ABORTABLE and not abortable_supported:
@@ -69,7 +71,7 @@ def _init_error(error: ErrorCode) -> InitProducerIdResponse:
                                   producer_epoch=NO_PRODUCER_EPOCH)
 
 
-@serves("InitProducerId", 0, 4)
+@serves("InitProducerId", 0, 5)
 async def handle_init_producer_id(ctx, request) -> InitProducerIdResponse:
     broker = ctx.broker
     expected = None
@@ -125,7 +127,7 @@ async def _add_partitions(broker, transactional_id: str, producer_id: int, produ
     return dict.fromkeys(partitions, fenced_for_version(error, version, 2))
 
 
-@serves("AddPartitionsToTxn", 0, 4)
+@serves("AddPartitionsToTxn", 0, 5)
 async def handle_add_partitions_to_txn(ctx, request) -> AddPartitionsToTxnResponse:
     broker = ctx.broker
     version = ctx.api_version
@@ -144,7 +146,7 @@ async def handle_add_partitions_to_txn(ctx, request) -> AddPartitionsToTxnRespon
     return response
 
 
-@serves("AddOffsetsToTxn", 0, 3)
+@serves("AddOffsetsToTxn", 0, 4)
 async def handle_add_offsets_to_txn(ctx, request) -> AddOffsetsToTxnResponse:
     broker = ctx.broker
     offsets_partition = (OFFSETS_TOPIC, broker.groups.partition_for(request.group_id))
@@ -155,7 +157,7 @@ async def handle_add_offsets_to_txn(ctx, request) -> AddOffsetsToTxnResponse:
 
 # -- EndTxn --------------------------------------------------------------------------------------
 
-@serves("EndTxn", 0, 3)
+@serves("EndTxn", 0, 4)
 async def handle_end_txn(ctx, request) -> EndTxnResponse:
     broker = ctx.broker
     error = await broker.transactions.end_transaction(
@@ -165,7 +167,7 @@ async def handle_end_txn(ctx, request) -> EndTxnResponse:
 
 # -- TxnOffsetCommit -----------------------------------------------------------------------------
 
-@serves("TxnOffsetCommit", 0, 3)
+@serves("TxnOffsetCommit", 0, 4)
 async def handle_txn_offset_commit(ctx, request) -> TxnOffsetCommitResponse:
     """Offsets staged in the group coordinator until the transaction ends."""
     broker = ctx.broker
@@ -183,7 +185,7 @@ async def handle_txn_offset_commit(ctx, request) -> TxnOffsetCommitResponse:
                                           partition.committed_leader_epoch,
                                           partition.committed_metadata))
     if offsets:
-        staged = await _stage_offsets(broker, request, offsets)
+        staged = await _stage_offsets(broker, request, offsets, ctx.api_version)
         for item, error in zip(offsets, staged):
             errors[(item.topic, item.partition)] = error
     by_topic: dict[str, list] = {}
@@ -196,7 +198,8 @@ async def handle_txn_offset_commit(ctx, request) -> TxnOffsetCommitResponse:
     ])
 
 
-async def _stage_offsets(broker, request, offsets: list[OffsetToCommit]) -> list[ErrorCode]:
+async def _stage_offsets(broker, request, offsets: list[OffsetToCommit],
+                         version: int) -> list[ErrorCode]:
     """Kafka's order: the group id, then the producer's transaction, then the group member."""
     if not request.group_id:
         return [ErrorCode.INVALID_GROUP_ID] * len(offsets)
@@ -204,7 +207,7 @@ async def _stage_offsets(broker, request, offsets: list[OffsetToCommit]) -> list
     offsets_partition = (OFFSETS_TOPIC, groups.partition_for(request.group_id))
     verified = broker.transactions.verify(request.transactional_id, request.producer_id,
                                           request.producer_epoch, [offsets_partition])
-    error = verification_error(verified[offsets_partition], False)
+    error = verification_error(verified[offsets_partition], version >= 4)
     if error != ErrorCode.NONE:
         return [error] * len(offsets)
     return await groups.stage_transactional_offsets(
@@ -240,15 +243,24 @@ async def handle_describe_transactions(ctx, request) -> DescribeTransactionsResp
     return DescribeTransactionsResponse(transaction_states=states)
 
 
-@serves("ListTransactions", 0, 1)
+@serves("ListTransactions", 0, 2)
 async def handle_list_transactions(ctx, request) -> ListTransactionsResponse:
+    """v1 filters by duration, v2 by a regular expression the whole transactional id matches."""
+    pattern = request.transactional_id_pattern if ctx.api_version >= 2 else None
+    try:
+        matcher = re.compile(pattern).fullmatch if pattern else None
+    except re.error:
+        return ListTransactionsResponse(
+            error_code=ErrorCode.INVALID_REGULAR_EXPRESSION, unknown_state_filters=[],
+            transaction_states=[])
     listed, unknown = ctx.broker.transactions.list_transactions(  # v0: duration_filter is -1
         request.state_filters, request.producer_id_filters, request.duration_filter)
     return ListTransactionsResponse(
         error_code=ErrorCode.NONE, unknown_state_filters=unknown,
         transaction_states=[ListTransactionsResponse.TransactionState(
             transactional_id=item.transactional_id, producer_id=item.producer_id,
-            transaction_state=item.state.kafka_name) for item in listed])
+            transaction_state=item.state.kafka_name)
+            for item in listed if matcher is None or matcher(item.transactional_id)])
 
 
 @serves("DescribeProducers", 0, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from kbroker.api.registry import HANDLERS, serves, supported_apis
+from kbroker.features import supported_features
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import API_KEYS, ApiVersionsResponse
 
@@ -30,11 +31,31 @@ def unsupported_version_response() -> ApiVersionsResponse:
     )
 
 
-@serves("ApiVersions", 0, 4)
+@serves("ApiVersions", 0, 5)
 async def handle_api_versions(ctx, request) -> ApiVersionsResponse:
+    """From v5 a client may name the cluster and node it expects (KIP-1242): both or neither,
+    and a mismatch answers REBOOTSTRAP_REQUIRED so that it looks for its cluster again."""
+    if ctx.api_version >= 5 and (request.cluster_id is None) != (request.node_id == -1):
+        return ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
     if ctx.api_version >= 3:
         name, version = request.client_software_name, request.client_software_version
         if not (_SOFTWARE_TEXT.fullmatch(name) and _SOFTWARE_TEXT.fullmatch(version)):
             return ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
+    if ctx.api_version >= 5 and request.cluster_id is not None and (
+            request.cluster_id != ctx.broker.identity.cluster_id
+            or request.node_id != ctx.broker.node_id):
+        return ApiVersionsResponse(error_code=ErrorCode.REBOOTSTRAP_REQUIRED)
+    if ctx.api_version >= 3:
         ctx.session.client_software = f"{name} {version}"
-    return ApiVersionsResponse(error_code=ErrorCode.NONE, api_keys=_advertised(supported_apis()))
+    broker = ctx.broker
+    return ApiVersionsResponse(
+        error_code=ErrorCode.NONE, api_keys=_advertised(supported_apis()),
+        supported_features=[
+            ApiVersionsResponse.SupportedFeatureKey(
+                name=feature.name, min_version=feature.min_level, max_version=feature.max_level)
+            for feature in supported_features()],
+        finalized_features_epoch=broker.metadata_offset.value,
+        finalized_features=[
+            ApiVersionsResponse.FinalizedFeatureKey(name=name, min_version_level=level,
+                                                    max_version_level=level)
+            for name, level in broker.features.finalized().items()])

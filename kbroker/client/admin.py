@@ -9,9 +9,12 @@ from kbroker.protocol import codec, messages
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.exceptions import ProtocolError
 
-TOPIC_RESOURCE = 2
+TOPIC_RESOURCE, BROKER_RESOURCE = 2, 4
 SET, DELETE = 0, 1  # IncrementalAlterConfigs operations
-TOPIC_CONFIG_SOURCE = 1  # DescribeConfigs: a value set on the topic itself
+CONFIG_SOURCES = dict(enumerate((  # DescribeConfigs' config_source, by Kafka's names
+    "UNKNOWN", "DYNAMIC_TOPIC_CONFIG", "DYNAMIC_BROKER_CONFIG", "DYNAMIC_DEFAULT_BROKER_CONFIG",
+    "STATIC_BROKER_CONFIG", "DEFAULT_CONFIG", "DYNAMIC_BROKER_LOGGER_CONFIG",
+    "CLIENT_METRICS_CONFIG", "GROUP_CONFIG")))
 EARLIEST, LATEST = -2, -1  # ListOffsets timestamps
 TIMEOUT_MS = 30_000
 
@@ -33,6 +36,15 @@ class TopicInfo:
     internal: bool
     partitions: list[PartitionInfo] = field(default_factory=list)
     configs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ConfigEntry:
+    name: str
+    value: str | None
+    source: str
+    read_only: bool
+    sensitive: bool
 
 
 @dataclass
@@ -130,14 +142,21 @@ async def describe_topic(cluster: Cluster, name: str, all_configs: bool = False)
 
 
 async def topic_configs(cluster: Cluster, name: str, only_overrides: bool = False) -> dict[str, str]:
+    return {c.name: c.value for c in await describe_configs(cluster, TOPIC_RESOURCE, name)
+            if not only_overrides or c.source == "DYNAMIC_TOPIC_CONFIG"}
+
+
+async def describe_configs(cluster: Cluster, resource_type: int, name: str) -> list[ConfigEntry]:
+    """Every config of a topic (TOPIC_RESOURCE) or broker (BROKER_RESOURCE, its node id)."""
     Request = messages.DescribeConfigsRequest
     response = await cluster.bootstrap.request("DescribeConfigs", Request(resources=[
-        Request.DescribeConfigsResource(resource_type=TOPIC_RESOURCE, resource_name=name,
+        Request.DescribeConfigsResource(resource_type=resource_type, resource_name=name,
                                         configuration_keys=None)]))
     (result,) = response.results
-    check(result.error_code, result.error_message, f"topic {name}")
-    return {c.name: c.value for c in result.configs
-            if not only_overrides or c.config_source == TOPIC_CONFIG_SOURCE}
+    check(result.error_code, result.error_message, f"configs of {name}")
+    return sorted((ConfigEntry(c.name, c.value, CONFIG_SOURCES.get(c.config_source, "UNKNOWN"),
+                               c.read_only, c.is_sensitive) for c in result.configs),
+                  key=lambda c: c.name)
 
 
 async def list_offsets(cluster: Cluster, topic: str, timestamps: dict[int, int],

@@ -25,7 +25,7 @@ def error(code: int, message: str | None = None, subject: str = "") -> KafkaErro
         known = ErrorCode(code)
     except ValueError:
         return KafkaError(ErrorCode.UNKNOWN_SERVER_ERROR, f"{subject}: error code {code}")
-    text = " ".join(part for part in (subject + ":" if subject else "", message or "") if part)
+    text = f"{subject}: {message}" if subject and message else subject or message
     return KafkaError(known, text or None)
 
 

@@ -7,9 +7,11 @@ request the tools fill in (e.g. Fetch v13 names topics by id).
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import struct
 from collections import deque
+from functools import cache
 
 import trio
 
@@ -24,6 +26,15 @@ WANTED_VERSIONS = {
     "DescribeGroups": 5, "OffsetFetch": 8, "OffsetCommit": 8, "DeleteGroups": 2,
     "DescribeLogDirs": 4,
 }
+
+
+@cache
+def software_version() -> str:
+    """kbroker's version, sent as the client software version (KIP-511)."""
+    try:
+        return importlib.metadata.version("kbroker")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class ClientError(Exception):
@@ -61,7 +72,7 @@ class Connection:
     async def _negotiate_versions(self) -> None:
         self.versions["ApiVersions"] = WANTED_VERSIONS["ApiVersions"]
         response = await self.request("ApiVersions", messages.ApiVersionsRequest(
-            client_software_name=self.client_id, client_software_version="1"))
+            client_software_name=self.client_id, client_software_version=software_version()))
         if response.error_code:
             self.versions["ApiVersions"] = 0
             response = await self.request("ApiVersions", messages.ApiVersionsRequest())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from datetime import datetime
 
 from kbroker.client.cluster import Cluster, check
 from kbroker.protocol import messages
@@ -19,6 +20,15 @@ _CONTROL_KEY = struct.Struct(">hh")  # version, type (0 abort, 1 commit)
 ABORT_MARKER = 0
 PARTITION_MAX_BYTES = 1024 * 1024
 FETCH_MAX_BYTES = 50 * 1024 * 1024
+
+
+def timestamp_from_iso(text: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 time (local time when it names no zone);
+    ValueError if it is not one."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return int(moment.timestamp() * 1000)
 
 
 @dataclass
@@ -43,10 +53,13 @@ class Consumer:
         self.isolation_level = isolation_level
         self.max_wait_ms = max_wait_ms
         self.high_watermarks: dict[int, int] = {}
+        self._leaders: dict[int, int] | None = None  # looked up once: the tools run briefly
 
     async def fetch(self) -> list[ConsumedRecord]:
         """One fetch from every leader; the records it returned, positions moved past them."""
-        leaders = await self.cluster.leaders(self.topic)
+        if self._leaders is None:
+            self._leaders = await self.cluster.leaders(self.topic)
+        leaders = self._leaders
         by_leader: dict[int, list[int]] = {}
         for partition in self.positions:
             by_leader.setdefault(leaders[partition], []).append(partition)
@@ -105,3 +118,23 @@ class Consumer:
                           if header.base_offset + r.offset_delta >= position]
             position = header.last_offset + 1
         return found, position
+
+
+async def read_range(cluster: Cluster, topic: str, starts: dict[int, int], ends: dict[int, int],
+                     limit: int | None = None) -> list[ConsumedRecord]:
+    """The records of each partition from its start offset up to (not including) its end, at
+    most `limit` per partition, in (partition, offset) order."""
+    consumer = Consumer(cluster, topic, {p: o for p, o in starts.items() if o < ends[p]},
+                        max_wait_ms=0)
+    found: dict[int, list[ConsumedRecord]] = {p: [] for p in consumer.positions}
+    while consumer.positions:
+        before = dict(consumer.positions)
+        for consumed in await consumer.fetch():
+            kept = found[consumed.partition]
+            if consumed.offset < ends[consumed.partition] and (limit is None or len(kept) < limit):
+                kept.append(consumed)
+        for partition, position in list(consumer.positions.items()):
+            full = limit is not None and len(found[partition]) >= limit
+            if position >= ends[partition] or full or position == before[partition]:
+                del consumer.positions[partition]  # done, or nothing more to read there
+    return [r for partition in sorted(found) for r in found[partition]]

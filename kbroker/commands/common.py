@@ -6,11 +6,11 @@ import dataclasses
 import json
 import sys
 import time
-from datetime import datetime
 
 import trio
 
 from kbroker.client import ClientError, Cluster
+from kbroker.client.consumer import timestamp_from_iso
 from kbroker.protocol.errors import KafkaError
 from kbroker.protocol.exceptions import ProtocolError
 
@@ -46,6 +46,8 @@ def run(command, args) -> int:
         print(f"kbroker: {exc}", file=sys.stderr)
     except ProtocolError as exc:
         print(f"kbroker: the broker's answer could not be decoded: {exc}", file=sys.stderr)
+    except OSError as exc:  # a file to produce that cannot be read
+        print(f"kbroker: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return 1
@@ -89,12 +91,9 @@ def key_values(texts: list[str], what: str = "key=value") -> dict[str, str]:
 
 def timestamp_ms(text: str) -> int:
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return timestamp_from_iso(text)
     except ValueError:
         fail(f"not an ISO 8601 time: {text!r}")
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # a local time, as the user's clock shows it
-    return int(moment.timestamp() * 1000)
 
 
 class Progress:

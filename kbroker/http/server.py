@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import partial
 from http import HTTPStatus
 from typing import Awaitable, Callable
 from urllib.parse import parse_qsl, urlsplit
@@ -90,10 +89,10 @@ async def serve_http(routes: Routes, host: str, port: int, *,
         except Exception:  # a bug costs one HTTP connection, never the broker
             log.exception("HTTP connection failed")
 
+    listeners = await trio.open_tcp_listeners(port, host=host)  # OSError if the port is taken
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, handle, port, host=host))
-        bound_port = listeners[0].socket.getsockname()[1]
-        task_status.started((host, bound_port))
+        await nursery.start(trio.serve_listeners, handle, listeners)
+        task_status.started((host, listeners[0].socket.getsockname()[1]))
 
 
 async def _serve_connection(routes: Routes, stream: trio.SocketStream) -> None:

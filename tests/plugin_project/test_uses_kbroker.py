@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import urllib.request
 
 import pytest
 import trio
@@ -25,6 +26,12 @@ def test_session_broker_stores_what_a_client_produces(kbroker):
 
 def test_session_broker_is_shared(kbroker):
     assert kbroker.records("orders")  # the previous test's record is still there
+
+
+def test_session_broker_serves_metrics(kbroker):
+    with urllib.request.urlopen(kbroker.http + "/metrics") as response:
+        assert 'kafka_server_brokertopicmetrics_messagesin_total{topic="orders"} 1' in \
+            response.read().decode()
 
 
 def test_fresh_broker_starts_empty(kbroker_fresh, kbroker):
