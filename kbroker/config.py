@@ -51,6 +51,8 @@ def _check_listener(text: str | None) -> None:
 _DAY_MS = 24 * 3600 * 1000
 SASL_JAAS_SETTING = "listener.name.sasl_plaintext.plain.sasl.jaas.config"
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+CONSUMER_ASSIGNORS = ("org.apache.kafka.coordinator.group.assignor.UniformAssignor",
+                      "org.apache.kafka.coordinator.group.assignor.RangeAssignor")
 
 # Settings of the broker alone (Kafka's KafkaConfig), grouped as `kbroker configs` lists them.
 _BROKER_SETTINGS: tuple[Setting, ...] = (
@@ -125,6 +127,23 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("group.max.session.timeout.ms", "int", 1800000, "Largest session timeout a member may "
             "ask for.", low=0),
     Setting("group.max.size", "int", INT_MAX, "Most members in one group.", low=1),
+    # Consumer groups of the KIP-848 protocol (ConsumerGroupHeartbeat).
+    Setting("group.consumer.session.timeout.ms", "int", 45000, "Time without a heartbeat after "
+            "which a consumer group member is removed.", low=1),
+    Setting("group.consumer.min.session.timeout.ms", "int", 45000, "Lower bound of "
+            "group.consumer.session.timeout.ms.", low=1),
+    Setting("group.consumer.max.session.timeout.ms", "int", 60000, "Upper bound of "
+            "group.consumer.session.timeout.ms.", low=1),
+    Setting("group.consumer.heartbeat.interval.ms", "int", 5000, "Heartbeat interval given to "
+            "consumer group members.", low=1),
+    Setting("group.consumer.min.heartbeat.interval.ms", "int", 5000, "Lower bound of "
+            "group.consumer.heartbeat.interval.ms.", low=1),
+    Setting("group.consumer.max.heartbeat.interval.ms", "int", 15000, "Upper bound of "
+            "group.consumer.heartbeat.interval.ms.", low=1),
+    Setting("group.consumer.max.size", "int", INT_MAX, "Most members in one consumer group.", low=1),
+    Setting("group.consumer.assignors", "list", CONSUMER_ASSIGNORS, "Server-side assignors, by "
+            "name (uniform, range) or Kafka class name; the first is used when members name none.",
+            choices=(*CONSUMER_ASSIGNORS, "uniform", "range")),
     Setting("offsets.retention.minutes", "int", 10080, "How long committed offsets of an empty "
             "group are kept.", low=1),
     Setting("offsets.retention.check.interval.ms", "long", 600000, "How often expired offsets are "
@@ -191,12 +210,12 @@ SETTINGS: tuple[Setting, ...] = _BROKER_SETTINGS + tuple(TOPIC_DEFAULT_SETTINGS.
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 BROKER_RULES = (
     AtMost("group.min.session.timeout.ms", "group.max.session.timeout.ms", "broker"),
-    AtMost("group.share.min.record.lock.duration.ms", "group.share.record.lock.duration.ms", "broker"),
-    AtMost("group.share.record.lock.duration.ms", "group.share.max.record.lock.duration.ms", "broker"),
-    AtMost("group.share.min.session.timeout.ms", "group.share.session.timeout.ms", "broker"),
-    AtMost("group.share.session.timeout.ms", "group.share.max.session.timeout.ms", "broker"),
-    AtMost("group.share.min.heartbeat.interval.ms", "group.share.heartbeat.interval.ms", "broker"),
-    AtMost("group.share.heartbeat.interval.ms", "group.share.max.heartbeat.interval.ms", "broker"),
+    *(AtMost(low, high, "broker")
+      for group_type, prefixes in (("consumer", ("session.timeout", "heartbeat.interval")),
+                                   ("share", ("session.timeout", "heartbeat.interval", "record.lock.duration")))
+      for prefix in prefixes
+      for low, high in ((f"group.{group_type}.min.{prefix}.ms", f"group.{group_type}.{prefix}.ms"),
+                        (f"group.{group_type}.{prefix}.ms", f"group.{group_type}.max.{prefix}.ms"))),
 )
 
 

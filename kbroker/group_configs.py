@@ -43,6 +43,13 @@ class GroupSetting(NamedTuple):
 
 
 GROUP_SETTINGS: dict[str, GroupSetting] = {g.setting.name: g for g in (
+    GroupSetting(Setting("consumer.session.timeout.ms", "int", 45000, "The timeout to detect client "
+                         "failures when using the consumer group protocol.", low=1),
+                 "group.consumer.session.timeout.ms",
+                 ("group.consumer.min.session.timeout.ms", "group.consumer.max.session.timeout.ms")),
+    GroupSetting(Setting("consumer.heartbeat.interval.ms", "int", 5000, "The heartbeat interval given "
+                         "to the members of a consumer group.", low=1), "group.consumer.heartbeat.interval.ms",
+                 ("group.consumer.min.heartbeat.interval.ms", "group.consumer.max.heartbeat.interval.ms")),
     GroupSetting(Setting("share.auto.offset.reset", "string", "latest", "Where a share partition "
                          "starts when the group has no state for it: latest, earliest or "
                          "by_duration:<ISO8601 duration>.", validator=_check_offset_reset), None, None),

@@ -21,6 +21,7 @@ from kbroker.protocol.messages import (
 GROUP_KEY, TRANSACTION_KEY = 0, 1
 GROUP_TYPE = "classic"
 SHARE_TYPE = "share"  # a share group's type and protocol type (kbroker/share)
+CONSUMER_GROUP_TYPE = CONSUMER_PROTOCOL_TYPE = "consumer"
 NO_NODE = (-1, "", -1)
 # Kafka's message for INVALID_REQUEST (Errors.java), sent with FindCoordinator errors.
 _INVALID_REQUEST_MESSAGE = (
@@ -239,15 +240,17 @@ async def handle_offset_fetch(ctx, request) -> OffsetFetchResponse:
     require_stable = version >= 7 and request.require_stable
     R = OffsetFetchResponse
     if version >= 8:
-        return R(throttle_time_ms=0, groups=[
-            R.OffsetFetchResponseGroup(
-                group_id=group.group_id, error_code=ErrorCode.NONE,
-                topics=_fetch_group(broker, group.group_id, group.topics, require_stable,
-                                    version >= 10, R.OffsetFetchResponsePartitions,
-                                    R.OffsetFetchResponseTopics),
-            )
-            for group in request.groups
-        ])
+        answers = []
+        for group in request.groups:
+            # v9+: a consumer group member fetches with its current epoch (STALE_MEMBER_EPOCH).
+            error = broker.groups.consumer.validate_offset_fetch(
+                group.group_id, group.member_id, group.member_epoch) if version >= 9 else ErrorCode.NONE
+            topics = [] if error != ErrorCode.NONE else _fetch_group(
+                broker, group.group_id, group.topics, require_stable, version >= 10,
+                R.OffsetFetchResponsePartitions, R.OffsetFetchResponseTopics)
+            answers.append(R.OffsetFetchResponseGroup(group_id=group.group_id, error_code=error,
+                                                      topics=topics))
+        return R(throttle_time_ms=0, groups=answers)
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, topics=_fetch_group(
         broker, request.group_id, request.topics, require_stable, False,
         R.OffsetFetchResponsePartition, R.OffsetFetchResponseTopic))
@@ -258,24 +261,24 @@ async def handle_list_groups(ctx, request) -> ListGroupsResponse:
     version = ctx.api_version
     states = {s.strip().lower() for s in request.states_filter} if version >= 4 else set()
     types = {t.strip().lower() for t in request.types_filter} if version >= 5 else set()
+    groups = ctx.broker.groups
+    every = [(g.group_id, g.protocol_type or "", g.state.value, GROUP_TYPE) for g in groups.list_groups()]
+    every += [(g.group_id, CONSUMER_PROTOCOL_TYPE, g.state.value, CONSUMER_GROUP_TYPE)
+              for g in groups.consumer.list_groups()]
+    every += [(g.group_id, SHARE_TYPE, g.state, SHARE_TYPE) for g in ctx.broker.share.groups.groups.values()]
     listed = [
-        ListGroupsResponse.ListedGroup(group_id=group.group_id,
-                                       protocol_type=group.protocol_type or "",
-                                       group_state=group.state.value, group_type=GROUP_TYPE)
-        for group in ctx.broker.groups.list_groups()
-        if (not states or group.state.value.lower() in states) and (not types or GROUP_TYPE in types)
-    ] + [
-        ListGroupsResponse.ListedGroup(group_id=group.group_id, protocol_type=SHARE_TYPE,
-                                       group_state=group.state, group_type=SHARE_TYPE)
-        for group in ctx.broker.share.groups.groups.values()
-        if (not states or group.state.lower() in states) and (not types or SHARE_TYPE in types)
+        ListGroupsResponse.ListedGroup(group_id=group_id, protocol_type=protocol_type,
+                                       group_state=state, group_type=group_type)
+        for group_id, protocol_type, state, group_type in every
+        if (not states or state.lower() in states) and (not types or group_type in types)
     ]
     return ListGroupsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, groups=listed)
 
 
 @serves("DescribeGroups", 0, 6)
 async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
-    """Unknown groups are described as Dead: with GROUP_ID_NOT_FOUND from v6, before with no error."""
+    """Unknown groups, and consumer groups (KIP-848), are described as Dead: with
+    GROUP_ID_NOT_FOUND from v6, before with no error, as Kafka does."""
     operations = GROUP_OPERATIONS if ctx.api_version >= 3 and request.include_authorized_operations \
         else OPERATIONS_NOT_REQUESTED
     described = []
@@ -283,7 +286,10 @@ async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
         group = ctx.broker.groups.group(group_id)
         if group is None and ctx.api_version >= 6:
             described.append(DescribeGroupsResponse.DescribedGroup(
-                error_code=ErrorCode.GROUP_ID_NOT_FOUND, error_message=f"Group {group_id} not found.",
+                error_code=ErrorCode.GROUP_ID_NOT_FOUND, error_message=(
+                    f"Group {group_id} is not a classic group."
+                    if ctx.broker.groups.consumer.group(group_id) is not None
+                    else f"Group {group_id} not found."),
                 group_id=group_id, group_state="Dead", protocol_type="", protocol_data="", members=[],
                 authorized_operations=OPERATIONS_NOT_REQUESTED))
             continue
