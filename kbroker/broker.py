@@ -87,7 +87,8 @@ class Broker:
             config, LogTopic(self.storage, SHARE_STATE_TOPIC,
                              config["share.coordinator.state.topic.num.partitions"], SHARE_STATE_CONFIGS),
             self.clock.now_ms, self.storage, self.group_configs,
-            other_group_type=lambda group_id: self.groups.group(group_id) is not None)
+            other_group_type=lambda group_id: self.groups.group(group_id) is not None
+            or self.groups.consumer.group(group_id) is not None)
 
     def _set_log_defaults(self, defaults: LogConfig) -> None:
         self.log_defaults = defaults

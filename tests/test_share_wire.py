@@ -110,6 +110,14 @@ def test_group_types_do_not_mix(wire, topic_name):
     refused = heartbeat(wire, classic, "m", 0, [topic_name])
     assert (refused.error_code, refused.error_message) == (ErrorCode.GROUP_ID_NOT_FOUND,
                                                            f"Group {classic} is not a share group.")
+    consumer_heartbeat = dict(member_epoch=0, instance_id=None, rack_id=None, rebalance_timeout_ms=10000,
+                              subscribed_topic_names=[topic_name], server_assignor=None, topic_partitions=[])
+    refused = wire.request("ConsumerGroupHeartbeat", 0, group_id=share, member_id="c", **consumer_heartbeat)
+    assert (refused.error_code, refused.error_message) == (ErrorCode.GROUP_ID_NOT_FOUND,
+                                                           f"Group {share} is not a consumer group.")
+    consumer = "consumer-" + topic_name
+    wire.request("ConsumerGroupHeartbeat", 0, group_id=consumer, member_id="c", **consumer_heartbeat)
+    assert heartbeat(wire, consumer, "m", 0, [topic_name]).error_code == ErrorCode.GROUP_ID_NOT_FOUND
     assert wire.request("DeleteGroups", 2, groups_names=[share]).results[0].error_code == ErrorCode.NON_EMPTY_GROUP
     heartbeat(wire, share, "m", -1)
     assert wire.request("DeleteGroups", 2, groups_names=[share]).results[0].error_code == ErrorCode.NONE

@@ -36,7 +36,7 @@ def _share_group(broker, group_id: str):
     group = broker.share.groups.get(group_id)
     if group is not None:
         return group
-    if broker.groups.group(group_id) is not None:
+    if broker.share.groups.other_group_type(group_id):
         raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {group_id} is not a share group.")
     raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {group_id} not found.")
 
@@ -137,7 +137,7 @@ def _empty_share_group(broker, group_id: str, create: bool) -> None:
     """Offsets may change only in an empty share group (or a new one, when altering)."""
     group = broker.share.groups.get(group_id)
     if group is None:
-        if create and broker.groups.group(group_id) is None:
+        if create and not broker.share.groups.other_group_type(group_id):
             return
         _share_group(broker, group_id)
     elif group.members:
