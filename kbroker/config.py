@@ -205,7 +205,8 @@ def _topic_default(topic: Setting) -> Setting:
                                dynamic=True)
 
 
-TOPIC_DEFAULT_SETTINGS: dict[str, Setting] = {s.name: _topic_default(s) for s in TOPIC_SETTINGS}
+TOPIC_DEFAULT_SETTINGS: dict[str, Setting] = {s.name: _topic_default(s) for s in TOPIC_SETTINGS
+                                               if s.broker_name is not None}
 SETTINGS: tuple[Setting, ...] = _BROKER_SETTINGS + tuple(TOPIC_DEFAULT_SETTINGS.values())
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 BROKER_RULES = (

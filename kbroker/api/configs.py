@@ -68,8 +68,9 @@ def topic_config_entries(broker, overrides: dict[str, str]) -> list[ConfigEntry]
     for name, setting in sorted(TOPIC_SETTINGS_BY_NAME.items()):
         value = setting.render(getattr(config, setting.field))
         synonyms = [(name, value, ConfigSource.TOPIC_CONFIG)] if name in overrides else []
-        synonyms += [(setting.broker_name, text, source)
-                     for source, text in broker.config.sources(setting.broker_name)]
+        if setting.broker_name is not None:
+            synonyms += [(setting.broker_name, text, source)
+                         for source, text in broker.config.sources(setting.broker_name)]
         source = synonyms[0][2] if synonyms else ConfigSource.DEFAULT_CONFIG
         entries.append(ConfigEntry(name, value, source, False, False, synonyms,
                                    _CONFIG_TYPES[setting.kind], setting.doc))

@@ -17,7 +17,7 @@ PartitionResponse = ProduceResponse.PartitionProduceResponse
 
 
 def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
-            transactional_id: str | None, version: int, appended_to: list) -> PartitionResponse:
+            transactional_id: str | None, version: int, acks: int, appended_to: list) -> PartitionResponse:
     if topic in INTERNAL_TOPICS:
         return PartitionResponse(
             index=partition, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
@@ -32,6 +32,12 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
     if records is None:
         return PartitionResponse(index=partition, error_code=ErrorCode.CORRUPT_MESSAGE,
                                  error_message="no records")
+    required = partition_log.config.min_insync_replicas
+    if acks == -1 and required > 1:  # one broker: the in-sync replicas are this one alone
+        return PartitionResponse(
+            index=partition, error_code=ErrorCode.NOT_ENOUGH_REPLICAS, base_offset=-1,
+            error_message=f"The size of the current ISR 1 is insufficient to satisfy the min.isr "
+                          f"requirement of {required} for partition {topic}-{partition}")
     header = transactional_batch(records)
     if header is not None:
         error = verify_produce(broker, transactional_id, topic, partition, header, version)
@@ -90,7 +96,7 @@ async def handle_produce(ctx, request) -> ProduceResponse | None:
                 continue
             responses.append(TopicResponse(name=name, topic_id=topic.topic_id, partition_responses=[
                 _append(broker, name, data.index, data.records, timestamp_ms,
-                        request.transactional_id, version, appended_to)
+                        request.transactional_id, version, request.acks, appended_to)
                 for data in topic.partition_data
             ]))
     await broker.storage.flush_if_due(appended_to)
