@@ -119,7 +119,7 @@ class PartitionLog(LocalLog):
         (KAFKA_STORAGE_ERROR when the disk fails it)."""
         config = self.config
         self.check_online()
-        batch = validate_produce_batch(records, config, now_ms)
+        batch = validate_produce_batch(records, config, now_ms, self.name)
         header = batch.header
         state = self.producer_state
         if header.producer_id >= 0:
