@@ -19,7 +19,7 @@ from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
 from kbroker.housekeeping import LogHousekeeping
-from kbroker.log import LogConfig, LogManager
+from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
     BrokerIdentity, DynamicBrokerConfigs, MetadataOffset, ProducerIdAllocator, ScramCredentials,
@@ -52,9 +52,10 @@ class Broker:
         self.data_dir = Path(config["log.dirs"])
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity = BrokerIdentity.load_or_create(self.data_dir, config["node.id"])
-        self.dynamic_configs = DynamicBrokerConfigs(config, self.data_dir, self._set_log_defaults)
-        self.log_defaults = config.log_defaults()
-        self.logs = LogManager(str(self.data_dir), self.log_defaults, clock=self.clock.now_ms,
+        # Stored dynamic configs are loaded first: they change the topic defaults the logs open with.
+        self.dynamic_configs = DynamicBrokerConfigs(
+            config, self.data_dir, lambda defaults: self.logs.set_defaults(defaults))
+        self.logs = LogManager(str(self.data_dir), config.log_defaults(), clock=self.clock.now_ms,
                                open_files_max=config["log.open.files.max"])
         self.storage = Storage(self.logs, self.clock.now_ms, config["num.partitions"])
         self.metadata_offset = MetadataOffset(self.data_dir)
@@ -80,10 +81,6 @@ class Broker:
                              config["transaction.state.log.num.partitions"],
                              TRANSACTION_STATE_CONFIGS),
             self.clock.now_ms, self.producer_ids.allocate, self.storage, self.groups)
-
-    def _set_log_defaults(self, defaults: LogConfig) -> None:
-        self.log_defaults = defaults
-        self.logs.set_defaults(defaults)
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""

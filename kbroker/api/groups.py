@@ -7,7 +7,7 @@ before the coordinator is asked.
 
 from __future__ import annotations
 
-from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
+from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
 from kbroker.api.registry import serves
 from kbroker.groups.classic import STABLE, JoinRequest
 from kbroker.groups.coordinator import OffsetToCommit
@@ -143,20 +143,11 @@ async def handle_leave_group(ctx, request) -> LeaveGroupResponse:
     ])
 
 
-def _topic_names(broker, topics, use_ids: bool) -> list[str | None]:
-    """The topic each request entry names: from v10 of OffsetCommit/OffsetFetch (and v6 of
-    TxnOffsetCommit) by id, None for an id not known (answered with UNKNOWN_TOPIC_ID)."""
-    if not use_ids:
-        return [topic.name for topic in topics]
-    found = [broker.logs.topic_by_id(topic.topic_id) for topic in topics]
-    return [None if info is None else info.name for info in found]
-
-
 @serves("OffsetCommit", 2, 10)
 async def handle_offset_commit(ctx, request) -> OffsetCommitResponse:
     version = ctx.api_version
     broker = ctx.broker
-    names = _topic_names(broker, request.topics, version >= 10)
+    names = topic_names(broker, request.topics, version >= 10)
     errors: dict[tuple[str | None, int], ErrorCode] = {}
     valid = []
     for topic, name in zip(request.topics, names):
@@ -196,7 +187,7 @@ def _fetch_group(broker, group_id: str, topics, require_stable: bool, use_ids: b
     unknown_ids = []
     wanted = None
     if topics is not None:
-        names = _topic_names(broker, topics, use_ids)
+        names = topic_names(broker, topics, use_ids)
         unknown_ids = [topic for topic, name in zip(topics, names) if name is None]
         wanted = [(name, list(topic.partition_indexes))
                   for topic, name in zip(topics, names) if name is not None]
