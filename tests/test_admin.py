@@ -218,8 +218,8 @@ def test_client_versions(admin_broker):
     assert by_software["kafka-python"]["CreateTopics"] == [7]
     assert by_software["kafka-python"]["DeleteTopics"] == [6]
     assert by_software["kafka-python"]["CreatePartitions"] == [3]
-    assert by_software["kafka-python"]["DescribeLogDirs"] == [4]
-    assert by_software["kafka-python"]["DescribeCluster"] == [1]
+    assert by_software["kafka-python"]["DescribeLogDirs"] == [5]
+    assert by_software["kafka-python"]["DescribeCluster"] == [2]
     assert by_software["confluent-kafka-python"]["CreateTopics"] == [4]
     assert by_software["confluent-kafka-python"]["DeleteRecords"] == [2]
 

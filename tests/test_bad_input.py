@@ -148,7 +148,7 @@ def test_too_new_api_versions_is_answered_in_v0(strict_broker):
         correlation_id, body = codec.decode_response(api_key, 0, client.receive_frame())
         assert correlation_id == 7
         assert body.error_code == ErrorCode.UNSUPPORTED_VERSION
-        assert [(k.api_key, k.min_version, k.max_version) for k in body.api_keys] == [(18, 0, 4)]
+        assert [(k.api_key, k.min_version, k.max_version) for k in body.api_keys] == [(18, 0, 5)]
 
 
 def test_acks_zero_failure_closes_the_connection(strict_broker):

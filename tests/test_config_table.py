@@ -14,6 +14,7 @@ import kbroker.config
 from kbroker.config import SETTINGS_BY_NAME, Config, ConfigSource
 from kbroker.log.config import TOPIC_SETTINGS
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.messages import ProduceRequest
 from kbroker.protocol.records import Record, build_batch
 from kbroker.testing import running_broker
 from tests.test_admin import create, topic
@@ -24,6 +25,8 @@ from tests.wire import WireClient
 
 def test_every_topic_setting_has_its_broker_default_with_the_same_rules():
     for setting in TOPIC_SETTINGS:
+        if setting.broker_name is None:  # a topic-only config, e.g. remote.log.copy.disable
+            continue
         broker = SETTINGS_BY_NAME[setting.broker_name]
         assert broker.topic_name == setting.name and broker.dynamic
         assert (broker.kind, broker.default, broker.low, broker.high, broker.choices) == \
@@ -112,3 +115,16 @@ def test_an_unusable_data_directory_is_one_line(tmp_path):
          str(tmp_path / "file" / "data")], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr == f"kbroker: cannot open the data: Not a directory: {tmp_path / 'file' / 'data'}\n"
+
+
+def test_min_insync_replicas_over_one_refuses_acks_all_as_one_kafka_broker_does(topic_name):
+    """min.insync.replicas used to be accepted and ignored."""
+    batch = build_batch([Record(timestamp=1_700_000_000_000, value=b"v")])
+    with running_broker() as broker, WireClient(broker.bootstrap) as wire:
+        create(wire, topic(topic_name, configs=[("min.insync.replicas", "2")]))
+        assert produce(wire, topic_name, 0, batch, None).error_code == ErrorCode.NOT_ENOUGH_REPLICAS
+        request = ProduceRequest
+        answer = wire.request("Produce", 9, transactional_id=None, acks=1, timeout_ms=5000, topic_data=[
+            request.TopicProduceData(name=topic_name, partition_data=[
+                request.PartitionProduceData(index=0, records=batch)])])
+        assert answer.responses[0].partition_responses[0].error_code == 0

@@ -267,3 +267,77 @@ def test_records_tombstone_and_corruption():
         records.decode_key(b"\x00\x01\x00\x01x")
     with pytest.raises(records.CorruptRecord):
         records.decode_key(None)
+
+
+# -- transactions v2 (EndTxn v5) -------------------------------------------------------------
+
+def begin_v2(machine, meta, partitions=(P0,), now=1):
+    return stored(machine, machine.add_partitions(TID, meta.producer_id, meta.producer_epoch,
+                                                  partitions, now, transaction_version=2))
+
+
+def end_v2(machine, meta, commit=True, now=2, epoch=None):
+    return machine.end_transaction(TID, meta.producer_id,
+                                   meta.producer_epoch if epoch is None else epoch, commit, now,
+                                   transaction_version=2)
+
+
+def test_e5_every_v2_end_bumps_the_epoch(machine):
+    meta = init(machine)
+    ongoing = begin_v2(machine, meta)
+    assert ongoing.client_transaction_version == 2
+    prepared = stored(machine, end_v2(machine, ongoing))
+    assert (prepared.state, prepared.producer_epoch, prepared.last_producer_epoch) == (
+        TxnState.PREPARE_COMMIT, 1, 0)
+    assert prepared.continued_as() == (meta.producer_id, 1)
+    done = stored(machine, machine.complete(prepared, 3))
+    assert (done.state, done.producer_id, done.producer_epoch, done.partitions) == (
+        TxnState.COMPLETE_COMMIT, meta.producer_id, 1, frozenset())
+    # The next transaction runs at the new epoch; the old one is fenced.
+    assert machine.add_partitions(TID, meta.producer_id, 0, [P0], 4, 2) == ErrorCode.PRODUCER_FENCED
+    again = begin_v2(machine, done, now=5)
+    assert stored(machine, end_v2(machine, again, commit=False)).producer_epoch == 2
+
+
+def test_e6_v2_retries(machine):
+    meta = init(machine)
+    prepared = stored(machine, end_v2(machine, begin_v2(machine, meta)))
+    # A retry names the epoch before the bump: busy while Prepare*, NONE once complete.
+    assert end_v2(machine, meta) == ErrorCode.CONCURRENT_TRANSACTIONS
+    assert end_v2(machine, meta, commit=False) == ErrorCode.INVALID_TXN_STATE
+    stored(machine, machine.complete(prepared, 3))
+    assert end_v2(machine, meta) == ErrorCode.NONE
+    assert end_v2(machine, meta, commit=False) == ErrorCode.INVALID_TXN_STATE
+    assert end_v2(machine, meta, epoch=5) == ErrorCode.PRODUCER_FENCED
+    assert machine.end_transaction(TID, meta.producer_id + 9, 1, True, 4, 2) == \
+        ErrorCode.INVALID_PRODUCER_ID_MAPPING
+
+
+def test_e7_v2_abort_without_a_transaction_bumps_the_epoch(machine):
+    meta = init(machine)
+    assert end_v2(machine, meta, commit=True) == ErrorCode.INVALID_TXN_STATE
+    prepared = stored(machine, end_v2(machine, meta, commit=False, now=7))
+    assert (prepared.state, prepared.producer_epoch, prepared.start_ms) == (
+        TxnState.PREPARE_ABORT, 1, 7)
+    done = stored(machine, machine.complete(prepared, 8))
+    # From CompleteAbort at the current epoch, another abort bumps again (not a retry).
+    assert stored(machine, end_v2(machine, done, commit=False)).producer_epoch == 2
+
+
+def test_e5_v2_end_rotates_an_exhausted_producer_id(machine):
+    meta = init(machine)
+    exhausted = stored(machine, meta.to(TxnState.EMPTY, 1, producer_epoch=32766))
+    assert is_epoch_exhausted(exhausted.producer_epoch)
+    prepared = stored(machine, end_v2(machine, begin_v2(machine, exhausted)))
+    assert (prepared.producer_epoch, prepared.next_producer_id) == (32767, 1001)
+    assert prepared.continued_as() == (1001, 0)
+    done = stored(machine, machine.complete(prepared, 3))
+    assert (done.producer_id, done.previous_producer_id, done.producer_epoch) == (1001, 1000, 0)
+    # The producer's retry still names the old id and epoch.
+    assert machine.end_transaction(TID, 1000, 32766, True, 4, 2) == ErrorCode.NONE
+
+
+def test_v1_ends_keep_the_epoch(machine):
+    meta = init(machine)
+    done = finish(machine, begin(machine, meta))
+    assert (done.producer_epoch, done.client_transaction_version) == (0, 0)

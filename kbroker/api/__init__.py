@@ -1,6 +1,6 @@
 """API handlers, one module per API family; importing this package registers them all."""
 
 from kbroker.api import (  # noqa: F401
-    admin, configs, features, fetch, groups, metadata, offsets, produce, quorum, security,
-    transactions, versions,
+    admin, configs, consumer_groups, features, fetch, groups, metadata, offsets, produce, quorum,
+    quotas, security, share, share_admin, transactions, versions,
 )

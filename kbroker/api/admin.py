@@ -324,7 +324,7 @@ async def handle_delete_records(ctx, request) -> DeleteRecordsResponse:
 
 # -- DescribeCluster -------------------------------------------------------------------------
 
-@serves("DescribeCluster", 0, 1)
+@serves("DescribeCluster", 0, 2)
 async def handle_describe_cluster(ctx, request) -> DescribeClusterResponse:
     broker = ctx.broker
     endpoint = request.endpoint_type if ctx.api_version >= 1 else BROKER_ENDPOINT
@@ -351,7 +351,7 @@ async def handle_describe_cluster(ctx, request) -> DescribeClusterResponse:
 
 # -- DescribeLogDirs -------------------------------------------------------------------------
 
-@serves("DescribeLogDirs", 1, 4)
+@serves("DescribeLogDirs", 1, 5)
 async def handle_describe_log_dirs(ctx, request) -> DescribeLogDirsResponse:
     broker = ctx.broker
     Topic = DescribeLogDirsResponse.DescribeLogDirsTopic
@@ -531,7 +531,7 @@ def _reassign(broker, topic: str, partition: int, replicas: list[int] | None) ->
     check_replica_list(replicas, broker.node_id, None)  # [this broker]: nothing to move
 
 
-@serves("AlterPartitionReassignments", 0, 0)
+@serves("AlterPartitionReassignments", 0, 1)
 async def handle_alter_partition_reassignments(ctx, request) -> AlterPartitionReassignmentsResponse:
     Response = AlterPartitionReassignmentsResponse
     topics = []
@@ -549,4 +549,7 @@ async def handle_alter_partition_reassignments(ctx, request) -> AlterPartitionRe
                     partition_index=partition.partition_index, error_code=ErrorCode.NONE,
                     error_message=None))
         topics.append(Response.ReassignableTopicResponse(name=topic.name, partitions=answers))
-    return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=topics)
+    # One broker: the only valid target is the current replica list, so the replication factor
+    # never changes and v1's AllowReplicationFactorChange is only echoed, as Kafka does.
+    return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=topics,
+                    allow_replication_factor_change=request.allow_replication_factor_change)

@@ -7,7 +7,7 @@ before the coordinator is asked.
 
 from __future__ import annotations
 
-from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
+from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
 from kbroker.api.registry import serves
 from kbroker.groups.classic import STABLE, JoinRequest
 from kbroker.groups.coordinator import OffsetToCommit
@@ -20,6 +20,8 @@ from kbroker.protocol.messages import (
 
 GROUP_KEY, TRANSACTION_KEY = 0, 1
 GROUP_TYPE = "classic"
+SHARE_TYPE = "share"  # a share group's type and protocol type (kbroker/share)
+CONSUMER_GROUP_TYPE = CONSUMER_PROTOCOL_TYPE = "consumer"
 NO_NODE = (-1, "", -1)
 # Kafka's message for INVALID_REQUEST (Errors.java), sent with FindCoordinator errors.
 _INVALID_REQUEST_MESSAGE = (
@@ -66,6 +68,9 @@ async def handle_find_coordinator(ctx, request) -> FindCoordinatorResponse:
 async def handle_join_group(ctx, request) -> JoinGroupResponse:
     """Answered when the join phase completes (the request waits for the rebalance)."""
     version = ctx.api_version
+    if ctx.broker.share.is_share_group(request.group_id):
+        return JoinGroupResponse(throttle_time_ms=0, error_code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+                                 generation_id=-1, member_id="", members=[])
     result = await ctx.broker.groups.join(JoinRequest(
         group_id=request.group_id,
         member_id=request.member_id,
@@ -142,20 +147,23 @@ async def handle_leave_group(ctx, request) -> LeaveGroupResponse:
     ])
 
 
-@serves("OffsetCommit", 2, 9)
+@serves("OffsetCommit", 2, 10)
 async def handle_offset_commit(ctx, request) -> OffsetCommitResponse:
     version = ctx.api_version
     broker = ctx.broker
-    errors: dict[tuple[str, int], ErrorCode] = {}
+    names = topic_names(broker, request.topics, version >= 10)
+    errors: dict[tuple[str | None, int], ErrorCode] = {}
     valid = []
-    for topic in request.topics:
+    for topic, name in zip(request.topics, names):
         for p in topic.partitions:
-            if _partition_exists(broker, topic.name, p.partition_index):
+            if name is None:
+                errors[(name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_ID
+            elif _partition_exists(broker, name, p.partition_index):
                 valid.append(OffsetToCommit(
-                    topic.name, p.partition_index, p.committed_offset,
+                    name, p.partition_index, p.committed_offset,
                     p.committed_leader_epoch if version >= 6 else -1, p.committed_metadata))
             else:
-                errors[(topic.name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                errors[(name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     if valid:
         results = await broker.groups.commit_offsets(
             request.group_id, request.member_id,
@@ -168,18 +176,34 @@ async def handle_offset_commit(ctx, request) -> OffsetCommitResponse:
     Topic, Partition = OffsetCommitResponse.OffsetCommitResponseTopic, \
         OffsetCommitResponse.OffsetCommitResponsePartition
     return OffsetCommitResponse(throttle_time_ms=0, topics=[
-        Topic(name=topic.name, partitions=[
-            Partition(partition_index=p.partition_index, error_code=errors[(topic.name, p.partition_index)])
+        Topic(name=name or "", topic_id=topic.topic_id, partitions=[
+            Partition(partition_index=p.partition_index, error_code=errors[(name, p.partition_index)])
             for p in topic.partitions
         ])
-        for topic in request.topics
+        for topic, name in zip(request.topics, names)
     ])
 
 
-def _fetch_group(broker, group_id: str, topics, require_stable: bool, partition_cls, topic_cls):
-    wanted = None if topics is None else [(t.name, list(t.partition_indexes)) for t in topics]
-    return [
-        topic_cls(name=topic, partitions=[
+def _fetch_group(broker, group_id: str, topics, require_stable: bool, use_ids: bool,
+                 partition_cls, topic_cls):
+    """One group's committed offsets; from OffsetFetch v10 topics are named by id: an id not
+    known is answered with UNKNOWN_TOPIC_ID, and a committed topic with no id (deleted) is left out."""
+    unknown_ids = []
+    wanted = None
+    if topics is not None:
+        names = topic_names(broker, topics, use_ids)
+        unknown_ids = [topic for topic, name in zip(topics, names) if name is None]
+        wanted = [(name, list(topic.partition_indexes))
+                  for topic, name in zip(topics, names) if name is not None]
+    answered = []
+    for topic, entries in broker.groups.fetch_offsets(group_id, wanted, require_stable):
+        ids = {}
+        if use_ids:
+            info = broker.logs.topics.get(topic)
+            if info is None:
+                continue
+            ids["topic_id"] = info.topic_id
+        answered.append(topic_cls(name=topic, **ids, partitions=[
             partition_cls(
                 partition_index=partition,
                 committed_offset=-1 if value is None else value.offset,
@@ -188,12 +212,18 @@ def _fetch_group(broker, group_id: str, topics, require_stable: bool, partition_
                 error_code=error,
             )
             for partition, value, error in entries
+        ]))
+    return answered + [
+        topic_cls(name="", topic_id=topic.topic_id, partitions=[
+            partition_cls(partition_index=partition, committed_offset=-1,
+                          error_code=ErrorCode.UNKNOWN_TOPIC_ID)
+            for partition in topic.partition_indexes
         ])
-        for topic, entries in broker.groups.fetch_offsets(group_id, wanted, require_stable)
+        for topic in unknown_ids
     ]
 
 
-@serves("OffsetFetch", 1, 9)
+@serves("OffsetFetch", 1, 10)
 async def handle_offset_fetch(ctx, request) -> OffsetFetchResponse:
     """Several groups from v8; a null topic list (v2+) means every committed partition."""
     version = ctx.api_version
@@ -201,16 +231,19 @@ async def handle_offset_fetch(ctx, request) -> OffsetFetchResponse:
     require_stable = version >= 7 and request.require_stable
     R = OffsetFetchResponse
     if version >= 8:
-        return R(throttle_time_ms=0, groups=[
-            R.OffsetFetchResponseGroup(
-                group_id=group.group_id, error_code=ErrorCode.NONE,
-                topics=_fetch_group(broker, group.group_id, group.topics, require_stable,
-                                    R.OffsetFetchResponsePartitions, R.OffsetFetchResponseTopics),
-            )
-            for group in request.groups
-        ])
+        answers = []
+        for group in request.groups:
+            # v9+: a consumer group member fetches with its current epoch (STALE_MEMBER_EPOCH).
+            error = broker.groups.consumer.validate_offset_fetch(
+                group.group_id, group.member_id, group.member_epoch) if version >= 9 else ErrorCode.NONE
+            topics = [] if error != ErrorCode.NONE else _fetch_group(
+                broker, group.group_id, group.topics, require_stable, version >= 10,
+                R.OffsetFetchResponsePartitions, R.OffsetFetchResponseTopics)
+            answers.append(R.OffsetFetchResponseGroup(group_id=group.group_id, error_code=error,
+                                                      topics=topics))
+        return R(throttle_time_ms=0, groups=answers)
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, topics=_fetch_group(
-        broker, request.group_id, request.topics, require_stable,
+        broker, request.group_id, request.topics, require_stable, False,
         R.OffsetFetchResponsePartition, R.OffsetFetchResponseTopic))
 
 
@@ -219,24 +252,38 @@ async def handle_list_groups(ctx, request) -> ListGroupsResponse:
     version = ctx.api_version
     states = {s.strip().lower() for s in request.states_filter} if version >= 4 else set()
     types = {t.strip().lower() for t in request.types_filter} if version >= 5 else set()
+    groups = ctx.broker.groups
+    every = [(g.group_id, g.protocol_type or "", g.state.value, GROUP_TYPE) for g in groups.list_groups()]
+    every += [(g.group_id, CONSUMER_PROTOCOL_TYPE, g.state.value, CONSUMER_GROUP_TYPE)
+              for g in groups.consumer.list_groups()]
+    every += [(g.group_id, SHARE_TYPE, g.state, SHARE_TYPE) for g in ctx.broker.share.groups.groups.values()]
     listed = [
-        ListGroupsResponse.ListedGroup(group_id=group.group_id,
-                                       protocol_type=group.protocol_type or "",
-                                       group_state=group.state.value, group_type=GROUP_TYPE)
-        for group in ctx.broker.groups.list_groups()
-        if (not states or group.state.value.lower() in states) and (not types or GROUP_TYPE in types)
+        ListGroupsResponse.ListedGroup(group_id=group_id, protocol_type=protocol_type,
+                                       group_state=state, group_type=group_type)
+        for group_id, protocol_type, state, group_type in every
+        if (not states or state.lower() in states) and (not types or group_type in types)
     ]
     return ListGroupsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, groups=listed)
 
 
-@serves("DescribeGroups", 0, 5)
+@serves("DescribeGroups", 0, 6)
 async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
-    """Unknown groups are described as Dead with no error, as Kafka does."""
+    """Unknown groups, and consumer groups (KIP-848), are described as Dead: with
+    GROUP_ID_NOT_FOUND from v6, before with no error, as Kafka does."""
     operations = GROUP_OPERATIONS if ctx.api_version >= 3 and request.include_authorized_operations \
         else OPERATIONS_NOT_REQUESTED
     described = []
     for group_id in request.groups:
         group = ctx.broker.groups.group(group_id)
+        if group is None and ctx.api_version >= 6:
+            described.append(DescribeGroupsResponse.DescribedGroup(
+                error_code=ErrorCode.GROUP_ID_NOT_FOUND, error_message=(
+                    f"Group {group_id} is not a classic group."
+                    if ctx.broker.groups.consumer.group(group_id) is not None
+                    else f"Group {group_id} not found."),
+                group_id=group_id, group_state="Dead", protocol_type="", protocol_data="", members=[],
+                authorized_operations=OPERATIONS_NOT_REQUESTED))
+            continue
         if group is None:
             described.append(DescribeGroupsResponse.DescribedGroup(
                 error_code=ErrorCode.NONE, group_id=group_id, group_state="Dead", protocol_type="",
@@ -260,9 +307,14 @@ async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
     return DescribeGroupsResponse(throttle_time_ms=0, groups=described)
 
 
-@serves("DeleteGroups", 0, 2)
+@serves("DeleteGroups", 0, 3)
 async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
-    results = await ctx.broker.groups.delete_groups(request.groups_names)
+    share = ctx.broker.share
+    results = await ctx.broker.groups.delete_groups(
+        [group_id for group_id in request.groups_names if not share.is_share_group(group_id)])
+    results.update({group_id: share.delete_group(group_id)
+                    for group_id in request.groups_names if share.is_share_group(group_id)})
+    await share.topic.flush()
     return DeleteGroupsResponse(throttle_time_ms=0, results=[
         DeleteGroupsResponse.DeletableGroupResult(group_id=group_id, error_code=error)
         for group_id, error in results.items()

@@ -44,7 +44,7 @@ def _requested_topic(broker, name: str, may_create: bool, include_operations: bo
     return _topic_entry(broker, info, include_operations)
 
 
-@serves("Metadata", 0, 12)
+@serves("Metadata", 0, 13)
 async def handle_metadata(ctx, request) -> MetadataResponse:
     broker = ctx.broker
     version = ctx.api_version

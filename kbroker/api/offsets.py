@@ -8,6 +8,10 @@ from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import ListOffsetsResponse, OffsetForLeaderEpochResponse
 
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
+EARLIEST_PENDING_UPLOAD = -6
+# The first request version that may ask for each special timestamp (Kafka's ReplicaManager).
+_FIRST_VERSION_OF = {LATEST: 1, EARLIEST: 1, MAX_TIMESTAMP: 7, EARLIEST_LOCAL: 8, LATEST_TIERED: 9,
+                     EARLIEST_PENDING_UPLOAD: 11}
 READ_COMMITTED = 1
 NO_TIMESTAMP = -1
 
@@ -27,7 +31,7 @@ def _lookup(partition_log, timestamp: int, committed: bool) -> tuple[int, int]:
         return last_fetchable, NO_TIMESTAMP
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return partition_log.log_start_offset, NO_TIMESTAMP
-    if timestamp == LATEST_TIERED:  # no tiered storage here
+    if timestamp in (LATEST_TIERED, EARLIEST_PENDING_UPLOAD):  # no tiered storage here
         return -1, NO_TIMESTAMP
     if timestamp == MAX_TIMESTAMP:
         found = partition_log.max_timestamp()
@@ -39,6 +43,11 @@ def _lookup(partition_log, timestamp: int, committed: bool) -> tuple[int, int]:
     return found
 
 
+def _unsupported_timestamp(timestamp: int, version: int) -> bool:
+    """A negative timestamp this request version does not know (Kafka answers UNSUPPORTED_VERSION)."""
+    return timestamp < 0 and version < _FIRST_VERSION_OF.get(timestamp, version + 1)
+
+
 def _partition_log_or_error(logs, topic: str, partition: int, current_leader_epoch: int):
     """(log, NONE) for a partition a client may query, else (None, Kafka's error)."""
     partition_log = logs.partition(topic, partition)
@@ -48,7 +57,7 @@ def _partition_log_or_error(logs, topic: str, partition: int, current_leader_epo
     return (partition_log if error == ErrorCode.NONE else None), error
 
 
-@serves("ListOffsets", 1, 10)
+@serves("ListOffsets", 1, 11)
 async def handle_list_offsets(ctx, request) -> ListOffsetsResponse:
     logs = ctx.broker.logs
     committed = ctx.api_version >= 2 and request.isolation_level == READ_COMMITTED
@@ -56,8 +65,11 @@ async def handle_list_offsets(ctx, request) -> ListOffsetsResponse:
     for topic in request.topics:
         answers = []
         for asked in topic.partitions:
-            partition_log, error = _partition_log_or_error(
-                logs, topic.name, asked.partition_index, asked.current_leader_epoch)
+            if _unsupported_timestamp(asked.timestamp, ctx.api_version):
+                partition_log, error = None, ErrorCode.UNSUPPORTED_VERSION
+            else:
+                partition_log, error = _partition_log_or_error(
+                    logs, topic.name, asked.partition_index, asked.current_leader_epoch)
             answer = ListPartition(partition_index=asked.partition_index, error_code=error)
             if partition_log is not None:
                 answer.offset, answer.timestamp = _lookup(partition_log, asked.timestamp, committed)

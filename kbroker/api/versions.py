@@ -31,12 +31,21 @@ def unsupported_version_response() -> ApiVersionsResponse:
     )
 
 
-@serves("ApiVersions", 0, 4)
+@serves("ApiVersions", 0, 5)
 async def handle_api_versions(ctx, request) -> ApiVersionsResponse:
+    """From v5 a client may name the cluster and node it expects (KIP-1242): both or neither,
+    and a mismatch answers REBOOTSTRAP_REQUIRED so that it looks for its cluster again."""
+    if ctx.api_version >= 5 and (request.cluster_id is None) != (request.node_id == -1):
+        return ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
     if ctx.api_version >= 3:
         name, version = request.client_software_name, request.client_software_version
         if not (_SOFTWARE_TEXT.fullmatch(name) and _SOFTWARE_TEXT.fullmatch(version)):
             return ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
+    if ctx.api_version >= 5 and request.cluster_id is not None and (
+            request.cluster_id != ctx.broker.identity.cluster_id
+            or request.node_id != ctx.broker.node_id):
+        return ApiVersionsResponse(error_code=ErrorCode.REBOOTSTRAP_REQUIRED)
+    if ctx.api_version >= 3:
         ctx.session.client_software = f"{name} {version}"
     broker = ctx.broker
     return ApiVersionsResponse(

@@ -550,6 +550,8 @@ class ConsumerGroups:
         commit with v9+ (UNSUPPORTED_VERSION) and its current epoch (STALE_MEMBER_EPOCH)."""
         if member_epoch < 0 and not group.members:
             return ErrorCode.NONE
+        if api_version is None and member_epoch == -1 and not member_id:
+            return ErrorCode.NONE  # TxnOffsetCommit without group fields
         member = group.members.get(member_id)
         if member is None:
             return ErrorCode.UNKNOWN_MEMBER_ID

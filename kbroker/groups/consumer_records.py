@@ -11,6 +11,7 @@ record's MetadataHash, which later Kafka versions use instead, is written as 0.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -139,6 +140,10 @@ def encode(record) -> Record:
 
 
 _DECODERS = {}
+_RECORD_TYPE = struct.Struct(">h")
+# ConsumerGroupMetadata 3, PartitionMetadata 4, MemberMetadata 5, TargetAssignmentMetadata 6,
+# TargetAssignmentMember 7, CurrentMemberAssignment 8, RegularExpression 16.
+_TYPES = frozenset({3, 4, 5, 6, 7, 8, 16})
 
 
 def _decoder(name: str):
@@ -206,9 +211,9 @@ def decode(key_bytes: bytes, value_bytes: bytes | None):
     """The consumer group record stored under this key, or None for other record types.
 
     Raises CorruptFrame (or ValueError) for bytes it cannot read."""
-    key = decode_key("group", key_bytes)
-    decoder = _DECODERS.get(type(key).__name__)
-    if decoder is None:
+    if key_bytes is None or len(key_bytes) < 2 or _RECORD_TYPE.unpack_from(key_bytes)[0] not in _TYPES:
         return None
+    key = decode_key("group", key_bytes)
+    decoder = _DECODERS[type(key).__name__]
     value = None if value_bytes is None else decode_value(key, value_bytes)[1]
     return decoder(key, value)

@@ -29,6 +29,10 @@ from kbroker.groups.classic import (
     EMPTY, STABLE, ClassicGroup, ClassicGroups, GroupSettings, JoinRequest,
     JoinResult, Outcome, SyncResult,
 )
+from kbroker.groups.consumer_coordinator import ConsumerGroupCoordinator, consumer_settings
+from kbroker.groups.consumer_records import CONSUMER_RECORD_TYPES
+from kbroker.groups.consumer_records import decode as decode_consumer_record
+from kbroker.groups.consumer_records import encode as encode_consumer_record
 from kbroker.groups.offsets import CommittedOffset, OffsetStore, TopicPartition
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.records import Record, iter_records
@@ -95,6 +99,7 @@ class GroupCoordinator:
             initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
         ))
         self.offsets = OffsetStore()
+        self.consumer = ConsumerGroupCoordinator(self, consumer_settings(config))
         self.num_partitions = topic.partitions
         self.retention_ms = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_s = config["offsets.retention.check.interval.ms"] / 1000
@@ -130,11 +135,13 @@ class GroupCoordinator:
         for index, base_offset, batch in self.topic.replay():
             self._replay_batch(base_offset, batch, index, now)
         self.groups.start_sessions(now)
+        self.consumer.machine.start_sessions(now)
 
     def _replay_batch(self, base_offset: int, batch: bytes, index: int, now_ms: int) -> None:
         """Apply one stored batch; what cannot be read is skipped, so the broker still starts."""
         try:
             entries = [records.decode(record.key, record.value, base_offset + record.offset_delta)
+                       or decode_consumer_record(record.key, record.value)
                        for record in iter_records(batch)]
         except (KafkaError, ValueError, struct.error, UnicodeDecodeError) as exc:
             log.warning("skipping unreadable batch at %s-%d offset %d: %s",
@@ -151,18 +158,35 @@ class GroupCoordinator:
             case records.OffsetCommitEntry(group_id, partition, None):
                 self.offsets.remove(group_id, partition)
             case records.OffsetCommitEntry(group_id, partition, value):
-                self.groups.ensure(group_id, now_ms)
+                self._ensure_group(group_id, now_ms)
                 self.offsets.put(group_id, partition, value)
             case records.GroupEntry(group_id, None):
                 self.groups.drop(group_id)
             case records.GroupEntry(_, snapshot):
                 self.groups.load(snapshot)
             case records.PendingOffsetEntry(producer_id, group_id, partition, value):
-                self.groups.ensure(group_id, now_ms)
+                self._ensure_group(group_id, now_ms)
                 self.offsets.stage(producer_id, group_id, partition, value)
             case records.TransactionEndEntry(producer_id, commit):
                 self.offsets.end_transaction(producer_id, commit,
                                              lambda group_id: self.partition_for(group_id) == index)
+            case _ if isinstance(entry, CONSUMER_RECORD_TYPES):
+                self.consumer.machine.replay(entry)
+
+    def _ensure_group(self, group_id: str, now_ms: int) -> None:
+        """Offsets of a group nobody joined make it a (classic) simple group, as in Kafka."""
+        if self.consumer.group(group_id) is None:
+            self.groups.ensure(group_id, now_ms)
+
+    async def store(self, entries: Iterable[records.Entry], now_ms: int) -> ErrorCode:
+        """Write entries (each to its group's partition), apply them, flush; NONE or the error
+        Kafka reports for a failed write, with nothing applied."""
+        try:
+            self._write_entries(self._route(entries), now_ms)
+        except (KafkaError, OSError) as exc:
+            return _write_error(exc)
+        await self.topic.flush()
+        return ErrorCode.NONE
 
     def _route(self, entries: Iterable[records.Entry]) -> list[tuple[int, records.Entry]]:
         return [(self.partition_for(entry.group_id), entry) for entry in entries]
@@ -184,6 +208,7 @@ class GroupCoordinator:
     async def _settle(self, outcome: Outcome, now_ms: int) -> None:
         """Store what the machine asked to store, then answer the parked requests."""
         outcome = self._merge_due_timers(outcome, now_ms)
+        self._store_expired_members(now_ms)
         if outcome.stored:
             routed = self._route(records.GroupEntry(s.group_id, s) for s in outcome.stored)
             try:
@@ -194,7 +219,7 @@ class GroupCoordinator:
                               sorted({s.group_id for s in outcome.stored}))
             await self.topic.flush()
         _deliver(outcome.replies)
-        self._wake_timers()
+        self.wake_timers()
 
     def _merge_due_timers(self, outcome: Outcome, now_ms: int) -> Outcome:
         """Timers already due (an initial rebalance delay of 0) run before anyone is answered."""
@@ -209,16 +234,31 @@ class GroupCoordinator:
             nursery.start_soon(self._run_timers)
             nursery.start_soon(self._run_retention)
 
-    def _wake_timers(self) -> None:
+    def _store_expired_members(self, now_ms: int) -> None:
+        """Consumer group members whose session or revocation time ran out are removed."""
+        expired = self.consumer.expire(now_ms)
+        if expired:
+            try:
+                self._write([(index, _encode(entry)) for index, entry in self._route(expired)],
+                            now_ms)
+            except (KafkaError, OSError):
+                log.exception("could not store the removal of expired consumer group members")
+
+    def _next_deadline(self) -> int | None:
+        deadlines = [d for d in (self.groups.next_deadline(), self.consumer.machine.next_deadline())
+                     if d is not None]
+        return min(deadlines, default=None)
+
+    def wake_timers(self) -> None:
         """Wake the timer task if some deadline now comes before the one it waits for."""
-        deadline = self.groups.next_deadline()
+        deadline = self._next_deadline()
         if deadline is not None and (self._sleeping_until is None or deadline < self._sleeping_until):
             self._timer_changed.set()
 
     async def _run_timers(self) -> None:
         while True:
             self._timer_changed = trio.Event()
-            self._sleeping_until = deadline = self.groups.next_deadline()
+            self._sleeping_until = deadline = self._next_deadline()
             wait_s = float("inf") if deadline is None else max(deadline - self.clock(), 0) / 1000
             with trio.move_on_after(wait_s):
                 await self._timer_changed.wait()
@@ -237,6 +277,15 @@ class GroupCoordinator:
     async def join(self, request: JoinRequest) -> JoinResult:
         waiter = Waiter()
         now = self.clock()
+        consumer_group = self.consumer.group(request.group_id)
+        if consumer_group is not None:
+            # An empty consumer group gives way to the classic one, as in Kafka. Classic members
+            # in a non-empty consumer group (Kafka's online migration) are not supported.
+            if consumer_group.members:
+                return JoinResult(error=ErrorCode.INCONSISTENT_GROUP_PROTOCOL, member_id="")
+            error = await self.store(self.consumer.machine.deletion_records(consumer_group), now)
+            if error != ErrorCode.NONE:
+                return JoinResult(error=error, member_id="")
         await self._settle(self.groups.join(waiter, request, now), now)
         await waiter.event.wait()
         return waiter.result
@@ -274,14 +323,17 @@ class GroupCoordinator:
         now = self.clock()
         results = {}
         for group_id in dict.fromkeys(group_ids):
-            results[group_id] = self.groups.deletable(group_id)
+            if self.consumer.group(group_id) is not None:
+                results[group_id], group_tombstones = self.consumer.deletion(group_id)
+            else:
+                results[group_id] = self.groups.deletable(group_id)
+                group_tombstones = [records.GroupEntry(group_id, None)]
             if results[group_id] != ErrorCode.NONE:
                 continue
             tombstones = [records.OffsetCommitEntry(group_id, p, None)
                           for p in self.offsets.partitions_with_offsets(group_id)]
             try:
-                self._write_entries(self._route([*tombstones, records.GroupEntry(group_id, None)]),
-                                    now)
+                self._write_entries(self._route([*tombstones, *group_tombstones]), now)
             except (KafkaError, OSError) as exc:
                 results[group_id] = _write_error(exc)
         await self.topic.flush()
@@ -295,10 +347,12 @@ class GroupCoordinator:
                              ) -> list[ErrorCode]:
         """OffsetCommit for partitions known to exist: one error per entry of `offsets`."""
         now = self.clock()
-        error = self.groups.validate_offset_commit(
-            group_id, member_id, instance_id, generation_id, now,
-            unknown_group_error=ErrorCode.GROUP_ID_NOT_FOUND if api_version >= 9
-            else ErrorCode.ILLEGAL_GENERATION)
+        error = self.consumer.validate_offset_commit(group_id, member_id, generation_id, api_version)
+        if error is None:
+            error = self.groups.validate_offset_commit(
+                group_id, member_id, instance_id, generation_id, now,
+                unknown_group_error=ErrorCode.GROUP_ID_NOT_FOUND if api_version >= 9
+                else ErrorCode.ILLEGAL_GENERATION)
         if error != ErrorCode.NONE:
             return [error] * len(offsets)
         expire_ms = None if retention_ms == -1 else now + retention_ms
@@ -333,7 +387,7 @@ class GroupCoordinator:
         `wanted` None means every partition with a committed offset. Unknown groups have no
         offsets (no error), as in Kafka.
         """
-        known = group_id in self.groups.groups
+        known = group_id in self.groups.groups or self.consumer.group(group_id) is not None
         stored = self.offsets.group_offsets(group_id) if known else {}
         if wanted is None:
             by_topic: dict[str, list[int]] = {}
@@ -355,14 +409,19 @@ class GroupCoordinator:
                              ) -> tuple[ErrorCode, dict[TopicPartition, ErrorCode]]:
         """OffsetDelete: not while the group is active, nor for topics it subscribes to."""
         group = self.groups.groups.get(group_id)
-        if group is None:
+        if self.consumer.group(group_id) is not None:
+            def subscribed(topic):
+                return self.consumer.subscribes_to(group_id, topic)
+        elif group is None:
             return ErrorCode.GROUP_ID_NOT_FOUND, {}
-        if group.state != EMPTY and not group.uses_consumer_protocol():
+        elif group.state != EMPTY and not group.uses_consumer_protocol():
             return ErrorCode.NON_EMPTY_GROUP, {}
+        else:
+            subscribed = group.is_subscribed_to
         results: dict[TopicPartition, ErrorCode] = {}
         tombstones = []
         for partition in partitions:
-            if group.is_subscribed_to(partition[0]):
+            if subscribed(partition[0]):
                 results[partition] = ErrorCode.GROUP_SUBSCRIBED_TO_TOPIC
                 continue
             results[partition] = ErrorCode.NONE
@@ -393,6 +452,8 @@ class GroupCoordinator:
         """offsets.retention.minutes: expire old offsets, then groups left Empty with none."""
         entries: list[records.Entry] = []
         for group_id in sorted(set(self.groups.groups) | self.offsets.group_ids()):
+            if self.consumer.group(group_id) is not None:
+                continue  # kept while the consumer group exists
             group = self.groups.ensure(group_id, now_ms)
             base = _expiration_base(group)
             if base is None:
@@ -420,8 +481,10 @@ class GroupCoordinator:
         topics; member and generation are checked here as Kafka does for TxnOffsetCommit v3+.
         """
         now = self.clock()
-        error = self.groups.validate_offset_commit(group_id, member_id, instance_id,
-                                                   generation_id, now, transactional=True)
+        error = self.consumer.validate_offset_commit(group_id, member_id, generation_id, None)
+        if error is None:
+            error = self.groups.validate_offset_commit(group_id, member_id, instance_id,
+                                                       generation_id, now, transactional=True)
         if error != ErrorCode.NONE:
             return [error] * len(offsets)
         return await self._store_offsets(group_id, offsets, now, lambda p, value: records.PendingOffsetEntry(
@@ -474,7 +537,7 @@ def _encode(entry: records.Entry) -> Record:
             return records.pending_offset(producer_id, group_id, partition, value)
         case records.TransactionEndEntry(producer_id, commit):
             return records.transaction_end(producer_id, commit)
-    raise TypeError(entry)
+    return encode_consumer_record(entry)
 
 
 def _with_record_offset(entry: records.Entry, record_offset: int) -> records.Entry:

@@ -1,0 +1,68 @@
+"""DescribeClientQuotas and AlterClientQuotas: client quotas stored and described as Kafka does
+(kbroker/quotas.py has the rules). kbroker does not enforce them yet."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import trio
+
+from kbroker.api.registry import serves
+from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.messages import AlterClientQuotasResponse, DescribeClientQuotasResponse
+from kbroker.quotas import IP
+
+
+async def _resolvable(names: set[str]) -> set[str]:
+    """The ip entity names that are IP addresses or resolve, as Kafka's InetAddress.getByName."""
+    found = set()
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            try:
+                await trio.socket.getaddrinfo(name, None)
+            except OSError:
+                continue
+        found.add(name)
+    return found
+
+
+@serves("AlterClientQuotas", 0, 1)
+async def handle_alter_client_quotas(ctx, request) -> AlterClientQuotasResponse:
+    alterations = [
+        ([(part.entity_type, part.entity_name) for part in entry.entity],
+         [(op.key, None if op.remove else op.value) for op in entry.ops])
+        for entry in request.entries]
+    ip_names = {name for pairs, _ in alterations for entity_type, name in pairs
+                if entity_type == IP and name}
+    quotas = ctx.broker.quotas
+    before = quotas.quotas
+    results = quotas.alter(alterations, await _resolvable(ip_names), request.validate_only)
+    if quotas.quotas is not before:
+        ctx.broker.metadata_offset.advance()
+    Response = AlterClientQuotasResponse
+    return Response(throttle_time_ms=0, entries=[
+        Response.EntryData(
+            error_code=ErrorCode.NONE if error is None else error.code,
+            error_message=None if error is None else error.message,
+            entity=[Response.EntityData(entity_type=entity_type, entity_name=name)
+                    for entity_type, name in entity])
+        for entity, error in results])
+
+
+@serves("DescribeClientQuotas", 0, 1)
+async def handle_describe_client_quotas(ctx, request) -> DescribeClientQuotasResponse:
+    Response = DescribeClientQuotasResponse
+    components = [(part.entity_type, part.match_type, part.match) for part in request.components]
+    try:
+        matching = ctx.broker.quotas.describe(components, request.strict)
+    except KafkaError as exc:
+        return Response(throttle_time_ms=0, error_code=exc.code, error_message=exc.message,
+                        entries=None)
+    return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, entries=[
+        Response.EntryData(
+            entity=[Response.EntityData(entity_type=entity_type, entity_name=name)
+                    for entity_type, name in entity],
+            values=[Response.ValueData(key=key, value=value) for key, value in values.items()])
+        for entity, values in matching])

@@ -1,0 +1,246 @@
+"""KIP-848 consumer groups with confluent-kafka (librdkafka, `group.protocol=consumer`).
+
+Members run in threads (or a process, when one is to be killed) and commit what they consume,
+so that the group as a whole must see every record exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.polling import wait_for
+from tests.test_groups_clients import Member, assert_exactly_once, produce
+
+SESSION_MS = 3000
+PARTITIONS = 4
+ALL = frozenset(range(PARTITIONS))
+BROKER_ARGS = (
+    "--num-partitions", str(PARTITIONS),
+    "--override", f"group.consumer.session.timeout.ms={SESSION_MS}",
+    "--override", "group.consumer.min.session.timeout.ms=1000",
+    "--override", "group.consumer.heartbeat.interval.ms=300",
+    "--override", "group.consumer.min.heartbeat.interval.ms=100",
+)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    from kbroker.testing import running_broker
+
+    with running_broker(*BROKER_ARGS, data_dir=tmp_path_factory.mktemp("kip848")) as started:
+        yield started
+
+
+@pytest.fixture
+def restartable_broker(tmp_path):
+    from kbroker.testing import running_broker
+
+    with running_broker(*BROKER_ARGS, data_dir=tmp_path) as started:
+        yield started
+
+
+def consumer_config(bootstrap: str, group: str, **extra) -> dict:
+    return {"bootstrap.servers": bootstrap, "group.id": group, "group.protocol": "consumer",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "topic.metadata.refresh.interval.ms": 500, **extra}
+
+
+class NewProtocolMember(Member):
+    """A confluent-kafka consumer speaking ConsumerGroupHeartbeat; `topic` may be a regex."""
+
+    def consume(self) -> None:
+        from confluent_kafka import Consumer, KafkaException
+
+        consumer = Consumer(consumer_config(self.bootstrap, self.group, **self.config))
+
+        def on_assign(_consumer, partitions):
+            self.rebalances.append(("assigned", frozenset((p.topic, p.partition) for p in partitions)))
+
+        def on_revoke(_consumer, partitions):
+            self.rebalances.append(("revoked", frozenset((p.topic, p.partition) for p in partitions)))
+            try:
+                consumer.commit(asynchronous=False)
+            except KafkaException:  # nothing consumed yet: nothing to commit
+                pass
+
+        consumer.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke)
+        try:
+            self.poll_loop(
+                lambda: [int(m.value()) for m in consumer.consume(200, timeout=0.1) if not m.error()],
+                lambda: consumer.commit(asynchronous=False),
+                lambda: frozenset(p.partition for p in consumer.assignment()), KafkaException)
+        finally:
+            consumer.close()
+
+
+def exclusive_cover(members, partitions=ALL) -> bool:
+    owned = [m.assigned for m in members]
+    return all(owned) and sum(map(len, owned)) == len(partitions) and frozenset().union(*owned) == partitions
+
+
+def describe(bootstrap: str, group: str):
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return admin.describe_consumer_groups([group])[group].result(10)
+
+
+def test_members_join_share_and_leave_exactly_once(broker, topic_name):
+    total = 400
+    produce(broker.bootstrap, topic_name, total // 2)
+    group = f"{topic_name}-group"
+    a = NewProtocolMember(broker.bootstrap, topic_name, group)
+    a.start()
+    wait_for(lambda: a.assigned == ALL, what="the first member owning every partition")
+    b = NewProtocolMember(broker.bootstrap, topic_name, group)
+    b.start()
+    wait_for(lambda: exclusive_cover([a, b]), what="two members sharing the partitions")
+    c = NewProtocolMember(broker.bootstrap, topic_name, group)
+    c.start()
+    wait_for(lambda: exclusive_cover([a, b, c]), what="three members sharing the partitions")
+    described = describe(broker.bootstrap, group)
+    assert described.type.name == "CONSUMER" and described.state.name == "STABLE"
+    assert len(described.members) == 3
+    produce(broker.bootstrap, topic_name, total // 2, start=total // 2)
+    b.stop()
+    wait_for(lambda: exclusive_cover([a, c]), what="the remaining members taking over")
+    assert_exactly_once([a, b, c], total)
+    a.stop()
+    c.stop()
+
+
+MEMBER_SCRIPT = """
+import sys
+from confluent_kafka import Consumer
+bootstrap, topic, group = sys.argv[1:4]
+consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "group.protocol": "consumer",
+                     "auto.offset.reset": "earliest"})
+consumer.subscribe([topic])
+while True:
+    consumer.poll(0.1)
+    print("owns", *sorted(p.partition for p in consumer.assignment()), flush=True)
+"""
+
+
+def test_killed_member_partitions_move_after_the_session_timeout(broker, topic_name):
+    group = f"{topic_name}-group"
+    produce(broker.bootstrap, topic_name, 8)
+    survivor = NewProtocolMember(broker.bootstrap, topic_name, group)
+    survivor.start()
+    wait_for(lambda: set(survivor.values) == set(range(8)), what="the first member reading all")
+    victim = subprocess.Popen([sys.executable, "-c", MEMBER_SCRIPT, broker.bootstrap, topic_name, group],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        for line in victim.stdout:
+            if line.split()[1:]:  # the victim owns partitions
+                break
+        wait_for(lambda: survivor.assigned and survivor.assigned != ALL, what="a shared group")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        wait_for(lambda: survivor.assigned == ALL, 5 * SESSION_MS / 1000,
+                 "the survivor taking the partitions over")
+        assert len(describe(broker.bootstrap, group).members) == 1
+        produce(broker.bootstrap, topic_name, 8, start=8)
+        wait_for(lambda: set(survivor.values) >= set(range(8, 16)), 20, "the records that followed")
+    finally:
+        victim.kill()
+        victim.wait()
+        survivor.stop()
+
+
+def test_new_partitions_are_assigned(broker, topic_name):
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    group = f"{topic_name}-group"
+    produce(broker.bootstrap, topic_name, 4)
+    a = NewProtocolMember(broker.bootstrap, topic_name, group)
+    a.start()
+    wait_for(lambda: a.assigned == ALL, what="every partition assigned")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_partitions([NewPartitions(topic_name, 6)])[topic_name].result(10)
+    wait_for(lambda: a.assigned == frozenset(range(6)), 20, "the new partitions assigned")
+    a.stop()
+
+
+def test_regex_subscription_picks_up_new_topics(broker, topic_name):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    group = f"{topic_name}-group"
+    prefix = f"{topic_name}-rx"
+    produce(broker.bootstrap, f"{prefix}-a", 4)
+    member = NewProtocolMember(broker.bootstrap, f"^{prefix}.*", group)
+    member.start()
+    wait_for(lambda: len(member.values) == 4, 20, "the matching topic's records")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(f"{prefix}-b", 2), NewTopic(f"{topic_name}-other", 1)])
+    wait_for(lambda: any(f"{prefix}-b" in {t for t, _ in owned} for kind, owned in member.rebalances
+                         if kind == "assigned"), 30, "the new matching topic assigned")
+    described = describe(broker.bootstrap, group)
+    topics = {tp.topic for tp in described.members[0].assignment.topic_partitions}
+    assert topics == {f"{prefix}-a", f"{prefix}-b"}
+    member.stop()
+
+
+def test_range_assignor_chosen_by_the_members(broker, topic_name):
+    group = f"{topic_name}-group"
+    produce(broker.bootstrap, topic_name, 4)
+    members = [NewProtocolMember(broker.bootstrap, topic_name, group, **{"group.remote.assignor": "range"})
+               for _ in range(2)]
+    for m in members:
+        m.start()
+    wait_for(lambda: exclusive_cover(members), what="two members sharing the partitions")
+    assert sorted(map(sorted, (m.assigned for m in members))) == [[0, 1], [2, 3]]
+    assert describe(broker.bootstrap, group).partition_assignor == "range"
+    for m in members:
+        m.stop()
+
+
+def test_groups_are_listed_described_and_deleted(broker, topic_name):
+    from confluent_kafka import ConsumerGroupType
+    from confluent_kafka.admin import AdminClient
+
+    group = f"{topic_name}-group"
+    produce(broker.bootstrap, topic_name, 4)
+    member = NewProtocolMember(broker.bootstrap, topic_name, group)
+    member.start()
+    wait_for(lambda: member.assigned == ALL, what="every partition assigned")
+    wait_for(lambda: len(member.values) == 4, what="the records")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    listed = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(10)
+    assert group in {g.group_id for g in listed.valid}
+    assert all(g.type == ConsumerGroupType.CONSUMER for g in listed.valid)
+    classic = admin.list_consumer_groups(types={ConsumerGroupType.CLASSIC}).result(10)
+    assert group not in {g.group_id for g in classic.valid}
+    with pytest.raises(Exception, match="NON_EMPTY_GROUP"):
+        admin.delete_consumer_groups([group])[group].result(10)
+    member.stop()
+    admin.delete_consumer_groups([group])[group].result(10)
+    remaining = admin.list_consumer_groups().result(10)
+    assert group not in {g.group_id for g in remaining.valid}
+
+
+def test_groups_and_offsets_survive_a_restart(restartable_broker, topic_name):
+    broker = restartable_broker
+    group = f"{topic_name}-group"
+    produce(broker.bootstrap, topic_name, 8)
+    member = NewProtocolMember(broker.bootstrap, topic_name, group)
+    member.start()
+    wait_for(lambda: len(member.values) == 8, what="the first records")
+    member.stop()  # leaves; its commits stay
+    member = NewProtocolMember(broker.bootstrap, topic_name, group, **{"group.instance.id": "i1"})
+    member.start()
+    wait_for(lambda: member.assigned == ALL, what="a static member owning every partition")
+    joined = describe(broker.bootstrap, group).members[0]
+    broker.restart()
+    after = describe(broker.bootstrap, group)
+    assert after.state.name == "STABLE" and after.members[0].member_id == joined.member_id
+    assert after.members[0].group_instance_id == "i1"
+    assert {tp.partition for tp in after.members[0].assignment.topic_partitions} == ALL
+    produce(broker.bootstrap, topic_name, 4, start=8)
+    wait_for(lambda: len(member.values) >= 4, 30, "records after the restart")
+    member.stop()
+    assert sorted(member.values) == [8, 9, 10, 11]  # resumed from the committed offsets
