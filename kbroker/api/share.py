@@ -185,10 +185,10 @@ async def handle_share_fetch(ctx, request) -> ShareFetchResponse:
     while True:
         fetched = {} if renew_only else _acquire_all(broker, request, group_id, member_id, positions, strict)
         remaining = deadline - time.monotonic()
-        if renew_only or remaining <= 0 or not watched or any(
+        if renew_only or remaining <= 0 or any(
                 acquired or error != ErrorCode.NONE for error, _, acquired in fetched.values()):
             break
-        await broker.storage.wakeups.wait_for_data(watched, remaining)
+        await broker.storage.wakeups.wait_for_data(watched, remaining)  # no partitions: max_wait_ms
     return _fetch_response(broker, version, group_id, positions, fetched, ack_errors,
                            full=epoch == INITIAL_EPOCH)
 
