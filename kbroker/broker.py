@@ -17,6 +17,7 @@ from kbroker.clock import Clock
 from kbroker.config import SASL_JAAS_SETTING, Config
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
+from kbroker.group_configs import GroupConfigs
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
 from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogManager
@@ -27,12 +28,13 @@ from kbroker.metadata_store import (
 from kbroker.metrics import Metrics
 from kbroker.quotas import ClientQuotas
 from kbroker.sasl import SaslUsers, users_from_jaas
+from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
 from kbroker.txn.coordinator import (
     TRANSACTION_STATE_CONFIGS, TRANSACTION_STATE_TOPIC, TransactionCoordinator,
 )
 
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, SHARE_STATE_TOPIC})
 
 
 def _sasl_users(config: Config, scram: ScramCredentials) -> SaslUsers | None:
@@ -81,6 +83,13 @@ class Broker:
                              config["transaction.state.log.num.partitions"],
                              TRANSACTION_STATE_CONFIGS),
             self.clock.now_ms, self.producer_ids.allocate, self.storage, self.groups)
+        self.group_configs = GroupConfigs(config, self.data_dir)
+        self.share = ShareCoordinator(  # replays __share_group_state
+            config, LogTopic(self.storage, SHARE_STATE_TOPIC,
+                             config["share.coordinator.state.topic.num.partitions"], SHARE_STATE_CONFIGS),
+            self.clock.now_ms, self.storage, self.group_configs,
+            other_group_type=lambda group_id: self.groups.group(group_id) is not None
+            or self.groups.consumer.group(group_id) is not None)
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""
@@ -89,6 +98,7 @@ class Broker:
             nursery.start_soon(self.housekeeping.run)
             nursery.start_soon(self.groups.run)
             nursery.start_soon(self.transactions.run)
+            nursery.start_soon(self.share.run)
             nursery.start_soon(self.api_usage.run)
 
     @property

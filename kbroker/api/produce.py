@@ -7,6 +7,7 @@ import logging
 from kbroker.api.registry import CloseConnection, serves
 from kbroker.api.transactions import TxnWrite, check_transactional_write, transactional_batch
 from kbroker.broker import INTERNAL_TOPICS
+from kbroker.log.validator import RecordErrors
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceResponse
 
@@ -14,6 +15,7 @@ log = logging.getLogger("kbroker.produce")
 
 TopicResponse = ProduceResponse.TopicProduceResponse
 PartitionResponse = ProduceResponse.PartitionProduceResponse
+RecordError = ProduceResponse.BatchIndexAndErrorMessage
 
 
 async def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
@@ -51,8 +53,12 @@ async def _append(broker, topic: str, partition: int, records, timestamp_ms: int
     try:
         result = broker.storage.append(partition_log, records, timestamp_ms)
     except KafkaError as exc:
+        # v8+: records refused one by one are named, and the producer fails only those (KIP-467)
+        refused = [RecordError(batch_index=index, batch_index_error_message=why)
+                   for index, why in (exc.records if isinstance(exc, RecordErrors) else ())]
         return PartitionResponse(index=partition, error_code=exc.code, error_message=exc.message,
-                                 log_start_offset=partition_log.log_start_offset)
+                                 base_offset=-1, log_start_offset=partition_log.log_start_offset,
+                                 record_errors=refused)
     if not result.duplicate:
         appended_to.append(partition_log)
         broker.metrics.produced(topic, len(records), result.last_offset - result.base_offset + 1)
