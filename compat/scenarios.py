@@ -651,3 +651,7 @@ def run_scenario(ctx: Ctx, scenario_: Scenario) -> None:
     if missing:
         raise Unsupported(f"no {', '.join(missing)}")
     scenario_.run(ctx)
+
+
+# The KIP-848 scenarios live in their own module; importing it registers them.
+from compat import scenarios_kip848  # noqa: E402, F401

@@ -63,7 +63,9 @@ class Driver(PyDriver):
         features = ["admin", "admin_groups", "delete_groups", "timestamps", "commit_offsets", "repeated_headers",
                     "idempotence", "transactions"] + [
             f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")] + (
-            ["share_consumer"] if hasattr(confluent_kafka, "ShareConsumer") else [])
+            ["share_consumer"] if hasattr(confluent_kafka, "ShareConsumer") else []) + (
+            # KIP-848 (group.protocol=consumer) is generally available from librdkafka 2.12
+            ["consumer_protocol"] if confluent_kafka.libversion()[1] >= 0x020C0000 else [])
         return {"client": self.name, "version": metadata.version("confluent-kafka"),
                 "detail": f"librdkafka {confluent_kafka.libversion()[0]}", "features": features}
 
@@ -242,6 +244,11 @@ class Driver(PyDriver):
         config = self.consumer_config(options, group)
         if options.get("assignor") == "roundrobin":
             config["partition.assignment.strategy"] = "roundrobin"
+        if options.get("protocol") == "consumer":  # KIP-848: the broker assigns and times sessions
+            del config["session.timeout.ms"], config["heartbeat.interval.ms"]
+            config["group.protocol"] = "consumer"
+            if options.get("remote_assignor"):
+                config["group.remote.assignor"] = options["remote_assignor"]
         consumer = Consumer(config)
         consumer.subscribe(topics)
         return Adapter(consumer)
