@@ -14,7 +14,8 @@ from kbroker.storage import Storage
 log = logging.getLogger("kbroker")
 
 PURGE_INTERVAL_MS = 1000  # how often files of deleted segments and topics are looked at
-OPEN_PER_TICK = 500  # partitions not used since the start that each tick opens, for retention
+OPEN_PER_TICK = 100  # partitions not used since the start that each tick opens (for retention
+# and compaction), few enough to keep each tick short
 
 
 class LogHousekeeping:

@@ -182,14 +182,10 @@ class LogTopic:
         self.configs = configs
 
     def replay(self) -> Iterator[tuple[int, int, bytes]]:
-        logs = self.storage.logs
-        info = logs.topics.get(self.name)
-        if info is None:
-            return
-        for index in range(info.partitions):
-            for header, batch in logs.partition(self.name, index).stored_batches():
+        for partition_log in self._partition_logs():
+            for header, batch in partition_log.stored_batches():
                 if not header.is_control:
-                    yield index, header.base_offset, batch
+                    yield partition_log.partition, header.base_offset, batch
 
     def append(self, partition: int, records: list[Record], now_ms: int) -> int:
         storage = self.storage
@@ -201,8 +197,11 @@ class LogTopic:
         return storage.append(partition_log, build_batch(records), now_ms).base_offset
 
     async def flush(self) -> None:
+        await self.storage.flush_if_due(self._partition_logs())
+
+    def _partition_logs(self) -> list[PartitionLog]:
+        """The topic's partitions as stored (none before the first append)."""
         logs = self.storage.logs
         info = logs.topics.get(self.name)
-        if info is not None:
-            await self.storage.flush_if_due(
-                [logs.partition(self.name, index) for index in range(info.partitions)])
+        found = [logs.partition(self.name, index) for index in range(info.partitions)] if info else []
+        return [partition_log for partition_log in found if partition_log is not None]

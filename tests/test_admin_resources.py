@@ -4,6 +4,8 @@ client: what a one-broker Kafka with one log dir answers."""
 from __future__ import annotations
 
 import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import NewTopic as CkNewTopic
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import LogDirNotFoundError, NoError, ReplicaNotAvailableError
@@ -51,3 +53,20 @@ def test_alter_replica_log_dirs(broker, admin, topic_name):
         response = client.request("AlterReplicaLogDirs", 2, dirs=[Request.AlterReplicaLogDir(
             path=log_dir, topics=[Request.AlterReplicaLogDirTopic(name="x" * 240, partitions=[0])])])
         assert response.results[0].partitions[0].error_code == ErrorCode.INVALID_TOPIC_EXCEPTION
+
+
+def test_describe_configs_lists_kafka_4_topic_configs(broker, topic_name):
+    """confluent-kafka sets cleanup.policy to the empty list and sees every Kafka 4.2 topic config."""
+    client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    client.create_topics([CkNewTopic(topic_name, 1, 1, config={"cleanup.policy": ""})])[
+        topic_name].result(10)
+    resource = ConfigResource(ResourceType.TOPIC, topic_name)
+    entries = client.describe_configs([resource])[resource].result(10)
+    assert entries["cleanup.policy"].value == ""
+    assert {name: entries[name].value for name in (
+        "leader.replication.throttled.replicas", "follower.replication.throttled.replicas",
+        "remote.storage.enable", "local.retention.ms", "local.retention.bytes",
+        "remote.log.copy.disable", "remote.log.delete.on.disable")} == {
+        "leader.replication.throttled.replicas": "", "follower.replication.throttled.replicas": "",
+        "remote.storage.enable": "false", "local.retention.ms": "-2", "local.retention.bytes": "-2",
+        "remote.log.copy.disable": "false", "remote.log.delete.on.disable": "false"}

@@ -33,12 +33,32 @@ def test_overrides_parse_and_validate():
     assert LogConfig().with_overrides({"retention.ms": None}) == LogConfig()
 
 
+def test_an_empty_cleanup_policy_neither_deletes_nor_compacts():
+    """Kafka 4.2 accepts cleanup.policy="" (KIP-1161): segments are kept forever."""
+    config = LogConfig().with_overrides({"cleanup.policy": ""})
+    assert config.cleanup_policy == () and not config.delete and not config.compact
+    assert config.to_kafka()["cleanup.policy"] == ""
+
+
+def test_kafka_4_topic_configs_are_listed():
+    config = LogConfig().with_overrides({"follower.replication.throttled.replicas": "0:1,1:1",
+                                         "leader.replication.throttled.replicas": "*"})
+    kafka = config.to_kafka()
+    assert kafka["follower.replication.throttled.replicas"] == "0:1,1:1"
+    assert kafka["leader.replication.throttled.replicas"] == "*"
+    assert (kafka["remote.storage.enable"], kafka["local.retention.ms"],
+            kafka["local.retention.bytes"], kafka["remote.log.copy.disable"],
+            kafka["remote.log.delete.on.disable"]) == ("false", "-2", "-2", "false", "false")
+
+
 @pytest.mark.parametrize("name,value", [
     ("segment.bytes", "1000"), ("segment.bytes", "abc"), ("segment.bytes", str(1 << 31)),
-    ("cleanup.policy", "forever"), ("cleanup.policy", ""), ("message.timestamp.type", "Now"),
+    ("cleanup.policy", "forever"), ("cleanup.policy", "delete,none"), ("message.timestamp.type", "Now"),
     ("min.cleanable.dirty.ratio", "1.5"), ("retention.ms", "-2"), ("preallocate", "yes"),
     ("no.such.config", "1"), ("compression.type", "brotli"), ("preallocate", "true"),
     ("compression.gzip.level", "10"), ("compression.zstd.level", "23"),
+    ("leader.replication.throttled.replicas", "0:1,x"), ("remote.storage.enable", "true"),
+    ("local.retention.ms", "-3"),
 ])
 def test_bad_values_are_invalid_config(name, value):
     with pytest.raises(KafkaError) as err:

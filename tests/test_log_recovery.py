@@ -169,3 +169,26 @@ def test_checkpoint_format_is_kafkas(tmp_path):
     with open(path, "w") as f:
         f.write("0\n3\na 0 5\n")
     assert read_offsets(path) == {}
+
+
+def test_flush_job_outlives_rolls_deletions_and_evictions_meanwhile(tmp_path):
+    from kbroker.log import PartitionLog
+    from kbroker.log.handles import LogDir
+
+    log = PartitionLog.open(str(tmp_path / "t-0"), "t", 0, SMALL, NOW, log_dir=LogDir(open_files_max=2))
+    for i in range(10):
+        log.append_produce(batch(i), NOW)
+    job = log.begin_flush(NOW)  # on the loop; the thread gets only the job's handles
+    for i in range(30):  # meanwhile the loop rolls, deletes and lets files go
+        log.append_produce(batch(i), NOW)
+    log.delete_segments(len(log.segments) - 1, NOW)
+    log.purge_deleted(NOW + 10**9)
+    assert len(log.log_dir.files) <= 2
+    job.run()
+    assert job.error is None
+    log.finish_flush(job)
+    assert log.recovery_point == 10
+    assert log.has_unsynced_files()  # segments sealed meanwhile wait for the next job
+    log.flush(NOW)
+    assert log.recovery_point == 40 and not log.has_unsynced_files()
+    log.close()

@@ -78,6 +78,22 @@ def test_retention_by_time(broker, topic_name):
                              for path in (broker.data_dir / f"{topic_name}-0").iterdir()))
 
 
+def test_an_empty_cleanup_policy_keeps_everything(broker, topic_name):
+    """cleanup.policy="" (Kafka 4.2): neither retention nor compaction touches the topic."""
+    kept, deleted = topic_name + "-kept", topic_name + "-deleted"
+    with WireClient(broker.bootstrap) as wire:
+        for name, policy in ((kept, ""), (deleted, "delete")):
+            create(wire, topic(name, configs=[("segment.ms", "1"), ("retention.ms", str(HOUR)),
+                                              ("cleanup.policy", policy)]))
+    now = now_ms()
+    for name in (kept, deleted):
+        produce_batches(broker.bootstrap, name, [now - 3 * HOUR, now - 2 * HOUR, now])
+    # one retention pass covers every topic: once the "delete" topic lost its old segments,
+    # the other one has been looked at too
+    assert wait_for(lambda: watermarks(broker.bootstrap, deleted) == (2, 3))
+    assert watermarks(broker.bootstrap, kept) == (0, 3)
+
+
 def test_retention_by_size_follows_a_config_change(broker, topic_name):
     with WireClient(broker.bootstrap) as wire:
         create(wire, topic(topic_name, configs=[("segment.ms", "1")]))

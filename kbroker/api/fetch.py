@@ -7,7 +7,7 @@ wake-ups of the partitions it reads (no polling loop).
 
 from __future__ import annotations
 
-import time
+import trio
 
 from kbroker.api.registry import serves
 from kbroker.fetch_sessions import FetchPosition, position_key
@@ -152,11 +152,11 @@ async def handle_fetch(ctx, request) -> FetchResponse:
         session_id = session.session_id if session is not None else 0
     committed = request.isolation_level == READ_COMMITTED
     max_bytes = request.max_bytes if version >= 3 else INT32_MAX
-    deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
+    deadline = trio.current_time() + max(request.max_wait_ms, 0) / 1000
     watched = [(p.topic, p.partition) for p in positions if p.topic is not None]
     while True:
         topics, total, has_error = _read_all(broker, positions, committed, max_bytes, incremental)
-        remaining = deadline - time.monotonic()
+        remaining = deadline - trio.current_time()
         if total >= request.min_bytes or has_error or remaining <= 0 or not watched:
             break
         await broker.storage.wakeups.wait_for_data(watched, remaining)

@@ -11,6 +11,7 @@ those defaults from it. `TOPIC_RULES` are the checks that tie settings together.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -54,6 +55,7 @@ class Setting:
     topic_name: str | None = None
     dynamic: bool = False
     sensitive: bool = False  # a secret: DescribeConfigs shows no value
+    empty_list_ok: bool = False  # a list with choices that may be empty (cleanup.policy)
 
     def parse(self, text: str) -> Any:
         """The value of `text`, or KafkaError(INVALID_CONFIG) naming this setting."""
@@ -90,7 +92,7 @@ class Setting:
             raise invalid(self.name, text, f"Value must be no more than {self.high}")
         if self.choices is not None:
             items = value if isinstance(value, tuple) else (value,)
-            if not items or any(item not in self.choices for item in items):
+            if (not items and not self.empty_list_ok) or any(item not in self.choices for item in items):
                 raise invalid(self.name, text, "String must be one of: " + ", ".join(self.choices))
         if self.validator is not None:
             try:
@@ -114,13 +116,33 @@ def _refuse_true(value: bool) -> None:
         raise KafkaError(ErrorCode.INVALID_CONFIG, "kbroker does not preallocate segment files")
 
 
-def _topic(name: str, broker_name: str, kind: str, default: Any, doc: str, field: str | None = None,
-           **bounds) -> Setting:
+def _throttled_replicas(name: str) -> Callable[[tuple[str, ...]], None]:
+    """Kafka's ThrottledReplicaListValidator: '*' or partition:broker pairs."""
+    def check(replicas: tuple[str, ...]) -> None:
+        if replicas[:1] != ("*",) and not all(_REPLICA_PAIR.fullmatch(item) for item in replicas):
+            raise KafkaError(ErrorCode.INVALID_CONFIG, f"{name} must be the literal '*' or a list of "
+                             "replicas in the following format: [partitionId]:[brokerId],"
+                             "[partitionId]:[brokerId],...")
+    return check
+
+
+def _refuse_remote_storage(value: bool) -> None:
+    if value:
+        raise KafkaError(ErrorCode.INVALID_CONFIG, "Tiered Storage functionality is disabled in the "
+                         "broker. Topic cannot be configured with remote log storage.")
+
+
+_REPLICA_PAIR = re.compile(r"[0-9]+:[0-9]+")
+
+
+def _topic(name: str, broker_name: str | None, kind: str, default: Any, doc: str,
+           field: str | None = None, **bounds) -> Setting:
     return Setting(name, kind, default, doc, field=field or name.replace(".", "_"),
                    broker_name=broker_name, **bounds)
 
 
-# Kafka topic configs (TopicConfig / LogConfig.java, Kafka 4.0): defaults, bounds, synonyms.
+# Kafka topic configs (TopicConfig / LogConfig.java, Kafka 4.2): defaults, bounds, synonyms. Those
+# without a broker synonym (broker_name None) default to the table's value, as in Kafka.
 TOPIC_SETTINGS: tuple[Setting, ...] = (
     _topic("segment.bytes", "log.segment.bytes", "int", 1024 * 1024 * 1024,
            "Size at which a segment file is rolled.", low=1024 * 1024),
@@ -149,8 +171,9 @@ TOPIC_SETTINGS: tuple[Setting, ...] = (
            "segments are deleted (-1: no limit).", low=-1),
     _topic("retention.bytes", "log.retention.bytes", "long", -1, "Partition size above which the "
            "oldest segments are deleted (-1: no limit)."),
-    _topic("cleanup.policy", "log.cleanup.policy", "list", ("delete",), "delete, compact, or both.",
-           choices=CLEANUP_POLICIES),
+    _topic("cleanup.policy", "log.cleanup.policy", "list", ("delete",), "delete, compact, both, or "
+           "none (an empty list: segments are kept forever, neither deleted nor compacted).",
+           choices=CLEANUP_POLICIES, empty_list_ok=True),
     _topic("file.delete.delay.ms", "log.segment.delete.delay.ms", "long", 60000, "Delay before a "
            "deleted segment's file is removed, so reads in progress finish.", low=0),
     _topic("delete.retention.ms", "log.cleaner.delete.retention.ms", "long", DAY_MS,
@@ -177,6 +200,24 @@ TOPIC_SETTINGS: tuple[Setting, ...] = (
            "Whether a replica outside the ISR may become leader (one broker: no effect)."),
     _topic("preallocate", "log.preallocate", "boolean", False, "Preallocate segment files: "
            "not supported, only false is accepted.", validator=_refuse_true),
+    _topic("leader.replication.throttled.replicas", None, "list", (), "Replicas whose leader-side "
+           "replication is throttled ('*' or partition:broker pairs; one broker: no effect).",
+           validator=_throttled_replicas("leader.replication.throttled.replicas")),
+    _topic("follower.replication.throttled.replicas", None, "list", (), "Replicas whose "
+           "follower-side replication is throttled ('*' or partition:broker pairs; one broker: no "
+           "effect).", validator=_throttled_replicas("follower.replication.throttled.replicas")),
+    _topic("remote.storage.enable", None, "boolean", False, "Tiered storage for this topic: not "
+           "available, only false is accepted.", validator=_refuse_remote_storage),
+    _topic("local.retention.ms", "log.local.retention.ms", "long", -2, "Age after which local "
+           "segments are deleted once in remote storage (-2: retention.ms; no tiered storage here).",
+           low=-2),
+    _topic("local.retention.bytes", "log.local.retention.bytes", "long", -2, "Local size above "
+           "which segments in remote storage are deleted locally (-2: retention.bytes; no tiered "
+           "storage here).", low=-2),
+    _topic("remote.log.copy.disable", None, "boolean", False, "Stop copying segments to remote "
+           "storage (no tiered storage here)."),
+    _topic("remote.log.delete.on.disable", None, "boolean", False, "Delete remote segments when "
+           "tiered storage is turned off (no tiered storage here)."),
 )
 TOPIC_SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in TOPIC_SETTINGS}
 _DEFAULTS = {setting.field: setting.default for setting in TOPIC_SETTINGS}
@@ -231,6 +272,15 @@ class LogConfig:
     min_insync_replicas: int = _DEFAULTS["min_insync_replicas"]
     unclean_leader_election_enable: bool = _DEFAULTS["unclean_leader_election_enable"]
     preallocate: bool = _DEFAULTS["preallocate"]
+    leader_replication_throttled_replicas: tuple[str, ...] = (
+        _DEFAULTS["leader_replication_throttled_replicas"])
+    follower_replication_throttled_replicas: tuple[str, ...] = (
+        _DEFAULTS["follower_replication_throttled_replicas"])
+    remote_storage_enable: bool = _DEFAULTS["remote_storage_enable"]
+    local_retention_ms: int = _DEFAULTS["local_retention_ms"]
+    local_retention_bytes: int = _DEFAULTS["local_retention_bytes"]
+    remote_log_copy_disable: bool = _DEFAULTS["remote_log_copy_disable"]
+    remote_log_delete_on_disable: bool = _DEFAULTS["remote_log_delete_on_disable"]
 
     @property
     def compact(self) -> bool:

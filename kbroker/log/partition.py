@@ -118,8 +118,10 @@ class PartitionLog(LocalLog):
         """Validate one producer batch and append it, or raise KafkaError with nothing written
         (KAFKA_STORAGE_ERROR when the disk fails it)."""
         config = self.config
-        self.check_online()
-        batch = validate_produce_batch(records, config, now_ms)
+        log_dir = self.log_dir
+        if log_dir.offline:
+            self.check_online()
+        batch = validate_produce_batch(records, config, now_ms, self.name)
         header = batch.header
         state = self.producer_state
         if header.producer_id >= 0:
@@ -143,8 +145,8 @@ class PartitionLog(LocalLog):
             segment.append([head, batch.view[HEADER_SIZE:]], size, last_offset, header.max_timestamp)
         except OSError as exc:
             raise self._storage_error(exc) from exc
-        if self.log_dir.failures:
-            self.log_dir.failures = 0
+        if log_dir.failures:
+            log_dir.failures = 0
         self.log_end_offset = last_offset + 1
         self.unflushed_messages += header.records_count
         if header.producer_id >= 0:
@@ -290,5 +292,6 @@ class PartitionLog(LocalLog):
             self.segments[-1].seal()
             if self._snapshot_offset != self.log_end_offset:
                 self._write_snapshot()
-            self.flush()
+            if self.recovery_point < self.log_end_offset or self.has_unsynced_files():
+                self.flush()
         self.close_segments()
