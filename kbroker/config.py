@@ -68,6 +68,8 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "SASL mechanisms offered on a SASL_PLAINTEXT listener.", choices=_MECHANISMS),
     Setting(SASL_JAAS_SETTING, "string", None, "The users a SASL_PLAINTEXT listener accepts, as "
             "Kafka's PlainLoginModule line: user_NAME=\"PASSWORD\" entries.", sensitive=True),
+    Setting("sasl.server.max.receive.size", "int", 524288, "Largest request frame accepted on a "
+            "SASL_PLAINTEXT listener before the client has authenticated.", low=1),
     Setting("connection.failed.authentication.delay.ms", "int", 100, "Delay before the answer to "
             "a failed SASL authentication (and the close that follows), to slow password "
             "guessing.", low=0),
