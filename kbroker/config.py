@@ -146,6 +146,11 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("group.consumer.assignors", "list", CONSUMER_ASSIGNORS, "Server-side assignors, by "
             "name (uniform, range) or Kafka class name; the first is used when members name none.",
             choices=(*CONSUMER_ASSIGNORS, "uniform", "range")),
+    Setting("group.consumer.migration.policy", "string", "bidirectional", "Online conversion "
+            "between classic and consumer groups with members: upgrade (classic to consumer when a "
+            "ConsumerGroupHeartbeat member joins), downgrade (back when the last such member "
+            "leaves), bidirectional, or disabled.",
+            choices=("disabled", "upgrade", "downgrade", "bidirectional")),
     Setting("offsets.retention.minutes", "int", 10080, "How long committed offsets of an empty "
             "group are kept.", low=1),
     Setting("offsets.retention.check.interval.ms", "long", 600000, "How often expired offsets are "

@@ -244,3 +244,23 @@ def test_groups_and_offsets_survive_a_restart(restartable_broker, topic_name):
     wait_for(lambda: len(member.values) >= 4, 30, "records after the restart")
     member.stop()
     assert sorted(member.values) == [8, 9, 10, 11]  # resumed from the committed offsets
+
+
+def test_mixed_classic_and_consumer_members_upgrade_and_downgrade(broker, topic_name):
+    from tests.test_groups_clients import ConfluentMember
+
+    group = f"{topic_name}-group"
+    produce(broker.bootstrap, topic_name, 8)
+    classic = ConfluentMember(broker.bootstrap, topic_name, group)
+    classic.start()
+    wait_for(lambda: classic.assigned == ALL, what="the classic member owning every partition")
+    modern = NewProtocolMember(broker.bootstrap, topic_name, group)
+    modern.start()  # the classic group becomes a consumer group with both members
+    wait_for(lambda: exclusive_cover([classic, modern]), 30, "both protocols sharing the partitions")
+    described = describe(broker.bootstrap, group)
+    assert described.type.name == "CONSUMER" and len(described.members) == 2
+    produce(broker.bootstrap, topic_name, 8, start=8)
+    modern.stop()  # the last consumer-protocol member leaves: the group turns classic again
+    wait_for(lambda: classic.assigned == ALL, 30, "the classic member owning every partition again")
+    assert_exactly_once([classic, modern], 16)
+    classic.stop()

@@ -83,7 +83,7 @@ async def handle_join_group(ctx, request) -> JoinGroupResponse:
         client_host=_client_host(ctx),
         require_known_member_id=version >= 4,
         supports_skip_assignment=version >= 9,
-    ))
+    ), ctx.broker.logs.topics)
     protocol_name = result.protocol_name
     # Before v7 the name is a non-null string; from v7 Kafka sends null rather than "".
     protocol_name = (protocol_name or "") if version < 7 else (protocol_name or None)
