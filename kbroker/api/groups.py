@@ -312,9 +312,9 @@ async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
     share = ctx.broker.share
     results = await ctx.broker.groups.delete_groups(
         [group_id for group_id in request.groups_names if not share.is_share_group(group_id)])
-    results.update({group_id: share.delete_group(group_id)
-                    for group_id in request.groups_names if share.is_share_group(group_id)})
-    await share.topic.flush()
+    for group_id in request.groups_names:
+        if share.is_share_group(group_id):
+            results[group_id] = await share.delete_group(group_id)
     return DeleteGroupsResponse(throttle_time_ms=0, results=[
         DeleteGroupsResponse.DeletableGroupResult(group_id=group_id, error_code=error)
         for group_id, error in results.items()
