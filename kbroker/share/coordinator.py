@@ -338,9 +338,9 @@ class ShareCoordinator:
         by_partition: dict[int, list[Record]] = {}
         for index, record in routed:
             by_partition.setdefault(index, []).append(record._replace(timestamp=now))
-        for index, records in by_partition.items():
+        for index, partition_records in by_partition.items():
             try:
-                self.topic.append(index, records, now)
+                self.topic.append(index, partition_records, now)
             except (KafkaError, OSError) as exc:
                 log.error("cannot write share-partition state to %s-%d: %s", self.topic.name, index, exc)
                 raise KafkaError(ErrorCode.COORDINATOR_NOT_AVAILABLE, "The share state could not be "
