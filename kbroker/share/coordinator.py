@@ -270,6 +270,11 @@ class ShareCoordinator:
             records.append((self._state_partition(key), Record(key=crecords.encode_key(_UpdateKey(**fields)))))
         self._append(records)
 
+    def on_topics_deleted(self, names: list[str]) -> None:
+        """A deleted topic's share partitions go with it, in every group (tombstones)."""
+        self.forget_partitions([key for key in self.partitions
+                                if self.storage.logs.topic_by_id(key.topic_id) is None])
+
     def group_partitions(self, group_id: str) -> dict[PartitionKey, SharePartition]:
         return {key: self.partitions[key] for key in self._by_group.get(group_id, ())}
 
