@@ -31,8 +31,7 @@ def parse_ip_overrides(text: str) -> dict[str, int]:
         except ValueError:
             value = -1
         if not host or value < 0:
-            raise KafkaError(ErrorCode.INVALID_CONFIG,
-                             f"{item!r} is not host:count with a count of 0 or more")
+            raise ValueError(f"{item!r} is not host:count with a count of 0 or more")
         overrides[host.strip("[]")] = value
     return overrides
 
@@ -44,8 +43,7 @@ def _check_listener(text: str | None) -> None:
     host, colon, port = address.rpartition(":")
     if not separator or protocol.upper() not in ("PLAINTEXT", "SASL_PLAINTEXT") or not colon \
             or not port.isdigit() or int(port) > 65535:
-        raise KafkaError(ErrorCode.INVALID_CONFIG,
-                         "expected PLAINTEXT://HOST:PORT or SASL_PLAINTEXT://HOST:PORT")
+        raise ValueError("expected PLAINTEXT://HOST:PORT or SASL_PLAINTEXT://HOST:PORT")
 
 
 _DAY_MS = 24 * 3600 * 1000
