@@ -101,6 +101,9 @@ def test_group_types_do_not_mix(wire, topic_name):
                           member_id="", group_instance_id=None, protocol_type="consumer",
                           protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=b"")])
     assert joined.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+    described = wire.request("DescribeGroups", 6, groups=[share], include_authorized_operations=False).groups[0]
+    assert (described.error_code, described.error_message, described.group_state) == \
+        (ErrorCode.GROUP_ID_NOT_FOUND, f"Group {share} is not a classic group.", "Dead")
     listed = wire.request("ListGroups", 5, states_filter=[], types_filter=["share"])
     assert [(g.group_id, g.group_type, g.group_state) for g in listed.groups if g.group_id == share] == \
         [(share, "share", "Stable")]

@@ -176,15 +176,15 @@ class ShareCoordinator:
 
     def _replay_groups(self) -> None:
         """Rebuild share groups from their ShareGroup* records in __consumer_offsets."""
-        stored = []
-        for index, base_offset, batch in self.offsets_topic.replay():
-            try:
-                stored += [(record.key, record.value) for record in iter_records(batch)]
-            except (KafkaError, ValueError, struct.error) as exc:
-                log.warning("skipping unreadable batch at %s-%d offset %d: %s",
-                            self.offsets_topic.name, index, base_offset, exc)
+        def stored():
+            for index, base_offset, batch in self.offsets_topic.replay():
+                try:
+                    yield from [(record.key, record.value) for record in iter_records(batch)]
+                except (KafkaError, ValueError, struct.error) as exc:
+                    log.warning("skipping unreadable batch at %s-%d offset %d: %s",
+                                self.offsets_topic.name, index, base_offset, exc)
         try:
-            groups = records.replay(stored)
+            groups = records.replay(stored())
         except (KafkaError, ValueError, struct.error, UnicodeDecodeError) as exc:
             log.error("share groups in %s cannot be read (%s); they start empty", self.offsets_topic.name, exc)
             return
