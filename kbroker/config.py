@@ -36,14 +36,17 @@ def parse_ip_overrides(text: str) -> dict[str, int]:
     return overrides
 
 
+LISTENER_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT")  # the security protocols the server speaks
+
+
 def _check_listener(text: str | None) -> None:
     if text is None:
         return
     protocol, separator, address = text.split(",")[0].partition("://")
     host, colon, port = address.rpartition(":")
-    if not separator or protocol.upper() not in ("PLAINTEXT", "SASL_PLAINTEXT") or not colon \
+    if not separator or protocol.upper() not in LISTENER_PROTOCOLS or not colon \
             or not port.isdigit() or int(port) > 65535:
-        raise ValueError("expected PLAINTEXT://HOST:PORT or SASL_PLAINTEXT://HOST:PORT")
+        raise ValueError("expected " + " or ".join(f"{name}://HOST:PORT" for name in LISTENER_PROTOCOLS))
 
 
 _DAY_MS = 24 * 3600 * 1000
