@@ -64,7 +64,7 @@ class Broker:
         self.metadata_offset = MetadataOffset(self.data_dir)
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
-        self.features = FinalizedFeatures(self.data_dir)
+        self.features = FinalizedFeatures(self.data_dir, self.node_id)
         self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
         self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
