@@ -13,7 +13,7 @@ from kbroker.groups.consumer import Heartbeat
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse
 
-MEMBER_TYPE_CONSUMER = 1  # ConsumerGroupDescribe v1 MemberType: 0 classic, 1 consumer
+MEMBER_TYPE_CLASSIC, MEMBER_TYPE_CONSUMER = 0, 1  # ConsumerGroupDescribe v1 MemberType
 
 
 @serves("ConsumerGroupHeartbeat", 0, 1)
@@ -81,7 +81,7 @@ async def handle_consumer_group_describe(ctx, request) -> ConsumerGroupDescribeR
                 assignment=_described_assignment(m.assigned, names_by_id),
                 target_assignment=_described_assignment(group.target.get(m.member_id, {}),
                                                         names_by_id),
-                member_type=MEMBER_TYPE_CONSUMER,
+                member_type=MEMBER_TYPE_CONSUMER if m.classic is None else MEMBER_TYPE_CLASSIC,
             ) for m in group.members.values()],
         ))
     return D(throttle_time_ms=0, groups=described)
