@@ -95,6 +95,7 @@ class Broker:
             offsets_topic=LogTopic(self.storage, OFFSETS_TOPIC, config["offsets.topic.num.partitions"],
                                    OFFSETS_TOPIC_CONFIGS),
             offsets_partition=self.groups.partition_for)
+        self.storage.deletion_listeners.append(self.share.on_topics_deleted)
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""
