@@ -27,6 +27,7 @@ from kbroker.metadata_store import (
 )
 from kbroker.metrics import Metrics
 from kbroker.quotas import ClientQuotas
+from kbroker.telemetry import Subscriptions, Telemetry
 from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
@@ -65,6 +66,7 @@ class Broker:
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir)
         self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
+        self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
         self.producer_ids = ProducerIdAllocator(self.data_dir)

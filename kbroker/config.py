@@ -88,6 +88,8 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "(127.0.0.1:200,10.0.0.7:5).", dynamic=True, validator=parse_ip_overrides),
     Setting("connections.max.idle.ms", "long", 600000, "Idle connections are closed after this long.",
             low=1),
+    Setting("telemetry.max.bytes", "int", 1024 * 1024, "Largest metrics payload a client may push "
+            "(KIP-714).", low=1),
     # Topics.
     Setting("auto.create.topics.enable", "boolean", True, "Create unknown topics on metadata requests."),
     Setting("num.partitions", "int", 1, "Partition count of auto-created topics.", low=1),
@@ -234,6 +236,7 @@ class ConfigSource(enum.IntEnum):
     DYNAMIC_DEFAULT_BROKER_CONFIG = 3  # AlterConfigs on the cluster default resource ("")
     STATIC_BROKER_CONFIG = 4  # the command line (Kafka: server.properties)
     DEFAULT_CONFIG = 5
+    CLIENT_METRICS_CONFIG = 7  # a client metrics subscription's (kbroker/telemetry.py)
     GROUP_CONFIG = 8  # a group's override (the GROUP resource, kbroker/group_configs.py)
 
 

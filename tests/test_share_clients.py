@@ -236,3 +236,37 @@ def test_a_broker_killed_midway_delivers_exactly_what_was_not_accepted(tmp_path,
         assert sorted(redelivered) == list(range(1, 40, 2))
         assert not set(redelivered) & set(accepted)
         after.close()
+
+
+def test_read_committed_share_groups_skip_aborted_and_open_transactions(share_broker, topic_name):
+    bootstrap = share_broker.bootstrap
+    new_topic(bootstrap, topic_name)
+    producer = confluent_producer(bootstrap, **{"transactional.id": "tx-" + topic_name})
+    producer.init_transactions()
+    for values, commit in ((["a0", "a1"], True), (["b0", "b1"], False), (["c0"], True)):
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(topic_name, value=value.encode())
+        producer.flush()  # an abort would otherwise drop records never sent
+        producer.commit_transaction() if commit else producer.abort_transaction()
+    producer.begin_transaction()
+    producer.produce(topic_name, value=b"open")
+    producer.flush()
+
+    def values(group: str, isolation: str, count: int) -> list[bytes]:
+        set_group_configs(bootstrap, group, share_auto_offset_reset="earliest", share_isolation_level=isolation)
+        share_consumer = consumer(bootstrap, group, topic_name)
+        got = []
+        deadline = time.monotonic() + 20
+        while len(got) < count and time.monotonic() < deadline:
+            for message in poll_some(share_consumer, timeout_s=1):
+                share_consumer.acknowledge(message)
+                got.append(message.value())
+            share_consumer.commit_sync()
+        got += [m.value() for m in poll_some(share_consumer, timeout_s=1)]  # nothing more may come
+        share_consumer.close()
+        return got
+
+    assert values("committed-" + topic_name, "read_committed", 3) == [b"a0", b"a1", b"c0"]
+    assert values("uncommitted-" + topic_name, "read_uncommitted", 6) == [b"a0", b"a1", b"b0", b"b1", b"c0", b"open"]
+    producer.commit_transaction()

@@ -192,7 +192,7 @@ def test_offsets_of_a_share_group_are_described_altered_and_deleted(broker, wire
         AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestTopic(topic_name=topic_name, partitions=[
             AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestPartition(partition_index=0, start_offset=8)])])
     assert alter.error_code == ErrorCode.NON_EMPTY_GROUP
-    heartbeat(wire, group, "m", -1)  # leaving releases what it held
+    heartbeat(wire, group, "m", -1)
     alter = wire.request("AlterShareGroupOffsets", 0, group_id=group, topics=[
         AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestTopic(topic_name=topic_name, partitions=[
             AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestPartition(partition_index=0, start_offset=8)])])

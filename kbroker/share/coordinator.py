@@ -130,18 +130,16 @@ class ShareCoordinator:
     def is_share_group(self, group_id: str) -> bool:
         return group_id in self.groups.groups
 
-    async def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
-                        subscribed: list[str] | None, client_id: str, client_host: str):
+    def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
+                  subscribed: list[str] | None, client_id: str, client_host: str):
         """ShareGroupHeartbeat; raises KafkaError as the group's rules say."""
-        result, left = self.groups.heartbeat(group_id, member_id, member_epoch, rack_id, subscribed,
-                                             client_id, client_host, self.clock(), self.topic_metadata)
-        for member in left:
-            await self.member_gone(group_id, member)
+        result = self.groups.heartbeat(group_id, member_id, member_epoch, rack_id, subscribed,
+                                       client_id, client_host, self.clock(), self.topic_metadata)
         self._wake_timers(self.groups.next_deadline())
         return result
 
     async def member_gone(self, group_id: str, member_id: str) -> None:
-        """A member left or expired: its session ends and its records are released."""
+        """A member expired: its session ends and its records are released."""
         self.sessions.close(group_id, member_id)
         await self.release(group_id, member_id)
 

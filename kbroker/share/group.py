@@ -15,7 +15,9 @@ Rules:
    partitions each partition goes to ceil(M / P) members, so with more members than partitions
    every partition is shared, and each member gets a near-equal number of partitions.
 4. A member that does not heartbeat within the session timeout (share.session.timeout.ms) is
-   removed, as if it had left.
+   removed, as if it had left; the caller then ends its share session, releasing its records. A
+   member that leaves ends its session itself (ShareAcknowledge or ShareFetch with epoch -1, which
+   a client may send at the same time as its leaving heartbeat, so leaving releases nothing).
 5. The response carries the assignment when it changed since the member last got it, or when the
    request was a full one (joining, or naming its topics); otherwise null.
 """
@@ -93,8 +95,8 @@ class ShareGroups:
 
     def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
                   subscribed: list[str] | None, client_id: str, client_host: str, now_ms: int,
-                  topics: TopicMetadata) -> tuple[HeartbeatResult, list[str]]:
-        """The answer, and the ids of members that left (whose records must be released)."""
+                  topics: TopicMetadata) -> HeartbeatResult:
+        """The answer; raises KafkaError as rule 1 says."""
         _validate(group_id, member_id, member_epoch, subscribed)
         if self.other_group_type(group_id):
             raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {group_id} is not a share group.")
@@ -106,7 +108,7 @@ class ShareGroups:
                 raise KafkaError(ErrorCode.UNKNOWN_MEMBER_ID,
                                  f"Member {member_id} is not a member of group {group_id}.")
             self._remove(group, member_id, topics)
-            return HeartbeatResult(member_id, LEAVE_EPOCH, interval, None), [member_id]
+            return HeartbeatResult(member_id, LEAVE_EPOCH, interval, None)
         if member is None:
             if member_epoch != JOIN_EPOCH:
                 raise KafkaError(ErrorCode.UNKNOWN_MEMBER_ID,
@@ -135,7 +137,7 @@ class ShareGroups:
         assignment = None
         if full or member.sent != member.assignment:
             assignment = member.sent = member.assignment
-        return HeartbeatResult(member_id, member.epoch, interval, assignment), []
+        return HeartbeatResult(member_id, member.epoch, interval, assignment)
 
     def expire(self, now_ms: int, topics: TopicMetadata) -> list[tuple[str, str]]:
         """Remove members past their session timeout (rule 4); (group, member) of each."""
