@@ -91,7 +91,10 @@ class Broker:
                              config["share.coordinator.state.topic.num.partitions"], SHARE_STATE_CONFIGS),
             self.clock.now_ms, self.storage, self.group_configs,
             other_group_type=lambda group_id: self.groups.group(group_id) is not None
-            or self.groups.consumer.group(group_id) is not None)
+            or self.groups.consumer.group(group_id) is not None,
+            offsets_topic=LogTopic(self.storage, OFFSETS_TOPIC, config["offsets.topic.num.partitions"],
+                                   OFFSETS_TOPIC_CONFIGS),
+            offsets_partition=self.groups.partition_for)
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""

@@ -226,3 +226,36 @@ def test_group_configs_are_checked_against_the_broker_bounds(wire):
     assert values["share.isolation.level"] == ("read_uncommitted", 5)  # DEFAULT_CONFIG
     listed = wire.request("ListConfigResources", 1, resource_types=[GROUP_RESOURCE])
     assert ("configured", GROUP_RESOURCE) in [(r.resource_name, r.resource_type) for r in listed.config_resources]
+
+
+def test_membership_survives_a_broker_crash(tmp_path, topic_name):
+    with running_broker(data_dir=tmp_path) as broker:
+        with WireClient(broker.bootstrap) as wire:
+            topic_id = make_topic(wire, topic_name, partitions=2)
+            group = "durable-" + topic_name
+            heartbeat(wire, group, "a", 0, [topic_name])
+            heartbeat(wire, group, "b", 0, [topic_name])
+            heartbeat(wire, group, "c", 0, [topic_name])
+            assert heartbeat(wire, group, "c", 3, None).error_code == ErrorCode.NONE
+            heartbeat(wire, group, "c", -1)
+        port = broker.port
+        broker.kill()
+        broker.start(port)
+        with WireClient(broker.bootstrap) as wire:
+            described = wire.request("ShareGroupDescribe", 1, group_ids=[group]).groups[0]
+            assert (described.group_epoch, described.assignment_epoch) == (4, 4)
+            members = {m.member_id: (m.member_epoch, m.subscribed_topic_names,
+                                     [(tp.topic_id, tp.partitions) for tp in m.assignment.topic_partitions])
+                       for m in described.members}
+            assert members == {"a": (1, [topic_name], [(topic_id, [0])]),
+                               "b": (2, [topic_name], [(topic_id, [1])])}
+            answer = heartbeat(wire, group, "a", 1)  # the member goes on with the epoch it had
+            assert (answer.error_code, answer.member_epoch) == (ErrorCode.NONE, 4)
+            heartbeat(wire, group, "a", -1)
+            heartbeat(wire, group, "b", -1)
+            assert wire.request("DeleteGroups", 2, groups_names=[group]).results[0].error_code == ErrorCode.NONE
+        broker.kill()
+        broker.start(port)
+        with WireClient(broker.bootstrap) as wire:
+            assert wire.request("ShareGroupDescribe", 1, group_ids=[group]).groups[0].error_code == \
+                ErrorCode.GROUP_ID_NOT_FOUND
