@@ -10,6 +10,7 @@ from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
     AlterShareGroupOffsetsRequest,
     DeleteShareGroupOffsetsRequest,
+    DeleteTopicsRequest,
     DescribeConfigsRequest,
     DescribeShareGroupOffsetsRequest,
     IncrementalAlterConfigsRequest,
@@ -100,6 +101,9 @@ def test_group_types_do_not_mix(wire, topic_name):
                           member_id="", group_instance_id=None, protocol_type="consumer",
                           protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=b"")])
     assert joined.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+    described = wire.request("DescribeGroups", 6, groups=[share], include_authorized_operations=False).groups[0]
+    assert (described.error_code, described.error_message, described.group_state) == \
+        (ErrorCode.GROUP_ID_NOT_FOUND, f"Group {share} is not a classic group.", "Dead")
     listed = wire.request("ListGroups", 5, states_filter=[], types_filter=["share"])
     assert [(g.group_id, g.group_type, g.group_state) for g in listed.groups if g.group_id == share] == \
         [(share, "share", "Stable")]
@@ -198,6 +202,14 @@ def test_offsets_of_a_share_group_are_described_altered_and_deleted(broker, wire
             AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestPartition(partition_index=0, start_offset=8)])])
     assert alter.responses[0].partitions[0].error_code == ErrorCode.NONE
     assert describe() == [(topic_name, 0, 8, 2)]
+    other = make_topic(wire, topic_name + "-gone")
+    heartbeat(wire, group, "n", 0, [topic_name + "-gone"])
+    share_fetch(wire, group, "n", 0, other)
+    heartbeat(wire, group, "n", -1)
+    assert sorted(entry[0] for entry in describe()) == [topic_name, topic_name + "-gone"]
+    wire.request("DeleteTopics", 6, topics=[DeleteTopicsRequest.DeleteTopicState(name=topic_name + "-gone")],
+                 timeout_ms=5000)
+    assert describe() == [(topic_name, 0, 8, 2)]  # a deleted topic's share state goes with it
     deleted = wire.request("DeleteShareGroupOffsets", 0, group_id=group, topics=[
         DeleteShareGroupOffsetsRequest.DeleteShareGroupOffsetsRequestTopic(topic_name=topic_name),
         DeleteShareGroupOffsetsRequest.DeleteShareGroupOffsetsRequestTopic(topic_name="no-such-" + topic_name)])

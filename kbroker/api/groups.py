@@ -288,6 +288,7 @@ async def handle_describe_groups(ctx: RequestContext,
                 error_code=ErrorCode.GROUP_ID_NOT_FOUND, error_message=(
                     f"Group {group_id} is not a classic group."
                     if ctx.broker.groups.consumer.group(group_id) is not None
+                    or ctx.broker.share.is_share_group(group_id)
                     else f"Group {group_id} not found."),
                 group_id=group_id, group_state="Dead", protocol_type="", protocol_data="", members=[],
                 authorized_operations=OPERATIONS_NOT_REQUESTED))

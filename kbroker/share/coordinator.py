@@ -176,15 +176,15 @@ class ShareCoordinator:
 
     def _replay_groups(self) -> None:
         """Rebuild share groups from their ShareGroup* records in __consumer_offsets."""
-        stored = []
-        for index, base_offset, batch in self.offsets_topic.replay():
-            try:
-                stored += [(record.key, record.value) for record in iter_records(batch)]
-            except (KafkaError, ValueError, struct.error) as exc:
-                log.warning("skipping unreadable batch at %s-%d offset %d: %s",
-                            self.offsets_topic.name, index, base_offset, exc)
+        def stored():
+            for index, base_offset, batch in self.offsets_topic.replay():
+                try:
+                    yield from [(record.key, record.value) for record in iter_records(batch)]
+                except (KafkaError, ValueError, struct.error) as exc:
+                    log.warning("skipping unreadable batch at %s-%d offset %d: %s",
+                                self.offsets_topic.name, index, base_offset, exc)
         try:
-            groups = records.replay(stored)
+            groups = records.replay(stored())
         except (KafkaError, ValueError, struct.error, UnicodeDecodeError) as exc:
             log.error("share groups in %s cannot be read (%s); they start empty", self.offsets_topic.name, exc)
             return
@@ -270,6 +270,11 @@ class ShareCoordinator:
             records.append((self._state_partition(key), Record(key=crecords.encode_key(_UpdateKey(**fields)))))
         self._append(records)
 
+    def on_topics_deleted(self, names: list[str]) -> None:
+        """A deleted topic's share partitions go with it, in every group (tombstones)."""
+        self.forget_partitions([key for key in self.partitions
+                                if self.storage.logs.topic_by_id(key.topic_id) is None])
+
     def group_partitions(self, group_id: str) -> dict[PartitionKey, SharePartition]:
         return {key: self.partitions[key] for key in self._by_group.get(group_id, ())}
 
@@ -338,9 +343,9 @@ class ShareCoordinator:
         by_partition: dict[int, list[Record]] = {}
         for index, record in routed:
             by_partition.setdefault(index, []).append(record._replace(timestamp=now))
-        for index, records in by_partition.items():
+        for index, partition_records in by_partition.items():
             try:
-                self.topic.append(index, records, now)
+                self.topic.append(index, partition_records, now)
             except (KafkaError, OSError) as exc:
                 log.error("cannot write share-partition state to %s-%d: %s", self.topic.name, index, exc)
                 raise KafkaError(ErrorCode.COORDINATOR_NOT_AVAILABLE, "The share state could not be "
