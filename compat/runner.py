@@ -89,6 +89,13 @@ class Brokers:
         return {c: {a: sorted(v) for a, v in apis.items()} for c, apis in merged.items()}
 
 
+# KIP-848 members' sessions are the broker's: 6 s, as the classic scenarios ask for theirs.
+KIP848_SESSIONS = ("--override", "group.consumer.session.timeout.ms=6000",
+                   "--override", "group.consumer.min.session.timeout.ms=1000",
+                   "--override", "group.consumer.heartbeat.interval.ms=1000",
+                   "--override", "group.consumer.min.heartbeat.interval.ms=500")
+
+
 def kbroker_version() -> str:
     from importlib import metadata
     try:
@@ -170,7 +177,7 @@ def main(argv=None) -> int:
                 bootstrap, strict = args.bootstrap, args.strict_bootstrap
                 broker_name = f"broker at {bootstrap}"
             else:
-                bootstrap = brokers.start("main")
+                bootstrap = brokers.start("main", *KIP848_SESSIONS)
                 needs_strict = any(SCENARIOS[s].strict_broker for s in chosen_scenarios)
                 strict = brokers.start("strict", "--no-auto-create-topics") if needs_strict else None
                 broker_name = kbroker_version()

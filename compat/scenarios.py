@@ -614,8 +614,44 @@ def error_invalid_topic(ctx: Ctx):
                      error_pattern(ctx, "invalid_topic"), "create an invalid name")
 
 
+# --- share groups (KIP-932) -------------------------------------------------------------------
+
+def share_group(ctx: Ctx, suffix: str, count: int) -> tuple[str, str]:
+    """A topic holding `count` records and a share group reading it from the earliest offset."""
+    topic, group = ctx.create_topic(ctx.name(suffix), 1), ctx.name(suffix + "-group")
+    ctx.main.call("set_group_config", group=group, config={"share.auto.offset.reset": "earliest"})
+    ctx.produce(topic, [Rec(value=f"{suffix}-{i}".encode(), partition=0) for i in range(count)])
+    return topic, group
+
+
+@scenario("share_accept", "a share consumer gets every record once and accepts it; none comes again",
+          needs=("share_consumer",))
+def share_accept(ctx: Ctx):
+    topic, group = share_group(ctx, "share", 10)
+    got = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=10)
+    expect(got == [[i, f"share-{i}", 1] for i in range(10)], f"share consumer got {got[:4]}...")
+    again = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=1, timeout_ms=3000)
+    expect(again == [], f"accepted records delivered again: {again}")
+
+
+@scenario("share_release_reject", "released records come back with delivery count 2; rejected ones never",
+          needs=("share_consumer",))
+def share_release_reject(ctx: Ctx):
+    topic, group = share_group(ctx, "redeliver", 3)
+    released = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=3, ack="release")
+    expect([r[2] for r in released] == [1, 1, 1], f"first delivery {released}")
+    again = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=3, ack="reject")
+    expect(again == [[i, f"redeliver-{i}", 2] for i in range(3)], f"after release: {again}")
+    gone = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=1, timeout_ms=3000)
+    expect(gone == [], f"rejected records delivered again: {gone}")
+
+
 def run_scenario(ctx: Ctx, scenario_: Scenario) -> None:
     missing = [need for need in scenario_.needs if need not in ctx.features]
     if missing:
         raise Unsupported(f"no {', '.join(missing)}")
     scenario_.run(ctx)
+
+
+# The KIP-848 scenarios live in their own module; importing it registers them.
+from compat import scenarios_kip848  # noqa: E402, F401

@@ -17,22 +17,25 @@ from kbroker.clock import Clock
 from kbroker.config import SASL_JAAS_SETTING, Config
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
+from kbroker.group_configs import GroupConfigs
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
 from kbroker.housekeeping import LogHousekeeping
-from kbroker.log import LogConfig, LogManager
+from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
     BrokerIdentity, DynamicBrokerConfigs, MetadataOffset, ProducerIdAllocator, ScramCredentials,
 )
 from kbroker.metrics import Metrics
 from kbroker.quotas import ClientQuotas
+from kbroker.telemetry import Subscriptions, Telemetry
 from kbroker.sasl import SaslUsers, users_from_jaas
+from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
 from kbroker.txn.coordinator import (
     TRANSACTION_STATE_CONFIGS, TRANSACTION_STATE_TOPIC, TransactionCoordinator,
 )
 
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, SHARE_STATE_TOPIC})
 
 
 def _sasl_users(config: Config, scram: ScramCredentials) -> SaslUsers | None:
@@ -52,9 +55,10 @@ class Broker:
         self.data_dir = Path(config["log.dirs"])
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.identity = BrokerIdentity.load_or_create(self.data_dir, config["node.id"])
-        self.dynamic_configs = DynamicBrokerConfigs(config, self.data_dir, self._set_log_defaults)
-        self.log_defaults = config.log_defaults()
-        self.logs = LogManager(str(self.data_dir), self.log_defaults, clock=self.clock.now_ms,
+        # Stored dynamic configs are loaded first: they change the topic defaults the logs open with.
+        self.dynamic_configs = DynamicBrokerConfigs(
+            config, self.data_dir, lambda defaults: self.logs.set_defaults(defaults))
+        self.logs = LogManager(str(self.data_dir), config.log_defaults(), clock=self.clock.now_ms,
                                open_files_max=config["log.open.files.max"])
         self.storage = Storage(self.logs, self.clock.now_ms, config["num.partitions"])
         self.metadata_offset = MetadataOffset(self.data_dir)
@@ -62,6 +66,7 @@ class Broker:
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir)
         self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
+        self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
         self.producer_ids = ProducerIdAllocator(self.data_dir)
@@ -80,10 +85,13 @@ class Broker:
                              config["transaction.state.log.num.partitions"],
                              TRANSACTION_STATE_CONFIGS),
             self.clock.now_ms, self.producer_ids.allocate, self.storage, self.groups)
-
-    def _set_log_defaults(self, defaults: LogConfig) -> None:
-        self.log_defaults = defaults
-        self.logs.set_defaults(defaults)
+        self.group_configs = GroupConfigs(config, self.data_dir)
+        self.share = ShareCoordinator(  # replays __share_group_state
+            config, LogTopic(self.storage, SHARE_STATE_TOPIC,
+                             config["share.coordinator.state.topic.num.partitions"], SHARE_STATE_CONFIGS),
+            self.clock.now_ms, self.storage, self.group_configs,
+            other_group_type=lambda group_id: self.groups.group(group_id) is not None
+            or self.groups.consumer.group(group_id) is not None)
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""
@@ -92,6 +100,7 @@ class Broker:
             nursery.start_soon(self.housekeeping.run)
             nursery.start_soon(self.groups.run)
             nursery.start_soon(self.transactions.run)
+            nursery.start_soon(self.share.run)
             nursery.start_soon(self.api_usage.run)
 
     @property

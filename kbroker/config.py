@@ -88,6 +88,8 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "(127.0.0.1:200,10.0.0.7:5).", dynamic=True, validator=parse_ip_overrides),
     Setting("connections.max.idle.ms", "long", 600000, "Idle connections are closed after this long.",
             low=1),
+    Setting("telemetry.max.bytes", "int", 1024 * 1024, "Largest metrics payload a client may push "
+            "(KIP-714).", low=1),
     # Topics.
     Setting("auto.create.topics.enable", "boolean", True, "Create unknown topics on metadata requests."),
     Setting("num.partitions", "int", 1, "Partition count of auto-created topics.", low=1),
@@ -151,6 +153,38 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("offsets.topic.num.partitions", "int", 1, "Partitions of __consumer_offsets (Kafka: "
             "50; one broker needs only one).", low=1),
     # Transactions.
+    # Share groups (KIP-932).
+    Setting("group.share.record.lock.duration.ms", "int", 30000, "How long a share consumer holds "
+            "the records it acquired before they go back to the group.", low=1000, high=3600000),
+    Setting("group.share.min.record.lock.duration.ms", "int", 15000, "Smallest record lock "
+            "duration a share group may set (share.record.lock.duration.ms).", low=1000, high=30000),
+    Setting("group.share.max.record.lock.duration.ms", "int", 60000, "Largest record lock "
+            "duration a share group may set.", low=30000, high=3600000),
+    Setting("group.share.delivery.count.limit", "int", 5, "Deliveries of a record to a share "
+            "group after which it is archived rather than delivered again.", low=2, high=10),
+    Setting("group.share.partition.max.record.locks", "int", 2000, "Most in-flight records of "
+            "one share partition.", low=100, high=10000),
+    Setting("group.share.max.share.sessions", "int", 2000, "Most share sessions of the broker.",
+            low=1),
+    Setting("group.share.max.size", "int", 200, "Most members in one share group.", low=1,
+            high=1000),
+    Setting("group.share.session.timeout.ms", "int", 45000, "A share group member that does not "
+            "heartbeat within this time is removed.", low=1),
+    Setting("group.share.min.session.timeout.ms", "int", 45000, "Smallest share.session.timeout.ms "
+            "of a group.", low=1),
+    Setting("group.share.max.session.timeout.ms", "int", 60000, "Largest share.session.timeout.ms "
+            "of a group.", low=1),
+    Setting("group.share.heartbeat.interval.ms", "int", 5000, "How often share group members "
+            "heartbeat.", low=1),
+    Setting("group.share.min.heartbeat.interval.ms", "int", 5000, "Smallest "
+            "share.heartbeat.interval.ms of a group.", low=1),
+    Setting("group.share.max.heartbeat.interval.ms", "int", 15000, "Largest "
+            "share.heartbeat.interval.ms of a group.", low=1),
+    Setting("share.coordinator.state.topic.num.partitions", "int", 1, "Partitions of "
+            "__share_group_state (Kafka: 50; one broker needs only one).", low=1),
+    Setting("share.coordinator.snapshot.update.records.per.snapshot", "int", 500, "ShareUpdate "
+            "records written for a share partition between two ShareSnapshot records.", low=0,
+            high=500),
     Setting("transaction.max.timeout.ms", "int", 900000, "Largest transaction timeout a producer "
             "may ask for.", low=1),
     Setting("transactional.id.expiration.ms", "int", 604800000, "Idle time after which a "
@@ -179,9 +213,12 @@ SETTINGS: tuple[Setting, ...] = _BROKER_SETTINGS + tuple(TOPIC_DEFAULT_SETTINGS.
 SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 BROKER_RULES = (
     AtMost("group.min.session.timeout.ms", "group.max.session.timeout.ms", "broker"),
-    *(AtMost(low, high, "broker") for prefix in ("session.timeout", "heartbeat.interval")
-      for low, high in ((f"group.consumer.min.{prefix}.ms", f"group.consumer.{prefix}.ms"),
-                        (f"group.consumer.{prefix}.ms", f"group.consumer.max.{prefix}.ms"))),
+    *(AtMost(low, high, "broker")
+      for group_type, prefixes in (("consumer", ("session.timeout", "heartbeat.interval")),
+                                   ("share", ("session.timeout", "heartbeat.interval", "record.lock.duration")))
+      for prefix in prefixes
+      for low, high in ((f"group.{group_type}.min.{prefix}.ms", f"group.{group_type}.{prefix}.ms"),
+                        (f"group.{group_type}.{prefix}.ms", f"group.{group_type}.max.{prefix}.ms"))),
 )
 
 
@@ -199,6 +236,8 @@ class ConfigSource(enum.IntEnum):
     DYNAMIC_DEFAULT_BROKER_CONFIG = 3  # AlterConfigs on the cluster default resource ("")
     STATIC_BROKER_CONFIG = 4  # the command line (Kafka: server.properties)
     DEFAULT_CONFIG = 5
+    CLIENT_METRICS_CONFIG = 7  # a client metrics subscription's (kbroker/telemetry.py)
+    GROUP_CONFIG = 8  # a group's override (the GROUP resource, kbroker/group_configs.py)
 
 
 # Layers of broker settings, the one that wins first (Kafka's DynamicBrokerConfig order).

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import trio
 
-from kbroker.client import Cluster, run_sync
-from kbroker.client import admin
+from kbroker.client import Cluster, admin, run_sync
 from kbroker.client.consumer import ConsumedRecord, read_range
 
 

@@ -55,7 +55,7 @@ class Feature:
 FEATURES: dict[str, Feature] = {feature.name: feature for feature in (
     Feature(METADATA_VERSION, 7, 29, 29),  # 3.3-IV3 .. 4.2-IV1
     Feature(KRAFT_VERSION, 0, 0, 0),  # a static quorum: no directory ids (KIP-853)
-    Feature(TRANSACTION_VERSION, 0, 0, 0),  # levels 1-2 (KIP-890) once transactions v2 is served
+    Feature(TRANSACTION_VERSION, 0, 2, 2),  # 2: transactions v2 (KIP-890), Kafka 4.2's default
     Feature(GROUP_VERSION, 0, 0, 0, {1: {METADATA_VERSION: 22}}),  # 1 once KIP-848 is served
     Feature(ELIGIBLE_LEADER_REPLICAS_VERSION, 0, 1, 1, {1: {METADATA_VERSION: 24}}),
 )}

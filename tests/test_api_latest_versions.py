@@ -24,9 +24,6 @@ NARROWER_THAN_KAFKA = {
     # v0 sends the SASL tokens unframed after the handshake (before KIP-152); every client
     # since Kafka 1.0 uses v1 with SaslAuthenticate, and kbroker's server frames only that.
     "SaslHandshake": (1, 1),
-    # Transactions v2 (KIP-890 part 2: EndTxn v5, TxnOffsetCommit v5-6) is not served yet.
-    "EndTxn": (0, 4),
-    "TxnOffsetCommit": (0, 4),
 }
 
 

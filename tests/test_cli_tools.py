@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -153,8 +153,8 @@ def test_times_files_and_progress(kbroker_only, topic_name, tmp_path):
     first, last = consume_json(kbroker_only, topic_name, "--from-beginning")[::999]
     assert (first["value"], last["value"], last["offset"]) == ("line 0", "line 999", 999)
 
-    future = datetime.fromtimestamp(last["timestamp"] / 1000 + 3600, timezone.utc).isoformat()
-    past = datetime.fromtimestamp(first["timestamp"] / 1000 - 3600, timezone.utc).isoformat()
+    future = datetime.fromtimestamp(last["timestamp"] / 1000 + 3600, UTC).isoformat()
+    past = datetime.fromtimestamp(first["timestamp"] / 1000 - 3600, UTC).isoformat()
     assert kb(kbroker_only, "consume", topic_name, "--from-time", future, "-e") == ""
     assert kb(kbroker_only, "consume", topic_name, "--from-time", past, "-n", "1") == "line 0\n"
 

@@ -7,15 +7,17 @@ import random
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KpTopicPartition
 
 from kbroker.protocol.errors import ErrorCode
+from kbroker.protocol.records import Record, build_batch
 from kbroker.testing import BrokerProcess, running_broker
 from tests.kafka_clients import confluent_producer, kafka_python_producer
 from tests.polling import wait_for
 from tests.test_admin import create, topic
+from tests.test_transactions_wire import produce
 from tests.wire import WireClient
 
 CLEANER = ("--override", "log.cleaner.backoff.ms=50", "--override", "log.segment.delete.delay.ms=100")
@@ -114,6 +116,39 @@ def test_keyless_records_are_rejected(broker, topic_name):
     producer.produce(topic_name, key=b"k", value=b"keyed", on_delivery=lambda err, msg: errors.append(err))
     producer.flush(10)
     assert [err.code() if err else None for err in errors] == [ErrorCode.INVALID_RECORD, None]
+
+
+def test_only_the_keyless_records_of_a_batch_fail(broker, topic_name):
+    """KIP-467: the broker names the refused records of a batch (RecordErrors, v8+), so librdkafka
+    fails those with INVALID_RECORD and the rest of the batch, stored as little as the refused
+    records, with _INVALID_DIFFERENT_RECORD ("a different record in the batch was invalid")."""
+    with WireClient(broker.bootstrap) as wire:
+        create(wire, topic(topic_name, configs=COMPACT))
+    producer = confluent_producer(broker.bootstrap, **{"linger.ms": 500})
+    reports = {}
+    keys = [b"k0", None, b"k2", None, b"k4"]
+    for index, key in enumerate(keys):
+        producer.produce(topic_name, key=key, value=b"v%d" % index, partition=0,
+                         on_delivery=lambda err, msg, index=index: reports.__setitem__(index, err))
+    assert producer.flush(15) == 0
+    other = KafkaError._INVALID_DIFFERENT_RECORD
+    assert {index: err.code() for index, err in reports.items()} == {
+        0: other, 1: ErrorCode.INVALID_RECORD, 2: other, 3: ErrorCode.INVALID_RECORD, 4: other}
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "watermarks"})
+    assert consumer.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=10) == (0, 0)
+    consumer.close()
+    with WireClient(broker.bootstrap) as wire:
+        now = int(time.time() * 1000)
+        records = [Record(timestamp=now, key=None if i % 2 else b"k", value=b"v") for i in range(5)]
+        answer = produce(wire, topic_name, 0, build_batch(records), None)
+        assert answer.error_code == ErrorCode.INVALID_RECORD and answer.base_offset == -1
+        why = f"Compacted topic cannot accept message without key in topic partition {topic_name}-0."
+        assert [(e.batch_index, e.batch_index_error_message) for e in answer.record_errors] == [
+            (1, why), (3, why)]
+        assert answer.error_message == (
+            "One or more records have been rejected due to 2 record errors in total, and only "
+            f"showing the first three errors at most: [RecordError(batchIndex=1, message='{why}'), "
+            f"RecordError(batchIndex=3, message='{why}')]")
 
 
 def test_kill_9_while_cleaning_loses_nothing(tmp_path, topic_name):

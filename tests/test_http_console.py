@@ -60,7 +60,7 @@ def text(dom: str) -> str:
 
 
 def visible_values(dom: str) -> list[str]:
-    return [unescape(v) for v in re.findall(r'<pre data-format="\w+">(.*?)</pre>', dom, re.S)]
+    return [unescape(v) for v in re.findall(r'<pre data-format="\w+">(.*?)</pre>', dom, re.DOTALL)]
 
 
 def test_topics_page(console, tmp_path):

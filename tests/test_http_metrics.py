@@ -148,7 +148,7 @@ def test_a_taken_http_port_is_a_clear_startup_error(tmp_path):
         port = taken.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "kbroker", "serve", "--port", "0", "--http-port", str(port),
-             "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+             "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert f"kbroker: cannot listen on 127.0.0.1:{port} (--http-port)" in result.stderr
     assert "Traceback" not in result.stderr

@@ -26,13 +26,13 @@ def batch(*values, keys=None, **kw) -> bytes:
 
 def error_of(records, config=LogConfig(), now=NOW) -> ErrorCode:
     with pytest.raises(KafkaError) as err:
-        validate_produce_batch(memoryview(records), config, now)
+        validate_produce_batch(memoryview(records), config, now, "t-0")
     return err.value.code
 
 
 def test_valid_batch_passes_unchanged():
     data = batch(b"a", b"b")
-    valid = validate_produce_batch(memoryview(data), LogConfig(), NOW)
+    valid = validate_produce_batch(memoryview(data), LogConfig(), NOW, "t-0")
     assert bytes(valid.view) == data and not valid.header_changed
     assert valid.header == BatchHeader.parse(data)
 
@@ -61,7 +61,7 @@ def test_single_batch_ignores_a_trailing_partial_batch():
 
 def test_recompression_to_the_topic_codec():
     config = dataclasses.replace(LogConfig(), compression_type="gzip")
-    valid = validate_produce_batch(memoryview(batch(b"a" * 100, b"b")), config, NOW)
+    valid = validate_produce_batch(memoryview(batch(b"a" * 100, b"b")), config, NOW, "t-0")
     assert valid.header.compression == GZIP and crc_is_valid(bytes(valid.view))
 
 
@@ -70,7 +70,7 @@ def test_missing_max_timestamp_is_taken_from_records_and_resigned():
     data[MAX_TIMESTAMP_OFFSET:MAX_TIMESTAMP_OFFSET + 8] = (-1).to_bytes(8, "big", signed=True)
     from kbroker.protocol.records import compute_crc
     data[17:21] = compute_crc(data).to_bytes(4, "big")
-    valid = validate_produce_batch(memoryview(bytes(data)), LogConfig(), NOW)
+    valid = validate_produce_batch(memoryview(bytes(data)), LogConfig(), NOW, "t-0")
     assert valid.header_changed and valid.header.max_timestamp == NOW + 2
     stored = bytes(stored_header(valid, 40, 0, NO_TIMESTAMP)) + bytes(valid.view[HEADER_SIZE:])
     header = BatchHeader.parse(stored)
@@ -78,7 +78,7 @@ def test_missing_max_timestamp_is_taken_from_records_and_resigned():
 
 
 def test_log_append_time_stamps_the_stored_header():
-    valid = validate_produce_batch(memoryview(batch(b"a")), LogConfig(), NOW)
+    valid = validate_produce_batch(memoryview(batch(b"a")), LogConfig(), NOW, "t-0")
     stored = bytes(stored_header(valid, 7, 0, NOW + 99)) + bytes(valid.view[HEADER_SIZE:])
     header = BatchHeader.parse(stored)
     assert header.timestamp_type == 1 and header.max_timestamp == NOW + 99 and crc_is_valid(stored)

@@ -6,8 +6,19 @@ import pytest
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.share.partition import (
-    ACCEPT, ACKNOWLEDGED, ACQUIRED, ARCHIVED, AVAILABLE, GAP, REJECT, RELEASE, RENEW, AckBatch,
-    Acquired, SharePartition, StateBatch,
+    ACCEPT,
+    ACKNOWLEDGED,
+    ACQUIRED,
+    ARCHIVED,
+    AVAILABLE,
+    GAP,
+    REJECT,
+    RELEASE,
+    RENEW,
+    AckBatch,
+    Acquired,
+    SharePartition,
+    StateBatch,
 )
 
 LOCK = 30_000
@@ -130,7 +141,7 @@ def test_record_locks_bound_the_window():
 
 def test_gaps_between_batches_and_aborted_batches_are_archived():
     sp = partition()
-    acquired = sp.acquire("a", [(0, 1), (5, 6), (7, 9)], 100, 0, LOCK, aborted=[(5, 6)])
+    acquired = sp.acquire("a", [(0, 1), (5, 6), (7, 9)], 100, 0, LOCK, skipped=[(5, 6)])
     assert acquired == [Acquired(0, 1, 1), Acquired(7, 9, 1)]
     sp.acknowledge("a", [AckBatch(0, 1, [ACCEPT])], 1, LOCK)
     assert sp.start_offset == 7  # 2-4 had no records, 5-6 were aborted

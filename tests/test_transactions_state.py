@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 
+from kbroker.protocol.coordinator_records import decode_key, decode_value
 from kbroker.protocol.errors import ErrorCode
 from kbroker.txn import records
 from kbroker.txn.state import (
@@ -248,22 +249,128 @@ def test_state_names():
 # -- records ---------------------------------------------------------------------------------
 
 def test_records_round_trip():
-    meta = TxnMetadata("tx-é", 12, 11, 3, 2, 60_000, TxnState.ONGOING,
-                       frozenset({("a", 0), ("a", 2), ("b-topic", 7)}), 1234, 5678)
+    """Kafka's TransactionLogValue v1; the last epoch is kept in memory only, as in Kafka."""
+    meta = TxnMetadata("tx-é", 12, 11, 3, -1, 60_000, TxnState.ONGOING,
+                       frozenset({("a", 0), ("a", 2), ("b-topic", 7)}), 1234, 5678,
+                       next_producer_id=13, client_transaction_version=2)
     record = records.encode(meta, 9999)
     assert record.timestamp == 9999
     assert records.decode_key(record.key) == "tx-é"
     assert records.decode("tx-é", record.value) == meta
+    assert records.decode("tx-é", records.encode(meta.to(TxnState.ONGOING, 5678, last_producer_epoch=2),
+                                                 1).value) == meta
+    empty = meta.to(TxnState.EMPTY, 5678, partitions=frozenset())
+    assert records.decode("tx-é", records.encode(empty, 1).value) == empty
+
+
+def test_records_match_kafkas_format():
+    meta = TxnMetadata("app-1", 5000, 4999, 3, -1, 60_000, TxnState.PREPARE_COMMIT,
+                       frozenset({("orders", 1)}), 1700000000010, 1700000000011)
+    record = records.encode(meta, 0)
+    key = decode_key("transaction", record.key)
+    version, value = decode_value(key, record.value)
+    assert (type(key).__name__, key.transactional_id, version) == ("TransactionLogKey", "app-1", 1)
+    assert (value.producer_id, value.previous_producer_id, value.next_producer_id,
+            value.producer_epoch, value.transaction_timeout_ms, value.transaction_status,
+            [(p.topic, p.partition_ids) for p in value.transaction_partitions],
+            value.transaction_last_update_timestamp_ms, value.transaction_start_timestamp_ms) == (
+        5000, 4999, -1, 3, 60_000, 2, [("orders", [1])], 1700000000011, 1700000000010)
+
+
+def test_records_written_by_kbroker_before_kafkas_format_still_load():
+    """Value version 100, kbroker's own until 2026-12 (bytes written by that code)."""
+    key = bytes.fromhex("000000056170702d31")
+    value = bytes.fromhex(
+        "0064000000000000138800030000ea60010000000200056175646974000000010000000000066f726465"
+        "72730000000200000000000000010000018bcfe5680b0000018bcfe5680a00000000000013870002")
+    assert records.decode_key(key) == "app-1"
+    assert records.decode("app-1", value) == TxnMetadata(
+        "app-1", 5000, 4999, 3, 2, 60_000, TxnState.ONGOING,
+        frozenset({("orders", 0), ("orders", 1), ("audit", 0)}), 1700000000010, 1700000000011)
 
 
 def test_records_tombstone_and_corruption():
     meta = TxnMetadata("x", 1, 1, 0, -1, 1, TxnState.DEAD, frozenset(), -1, 0)
     assert records.encode(meta, 1).value is None
     good = records.encode(meta.to(TxnState.EMPTY, 0), 1).value
-    for bad in (good[:-1], good + b"\0", b"\x00\x01" + good[2:], good[:16] + b"\x09" + good[17:]):
+    for bad in (good[:-1], good + b"\0", b"\x00\x00" + good[2:], good[:16] + b"\x09" + good[17:]):
         with pytest.raises(records.CorruptRecord):
             records.decode("x", bad)
     with pytest.raises(records.CorruptRecord):
         records.decode_key(b"\x00\x01\x00\x01x")
     with pytest.raises(records.CorruptRecord):
         records.decode_key(None)
+
+
+# -- transactions v2 (EndTxn v5) -------------------------------------------------------------
+
+def begin_v2(machine, meta, partitions=(P0,), now=1):
+    return stored(machine, machine.add_partitions(TID, meta.producer_id, meta.producer_epoch,
+                                                  partitions, now, transaction_version=2))
+
+
+def end_v2(machine, meta, commit=True, now=2, epoch=None):
+    return machine.end_transaction(TID, meta.producer_id,
+                                   meta.producer_epoch if epoch is None else epoch, commit, now,
+                                   transaction_version=2)
+
+
+def test_e5_every_v2_end_bumps_the_epoch(machine):
+    meta = init(machine)
+    ongoing = begin_v2(machine, meta)
+    assert ongoing.client_transaction_version == 2
+    prepared = stored(machine, end_v2(machine, ongoing))
+    assert (prepared.state, prepared.producer_epoch, prepared.last_producer_epoch) == (
+        TxnState.PREPARE_COMMIT, 1, 0)
+    assert prepared.continued_as() == (meta.producer_id, 1)
+    done = stored(machine, machine.complete(prepared, 3))
+    assert (done.state, done.producer_id, done.producer_epoch, done.partitions) == (
+        TxnState.COMPLETE_COMMIT, meta.producer_id, 1, frozenset())
+    # The next transaction runs at the new epoch; the old one is fenced.
+    assert machine.add_partitions(TID, meta.producer_id, 0, [P0], 4, 2) == ErrorCode.PRODUCER_FENCED
+    again = begin_v2(machine, done, now=5)
+    assert stored(machine, end_v2(machine, again, commit=False)).producer_epoch == 2
+
+
+def test_e6_v2_retries(machine):
+    meta = init(machine)
+    prepared = stored(machine, end_v2(machine, begin_v2(machine, meta)))
+    # A retry names the epoch before the bump: busy while Prepare*, NONE once complete.
+    assert end_v2(machine, meta) == ErrorCode.CONCURRENT_TRANSACTIONS
+    assert end_v2(machine, meta, commit=False) == ErrorCode.INVALID_TXN_STATE
+    stored(machine, machine.complete(prepared, 3))
+    assert end_v2(machine, meta) == ErrorCode.NONE
+    assert end_v2(machine, meta, commit=False) == ErrorCode.INVALID_TXN_STATE
+    assert end_v2(machine, meta, epoch=5) == ErrorCode.PRODUCER_FENCED
+    assert machine.end_transaction(TID, meta.producer_id + 9, 1, True, 4, 2) == \
+        ErrorCode.INVALID_PRODUCER_ID_MAPPING
+
+
+def test_e7_v2_abort_without_a_transaction_bumps_the_epoch(machine):
+    meta = init(machine)
+    assert end_v2(machine, meta, commit=True) == ErrorCode.INVALID_TXN_STATE
+    prepared = stored(machine, end_v2(machine, meta, commit=False, now=7))
+    assert (prepared.state, prepared.producer_epoch, prepared.start_ms) == (
+        TxnState.PREPARE_ABORT, 1, 7)
+    done = stored(machine, machine.complete(prepared, 8))
+    # From CompleteAbort at the current epoch, another abort bumps again (not a retry).
+    assert stored(machine, end_v2(machine, done, commit=False)).producer_epoch == 2
+
+
+def test_e5_v2_end_rotates_an_exhausted_producer_id(machine):
+    meta = init(machine)
+    exhausted = stored(machine, meta.to(TxnState.EMPTY, 1, producer_epoch=32766))
+    assert is_epoch_exhausted(exhausted.producer_epoch)
+    prepared = stored(machine, end_v2(machine, begin_v2(machine, exhausted)))
+    assert (prepared.producer_epoch, prepared.next_producer_id) == (32767, 1001)
+    assert prepared.continued_as() == (1001, 0)
+    done = stored(machine, machine.complete(prepared, 3))
+    assert (done.producer_id, done.previous_producer_id, done.producer_epoch) == (1001, 1000, 0)
+    # The producer's retry still names the old id and epoch.
+    assert machine.end_transaction(TID, 1000, 32766, True, 4, 2) == ErrorCode.NONE
+
+
+def test_v1_ends_keep_the_epoch(machine):
+    meta = init(machine)
+    done = finish(machine, begin(machine, meta))
+    assert (done.producer_epoch, done.client_transaction_version) == (0, 0)

@@ -20,7 +20,12 @@ member_start(group, topics, options) / member_state() -> {"assigned", "records",
 member_commit(offsets=[[topic, partition, offset]]) / member_close()
       options: auto_commit, reset, assignor ("roundrobin" or default), session_timeout_ms
 watch_start(topic, partition, offset, options) / watch_state() -> {"ready", "records" (with arrived)}
+set_group_config(group, config={k: v})   (the GROUP config resource)
+share_consume(group, topic, count, ack, timeout_ms) -> [[offset, value, delivery count]]
+      a share consumer that acknowledges each record it gets with ack ("accept", "release",
+      "reject") until it has `count` records or the time is up
 
 Features named in hello() tell a scenario up front what the client cannot do (N/A): "admin",
-"timestamps", "idempotence", "transactions", "commit_offsets", "compression:<codec>".
+"timestamps", "idempotence", "transactions", "commit_offsets", "compression:<codec>",
+"share_consumer" (KIP-932 share groups).
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from importlib import metadata
 
 import confluent_kafka
@@ -61,7 +62,10 @@ class Driver(PyDriver):
     def op_hello(self):
         features = ["admin", "admin_groups", "delete_groups", "timestamps", "commit_offsets", "repeated_headers",
                     "idempotence", "transactions"] + [
-            f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")]
+            f"compression:{codec}" for codec in ("gzip", "snappy", "lz4", "zstd")] + (
+            ["share_consumer"] if hasattr(confluent_kafka, "ShareConsumer") else []) + (
+            # KIP-848 (group.protocol=consumer) is generally available from librdkafka 2.12
+            ["consumer_protocol"] if confluent_kafka.libversion()[1] >= 0x020C0000 else [])
         return {"client": self.name, "version": metadata.version("confluent-kafka"),
                 "detail": f"librdkafka {confluent_kafka.libversion()[0]}", "features": features}
 
@@ -122,6 +126,30 @@ class Driver(PyDriver):
 
     def op_delete_groups(self, groups):
         wait_all(self.admin().delete_consumer_groups(groups))
+
+    def op_set_group_config(self, group, config):
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ResourceType
+        entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in config.items()]
+        wait_all(self.admin().incremental_alter_configs(
+            [ConfigResource(ResourceType.GROUP, group, incremental_configs=entries)]))
+
+    def op_share_consume(self, group, topic, count, ack="accept", timeout_ms=20000):
+        from confluent_kafka import AcknowledgeType, ShareConsumer
+        ack_type = {"accept": AcknowledgeType.ACCEPT, "release": AcknowledgeType.RELEASE,
+                    "reject": AcknowledgeType.REJECT}[ack]
+        consumer = ShareConsumer({**self.common(), "group.id": group, "share.acknowledgement.mode": "explicit"})
+        got = []
+        try:
+            consumer.subscribe([topic])
+            deadline = time.monotonic() + timeout_ms / 1000
+            while len(got) < count and time.monotonic() < deadline:
+                for message in consumer.poll(0.5):
+                    consumer.acknowledge(check(message), ack_type)
+                    got.append([message.offset(), message.value().decode(), message.delivery_count()])
+                consumer.commit_sync()
+        finally:
+            consumer.close()
+        return got
 
     def producer(self, options: dict, **extra) -> Producer:
         config = {**self.common(), "acks": "all", "linger.ms": 5,
@@ -216,6 +244,11 @@ class Driver(PyDriver):
         config = self.consumer_config(options, group)
         if options.get("assignor") == "roundrobin":
             config["partition.assignment.strategy"] = "roundrobin"
+        if options.get("protocol") == "consumer":  # KIP-848: the broker assigns and times sessions
+            del config["session.timeout.ms"], config["heartbeat.interval.ms"]
+            config["group.protocol"] = "consumer"
+            if options.get("remote_assignor"):
+                config["group.remote.assignor"] = options["remote_assignor"]
         consumer = Consumer(config)
         consumer.subscribe(topics)
         return Adapter(consumer)

@@ -20,3 +20,12 @@ CLUSTER_OPERATIONS = _bits(_CREATE, _ALTER, _DESCRIBE, _CLUSTER_ACTION, _DESCRIB
 GROUP_OPERATIONS = _bits(_READ, _DELETE, _DESCRIBE)
 # Sent when the client did not ask for authorized operations (Integer.MIN_VALUE).
 OPERATIONS_NOT_REQUESTED = -(2**31)
+
+
+def topic_names(broker, topics, use_ids: bool) -> list[str | None]:
+    """The topic each request entry names: from v10 of OffsetCommit/OffsetFetch (and v6 of
+    TxnOffsetCommit) by id, None for an id not known (answered with UNKNOWN_TOPIC_ID)."""
+    if not use_ids:
+        return [topic.name for topic in topics]
+    found = [broker.logs.topic_by_id(topic.topic_id) for topic in topics]
+    return [None if info is None else info.name for info in found]

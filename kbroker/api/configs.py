@@ -1,5 +1,5 @@
-"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics and this broker, and
-ListConfigResources.
+"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, this broker, groups and
+client metrics subscriptions, and ListConfigResources.
 
 Rules (Kafka's ConfigHelper, ConfigAdminManager, ConfigurationControlManager and
 ControllerConfigurationValidator):
@@ -15,10 +15,15 @@ ControllerConfigurationValidator):
   resource twice, a key twice or a null value -> INVALID_REQUEST. Bad topic configs ->
   INVALID_CONFIG, then an unknown topic -> UNKNOWN_TOPIC_OR_PARTITION; bad broker configs ->
   INVALID_REQUEST (Kafka's KAFKA-13609). Changes are persisted and take effect at once.
+- A group resource (type 32) lists every group config: the group's override (source
+  GROUP_CONFIG) or the broker setting it defaults to (kbroker/group_configs.py).
+- A client metrics resource (type 16) is a telemetry subscription (KIP-714): `metrics`,
+  `interval.ms`, `match`, checked as Kafka's ClientMetricsConfigs; it lists only what it sets,
+  and setting nothing removes it (kbroker/telemetry.py).
 - ListConfigResources lists, of the types asked (all when none are), every topic, this broker
   (as BROKER and BROKER_LOGGER), the groups with config overrides and the client metrics
-  subscriptions; kbroker keeps neither of the last two, so those lists are empty. v0 knows
-  CLIENT_METRICS only; an unknown type -> UNSUPPORTED_VERSION for the whole request.
+  subscriptions. v0 knows CLIENT_METRICS only; an unknown type -> UNSUPPORTED_VERSION for the
+  whole request.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from typing import NamedTuple
 
 from kbroker.api.registry import serves
 from kbroker.config import SETTINGS, SETTINGS_BY_NAME, ConfigSource
+from kbroker.group_configs import GROUP_SETTINGS
 from kbroker.log import TOPIC_SETTINGS_BY_NAME, LogConfig, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.telemetry import INTERVAL_MS, MATCH, METRICS
 from kbroker.protocol.messages import (
     AlterConfigsResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
     ListConfigResourcesResponse,
@@ -68,6 +75,23 @@ def topic_config_entries(broker, overrides: dict[str, str]) -> list[ConfigEntry]
         if setting.broker_name is not None:
             synonyms += [(setting.broker_name, text, source)
                          for source, text in broker.config.sources(setting.broker_name)]
+        source = synonyms[0][2] if synonyms else ConfigSource.DEFAULT_CONFIG
+        entries.append(ConfigEntry(name, value, source, False, False, synonyms,
+                                   _CONFIG_TYPES[setting.kind], setting.doc))
+    return entries
+
+
+def _group_entries(broker, group_id: str) -> list[ConfigEntry]:
+    """Every group config of one group: its override, else the broker setting or default."""
+    overrides = broker.group_configs.overrides(group_id)
+    entries = []
+    for name, group_setting in sorted(GROUP_SETTINGS.items()):
+        setting = group_setting.setting
+        synonyms = [(name, overrides[name], ConfigSource.GROUP_CONFIG)] if name in overrides else []
+        if group_setting.broker_name is not None:
+            synonyms += [(group_setting.broker_name, text, source)
+                         for source, text in broker.config.sources(group_setting.broker_name)]
+        value = overrides[name] if name in overrides else broker.group_configs.default_text(name)[0]
         source = synonyms[0][2] if synonyms else ConfigSource.DEFAULT_CONFIG
         entries.append(ConfigEntry(name, value, source, False, False, synonyms,
                                    _CONFIG_TYPES[setting.kind], setting.doc))
@@ -131,7 +155,20 @@ def _entries(broker, resource_type: int, name: str) -> list[ConfigEntry]:
     if resource_type == BROKER:
         layer = _broker_layer(broker, name, describing=True)
         return _broker_entries(broker, cluster_default=layer == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)
+    if resource_type == GROUP:
+        return _group_entries(broker, name)
+    if resource_type == CLIENT_METRICS:
+        return _client_metrics_entries(broker, name)
     raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unsupported resource type: {resource_type}")
+
+
+def _client_metrics_entries(broker, name: str) -> list[ConfigEntry]:
+    """A subscription lists the configs it sets, as Kafka's ConfigHelper does."""
+    if not name:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, "Client metrics subscription name must not be empty")
+    return [ConfigEntry(key, value, ConfigSource.CLIENT_METRICS_CONFIG, False, False, [],
+                        _CONFIG_TYPES["int" if key == INTERVAL_MS else "list"], None)
+            for key, value in sorted(broker.telemetry.subscriptions.texts(name).items())]
 
 
 def _describe(broker, resource, synonyms: bool, documentation: bool) -> DescribeConfigsResponse.DescribeConfigsResult:
@@ -179,6 +216,16 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
         if not validate_only:
             broker.metadata_offset.advance()
         return
+    if resource_type == GROUP:
+        if not name:
+            raise KafkaError(ErrorCode.INVALID_REQUEST, "Group name must not be empty.")
+        broker.group_configs.replace(name, texts, validate_only)
+        return
+    if resource_type == CLIENT_METRICS:
+        broker.telemetry.subscriptions.replace(name, texts, validate_only)
+        if not validate_only:
+            broker.metadata_offset.advance()
+        return
     if resource_type != TOPIC:
         raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown resource type {resource_type}")
     if not name:
@@ -195,12 +242,21 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
 def _current_configs(broker, resource_type: int, name: str) -> dict[str, str]:
     if resource_type == BROKER:
         return broker.config.dynamic_texts(_broker_layer(broker, name))
+    if resource_type == GROUP:
+        return broker.group_configs.overrides(name)
+    if resource_type == CLIENT_METRICS:
+        return broker.telemetry.subscriptions.texts(name)
     info = broker.logs.topics.get(name) if resource_type == TOPIC else None
     return dict(info.configs) if info is not None else {}
 
 
 def _list_default(resource_type: int, key: str, operation: int) -> str:
     """The default of a list config APPEND/SUBTRACT starts from (Kafka: the static default)."""
+    if resource_type == CLIENT_METRICS and key in (METRICS, MATCH):
+        return ""
+    if resource_type in (GROUP, CLIENT_METRICS):
+        raise KafkaError(ErrorCode.INVALID_CONFIG,
+                         f"Can't {_OPERATION_NAMES[operation]} to key {key} because its type is not LIST.")
     if resource_type == TOPIC:
         setting = TOPIC_SETTINGS_BY_NAME.get(key)
         if setting is None or setting.kind != "list":
@@ -297,7 +353,9 @@ def _resource_names(broker, resource_type: int) -> list[str]:
         return sorted(broker.logs.topics)
     if resource_type in (BROKER, BROKER_LOGGER):
         return [str(broker.node_id)]
-    return []  # no group config overrides, no client metrics subscriptions
+    if resource_type == GROUP:
+        return broker.group_configs.groups()
+    return broker.telemetry.subscriptions.names()  # CLIENT_METRICS
 
 
 @serves("ListConfigResources", 0, 1)

@@ -18,6 +18,10 @@ MEMBER_TYPE_CONSUMER = 1  # ConsumerGroupDescribe v1 MemberType: 0 classic, 1 co
 
 @serves("ConsumerGroupHeartbeat", 0, 1)
 async def handle_consumer_group_heartbeat(ctx, request) -> ConsumerGroupHeartbeatResponse:
+    if ctx.broker.share.is_share_group(request.group_id):  # Kafka's group types never mix
+        return ConsumerGroupHeartbeatResponse(
+            throttle_time_ms=0, error_code=ErrorCode.GROUP_ID_NOT_FOUND, member_epoch=0,
+            error_message=f"Group {request.group_id} is not a consumer group.")
     owned = None if request.topic_partitions is None else {
         tp.topic_id: frozenset(tp.partitions) for tp in request.topic_partitions}
     result = await ctx.broker.groups.consumer.heartbeat(Heartbeat(

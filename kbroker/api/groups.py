@@ -7,7 +7,7 @@ before the coordinator is asked.
 
 from __future__ import annotations
 
-from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
+from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
 from kbroker.api.registry import serves
 from kbroker.groups.classic import STABLE, JoinRequest
 from kbroker.groups.coordinator import OffsetToCommit
@@ -20,6 +20,7 @@ from kbroker.protocol.messages import (
 
 GROUP_KEY, TRANSACTION_KEY = 0, 1
 GROUP_TYPE = "classic"
+SHARE_TYPE = "share"  # a share group's type and protocol type (kbroker/share)
 CONSUMER_GROUP_TYPE = CONSUMER_PROTOCOL_TYPE = "consumer"
 NO_NODE = (-1, "", -1)
 # Kafka's message for INVALID_REQUEST (Errors.java), sent with FindCoordinator errors.
@@ -67,6 +68,9 @@ async def handle_find_coordinator(ctx, request) -> FindCoordinatorResponse:
 async def handle_join_group(ctx, request) -> JoinGroupResponse:
     """Answered when the join phase completes (the request waits for the rebalance)."""
     version = ctx.api_version
+    if ctx.broker.share.is_share_group(request.group_id):
+        return JoinGroupResponse(throttle_time_ms=0, error_code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
+                                 generation_id=-1, member_id="", members=[])
     result = await ctx.broker.groups.join(JoinRequest(
         group_id=request.group_id,
         member_id=request.member_id,
@@ -143,20 +147,11 @@ async def handle_leave_group(ctx, request) -> LeaveGroupResponse:
     ])
 
 
-def _topic_names(broker, topics, use_ids: bool) -> list[str | None]:
-    """The topic each request entry names: from v10 of OffsetCommit/OffsetFetch (and v6 of
-    TxnOffsetCommit) by id, None for an id not known (answered with UNKNOWN_TOPIC_ID)."""
-    if not use_ids:
-        return [topic.name for topic in topics]
-    found = [broker.logs.topic_by_id(topic.topic_id) for topic in topics]
-    return [None if info is None else info.name for info in found]
-
-
 @serves("OffsetCommit", 2, 10)
 async def handle_offset_commit(ctx, request) -> OffsetCommitResponse:
     version = ctx.api_version
     broker = ctx.broker
-    names = _topic_names(broker, request.topics, version >= 10)
+    names = topic_names(broker, request.topics, version >= 10)
     errors: dict[tuple[str | None, int], ErrorCode] = {}
     valid = []
     for topic, name in zip(request.topics, names):
@@ -196,7 +191,7 @@ def _fetch_group(broker, group_id: str, topics, require_stable: bool, use_ids: b
     unknown_ids = []
     wanted = None
     if topics is not None:
-        names = _topic_names(broker, topics, use_ids)
+        names = topic_names(broker, topics, use_ids)
         unknown_ids = [topic for topic, name in zip(topics, names) if name is None]
         wanted = [(name, list(topic.partition_indexes))
                   for topic, name in zip(topics, names) if name is not None]
@@ -261,6 +256,7 @@ async def handle_list_groups(ctx, request) -> ListGroupsResponse:
     every = [(g.group_id, g.protocol_type or "", g.state.value, GROUP_TYPE) for g in groups.list_groups()]
     every += [(g.group_id, CONSUMER_PROTOCOL_TYPE, g.state.value, CONSUMER_GROUP_TYPE)
               for g in groups.consumer.list_groups()]
+    every += [(g.group_id, SHARE_TYPE, g.state, SHARE_TYPE) for g in ctx.broker.share.groups.groups.values()]
     listed = [
         ListGroupsResponse.ListedGroup(group_id=group_id, protocol_type=protocol_type,
                                        group_state=state, group_type=group_type)
@@ -313,7 +309,12 @@ async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
 
 @serves("DeleteGroups", 0, 3)
 async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
-    results = await ctx.broker.groups.delete_groups(request.groups_names)
+    share = ctx.broker.share
+    results = await ctx.broker.groups.delete_groups(
+        [group_id for group_id in request.groups_names if not share.is_share_group(group_id)])
+    results.update({group_id: share.delete_group(group_id)
+                    for group_id in request.groups_names if share.is_share_group(group_id)})
+    await share.topic.flush()
     return DeleteGroupsResponse(throttle_time_ms=0, results=[
         DeleteGroupsResponse.DeletableGroupResult(group_id=group_id, error_code=error)
         for group_id, error in results.items()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from kbroker.api.registry import CloseConnection, serves
-from kbroker.api.transactions import transactional_batch, verify_produce
+from kbroker.api.transactions import TxnWrite, check_transactional_write, transactional_batch
 from kbroker.broker import INTERNAL_TOPICS
+from kbroker.log.validator import RecordErrors
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceResponse
 
@@ -14,10 +15,12 @@ log = logging.getLogger("kbroker.produce")
 
 TopicResponse = ProduceResponse.TopicProduceResponse
 PartitionResponse = ProduceResponse.PartitionProduceResponse
+RecordError = ProduceResponse.BatchIndexAndErrorMessage
 
 
-def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
-            transactional_id: str | None, version: int, acks: int, appended_to: list) -> PartitionResponse:
+async def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
+                  transactional_id: str | None, version: int, acks: int,
+                  appended_to: list) -> PartitionResponse:
     if topic in INTERNAL_TOPICS:
         return PartitionResponse(
             index=partition, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
@@ -40,14 +43,22 @@ def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
                           f"requirement of {required} for partition {topic}-{partition}")
     header = transactional_batch(records)
     if header is not None:
-        error = verify_produce(broker, transactional_id, topic, partition, header, version)
+        how = TxnWrite.of(version, first_abortable=11)
+        error = await check_transactional_write(broker, transactional_id, header.producer_id,
+                                                header.producer_epoch, (topic, partition), how)
+        if error == ErrorCode.CONCURRENT_TRANSACTIONS and how is not TxnWrite.ADD_PARTITION:
+            error = ErrorCode.NOT_ENOUGH_REPLICAS  # Kafka's ReplicaManager: old clients retry it
         if error != ErrorCode.NONE:
             return PartitionResponse(index=partition, error_code=error, base_offset=-1)
     try:
         result = broker.storage.append(partition_log, records, timestamp_ms)
     except KafkaError as exc:
+        # v8+: records refused one by one are named, and the producer fails only those (KIP-467)
+        refused = [RecordError(batch_index=index, batch_index_error_message=why)
+                   for index, why in (exc.records if isinstance(exc, RecordErrors) else ())]
         return PartitionResponse(index=partition, error_code=exc.code, error_message=exc.message,
-                                 log_start_offset=partition_log.log_start_offset)
+                                 base_offset=-1, log_start_offset=partition_log.log_start_offset,
+                                 record_errors=refused)
     if not result.duplicate:
         appended_to.append(partition_log)
         broker.metrics.produced(topic, len(records), result.last_offset - result.base_offset + 1)
@@ -73,7 +84,8 @@ def _failed_topic(topic, error: ErrorCode) -> TopicResponse:
 
 @serves("Produce", 3, 13)
 async def handle_produce(ctx, request) -> ProduceResponse | None:
-    """v13 names topics by id; an id not known gets UNKNOWN_TOPIC_ID for each of its partitions."""
+    """v12+ transactional batches join their transaction (transactions v2); v13 names topics by
+    id, and an id not known gets UNKNOWN_TOPIC_ID for each of its partitions."""
     broker = ctx.broker
     version = ctx.api_version
     error = None
@@ -95,8 +107,8 @@ async def handle_produce(ctx, request) -> ProduceResponse | None:
                 responses.append(_failed_topic(topic, ErrorCode.UNKNOWN_TOPIC_ID))
                 continue
             responses.append(TopicResponse(name=name, topic_id=topic.topic_id, partition_responses=[
-                _append(broker, name, data.index, data.records, timestamp_ms,
-                        request.transactional_id, version, request.acks, appended_to)
+                await _append(broker, name, data.index, data.records, timestamp_ms,
+                              request.transactional_id, version, request.acks, appended_to)
                 for data in topic.partition_data
             ]))
     await broker.storage.flush_if_due(appended_to)

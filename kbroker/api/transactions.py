@@ -7,9 +7,11 @@ INVALID_PRODUCER_EPOCH where Kafka's PRODUCER_FENCED did not exist yet for them.
 
 from __future__ import annotations
 
+import enum
 import re
 
 from kbroker.api.admin import UNKNOWN_TOPIC_MESSAGE
+from kbroker.api.common import topic_names
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
@@ -37,12 +39,37 @@ def fenced_for_version(error: ErrorCode, version: int, first_version_with_fenced
     return error
 
 
-def verification_error(error: ErrorCode, abortable_supported: bool) -> ErrorCode:
-    """What produce and TxnOffsetCommit answer for a failed verification (Kafka's
-    AddPartitionsToTxnManager); TRANSACTION_ABORTABLE needs Produce v11 / TxnOffsetCommit v4."""
+class TxnWrite(enum.Enum):
+    """How a transactional write is checked against its transaction, by request version
+    (Kafka's TransactionSupportedOperation): verified with old errors, verified with
+    TRANSACTION_ABORTABLE, or added to the transaction (transactions v2, KIP-890 part 2)."""
+
+    VERIFY = enum.auto()
+    VERIFY_ABORTABLE = enum.auto()
+    ADD_PARTITION = enum.auto()
+
+    @classmethod
+    def of(cls, version: int, first_abortable: int) -> TxnWrite:
+        """Produce: abortable from v11, adding from v12; TxnOffsetCommit: from v4 and v5."""
+        if version > first_abortable:
+            return cls.ADD_PARTITION
+        return cls.VERIFY_ABORTABLE if version == first_abortable else cls.VERIFY
+
+
+async def check_transactional_write(broker, transactional_id: str, producer_id: int,
+                                    producer_epoch: int, partition: tuple[str, int],
+                                    how: TxnWrite) -> ErrorCode:
+    """Whether a transactional batch or offset may be written to `partition` now, with the
+    errors Kafka's AddPartitionsToTxnManager answers; v2 writes join the transaction here."""
+    coordinator = broker.transactions
+    if how is TxnWrite.ADD_PARTITION:
+        error = await coordinator.add_partitions(transactional_id, producer_id, producer_epoch,
+                                                 [partition], transaction_version=2)
+    else:
+        error = coordinator.verify(transactional_id, producer_id, producer_epoch, [partition])[partition]
     if error == ErrorCode.PRODUCER_FENCED:
         return ErrorCode.INVALID_PRODUCER_EPOCH
-    if error == ErrorCode.TRANSACTION_ABORTABLE and not abortable_supported:
+    if error == ErrorCode.TRANSACTION_ABORTABLE and how is TxnWrite.VERIFY:
         return ErrorCode.INVALID_TXN_STATE
     return error
 
@@ -53,15 +80,6 @@ def transactional_batch(records) -> BatchHeader | None:
             or not records[ATTRIBUTES_OFFSET + 1] & TRANSACTIONAL_BIT:  # the low attribute byte
         return None
     return BatchHeader.parse(records)
-
-
-def verify_produce(broker, transactional_id: str, topic: str, partition: int, header: BatchHeader,
-                   version: int) -> ErrorCode:
-    """Kafka's check (KIP-890) that a transactional batch goes to a partition of the
-    producer's ongoing transaction."""
-    verified = broker.transactions.verify(transactional_id, header.producer_id,
-                                          header.producer_epoch, [(topic, partition)])
-    return verification_error(verified[(topic, partition)], version >= 11)
 
 
 # -- InitProducerId ------------------------------------------------------------------------------
@@ -123,7 +141,7 @@ async def _add_partitions(broker, transactional_id: str, producer_id: int, produ
     if verify_only:
         return coordinator.verify(transactional_id, producer_id, producer_epoch, partitions)
     error = await coordinator.add_partitions(transactional_id, producer_id, producer_epoch,
-                                             partitions)
+                                             partitions, transaction_version=2 if version >= 4 else 0)
     return dict.fromkeys(partitions, fenced_for_version(error, version, 2))
 
 
@@ -157,44 +175,58 @@ async def handle_add_offsets_to_txn(ctx, request) -> AddOffsetsToTxnResponse:
 
 # -- EndTxn --------------------------------------------------------------------------------------
 
-@serves("EndTxn", 0, 4)
+@serves("EndTxn", 0, 5)
 async def handle_end_txn(ctx, request) -> EndTxnResponse:
-    broker = ctx.broker
-    error = await broker.transactions.end_transaction(
-        request.transactional_id, request.producer_id, request.producer_epoch, request.committed)
-    return EndTxnResponse(error_code=fenced_for_version(error, ctx.api_version, 2))
+    """v5 (transactions v2) bumps the epoch of every transaction it ends and answers the producer
+    id and epoch the client continues with."""
+    coordinator = ctx.broker.transactions
+    version = ctx.api_version
+    error = await coordinator.end_transaction(
+        request.transactional_id, request.producer_id, request.producer_epoch, request.committed,
+        transaction_version=2 if version >= 5 else 0)
+    producer_id, epoch = NO_PRODUCER_ID, NO_PRODUCER_EPOCH
+    if error == ErrorCode.NONE and version >= 5:
+        producer_id, epoch = coordinator.describe(request.transactional_id).continued_as()
+    return EndTxnResponse(error_code=fenced_for_version(error, version, 2), producer_id=producer_id,
+                          producer_epoch=epoch)
 
 
 # -- TxnOffsetCommit -----------------------------------------------------------------------------
 
-@serves("TxnOffsetCommit", 0, 4)
+@serves("TxnOffsetCommit", 0, 6)
 async def handle_txn_offset_commit(ctx, request) -> TxnOffsetCommitResponse:
-    """Offsets staged in the group coordinator until the transaction ends."""
+    """Offsets staged in the group coordinator until the transaction ends; from v5 (transactions
+    v2) the group's offsets partition joins the transaction here, from v6 topics are named by id."""
     broker = ctx.broker
-    errors: dict[tuple[str, int], ErrorCode] = {}
+    version = ctx.api_version
+    names = topic_names(broker, request.topics, version >= 6)
+    errors: dict[tuple[str | None, int], ErrorCode] = {}
     offsets = []
-    for topic in request.topics:
+    for topic, name in zip(request.topics, names):
         for partition in topic.partitions:
-            key = (topic.name, partition.partition_index)
-            if broker.logs.partition(*key) is None:
+            key = (name, partition.partition_index)
+            if name is None:
+                errors[key] = ErrorCode.UNKNOWN_TOPIC_ID
+            elif broker.logs.partition(*key) is None:
                 errors[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                continue
-            errors[key] = ErrorCode.NONE
-            offsets.append(OffsetToCommit(topic.name, partition.partition_index,
-                                          partition.committed_offset,
-                                          partition.committed_leader_epoch,
-                                          partition.committed_metadata))
+            else:
+                errors[key] = ErrorCode.NONE
+                offsets.append(OffsetToCommit(name, partition.partition_index,
+                                              partition.committed_offset,
+                                              partition.committed_leader_epoch,
+                                              partition.committed_metadata))
     if offsets:
-        staged = await _stage_offsets(broker, request, offsets, ctx.api_version)
+        staged = await _stage_offsets(broker, request, offsets, version)
         for item, error in zip(offsets, staged):
             errors[(item.topic, item.partition)] = error
-    by_topic: dict[str, list] = {}
-    for (topic, partition), error in errors.items():
-        by_topic.setdefault(topic, []).append(TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition(
-            partition_index=partition, error_code=error))
-    return TxnOffsetCommitResponse(topics=[
-        TxnOffsetCommitResponse.TxnOffsetCommitResponseTopic(name=name, partitions=partitions)
-        for name, partitions in by_topic.items()
+    Response = TxnOffsetCommitResponse
+    return Response(topics=[
+        Response.TxnOffsetCommitResponseTopic(name=name or "", topic_id=topic.topic_id, partitions=[
+            Response.TxnOffsetCommitResponsePartition(
+                partition_index=partition.partition_index,
+                error_code=errors[(name, partition.partition_index)])
+            for partition in topic.partitions])
+        for topic, name in zip(request.topics, names)
     ])
 
 
@@ -205,9 +237,9 @@ async def _stage_offsets(broker, request, offsets: list[OffsetToCommit],
         return [ErrorCode.INVALID_GROUP_ID] * len(offsets)
     groups = broker.groups
     offsets_partition = (OFFSETS_TOPIC, groups.partition_for(request.group_id))
-    verified = broker.transactions.verify(request.transactional_id, request.producer_id,
-                                          request.producer_epoch, [offsets_partition])
-    error = verification_error(verified[offsets_partition], version >= 4)
+    error = await check_transactional_write(
+        broker, request.transactional_id, request.producer_id, request.producer_epoch,
+        offsets_partition, TxnWrite.of(version, first_abortable=4))
     if error != ErrorCode.NONE:
         return [error] * len(offsets)
     return await groups.stage_transactional_offsets(

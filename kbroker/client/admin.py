@@ -225,7 +225,7 @@ async def committed_offsets(cluster: Cluster, group: str,
     coordinator = await cluster.coordinator(group)
     topics = None
     if topic is not None:
-        partitions = list((await cluster.leaders(topic)))
+        partitions = list(await cluster.leaders(topic))
         topics = [Request.OffsetFetchRequestTopic(name=topic, partition_indexes=partitions)]
     if coordinator.version("OffsetFetch") >= 8:  # one group of a batch: tansu needs this form
         response = await coordinator.request("OffsetFetch", Request(groups=[

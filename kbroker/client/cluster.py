@@ -66,7 +66,7 @@ class Cluster:
 
     @classmethod
     async def open(cls, bootstrap: str, client_id: str = "kbroker-cli",
-                   single_node: bool = False) -> "Cluster":
+                   single_node: bool = False) -> Cluster:
         """Connect to the first reachable of comma-separated `host:port`s. `single_node` is for
         a client of the one broker it runs in, which reaches it whatever it advertises."""
         failures = []

@@ -53,7 +53,7 @@ class Connection:
         self._buffer = bytearray()
 
     @classmethod
-    async def open(cls, address: str, client_id: str = "kbroker-cli") -> "Connection":
+    async def open(cls, address: str, client_id: str = "kbroker-cli") -> Connection:
         """Connect to `host:port` and agree on API versions."""
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
@@ -131,17 +131,17 @@ class Connection:
         self._buffer.clear()
         view = memoryview(frame)
         while have < size:
-            received = await self._recv(lambda: self.sock.recv_into(view[have:]))
-            have += received
+            have += await self._recv(self.sock.recv_into(view[have:]))
         return view
 
     async def _receive_more(self) -> None:
-        self._buffer += await self._recv(lambda: self.sock.recv(256 * 1024))
+        self._buffer += await self._recv(self.sock.recv(256 * 1024))
 
     @staticmethod
-    async def _recv(receive):
+    async def _recv(receiving):
+        """Await a recv or recv_into; a closed connection or a socket error is a ClientError."""
         try:
-            data = await receive()
+            data = await receiving
         except OSError as exc:
             raise ClientError(f"receiving: {exc.strerror or exc}") from None
         if not data:

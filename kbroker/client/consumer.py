@@ -25,7 +25,7 @@ FETCH_MAX_BYTES = 50 * 1024 * 1024
 def timestamp_from_iso(text: str) -> int:
     """Milliseconds since the epoch of an ISO 8601 time (local time when it names no zone);
     ValueError if it is not one."""
-    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    moment = datetime.fromisoformat(text.strip())
     if moment.tzinfo is None:
         moment = moment.astimezone()
     return int(moment.timestamp() * 1000)

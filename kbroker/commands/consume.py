@@ -10,10 +10,16 @@ from __future__ import annotations
 import base64
 import json
 import sys
+
 import trio
 
 from kbroker.client import admin
-from kbroker.client.consumer import READ_COMMITTED, READ_UNCOMMITTED, ConsumedRecord, Consumer
+from kbroker.client.consumer import (
+    READ_COMMITTED,
+    READ_UNCOMMITTED,
+    ConsumedRecord,
+    Consumer,
+)
 from kbroker.commands.common import Progress, add_bootstrap, fail, run, timestamp_ms
 
 

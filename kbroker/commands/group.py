@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from kbroker.client import admin
-from kbroker.client import ClientError
+from kbroker.client import ClientError, admin
 from kbroker.commands.common import (
-    add_bootstrap, add_json, print_json, print_table, run, timestamp_ms,
+    add_bootstrap,
+    add_json,
+    print_json,
+    print_table,
+    run,
+    timestamp_ms,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import trio
@@ -39,9 +40,8 @@ async def _produce(cluster, args) -> None:
                         idempotent=args.idempotent)
     await producer.start()
     progress = Progress("produced")
-    stream = open(args.file, "rb") if args.file else sys.stdin.buffer
     line_number = 0
-    try:
+    with open(args.file, "rb") if args.file else contextlib.nullcontext(sys.stdin.buffer) as stream:
         async for lines in _line_chunks(stream):
             records = []
             for line in lines:
@@ -56,9 +56,6 @@ async def _produce(cluster, args) -> None:
                 batch = records[start:start + BATCH_RECORDS]
                 await producer.send(batch, args.partition)
                 progress.add(len(batch), sum(len(r.value) for r in batch))
-    finally:
-        if args.file:
-            stream.close()
     print(progress.summary(), file=sys.stderr)
 
 

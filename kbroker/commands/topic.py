@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from kbroker.client import admin
 from kbroker.commands.common import (
-    add_bootstrap, add_json, key_values, print_json, print_table, run,
+    add_bootstrap,
+    add_json,
+    key_values,
+    print_json,
+    print_table,
+    run,
 )
 
 

@@ -1,17 +1,17 @@
-"""The records of __consumer_offsets, keyed and encoded as Apache Kafka writes them.
+"""The records of __consumer_offsets, keyed and encoded as Apache Kafka writes them, through
+the record classes generated from Kafka's schemas (kbroker/protocol/coordinator_records.py).
 
-Key version 0/1: offset commit (group, topic, partition) -> OffsetCommitValue v1 (with an
-expire timestamp, OffsetCommit v2-4 retention) or v3 (with the leader epoch).
-Key version 2: group metadata (group) -> GroupMetadataValue v3.
-A null value is a tombstone. Everything is big-endian, strings int16-length-prefixed, bytes
-int32-length-prefixed (Kafka's non-flexible encoding), so Kafka's own tools can read the log.
+Record type 1 (OffsetCommitKey: group, topic, partition) -> OffsetCommitValue v1 (with an
+expire timestamp, OffsetCommit v2-4 retention) or v3 (with the leader epoch); type 0 (Kafka's
+legacy key) is read as well. Record type 2 (GroupMetadataKey: group) -> GroupMetadataValue v3.
+A null value is a tombstone. Kafka's own tools read the log.
 
-Transactional offsets are kbroker's own addition, under key versions Kafka does not use:
+Transactional offsets are kbroker's own addition, under record types Kafka does not use:
 Kafka marks them through the batch's producer id and transaction markers, kbroker writes
 them as plain records so that the coordinator needs no producer state:
-Key version 1000: staged transactional offset (group, topic, partition, producer id) ->
-OffsetCommitValue v3. Key version 1001: end of a transaction (producer id) -> int8 1 commit /
-0 abort.
+type 1000: a staged transactional offset, the OffsetCommitKey fields then the int64 producer id
+-> OffsetCommitValue v3; type 1001: the end of a transaction, int64 producer id -> int8 1
+commit / 0 abort.
 """
 
 from __future__ import annotations
@@ -21,86 +21,26 @@ from dataclasses import dataclass
 
 from kbroker.groups.classic import GroupSnapshot, StoredMember
 from kbroker.groups.offsets import CommittedOffset, TopicPartition
+from kbroker.protocol.codec import decode_struct
+from kbroker.protocol.coordinator_records import (
+    decode_key, decode_value, encode_key, encode_value, record_class,
+)
+from kbroker.protocol.exceptions import ProtocolError
 from kbroker.protocol.records import Record
 
-OFFSET_COMMIT_KEY_VERSIONS = (0, 1)
-GROUP_METADATA_KEY_VERSION = 2
 PENDING_OFFSET_KEY_VERSION = 1000
 TRANSACTION_END_KEY_VERSION = 1001
+# The value versions kbroker writes (Kafka 3.x's; Kafka 4 reads them, and writes v4 itself).
+OFFSET_VALUE_VERSION, EXPIRING_OFFSET_VALUE_VERSION, GROUP_VALUE_VERSION = 3, 1, 3
 
-_INT8 = struct.Struct(">b")
-_INT16 = struct.Struct(">h")
-_INT32 = struct.Struct(">i")
-_INT64 = struct.Struct(">q")
+_RECORD_TYPE = struct.Struct(">h")
+_PRODUCER_ID = struct.Struct(">q")
+_COMMITTED = struct.Struct(">b")
 
-
-class _Writer:
-    def __init__(self):
-        self.parts: list[bytes] = []
-
-    def int16(self, value: int) -> _Writer:
-        self.parts.append(_INT16.pack(value))
-        return self
-
-    def int32(self, value: int) -> _Writer:
-        self.parts.append(_INT32.pack(value))
-        return self
-
-    def int64(self, value: int) -> _Writer:
-        self.parts.append(_INT64.pack(value))
-        return self
-
-    def string(self, value: str | None) -> _Writer:
-        if value is None:
-            return self.int16(-1)
-        data = value.encode()
-        self.parts.append(_INT16.pack(len(data)) + data)
-        return self
-
-    def bytes(self, value: bytes) -> _Writer:
-        self.parts.append(_INT32.pack(len(value)) + bytes(value))
-        return self
-
-    def done(self) -> bytes:
-        return b"".join(self.parts)
-
-
-class _Reader:
-    def __init__(self, data: bytes):
-        self.data = data
-        self.position = 0
-
-    def _unpack(self, fmt: struct.Struct) -> int:
-        (value,) = fmt.unpack_from(self.data, self.position)
-        self.position += fmt.size
-        return value
-
-    def int8(self) -> int:
-        return self._unpack(_INT8)
-
-    def int16(self) -> int:
-        return self._unpack(_INT16)
-
-    def int32(self) -> int:
-        return self._unpack(_INT32)
-
-    def int64(self) -> int:
-        return self._unpack(_INT64)
-
-    def _chunk(self, length: int) -> bytes:
-        end = self.position + length
-        if length < 0 or end > len(self.data):
-            raise ValueError("field runs past the end of the record")
-        chunk = self.data[self.position:end]
-        self.position = end
-        return chunk
-
-    def string(self) -> str | None:
-        length = self.int16()
-        return None if length < 0 else self._chunk(length).decode()
-
-    def bytes(self) -> bytes:
-        return self._chunk(self.int32())
+OffsetCommitKey = record_class("group", "OffsetCommitKey")
+OffsetCommitValue = record_class("group", "OffsetCommitValue")
+GroupMetadataKey = record_class("group", "GroupMetadataKey")
+GroupMetadataValue = record_class("group", "GroupMetadataValue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,98 +74,103 @@ Entry = OffsetCommitEntry | GroupEntry | PendingOffsetEntry | TransactionEndEntr
 
 
 def _offset_value(value: CommittedOffset) -> bytes:
+    stored = OffsetCommitValue(offset=value.offset, leader_epoch=value.leader_epoch,
+                               metadata=value.metadata, commit_timestamp=value.commit_timestamp_ms)
     if value.expire_timestamp_ms is not None:
-        return (_Writer().int16(1).int64(value.offset).string(value.metadata)
-                .int64(value.commit_timestamp_ms).int64(value.expire_timestamp_ms).done())
-    return (_Writer().int16(3).int64(value.offset).int32(value.leader_epoch).string(value.metadata)
-            .int64(value.commit_timestamp_ms).done())
+        stored.expire_timestamp = value.expire_timestamp_ms
+        return encode_value(stored, EXPIRING_OFFSET_VALUE_VERSION)
+    return encode_value(stored, OFFSET_VALUE_VERSION)
 
 
-def _read_offset_value(reader: _Reader, record_offset: int) -> CommittedOffset:
-    version = reader.int16()
-    offset = reader.int64()
-    if version == 1:
-        metadata = reader.string() or ""
-        committed = reader.int64()
-        return CommittedOffset(offset, -1, metadata, committed, reader.int64(), record_offset)
-    if version == 3:
-        epoch = reader.int32()
-        metadata = reader.string() or ""
-        return CommittedOffset(offset, epoch, metadata, reader.int64(), None, record_offset)
-    raise ValueError(f"offset commit value version {version} is not written by kbroker")
+def _committed(key, value: bytes, record_offset: int) -> CommittedOffset:
+    version, stored = decode_value(key, value)
+    expire = stored.expire_timestamp if version == EXPIRING_OFFSET_VALUE_VERSION else None
+    return CommittedOffset(stored.offset, getattr(stored, "leader_epoch", -1),
+                           stored.metadata or "", stored.commit_timestamp, expire, record_offset)
+
+
+def _offset_key(group_id: str, partition: TopicPartition):
+    return OffsetCommitKey(group=group_id, topic=partition[0], partition=partition[1])
 
 
 def offset_commit(group_id: str, partition: TopicPartition, value: CommittedOffset | None) -> Record:
-    key = _Writer().int16(1).string(group_id).string(partition[0]).int32(partition[1]).done()
-    return Record(key=key, value=None if value is None else _offset_value(value))
+    return Record(key=encode_key(_offset_key(group_id, partition)),
+                  value=None if value is None else _offset_value(value))
 
 
 def pending_offset(producer_id: int, group_id: str, partition: TopicPartition,
                    value: CommittedOffset) -> Record:
-    key = (_Writer().int16(PENDING_OFFSET_KEY_VERSION).string(group_id).string(partition[0])
-           .int32(partition[1]).int64(producer_id).done())
+    key = _RECORD_TYPE.pack(PENDING_OFFSET_KEY_VERSION) + encode_key(
+        _offset_key(group_id, partition))[2:] + _PRODUCER_ID.pack(producer_id)
     return Record(key=key, value=_offset_value(value))
 
 
 def transaction_end(producer_id: int, commit: bool) -> Record:
-    key = _Writer().int16(TRANSACTION_END_KEY_VERSION).int64(producer_id).done()
-    return Record(key=key, value=_INT8.pack(1 if commit else 0))
+    key = _RECORD_TYPE.pack(TRANSACTION_END_KEY_VERSION) + _PRODUCER_ID.pack(producer_id)
+    return Record(key=key, value=_COMMITTED.pack(1 if commit else 0))
 
 
 def group_metadata(group_id: str, snapshot: GroupSnapshot | None) -> Record:
-    key = _Writer().int16(GROUP_METADATA_KEY_VERSION).string(group_id).done()
+    key = encode_key(GroupMetadataKey(group=group_id))
     if snapshot is None:
         return Record(key=key, value=None)
-    writer = (_Writer().int16(3).string(snapshot.protocol_type).int32(snapshot.generation_id)
-              .string(snapshot.protocol_name).string(snapshot.leader_id)
-              .int64(snapshot.state_timestamp_ms).int32(len(snapshot.members)))
-    for m in snapshot.members:
-        (writer.string(m.member_id).string(m.instance_id).string(m.client_id).string(m.client_host)
-         .int32(m.rebalance_timeout_ms).int32(m.session_timeout_ms).bytes(m.subscription)
-         .bytes(m.assignment))
-    return Record(key=key, value=writer.done())
+    value = GroupMetadataValue(
+        protocol_type=snapshot.protocol_type, generation=snapshot.generation_id,
+        protocol=snapshot.protocol_name, leader=snapshot.leader_id,
+        current_state_timestamp=snapshot.state_timestamp_ms, members=[
+            GroupMetadataValue.MemberMetadata(
+                member_id=m.member_id, group_instance_id=m.instance_id, client_id=m.client_id,
+                client_host=m.client_host, rebalance_timeout=m.rebalance_timeout_ms,
+                session_timeout=m.session_timeout_ms, subscription=m.subscription,
+                assignment=m.assignment)
+            for m in snapshot.members])
+    return Record(key=key, value=encode_value(value, GROUP_VALUE_VERSION))
 
 
-def _read_group(group_id: str, reader: _Reader) -> GroupSnapshot:
-    version = reader.int16()
-    if version != 3:
-        raise ValueError(f"group metadata value version {version} is not written by kbroker")
-    protocol_type = reader.string() or ""
-    generation = reader.int32()
-    protocol_name = reader.string()
-    leader = reader.string()
-    timestamp = reader.int64()
+def _snapshot(group_id: str, key, value: bytes) -> GroupSnapshot:
+    _, stored = decode_value(key, value)
     members = tuple(
-        StoredMember(reader.string() or "", reader.string(), reader.string() or "",
-                     reader.string() or "", reader.int32(), reader.int32(), reader.bytes(),
-                     reader.bytes())
-        for _ in range(reader.int32())
-    )
-    return GroupSnapshot(group_id, protocol_type, generation, protocol_name, leader, timestamp, members)
+        StoredMember(m.member_id, m.group_instance_id, m.client_id, m.client_host,
+                     m.rebalance_timeout, m.session_timeout, bytes(m.subscription),
+                     bytes(m.assignment))
+        for m in stored.members)
+    return GroupSnapshot(group_id, stored.protocol_type or "", stored.generation, stored.protocol,
+                         stored.leader, stored.current_state_timestamp, members)
 
 
 def decode(key: bytes | None, value: bytes | None, record_offset: int) -> Entry | None:
-    """The entry a stored record describes (None: a record kind kbroker does not keep).
+    """The entry a stored record describes (None: a record kind this module does not keep).
 
     Raises ValueError or struct.error for a record it cannot read.
     """
     if key is None:
         return None
-    reader = _Reader(key)
-    version = reader.int16()
-    values = None if value is None else _Reader(value)
-    if version in OFFSET_COMMIT_KEY_VERSIONS:
-        group_id, topic, partition = reader.string(), reader.string(), reader.int32()
-        committed = None if values is None else _read_offset_value(values, record_offset)
-        return OffsetCommitEntry(group_id, (topic, partition), committed)
-    if version == GROUP_METADATA_KEY_VERSION:
-        group_id = reader.string()
-        return GroupEntry(group_id, None if values is None else _read_group(group_id, values))
-    if version == PENDING_OFFSET_KEY_VERSION and values is not None:
-        group_id, topic, partition = reader.string(), reader.string(), reader.int32()
-        producer_id = reader.int64()
-        return PendingOffsetEntry(producer_id, group_id, (topic, partition),
-                                  _read_offset_value(values, record_offset))
-    if version == TRANSACTION_END_KEY_VERSION and values is not None:
-        return TransactionEndEntry(reader.int64(), values.int8() == 1)
-    return None
+    try:
+        return _decode(key, value, record_offset)
+    except ProtocolError as exc:  # the codec's CorruptFrame / UnsupportedVersion
+        raise ValueError(str(exc)) from None
+
+
+def _decode(key: bytes, value: bytes | None, record_offset: int) -> Entry | None:
+    (record_type,) = _RECORD_TYPE.unpack_from(key, 0)
+    if record_type == PENDING_OFFSET_KEY_VERSION:
+        if value is None:
+            return None
+        stored = decode_struct(OffsetCommitKey, 0, memoryview(key)[:-_PRODUCER_ID.size], 2)
+        (producer_id,) = _PRODUCER_ID.unpack_from(key, len(key) - _PRODUCER_ID.size)
+        return PendingOffsetEntry(producer_id, stored.group, (stored.topic, stored.partition),
+                                  _committed(stored, value, record_offset))
+    if record_type == TRANSACTION_END_KEY_VERSION:
+        if value is None:
+            return None
+        (producer_id,) = _PRODUCER_ID.unpack_from(key, 2)
+        return TransactionEndEntry(producer_id, _COMMITTED.unpack_from(value, 0)[0] == 1)
+    if record_type not in (0, 1, 2):
+        return None  # consumer group records and others: another module's
+    stored_key = decode_key("group", key)
+    if record_type == 2:
+        group_id = stored_key.group
+        return GroupEntry(group_id, None if value is None else _snapshot(group_id, stored_key, value))
+    partition = (stored_key.topic, stored_key.partition)
+    committed = None if value is None else _committed(stored_key, value, record_offset)
+    return OffsetCommitEntry(stored_key.group, partition, committed)

@@ -8,7 +8,7 @@ broker through the Kafka protocol (HttpApp.cluster); a Kafka error becomes an er
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import escape
 
 from kbroker.client import ClientError, admin
@@ -45,7 +45,7 @@ def _page_handler(app, render):
 def _time(ms: int) -> str:
     if ms < 0:
         return ""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 async def _topics(app, cluster, query) -> tuple[str, str]:

@@ -10,6 +10,7 @@ protocol like any client would.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 
@@ -46,8 +47,8 @@ class Page:
 
 
 def _number(value) -> str:
-    if isinstance(value, float):
-        return repr(value) if value == value and abs(value) != float("inf") else "+Inf"
+    if isinstance(value, float) and math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
     return str(value)
 
 

@@ -8,9 +8,9 @@ broker down.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Awaitable, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import trio

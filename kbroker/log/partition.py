@@ -121,7 +121,7 @@ class PartitionLog(LocalLog):
         log_dir = self.log_dir
         if log_dir.offline:
             self.check_online()
-        batch = validate_produce_batch(records, config, now_ms)
+        batch = validate_produce_batch(records, config, now_ms, self.name)
         header = batch.header
         state = self.producer_state
         if header.producer_id >= 0:

@@ -29,6 +29,15 @@ TOPIC_CODECS = {"uncompressed": NO_COMPRESSION, "gzip": GZIP, "snappy": SNAPPY, 
 _LENGTH = struct.Struct(">i")
 
 
+class RecordErrors(KafkaError):
+    """Records of a batch refused one by one (KIP-467): [(index in the batch, why)], which
+    Produce v8+ answers as RecordErrors so that a producer fails only those records."""
+
+    def __init__(self, code: ErrorCode, message: str, records: list[tuple[int, str]]):
+        super().__init__(code, message)
+        self.records = records
+
+
 class ValidBatch(NamedTuple):
     """A producer batch that passed validation, as it is to be stored (before offsets)."""
 
@@ -37,8 +46,9 @@ class ValidBatch(NamedTuple):
     header_changed: bool  # maxTimestamp differs from the bytes: the stored header needs a new CRC
 
 
-def validate_produce_batch(records, config: LogConfig, now_ms: int) -> ValidBatch:
-    """Check one Produce partition payload against the topic's config; raise KafkaError."""
+def validate_produce_batch(records, config: LogConfig, now_ms: int, topic_partition: str) -> ValidBatch:
+    """Check one Produce partition payload against the topic's config; raise KafkaError.
+    `topic_partition` ("orders-0") names the partition in messages, as Kafka's do."""
     view = single_batch(memoryview(records).cast("B"))
     header = BatchHeader.parse(view)
     size = len(view)
@@ -53,7 +63,7 @@ def validate_produce_batch(records, config: LogConfig, now_ms: int) -> ValidBatc
     if header.max_timestamp < header.base_timestamp:
         header = with_record_max_timestamp(view, header)
         header_changed = True
-    validate_records(view, header, config, now_ms)
+    validate_records(view, header, config, now_ms, topic_partition)
     codec = TOPIC_CODECS.get(config.compression_type)
     if codec is not None and codec != header.compression:
         view = memoryview(recompress(view, codec, compression_level(config, codec)))
@@ -135,7 +145,8 @@ def validate_batch(header: BatchHeader) -> None:
                          f"producerId {header.producer_id}")
 
 
-def validate_records(view: memoryview, header: BatchHeader, config: LogConfig, now_ms: int) -> None:
+def validate_records(view: memoryview, header: BatchHeader, config: LogConfig, now_ms: int,
+                     topic_partition: str) -> None:
     """Record-level checks without walking records, except keys on compacted topics.
 
     Timestamps: Kafka checks every record; the batch's base and max timestamps bound them
@@ -153,9 +164,19 @@ def validate_records(view: memoryview, header: BatchHeader, config: LogConfig, n
                                  f"Timestamp {ts} of a record is out of range. The timestamp "
                                  f"should be within [{low}, {high}]")
     if config.compact:
-        if any(key_length < 0 for _, _, key_length in record_fields(view, header)):
-            raise KafkaError(ErrorCode.INVALID_RECORD,
-                             "Compacted topic cannot accept message without key")
+        keyless = [index for index, (_, _, key_length) in enumerate(record_fields(view, header))
+                   if key_length < 0]
+        if keyless:
+            why = f"Compacted topic cannot accept message without key in topic partition {topic_partition}."
+            raise _record_errors([(index, why) for index in keyless])
+
+
+def _record_errors(records: list[tuple[int, str]]) -> RecordErrors:
+    """Kafka's message for records refused one by one (LogValidator.processRecordErrors)."""
+    shown = ", ".join(f"RecordError(batchIndex={index}, message='{why}')" for index, why in records[:3])
+    return RecordErrors(ErrorCode.INVALID_RECORD, f"One or more records have been rejected due to "
+                        f"{len(records)} record errors in total, and only showing the first three "
+                        f"errors at most: [{shown}]", records)
 
 
 def compression_level(config: LogConfig, codec: int) -> int | None:

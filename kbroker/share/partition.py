@@ -17,8 +17,8 @@ Rules:
    after the SPEO, whole log batches at a time: max_records is a soft limit that a batch may
    exceed (ShareAcquireMode batch_optimized), or a hard one (record_limit). New records are
    acquired only while the window holds fewer than group.share.partition.max.record.locks
-   offsets. Offsets between batches (compacted away) and records of aborted transactions under
-   read_committed are ARCHIVED as they enter the window, never delivered.
+   offsets. Offsets between batches (compacted away), control batches and records of aborted
+   transactions under read_committed are ARCHIVED as they enter the window, never delivered.
 5. An acknowledgement names ranges of offsets with one type for the range or one per offset
    (0 GAP, 1 ACCEPT, 2 RELEASE, 3 REJECT, 4 RENEW: the lock starts again). Ranges wholly below the
    SPSO are ignored. A range reaching past the SPEO is INVALID_REQUEST, so is an unknown type or a
@@ -142,7 +142,7 @@ class SharePartition:
 
     def acquire(self, member: str, batches: list[tuple[int, int]], max_records: int, now_ms: int,
                 lock_ms: int, strict: bool = False,
-                aborted: Iterable[tuple[int, int]] = ()) -> list[Acquired]:
+                skipped: Iterable[tuple[int, int]] = ()) -> list[Acquired]:
         """Acquire records the log read returned, as (base, last) offsets of its batches (rule 4)."""
         if not batches or max_records <= 0:
             return []
@@ -163,7 +163,7 @@ class SharePartition:
                 self._take(run, member, deadline)
                 acquired.append(run)
         # New records: whole batches after the SPEO, while record locks are left.
-        aborted = sorted(aborted)
+        skipped = set(skipped)
         for base, last in batches:
             if count >= max_records or self.in_flight() >= self.max_record_locks:
                 break
@@ -171,12 +171,13 @@ class SharePartition:
                 continue
             if base > self.end_offset:
                 self._append(Run(self.end_offset, base - 1, ARCHIVED))
+            batch_last = last
             first = max(base, self.end_offset)
             room = self.max_record_locks - self.in_flight()
             if strict:
                 room = min(room, max_records - count)
             last = min(last, first + room - 1)
-            if any(a_first <= first and last <= a_last for a_first, a_last in aborted):
+            if (base, batch_last) in skipped:
                 self._append(Run(first, last, ARCHIVED))
                 continue
             run = Run(first, last, AVAILABLE)

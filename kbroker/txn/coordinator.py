@@ -134,10 +134,11 @@ class TransactionCoordinator:
         return ErrorCode.NONE, step.producer_id, step.producer_epoch
 
     async def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                             partitions: Iterable[TopicPartition]) -> ErrorCode:
+                             partitions: Iterable[TopicPartition],
+                             transaction_version: int = 0) -> ErrorCode:
         now = self.clock()
         step = self.states.add_partitions(transactional_id, producer_id, producer_epoch,
-                                          partitions, now)
+                                          partitions, now, transaction_version)
         if isinstance(step, ErrorCode):
             return step
         error = self._store(step, now)
@@ -149,9 +150,11 @@ class TransactionCoordinator:
         return self.states.verify(transactional_id, producer_id, producer_epoch, partitions)
 
     async def end_transaction(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                              commit: bool) -> ErrorCode:
+                              commit: bool, transaction_version: int = 0) -> ErrorCode:
+        """The answer to EndTxn; a v2 client continues as `describe(id).continued_as()`."""
         now = self.clock()
-        step = self.states.end_transaction(transactional_id, producer_id, producer_epoch, commit, now)
+        step = self.states.end_transaction(transactional_id, producer_id, producer_epoch, commit, now,
+                                           transaction_version)
         if isinstance(step, ErrorCode):
             return step
         error = await self._end(step, now)

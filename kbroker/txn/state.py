@@ -4,8 +4,9 @@ No I/O, no trio, no clock of its own: operations take `now_ms` and return either
 to answer at once or the next TxnMetadata. The caller writes that metadata to
 __transaction_state and only then makes it current with `apply`, so memory never runs ahead
 of the log. The rules are Apache Kafka's (TransactionCoordinator, TransactionMetadata,
-TransactionStateManager) for clients that keep their epoch across transactions (EndTxn before
-v5); the labels below are referred to in the code.
+TransactionStateManager), for both transaction versions of KIP-890: clients of transactions v1
+keep their epoch across transactions (EndTxn before v5), clients of v2 get a new epoch from every
+EndTxn (rules E5-E7); the labels below are referred to in the code.
 
 States
   Empty              a producer id and epoch are assigned; no transaction is open.
@@ -19,7 +20,8 @@ States
                      Here both happen in one step (F), so it is never stored or seen, but
                      ListTransactions still accepts its name as a filter.
   Empty/Complete* -> Ongoing -> Prepare* -> Complete* -> Ongoing or Empty ...;
-  Empty/Complete* -> Dead. Any other transition is a bug (IllegalTransition).
+  Empty/Complete* -> PrepareAbort (v2 only, E7); Empty/Complete* -> Dead. Any other transition
+  is a bug (IllegalTransition).
 
 InitProducerId with a transactional id
   I1  An empty id -> INVALID_REQUEST. A timeout outside 1..transaction.max.timeout.ms ->
@@ -44,7 +46,8 @@ AddPartitionsToTxn, AddOffsetsToTxn
       INVALID_PRODUCER_ID_MAPPING; another epoch -> PRODUCER_FENCED; Prepare* ->
       CONCURRENT_TRANSACTIONS.
   A2  Ongoing with every partition already in: NONE, nothing stored. Otherwise Ongoing with the
-      union of partitions, started now unless it was Ongoing already.
+      union of partitions, started now unless it was Ongoing already, marked with the client's
+      transaction version (2 when added implicitly by Produce v12+ / TxnOffsetCommit v5+).
   V   Verification (produce, TxnOffsetCommit, AddPartitionsToTxn v4 verify_only): A1's checks,
       then TRANSACTION_ABORTABLE for each partition not in the transaction (callers map the
       errors as Kafka does for old request versions).
@@ -55,7 +58,18 @@ EndTxn
   E3  CompleteCommit + commit and CompleteAbort + abort: NONE (a retry). PrepareCommit + commit
       and PrepareAbort + abort: CONCURRENT_TRANSACTIONS. Empty, or the opposite result ->
       INVALID_TXN_STATE.
-  E4  Once every marker is written: Prepare* -> Complete*, no partitions, same epoch.
+  E4  Once every marker is written: Prepare* -> Complete*, no partitions, same epoch; after a
+      v2 end with an exhausted epoch, the next producer id with epoch 0 (E5).
+  Transactions v2 (EndTxn v5+) instead of E1-E3:
+  E5  Ongoing -> Prepare* with epoch + 1 (the markers carry it), the old epoch as last epoch, and
+      a new producer id kept as next producer id when the epoch is exhausted. The answer is the
+      producer id and epoch the client continues with.
+  E6  The request must name the current epoch, or (a retry) the epoch just before it; a retry
+      across a producer id rotation names the previous producer id and the last epoch. A retry
+      of the same result in Complete* is NONE, in Prepare* CONCURRENT_TRANSACTIONS. Anything
+      else -> INVALID_PRODUCER_ID_MAPPING / PRODUCER_FENCED as in A1.
+  E7  An abort with no transaction open (Empty, Complete*, not a retry) bumps the epoch as E5,
+      started now; a commit there -> INVALID_TXN_STATE.
 
 Timers and recovery
   T1  Ongoing for longer than its timeout (from the first partition added): F.
@@ -108,7 +122,7 @@ _VALID_PREVIOUS = {
     TxnState.EMPTY: _IDLE,
     TxnState.ONGOING: (TxnState.ONGOING, *_IDLE),
     TxnState.PREPARE_COMMIT: (TxnState.ONGOING,),
-    TxnState.PREPARE_ABORT: (TxnState.ONGOING,),
+    TxnState.PREPARE_ABORT: (TxnState.ONGOING, *_IDLE),  # from idle states: E7
     TxnState.COMPLETE_COMMIT: (TxnState.PREPARE_COMMIT,),
     TxnState.COMPLETE_ABORT: (TxnState.PREPARE_ABORT,),
     TxnState.DEAD: _IDLE,
@@ -138,6 +152,14 @@ class TxnMetadata:
     partitions: frozenset[TopicPartition]
     start_ms: int  # -1 while no transaction was started since the last Empty
     last_update_ms: int
+    next_producer_id: int = NO_PRODUCER_ID  # E5: the producer id after an exhausted epoch
+    client_transaction_version: int = 0  # A2: 2 when the transaction follows KIP-890's v2
+
+    def continued_as(self) -> tuple[int, int]:
+        """The producer id and epoch a v2 client continues with once this end completes (E5)."""
+        if self.next_producer_id != NO_PRODUCER_ID:
+            return self.next_producer_id, 0
+        return self.producer_id, self.producer_epoch
 
     def to(self, state: TxnState, now_ms: int, **changes) -> TxnMetadata:
         return dataclasses.replace(self, state=state, last_update_ms=now_ms, **changes)
@@ -247,7 +269,8 @@ class TransactionStates:
         return current
 
     def add_partitions(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                       partitions: Iterable[TopicPartition], now_ms: int) -> Step:
+                       partitions: Iterable[TopicPartition], now_ms: int,
+                       transaction_version: int = 0) -> Step:
         """A1-A2: the Ongoing metadata to store, or an error (NONE: nothing to store)."""
         current = self._check_producer(transactional_id, producer_id, producer_epoch)
         if isinstance(current, ErrorCode):
@@ -258,7 +281,8 @@ class TransactionStates:
         if current.state is TxnState.ONGOING and added == current.partitions:
             return ErrorCode.NONE
         start = current.start_ms if current.state is TxnState.ONGOING else now_ms
-        return current.to(TxnState.ONGOING, now_ms, partitions=added, start_ms=start)
+        return current.to(TxnState.ONGOING, now_ms, partitions=added, start_ms=start,
+                          client_transaction_version=transaction_version)
 
     def verify(self, transactional_id: str, producer_id: int, producer_epoch: int,
                partitions: Iterable[TopicPartition]) -> dict[TopicPartition, ErrorCode]:
@@ -275,8 +299,11 @@ class TransactionStates:
     # -- EndTxn --------------------------------------------------------------------------------
 
     def end_transaction(self, transactional_id: str, producer_id: int, producer_epoch: int,
-                        commit: bool, now_ms: int) -> Step:
-        """E1-E3: the Prepare* metadata to store, or the answer (NONE for a retry)."""
+                        commit: bool, now_ms: int, transaction_version: int = 0) -> Step:
+        """E1-E3 (E5-E7 for v2): the Prepare* metadata to store, or the answer (NONE: a retry)."""
+        if transaction_version >= 2:
+            return self._end_transaction_v2(transactional_id, producer_id, producer_epoch, commit,
+                                            now_ms)
         current = self._check_producer(transactional_id, producer_id, producer_epoch)
         if isinstance(current, ErrorCode):
             return current
@@ -290,6 +317,52 @@ class TransactionStates:
             return ErrorCode.CONCURRENT_TRANSACTIONS
         return ErrorCode.INVALID_TXN_STATE
 
+    def _end_transaction_v2(self, transactional_id: str, producer_id: int, producer_epoch: int,
+                            commit: bool, now_ms: int) -> Step:
+        if not transactional_id:
+            return ErrorCode.INVALID_REQUEST
+        current = self.transactions.get(transactional_id)
+        if current is None:
+            return ErrorCode.INVALID_PRODUCER_ID_MAPPING
+        retry_on_rotation = (current.previous_producer_id == producer_id
+                             and producer_epoch == INT16_MAX - 1 and current.producer_epoch == 0)
+        retry_on_bump = current.producer_epoch == producer_epoch + 1
+        if current.producer_id != producer_id and not retry_on_rotation:
+            return ErrorCode.INVALID_PRODUCER_ID_MAPPING
+        retry = retry_on_bump or retry_on_rotation
+        same_epoch = producer_epoch == current.producer_epoch
+        if current.state in PREPARE:
+            valid = retry_on_bump
+        elif current.state in COMPLETE:
+            valid = retry or same_epoch
+        else:
+            valid = same_epoch
+        if not valid:
+            return ErrorCode.PRODUCER_FENCED  # E6
+        wanted_prepare = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
+        wanted_complete = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
+        if current.state is TxnState.ONGOING:
+            return self._bump_for_end(current, wanted_prepare, now_ms, current.start_ms)  # E5
+        if current.state in PREPARE:
+            return ErrorCode.CONCURRENT_TRANSACTIONS if current.state is wanted_prepare \
+                else ErrorCode.INVALID_TXN_STATE
+        if retry:
+            return ErrorCode.NONE if current.state is wanted_complete else ErrorCode.INVALID_TXN_STATE
+        if commit:
+            return ErrorCode.INVALID_TXN_STATE
+        return self._bump_for_end(current, TxnState.PREPARE_ABORT, now_ms, now_ms)  # E7
+
+    def _bump_for_end(self, current: TxnMetadata, state: TxnState, now_ms: int,
+                      start_ms: int) -> TxnMetadata:
+        """E5: Prepare* with the epoch bumped, rotating the producer id when it is exhausted."""
+        next_producer_id = self.allocate_producer_id() \
+            if is_epoch_exhausted(current.producer_epoch) else NO_PRODUCER_ID
+        epoch = current.producer_epoch if current.producer_epoch == INT16_MAX \
+            else current.producer_epoch + 1  # at Short.MAX only a broken producer: let it abort
+        return current.to(state, now_ms, producer_epoch=epoch,
+                          last_producer_epoch=current.producer_epoch, start_ms=start_ms,
+                          next_producer_id=next_producer_id, client_transaction_version=2)
+
     def complete(self, prepared: TxnMetadata, now_ms: int) -> TxnMetadata:
         """E4: the Complete* metadata once the markers of a Prepare* state are written."""
         if prepared.state not in PREPARE:
@@ -297,6 +370,11 @@ class TransactionStates:
                                     f"{prepared.state.kafka_name}")
         state = TxnState.COMPLETE_COMMIT if prepared.state is TxnState.PREPARE_COMMIT \
             else TxnState.COMPLETE_ABORT
+        if prepared.next_producer_id != NO_PRODUCER_ID:  # E4 after E5 with an exhausted epoch
+            return prepared.to(state, now_ms, partitions=frozenset(),
+                               producer_id=prepared.next_producer_id,
+                               previous_producer_id=prepared.producer_id, producer_epoch=0,
+                               next_producer_id=NO_PRODUCER_ID)
         return prepared.to(state, now_ms, partitions=frozenset())
 
     # -- timers --------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Authorization: ACL bindings and the decisions made from them."""
