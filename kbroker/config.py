@@ -31,10 +31,12 @@ def parse_ip_overrides(text: str) -> dict[str, int]:
         except ValueError:
             value = -1
         if not host or value < 0:
-            raise KafkaError(ErrorCode.INVALID_CONFIG,
-                             f"{item!r} is not host:count with a count of 0 or more")
+            raise ValueError(f"{item!r} is not host:count with a count of 0 or more")
         overrides[host.strip("[]")] = value
     return overrides
+
+
+LISTENER_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT")  # the security protocols the server speaks
 
 
 def _check_listener(text: str | None) -> None:
@@ -42,10 +44,9 @@ def _check_listener(text: str | None) -> None:
         return
     protocol, separator, address = text.split(",")[0].partition("://")
     host, colon, port = address.rpartition(":")
-    if not separator or protocol.upper() not in ("PLAINTEXT", "SASL_PLAINTEXT") or not colon \
+    if not separator or protocol.upper() not in LISTENER_PROTOCOLS or not colon \
             or not port.isdigit() or int(port) > 65535:
-        raise KafkaError(ErrorCode.INVALID_CONFIG,
-                         "expected PLAINTEXT://HOST:PORT or SASL_PLAINTEXT://HOST:PORT")
+        raise ValueError("expected " + " or ".join(f"{name}://HOST:PORT" for name in LISTENER_PROTOCOLS))
 
 
 _DAY_MS = 24 * 3600 * 1000
@@ -68,6 +69,8 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "SASL mechanisms offered on a SASL_PLAINTEXT listener.", choices=_MECHANISMS),
     Setting(SASL_JAAS_SETTING, "string", None, "The users a SASL_PLAINTEXT listener accepts, as "
             "Kafka's PlainLoginModule line: user_NAME=\"PASSWORD\" entries.", sensitive=True),
+    Setting("sasl.server.max.receive.size", "int", 524288, "Largest request frame accepted on a "
+            "SASL_PLAINTEXT listener before the client has authenticated.", low=1),
     Setting("connection.failed.authentication.delay.ms", "int", 100, "Delay before the answer to "
             "a failed SASL authentication (and the close that follows), to slow password "
             "guessing.", low=0),
@@ -146,6 +149,11 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("group.consumer.assignors", "list", CONSUMER_ASSIGNORS, "Server-side assignors, by "
             "name (uniform, range) or Kafka class name; the first is used when members name none.",
             choices=(*CONSUMER_ASSIGNORS, "uniform", "range")),
+    Setting("group.consumer.migration.policy", "string", "bidirectional", "Online conversion "
+            "between classic and consumer groups with members: upgrade (classic to consumer when a "
+            "ConsumerGroupHeartbeat member joins), downgrade (back when the last such member "
+            "leaves), bidirectional, or disabled.",
+            choices=("disabled", "upgrade", "downgrade", "bidirectional")),
     Setting("offsets.retention.minutes", "int", 10080, "How long committed offsets of an empty "
             "group are kept.", low=1),
     Setting("offsets.retention.check.interval.ms", "long", 600000, "How often expired offsets are "

@@ -75,6 +75,7 @@ class Connection:
         self.cancel_scope = trio.CancelScope()  # cancelled to close an idle connection
         self._received = _NOTHING  # received bytes not yet handed out
         self._max_frame = broker.config["socket.request.max.bytes"]
+        self._max_sasl_frame = broker.config["sasl.server.max.receive.size"]  # before authentication
         self._waited = False  # whether the current request has passed a checkpoint
 
     async def run(self) -> None:
@@ -134,11 +135,14 @@ class Connection:
         while len(self._received) < 4:
             await self._receive_more()
         (size,) = _SIZE.unpack_from(self._received)
-        if size < 8 or size > self._max_frame:
+        limit, setting = self._max_frame, "socket.request.max.bytes"
+        if not self.session.authenticated:
+            limit, setting = min(limit, self._max_sasl_frame), "sasl.server.max.receive.size"
+        if size < 8 or size > limit:
             repeated_warnings.warning(
                 ("frame size", self._ip),
-                "connection %s: frame size %d outside 8..%d (socket.request.max.bytes), closing",
-                self.peer, size, self._max_frame,
+                "connection %s: frame size %d outside 8..%d (%s), closing",
+                self.peer, size, limit, setting,
             )
             raise ConnectionClosed
         end = 4 + size
