@@ -31,6 +31,7 @@ TRANSACTION_VERSION = "transaction.version"
 GROUP_VERSION = "group.version"
 KRAFT_VERSION = "kraft.version"
 ELIGIBLE_LEADER_REPLICAS_VERSION = "eligible.leader.replicas.version"
+SHARE_VERSION = "share.version"
 
 FEATURES_FILE = "finalized-features.json"
 
@@ -56,7 +57,8 @@ FEATURES: dict[str, Feature] = {feature.name: feature for feature in (
     Feature(METADATA_VERSION, 7, 29, 29),  # 3.3-IV3 .. 4.2-IV1
     Feature(KRAFT_VERSION, 0, 0, 0),  # a static quorum: no directory ids (KIP-853)
     Feature(TRANSACTION_VERSION, 0, 2, 2),  # 2: transactions v2 (KIP-890), Kafka 4.2's default
-    Feature(GROUP_VERSION, 0, 0, 0, {1: {METADATA_VERSION: 22}}),  # 1 once KIP-848 is served
+    Feature(GROUP_VERSION, 0, 1, 1, {1: {METADATA_VERSION: 22}}),  # 1: KIP-848 consumer groups
+    Feature(SHARE_VERSION, 0, 1, 1, {1: {METADATA_VERSION: 27}}),  # 1: share groups (KIP-932)
     Feature(ELIGIBLE_LEADER_REPLICAS_VERSION, 0, 1, 1, {1: {METADATA_VERSION: 24}}),
 )}
 
