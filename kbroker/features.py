@@ -134,13 +134,14 @@ def _check_update(name: str, level: int, upgrade_type: int, current: int, contro
                                     "the upgrade type to either safe or unsafe downgrade.")
     if level > current and upgrade_type != UPGRADE:
         raise _invalid(name, level, "Can't downgrade to a newer version.")
-    if name == METADATA_VERSION and level < current:
-        if any(current >= changed > level for changed in _METADATA_CHANGED_AT):
-            if upgrade_type == UNSAFE_DOWNGRADE:
-                raise _invalid(name, level, "Unsafe metadata downgrade is not supported in this version.")
-            raise _invalid(name, level, "Refusing to perform the requested downgrade because it "
-                                        "might delete metadata information. Retry using "
-                                        "UNSAFE_DOWNGRADE if you want to force the downgrade to proceed.")
+    metadata_lost = name == METADATA_VERSION and any(
+        current >= changed > level for changed in _METADATA_CHANGED_AT)
+    if metadata_lost and upgrade_type == UNSAFE_DOWNGRADE:
+        raise _invalid(name, level, "Unsafe metadata downgrade is not supported in this version.")
+    if metadata_lost:
+        raise _invalid(name, level, "Refusing to perform the requested downgrade because it might "
+                                    "delete metadata information. Retry using UNSAFE_DOWNGRADE if "
+                                    "you want to force the downgrade to proceed.")
 
 
 def _check_dependencies(name: str, levels: dict[str, int]) -> None:
