@@ -89,3 +89,14 @@ def test_classic_join_into_a_consumer_group_is_answered(wire, topic_name):
                           rebalance_timeout_ms=10000, member_id="", protocol_type="connect",
                           protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="x", metadata=b"")])
     assert joined.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+
+
+def test_a_share_group_id_is_not_a_consumer_group(wire, topic_name):
+    group = f"{topic_name}-share"
+    joined = wire.request("ShareGroupHeartbeat", 1, group_id=group, member_id="s-1", member_epoch=0,
+                          subscribed_topic_names=[topic_name])
+    assert joined.error_code == ErrorCode.NONE
+    refused = heartbeat(wire, 1, group, "m-1", 0, rebalance_timeout_ms=30000,
+                        subscribed_topic_names=[topic_name], topic_partitions=[])
+    assert (refused.error_code, refused.error_message) == (
+        ErrorCode.GROUP_ID_NOT_FOUND, f"Group {group} is not a consumer group.")
