@@ -36,12 +36,12 @@ from kbroker.config import SETTINGS, SETTINGS_BY_NAME, ConfigSource
 from kbroker.group_configs import GROUP_SETTINGS
 from kbroker.log import TOPIC_SETTINGS_BY_NAME, LogConfig, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.telemetry import INTERVAL_MS, MATCH, METRICS
 from kbroker.protocol.messages import (
     AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListConfigResourcesRequest,
     ListConfigResourcesResponse,
 )
+from kbroker.telemetry import INTERVAL_MS, MATCH, METRICS
 
 TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32  # ConfigResource.Type ids
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3  # AlterConfigOp.OpType ids

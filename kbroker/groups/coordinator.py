@@ -478,8 +478,9 @@ class GroupCoordinator:
         """offsets.retention.minutes: expire old offsets, then groups left Empty with none."""
         entries: list[records.Entry] = []
         for group_id in sorted(set(self.groups.groups) | self.offsets.group_ids()):
-            if self.consumer.group(group_id) is not None:
-                continue  # kept while the consumer group exists
+            if (consumer_group := self.consumer.group(group_id)) is not None:
+                entries += self._expire_consumer_group_offsets(consumer_group, now_ms)
+                continue
             group = self.groups.ensure(group_id, now_ms)
             base = _expiration_base(group)
             if base is None:
@@ -494,6 +495,17 @@ class GroupCoordinator:
                 self._write_entries(self._route(entries), now_ms)
             except (KafkaError, OSError):
                 log.exception("could not write expired offsets")
+
+    def _expire_consumer_group_offsets(self, group, now_ms: int) -> list:
+        """Kafka's rule for consumer groups: offsets of topics the group does not subscribe to
+        expire from their commit time; an empty group whose offsets all expired is deleted."""
+        expired, all_expired = self.offsets.expired(
+            group.group_id, now_ms, self.retention_ms, lambda value: value.commit_timestamp_ms,
+            lambda topic: topic in group.subscription_metadata)
+        entries: list = [records.OffsetCommitEntry(group.group_id, p, None) for p in expired]
+        if all_expired and not group.members:
+            entries += self.consumer.machine.deletion_records(group)
+        return entries
 
     # -- transactional offsets (TxnOffsetCommit, EndTxn) -----------------------------------------
 
