@@ -435,7 +435,12 @@ def group_join(ctx: Ctx):
           timeout=120)
 def group_leave_crash(ctx: Ctx):
     topic, group = ctx.create_topic(ctx.name("g"), 6), ctx.name("grp")
-    members = [Member(ctx, f"m{i}", group, [topic], session_timeout_ms=6000) for i in range(1, 4)]
+    leave_and_crash(ctx, [Member(ctx, f"m{i}", group, [topic], session_timeout_ms=6000)
+                          for i in range(1, 4)], topic)
+
+
+def leave_and_crash(ctx: Ctx, members: list[Member], topic: str) -> None:
+    """3 members share the topic's 6 partitions; one leaves, one crashes (a 6 s session)."""
     wait_balanced(members, topic, 6, 40, "3 members")
     expect_each_gets_its_own(ctx, members, topic, 6, 1)
     members[2].close()

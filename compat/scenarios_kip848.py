@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-from compat.scenarios import Ctx, Member, expect, expect_each_gets_its_own, scenario, wait_balanced, wait_until
+from compat.scenarios import (
+    Ctx, Member, expect, expect_each_gets_its_own, leave_and_crash, scenario, wait_balanced, wait_until,
+)
 
 KIP848 = {"protocol": "consumer"}
 
@@ -19,15 +21,8 @@ def kip848_join_leave_crash(ctx: Ctx):
     topic, group = ctx.create_topic(ctx.name("g"), 6), ctx.name("grp")
     first = Member(ctx, "m1", group, [topic], **KIP848)
     wait_balanced([first], topic, 6, 30, "alone")
-    members = [first, *(Member(ctx, f"m{i}", group, [topic], **KIP848) for i in (2, 3))]
-    wait_balanced(members, topic, 6, 40, "3 members")
-    expect_each_gets_its_own(ctx, members, topic, 6, 1)
-    members[2].close()
-    wait_balanced(members[:2], topic, 6, 30, "after a leave")
-    members[1].crash()
-    wait_balanced(members[:1], topic, 6, 40, "after a crash (session timeout 6 s)")
-    expect_each_gets_its_own(ctx, members[:1], topic, 6, 2)
-    members[0].close()
+    leave_and_crash(ctx, [first, *(Member(ctx, f"m{i}", group, [topic], **KIP848) for i in (2, 3))],
+                    topic)
 
 
 @scenario("kip848_range_and_growth", "group.protocol=consumer, remote assignor range: 2 members split 4 "
@@ -59,3 +54,19 @@ def kip848_regex(ctx: Ctx):
     wait_until(lambda: member.refresh().assigned == want, 40,
                lambda: f"assigned {sorted(member.assigned)}, expected {sorted(want)}")
     member.close()
+
+
+@scenario("kip848_mixed_protocols", "a classic member, then a group.protocol=consumer one: the group "
+          "converts and both share 4 partitions; the consumer-protocol member leaves, the group turns "
+          "classic and the first owns all", needs=("consumer_protocol",), timeout=90)
+def kip848_mixed_protocols(ctx: Ctx):
+    topic, group = ctx.create_topic(ctx.name("g"), 4), ctx.name("grp")
+    classic = Member(ctx, "classic", group, [topic])
+    wait_balanced([classic], topic, 4, 30, "the classic member alone")
+    modern = Member(ctx, "consumer", group, [topic], **KIP848)
+    wait_balanced([classic, modern], topic, 4, 40, "after the consumer-protocol member joined")
+    expect_each_gets_its_own(ctx, [classic, modern], topic, 4, 1)
+    modern.close()
+    wait_balanced([classic], topic, 4, 40, "after the consumer-protocol member left")
+    expect_each_gets_its_own(ctx, [classic], topic, 4, 2)
+    classic.close()

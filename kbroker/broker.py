@@ -29,6 +29,7 @@ from kbroker.metadata_store import (
 from kbroker.metrics import Metrics
 from kbroker.oauthbearer import OAuthBearer, jaas_options
 from kbroker.quotas import ClientQuotas
+from kbroker.telemetry import Subscriptions, Telemetry
 from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
@@ -73,8 +74,9 @@ class Broker:
         self.metadata_offset = MetadataOffset(self.data_dir)
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
-        self.features = FinalizedFeatures(self.data_dir)
+        self.features = FinalizedFeatures(self.data_dir, self.node_id)
         self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
+        self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
         self.producer_ids = ProducerIdAllocator(self.data_dir)
@@ -102,7 +104,11 @@ class Broker:
                              config["share.coordinator.state.topic.num.partitions"], SHARE_STATE_CONFIGS),
             self.clock.now_ms, self.storage, self.group_configs,
             other_group_type=lambda group_id: self.groups.group(group_id) is not None
-            or self.groups.consumer.group(group_id) is not None)
+            or self.groups.consumer.group(group_id) is not None,
+            offsets_topic=LogTopic(self.storage, OFFSETS_TOPIC, config["offsets.topic.num.partitions"],
+                                   OFFSETS_TOPIC_CONFIGS),
+            offsets_partition=self.groups.partition_for)
+        self.storage.deletion_listeners.append(self.share.on_topics_deleted)
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""

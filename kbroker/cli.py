@@ -23,13 +23,20 @@ def _override(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kbroker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the broker")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=9092, help="port to listen on; 0 picks a free one")
+    serve.add_argument("--port", type=_port, default=9092, help="port to listen on; 0 picks a free one")
     serve.add_argument("--advertised-host", help="host name given to clients (default: --host)")
     serve.add_argument("--data-dir", default="./kbroker-data", help="where data is kept")
     serve.add_argument("--node-id", type=int, default=1)
@@ -41,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="NAME=VALUE", help="any broker setting by its Kafka config name")
     serve.add_argument("--sasl-user", action="append", default=[], metavar="NAME:PASSWORD",
                        help="require SASL (PLAIN, SCRAM-SHA-256/512) and accept this user")
-    serve.add_argument("--http-port", type=int, metavar="PORT",
+    serve.add_argument("--http-port", type=_port, metavar="PORT",
                        help="serve /metrics (Prometheus) and the web console on this port; 0 picks one")
     serve.add_argument("--api-usage-file", type=Path,
                        help="record which API versions each client used, as JSON, here")
@@ -75,8 +82,11 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
             + " ".join(f'user_{name}="{password}"' for name, _, password in users) + ";")
     settings.update(dict(args.override))
     if args.advertised_host and "advertised.listeners" not in settings:
-        settings["advertised.listeners"] = ",".join(
-            f"{name}://{args.advertised_host}:0" for name, _, _ in parse_endpoints(settings["listeners"]))
+        try:
+            names = [name for name, _, _ in parse_endpoints(settings["listeners"])]
+        except ValueError:
+            names = []  # Config reports the bad listeners setting
+        settings["advertised.listeners"] = ",".join(f"{name}://{args.advertised_host}:0" for name in names)
     return settings
 
 

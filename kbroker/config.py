@@ -33,8 +33,7 @@ def parse_ip_overrides(text: str) -> dict[str, int]:
         except ValueError:
             value = -1
         if not host or value < 0:
-            raise KafkaError(ErrorCode.INVALID_CONFIG,
-                             f"{item!r} is not host:count with a count of 0 or more")
+            raise ValueError(f"{item!r} is not host:count with a count of 0 or more")
         overrides[host.strip("[]")] = value
     return overrides
 
@@ -113,6 +112,8 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("connections.max.reauth.ms", "long", 0, "Longest session of a SASL client before it "
             "must re-authenticate (KIP-368); a connection whose session expired is closed on its "
             "next request. 0: sessions never expire.", low=0),
+    Setting("sasl.server.max.receive.size", "int", 524288, "Largest request frame accepted on a "
+            "SASL listener before the client has authenticated.", low=1),
     Setting("connection.failed.authentication.delay.ms", "int", 100, "Delay before the answer to "
             "a failed SASL authentication (and the close that follows), to slow password "
             "guessing.", low=0),
@@ -133,6 +134,8 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "(127.0.0.1:200,10.0.0.7:5).", dynamic=True, validator=parse_ip_overrides),
     Setting("connections.max.idle.ms", "long", 600000, "Idle connections are closed after this long.",
             low=1),
+    Setting("telemetry.max.bytes", "int", 1024 * 1024, "Largest metrics payload a client may push "
+            "(KIP-714).", low=1),
     # Topics.
     Setting("auto.create.topics.enable", "boolean", True, "Create unknown topics on metadata requests."),
     Setting("num.partitions", "int", 1, "Partition count of auto-created topics.", low=1),
@@ -189,6 +192,11 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("group.consumer.assignors", "list", CONSUMER_ASSIGNORS, "Server-side assignors, by "
             "name (uniform, range) or Kafka class name; the first is used when members name none.",
             choices=(*CONSUMER_ASSIGNORS, "uniform", "range")),
+    Setting("group.consumer.migration.policy", "string", "bidirectional", "Online conversion "
+            "between classic and consumer groups with members: upgrade (classic to consumer when a "
+            "ConsumerGroupHeartbeat member joins), downgrade (back when the last such member "
+            "leaves), bidirectional, or disabled.",
+            choices=("disabled", "upgrade", "downgrade", "bidirectional")),
     Setting("offsets.retention.minutes", "int", 10080, "How long committed offsets of an empty "
             "group are kept.", low=1),
     Setting("offsets.retention.check.interval.ms", "long", 600000, "How often expired offsets are "
@@ -292,6 +300,7 @@ class ConfigSource(enum.IntEnum):
     DYNAMIC_DEFAULT_BROKER_CONFIG = 3  # AlterConfigs on the cluster default resource ("")
     STATIC_BROKER_CONFIG = 4  # the command line (Kafka: server.properties)
     DEFAULT_CONFIG = 5
+    CLIENT_METRICS_CONFIG = 7  # a client metrics subscription's (kbroker/telemetry.py)
     GROUP_CONFIG = 8  # a group's override (the GROUP resource, kbroker/group_configs.py)
 
 

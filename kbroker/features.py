@@ -71,8 +71,9 @@ class FinalizedFeatures:
     in its metadata log). Levels beyond what this kbroker supports (a newer kbroker wrote them)
     fall back to the supported maximum."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, node_id: int):
         self._path = data_dir / FEATURES_FILE
+        self._controller = f"Local controller {node_id}"  # as Kafka's messages name it
         stored = read_if_exists(str(self._path))
         self._explicit: dict[str, int] = json.loads(stored) if stored else {}
 
@@ -96,7 +97,7 @@ class FinalizedFeatures:
         (INVALID_UPDATE_VERSION) with Kafka's message for the first update refused."""
         levels = self.levels()
         for name, (level, upgrade_type) in updates.items():
-            _check_update(name, level, upgrade_type, levels.get(name, 0))
+            _check_update(name, level, upgrade_type, levels.get(name, 0), self._controller)
         after = {**levels, **{name: level for name, (level, _) in updates.items()}}
         for name in updates:
             _check_dependencies(name, after)
@@ -113,7 +114,7 @@ def _invalid(name: str, level: int, reason: str) -> KafkaError:
                       f"Invalid update version {level} for feature {name}. {reason}")
 
 
-def _check_update(name: str, level: int, upgrade_type: int, current: int) -> None:
+def _check_update(name: str, level: int, upgrade_type: int, current: int, controller: str) -> None:
     if upgrade_type not in (UPGRADE, SAFE_DOWNGRADE, UNSAFE_DOWNGRADE):
         raise _invalid(name, level, "The controller does not support the given upgrade type.")
     if level < 0:
@@ -121,11 +122,11 @@ def _check_update(name: str, level: int, upgrade_type: int, current: int) -> Non
     feature = FEATURES.get(name)
     if feature is None or feature.max_level == 0:
         if level > 0:
-            raise _invalid(name, level, "Local controller does not support this feature.")
+            raise _invalid(name, level, f"{controller} does not support this feature.")
     elif not feature.min_level <= level <= feature.max_level:
         span = (f"{feature.min_level}" if feature.min_level == feature.max_level
                 else f"{feature.min_level}-{feature.max_level}")
-        raise _invalid(name, level, f"Local controller only supports versions {span}")
+        raise _invalid(name, level, f"{controller} only supports versions {span}")
     if level < current and upgrade_type == UPGRADE:
         raise _invalid(name, level, "Can't downgrade the version of this feature without setting "
                                     "the upgrade type to either safe or unsafe downgrade.")

@@ -24,9 +24,9 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 DEFAULT_PROTOCOL_MAP = ",".join(["CONTROLLER:PLAINTEXT"] + [f"{p}:{p}" for p in SECURITY_PROTOCOLS])
 
 
-def _invalid(why: str) -> KafkaError:
+def _invalid(why: str) -> ValueError:
     """What a setting's validator raises: the reason alone (kbroker/log/config.py names the setting)."""
-    return KafkaError(ErrorCode.INVALID_CONFIG, why)
+    return ValueError(why)
 
 
 def parse_endpoints(text: str | None) -> list[tuple[str, str, int]]:

@@ -100,6 +100,7 @@ class Connection:
         self.cancel_scope = trio.CancelScope()  # cancelled to close an idle connection
         self._received = _NOTHING  # received bytes not yet handed out
         self._max_frame = broker.config["socket.request.max.bytes"]
+        self._max_sasl_frame = broker.config["sasl.server.max.receive.size"]  # before authentication
         self._waited = False  # whether the current request has passed a checkpoint
 
     async def run(self) -> None:
@@ -167,11 +168,14 @@ class Connection:
         while len(self._received) < 4:
             await self._receive_more()
         (size,) = _SIZE.unpack_from(self._received)
-        if size < 8 or size > self._max_frame:
+        limit, setting = self._max_frame, "socket.request.max.bytes"
+        if not self.session.authenticated:
+            limit, setting = min(limit, self._max_sasl_frame), "sasl.server.max.receive.size"
+        if size < 8 or size > limit:
             repeated_warnings.warning(
                 ("frame size", self._ip),
-                "connection %s: frame size %d outside 8..%d (socket.request.max.bytes), closing",
-                self.peer, size, self._max_frame,
+                "connection %s: frame size %d outside 8..%d (%s), closing",
+                self.peer, size, limit, setting,
             )
             raise ConnectionClosed
         end = 4 + size
@@ -532,12 +536,11 @@ async def serve(broker: Broker, *, http_port: int | None = None,
         nursery.start_soon(broker.run_background_tasks)
         host, port = listeners[0].host, listeners[0].port
         if http_port is not None:
-            # The console reads the broker as a client of its first plaintext listener.
-            console = next((listener for listener in listeners
-                            if listener.config.security_protocol == "PLAINTEXT"), listeners[0])
+            # The console reads the broker as a client of a listener without TLS, PLAINTEXT first.
+            console = min(listeners, key=lambda listener: (listener.config.uses_tls, listener.config.uses_sasl))
             reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(console.host, console.host)
             app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],
-                          _address(reachable, console.port))
+                          _address(reachable, console.port), console.config)
             try:
                 _, http_port = await nursery.start(serve_http, app.routes(), host, http_port)
             except OSError as exc:

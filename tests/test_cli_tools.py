@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from kbroker.testing import running_broker
 from tests.cli_brokers import kbroker_command, running
 
 
@@ -165,3 +166,16 @@ def test_times_files_and_progress(kbroker_only, topic_name, tmp_path):
     assert kb_json(kbroker_only, "group", "describe", group)["offsets"][0]["lag"] == 0
     bad = kbroker_command(kbroker_only, "consume", topic_name, "--from-time", "yesterday")
     assert bad.returncode == 2 and b"not an ISO 8601 time" in bad.stderr
+
+
+def test_sasl_plain_and_scram_logins(tmp_path):
+    with running_broker("--sasl-user", "alice:secret", data_dir=tmp_path) as broker:
+        for mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            kb(broker.bootstrap, "topic", "create", f"t-{mechanism}", "--sasl-username", "alice",
+               "--sasl-password", "secret", "--sasl-mechanism", mechanism)
+        wrong = kbroker_command(broker.bootstrap, "topic", "list", "--sasl-username", "alice",
+                                "--sasl-password", "nope", "--sasl-mechanism", "SCRAM-SHA-256")
+        assert wrong.returncode == 1 and b"SASL authentication failed" in wrong.stderr
+        listed = kb(broker.bootstrap, "topic", "list", "--sasl-username", "alice",
+                    "--sasl-password", "secret")
+        assert all(f"t-{m}" in listed for m in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))

@@ -70,12 +70,14 @@ def test_update_features_v0_and_v1_answer_per_feature(broker):
         response = client.request("UpdateFeatures", 0, feature_updates=[downgrade])
         assert response.error_code == ErrorCode.NONE  # v0: AllowDowngrade is a safe downgrade
         response = client.request("UpdateFeatures", 2, feature_updates=[
-            Update(feature="", max_version_level=1)])
-        assert response.error_code == ErrorCode.INVALID_REQUEST and response.results == []
+            Update(feature="no.such.version", max_version_level=1)])
+        assert response.error_code == ErrorCode.INVALID_UPDATE_VERSION and response.results == []
+        assert response.error_message == ("Invalid update version 1 for feature no.such.version. "
+                                          "Local controller 1 does not support this feature.")
 
 
 def test_feature_rules(tmp_path):
-    features = FinalizedFeatures(tmp_path)
+    features = FinalizedFeatures(tmp_path, node_id=1)
     with pytest.raises(KafkaError, match="without setting the upgrade type"):
         features.update({"metadata.version": (28, UPGRADE)}, validate_only=False)
     with pytest.raises(KafkaError, match="Unsafe metadata downgrade is not supported"):
@@ -92,7 +94,7 @@ def test_feature_rules(tmp_path):
     features.update({"eligible.leader.replicas.version": (1, UPGRADE),
                      "metadata.version": (24, UPGRADE)}, validate_only=True)
     assert features.level("metadata.version") == 23  # validate_only changed nothing
-    assert FinalizedFeatures(tmp_path).levels() == features.levels()
+    assert FinalizedFeatures(tmp_path, node_id=1).levels() == features.levels()
 
 
 def test_describe_quorum_single_voter(tmp_path, topic_name):

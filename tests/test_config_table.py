@@ -12,7 +12,7 @@ import pytest
 
 import kbroker.config
 from kbroker.config import SETTINGS_BY_NAME, Config, ConfigSource
-from kbroker.log.config import TOPIC_SETTINGS
+from kbroker.log.config import TOPIC_SETTINGS, LogConfig
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceRequest
 from kbroker.protocol.records import Record, build_batch
@@ -128,3 +128,19 @@ def test_min_insync_replicas_over_one_refuses_acks_all_as_one_kafka_broker_does(
             request.TopicProduceData(name=topic_name, partition_data=[
                 request.PartitionProduceData(index=0, records=batch)])])
         assert answer.responses[0].partition_responses[0].error_code == 0
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("preallocate", "true", "Invalid value true for configuration preallocate: kbroker does not "
+     "preallocate segment files"),
+    ("leader.replication.throttled.replicas", "x", "Invalid value x for configuration "
+     "leader.replication.throttled.replicas: leader.replication.throttled.replicas must be the "
+     "literal '*' or a list of replicas in the following format: [partitionId]:[brokerId],"
+     "[partitionId]:[brokerId],..."),
+    ("remote.storage.enable", "true", "Tiered Storage functionality is disabled in the broker. "
+     "Topic cannot be configured with remote log storage."),
+])
+def test_validators_report_in_the_common_format_unless_kafka_says_otherwise(name, value, message):
+    with pytest.raises(KafkaError) as err:
+        LogConfig().with_overrides({name: value})
+    assert (err.value.code, err.value.message) == (ErrorCode.INVALID_CONFIG, message)

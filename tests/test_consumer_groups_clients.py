@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from tests.polling import wait_for
-from tests.test_groups_clients import Member, assert_exactly_once, produce
+from tests.test_groups_clients import ConfluentMember, assert_exactly_once, produce
 
 SESSION_MS = 3000
 PARTITIONS = 4
@@ -43,38 +43,12 @@ def restartable_broker(tmp_path):
         yield started
 
 
-def consumer_config(bootstrap: str, group: str, **extra) -> dict:
-    return {"bootstrap.servers": bootstrap, "group.id": group, "group.protocol": "consumer",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False,
-            "topic.metadata.refresh.interval.ms": 500, **extra}
-
-
-class NewProtocolMember(Member):
+class NewProtocolMember(ConfluentMember):
     """A confluent-kafka consumer speaking ConsumerGroupHeartbeat; `topic` may be a regex."""
 
-    def consume(self) -> None:
-        from confluent_kafka import Consumer, KafkaException
-
-        consumer = Consumer(consumer_config(self.bootstrap, self.group, **self.config))
-
-        def on_assign(_consumer, partitions):
-            self.rebalances.append(("assigned", frozenset((p.topic, p.partition) for p in partitions)))
-
-        def on_revoke(_consumer, partitions):
-            self.rebalances.append(("revoked", frozenset((p.topic, p.partition) for p in partitions)))
-            try:
-                consumer.commit(asynchronous=False)
-            except KafkaException:  # nothing consumed yet: nothing to commit
-                pass
-
-        consumer.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke)
-        try:
-            self.poll_loop(
-                lambda: [int(m.value()) for m in consumer.consume(200, timeout=0.1) if not m.error()],
-                lambda: consumer.commit(asynchronous=False),
-                lambda: frozenset(p.partition for p in consumer.assignment()), KafkaException)
-        finally:
-            consumer.close()
+    def __init__(self, bootstrap: str, topic: str, group: str, **config):
+        super().__init__(bootstrap, topic, group, **{"group.protocol": "consumer",
+                                                     "topic.metadata.refresh.interval.ms": 500, **config})
 
 
 def exclusive_cover(members, partitions=ALL) -> bool:
@@ -177,8 +151,8 @@ def test_regex_subscription_picks_up_new_topics(broker, topic_name):
     wait_for(lambda: len(member.values) == 4, 20, "the matching topic's records")
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(f"{prefix}-b", 2), NewTopic(f"{topic_name}-other", 1)])
-    wait_for(lambda: any(f"{prefix}-b" in {t for t, _ in owned} for kind, owned in member.rebalances
-                         if kind == "assigned"), 30, "the new matching topic assigned")
+    produce(broker.bootstrap, f"{prefix}-b", 2, start=4)  # waits for the topic, then writes
+    wait_for(lambda: len(member.values) == 6, 30, "the new matching topic's records too")
     described = describe(broker.bootstrap, group)
     topics = {tp.topic for tp in described.members[0].assignment.topic_partitions}
     assert topics == {f"{prefix}-a", f"{prefix}-b"}
@@ -244,3 +218,21 @@ def test_groups_and_offsets_survive_a_restart(restartable_broker, topic_name):
     wait_for(lambda: len(member.values) >= 4, 30, "records after the restart")
     member.stop()
     assert sorted(member.values) == [8, 9, 10, 11]  # resumed from the committed offsets
+
+
+def test_mixed_classic_and_consumer_members_upgrade_and_downgrade(broker, topic_name):
+    group = f"{topic_name}-group"
+    produce(broker.bootstrap, topic_name, 8)
+    classic = ConfluentMember(broker.bootstrap, topic_name, group)
+    classic.start()
+    wait_for(lambda: classic.assigned == ALL, what="the classic member owning every partition")
+    modern = NewProtocolMember(broker.bootstrap, topic_name, group)
+    modern.start()  # the classic group becomes a consumer group with both members
+    wait_for(lambda: exclusive_cover([classic, modern]), 30, "both protocols sharing the partitions")
+    described = describe(broker.bootstrap, group)
+    assert described.type.name == "CONSUMER" and len(described.members) == 2
+    produce(broker.bootstrap, topic_name, 8, start=8)
+    modern.stop()  # the last consumer-protocol member leaves: the group turns classic again
+    wait_for(lambda: classic.assigned == ALL, 30, "the classic member owning every partition again")
+    assert_exactly_once([classic, modern], 16)
+    classic.stop()

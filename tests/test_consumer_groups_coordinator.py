@@ -11,9 +11,11 @@ import trio
 
 from kbroker.clock import Clock
 from kbroker.config import Config
+from kbroker.groups.classic import GroupState as ClassicState
 from kbroker.groups.classic import JoinRequest
 from kbroker.groups.consumer import GroupState, Heartbeat
 from kbroker.groups.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetToCommit
+from kbroker.protocol import codec, messages
 from kbroker.protocol.errors import ErrorCode
 from tests.memory_topic import MemoryTopic
 
@@ -46,11 +48,22 @@ def join(member_id: str, group: str = "g", **fields) -> Heartbeat:
                      topic_names=["t"], owned={}, **fields)
 
 
-def classic_join(group: str = "g") -> JoinRequest:
-    return JoinRequest(group_id=group, member_id="", protocol_type="consumer",
-                       protocols=[("range", b"")], session_timeout_ms=6000, rebalance_timeout_ms=6000,
-                       group_instance_id=None, client_id="c", client_host="/h",
-                       require_known_member_id=False, supports_skip_assignment=True)
+def subscription(*owned: int) -> bytes:
+    S = messages.ConsumerProtocolSubscription
+    return codec.encode_data(S(topics=["t"], owned_partitions=[
+        S.TopicPartition(topic="t", partitions=list(owned))] if owned else []), 1)
+
+
+def classic_join(member_id: str = "", group: str = "g", owned: tuple = ()) -> JoinRequest:
+    return JoinRequest(group_id=group, member_id=member_id, protocol_type="consumer",
+                       protocols=[("range", subscription(*owned))], session_timeout_ms=6000,
+                       rebalance_timeout_ms=6000, group_instance_id=None, client_id="c",
+                       client_host="/h", require_known_member_id=True, supports_skip_assignment=True)
+
+
+def assigned(sync_result) -> set[int]:
+    _, assignment = codec.decode_data(messages.ConsumerProtocolAssignment, sync_result.assignment)
+    return {p for tp in assignment.assigned_partitions for p in tp.partitions}
 
 
 async def test_groups_offsets_and_epochs_survive_a_reopen(open_coordinator):
@@ -85,25 +98,83 @@ async def test_expired_sessions_are_removed_and_stored(open_coordinator, autojum
     assert open_coordinator().consumer.group("g").members == {}
 
 
-async def test_empty_groups_change_protocol_and_busy_ones_refuse(open_coordinator):
+async def test_empty_groups_change_protocol(open_coordinator):
     coordinator = open_coordinator()
     # A simple (classic) group made by an offset commit gives way to a consumer group.
     await coordinator.commit_offsets("g", "", None, -1, -1, [OffsetToCommit("t", 0, 1, -1, None)], 9)
     assert coordinator.group("g") is not None
     assert (await coordinator.consumer.heartbeat(join("m1"), TOPICS)).error == ErrorCode.NONE
     assert coordinator.group("g") is None
-    # A classic member cannot join while the consumer group has members...
-    refused = await coordinator.join(classic_join())
-    assert refused.error == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
-    # ...and takes the group over once it is empty.
+    # An empty consumer group gives way to a classic member.
     await coordinator.consumer.heartbeat(Heartbeat("g", "m1", -1), TOPICS)
-    joined = await coordinator.join(classic_join())
-    assert joined.error == ErrorCode.NONE and coordinator.consumer.group("g") is None
-    busy = await coordinator.consumer.heartbeat(join("m2"), TOPICS)
-    assert (busy.error, busy.message) == (ErrorCode.GROUP_ID_NOT_FOUND, "Group g is not a consumer group.")
+    first = await coordinator.join(classic_join(), TOPICS)
+    assert first.error == ErrorCode.MEMBER_ID_REQUIRED and coordinator.consumer.group("g") is None
     reopened = open_coordinator()
     assert reopened.consumer.group("g") is None and reopened.group("g") is not None
     assert reopened.fetch_offsets("g", None, False)[0][1][0][1].offset == 1
+
+
+async def test_classic_member_in_a_consumer_group_then_downgrade(open_coordinator):
+    coordinator = open_coordinator()
+    await coordinator.consumer.heartbeat(join("m1"), TOPICS)
+    required = await coordinator.join(classic_join(), TOPICS)
+    assert required.error == ErrorCode.MEMBER_ID_REQUIRED
+    joined = await coordinator.join(classic_join(required.member_id), TOPICS)
+    classic_id = joined.member_id
+    assert (joined.error, joined.generation_id, joined.protocol_name, joined.leader) == (
+        ErrorCode.NONE, 2, "range", "")
+    synced = await coordinator.sync("g", classic_id, None, 2, "consumer", "range", {})
+    assert synced.error == ErrorCode.NONE and assigned(synced) == set()  # m1 still owns them
+    # m1 revokes one partition, then the classic member gets it on its next join.
+    t = uuid.UUID(int=7)
+    revoking = await coordinator.consumer.heartbeat(
+        Heartbeat("g", "m1", 1, owned={t: frozenset({0, 1})}), TOPICS)
+    kept = revoking.assignment[t]
+    await coordinator.consumer.heartbeat(Heartbeat("g", "m1", 1, owned={t: kept}), TOPICS)
+    assert await coordinator.heartbeat("g", classic_id, None, 2) == ErrorCode.NONE
+    rejoined = await coordinator.join(classic_join(classic_id), TOPICS)
+    synced = await coordinator.sync("g", classic_id, None, rejoined.generation_id, "consumer", "range", {})
+    assert assigned(synced) == {0, 1} - kept
+    assert await coordinator.heartbeat("g", classic_id, None, 99) == ErrorCode.ILLEGAL_GENERATION
+    assert await coordinator.heartbeat("g", "nobody", None, 2) == ErrorCode.UNKNOWN_MEMBER_ID
+    # The last consumer-protocol member leaves: the group turns classic and rebalances.
+    await coordinator.consumer.heartbeat(Heartbeat("g", "m1", -1), TOPICS)
+    assert coordinator.consumer.group("g") is None
+    group = coordinator.group("g")
+    assert set(group.members) == {classic_id} and group.state == ClassicState.PREPARING_REBALANCE
+    assert await coordinator.heartbeat("g", classic_id, None, 2) == ErrorCode.REBALANCE_IN_PROGRESS
+    reopened = open_coordinator()
+    assert reopened.consumer.group("g") is None and set(reopened.group("g").members) == {classic_id}
+
+
+async def test_classic_group_upgrades_when_a_consumer_member_joins(open_coordinator):
+    coordinator = open_coordinator()
+    first = await coordinator.join(classic_join(), TOPICS)
+    joined = await coordinator.join(classic_join(first.member_id), TOPICS)
+    A = messages.ConsumerProtocolAssignment
+    everything = codec.encode_data(A(assigned_partitions=[A.TopicPartition(topic="t", partitions=[0, 1])]), 0)
+    await coordinator.sync("g", joined.member_id, None, joined.generation_id, "consumer", "range",
+                           {joined.member_id: everything})
+    result = await coordinator.consumer.heartbeat(join("m2"), TOPICS)
+    assert result.error == ErrorCode.NONE and coordinator.group("g") is None
+    group = coordinator.consumer.group("g")
+    assert set(group.members) == {joined.member_id, "m2"}
+    assert group.members[joined.member_id].assigned == {uuid.UUID(int=7): frozenset({0, 1})}
+    # The classic member is asked to rejoin, and after it gave up a partition m2 gets it.
+    assert await coordinator.heartbeat("g", joined.member_id, None, joined.generation_id) == \
+        ErrorCode.REBALANCE_IN_PROGRESS
+    rejoined = await coordinator.join(classic_join(joined.member_id), TOPICS)  # eager: owns nothing
+    synced = await coordinator.sync("g", joined.member_id, None, rejoined.generation_id, None, None, {})
+    again = await coordinator.consumer.heartbeat(Heartbeat("g", "m2", result.member_epoch, owned={}), TOPICS)
+    assert len(assigned(synced)) == 1 and len(again.assignment[uuid.UUID(int=7)]) == 1
+    # A consumer member cannot join a classic group that does not use the consumer protocol.
+    other = JoinRequest(group_id="o", member_id="", protocol_type="connect", protocols=[("x", b"")],
+                        session_timeout_ms=6000, rebalance_timeout_ms=6000, group_instance_id=None,
+                        client_id="c", client_host="/h", require_known_member_id=False,
+                        supports_skip_assignment=True)
+    await coordinator.join(other, TOPICS)
+    refused = await coordinator.consumer.heartbeat(join("m9", group="o"), TOPICS)
+    assert (refused.error, refused.message) == (ErrorCode.GROUP_ID_NOT_FOUND, "Group o is not a consumer group.")
 
 
 async def test_delete_groups(open_coordinator):

@@ -175,11 +175,11 @@ class ConfluentMember(Member):
     def consume(self) -> None:
         from confluent_kafka import Consumer, KafkaException
 
-        consumer = Consumer({
-            "bootstrap.servers": self.bootstrap, "group.id": self.group,
-            "auto.offset.reset": "earliest", "enable.auto.commit": False,
-            "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": HEARTBEAT_MS, **self.config,
-        })
+        settings = {"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                    "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        if self.config.get("group.protocol") != "consumer":  # KIP-848 sessions are the broker's
+            settings.update({"session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": HEARTBEAT_MS})
+        consumer = Consumer({**settings, **self.config})
 
         def on_assign(_consumer, partitions):
             self.rebalances.append(("assigned", frozenset(p.partition for p in partitions)))

@@ -235,3 +235,16 @@ def test_a_removed_api_version_is_warned_about_once_and_recorded(tmp_path):
     assert len(warnings) == 1, broker.output
     usage = json.loads(usage_file.read_text())
     assert usage["client-id:old-client"]["Produce (unsupported)"] == [0]
+
+
+def test_frames_before_authentication_are_bounded_by_sasl_server_max_receive_size():
+    """Before authenticating, a client could make the broker read a frame of
+    socket.request.max.bytes (100 MiB); Kafka bounds it at sasl.server.max.receive.size."""
+    with running_broker("--sasl-user", "alice:secret") as broker:
+        with WireClient(broker.bootstrap) as unauthenticated:
+            unauthenticated.send_raw(struct.pack(">i", 1024 * 1024) + bytes(64))
+            assert unauthenticated.is_closed_by_peer()
+        with WireClient(broker.bootstrap) as client:  # small requests before authentication pass
+            assert client.request("SaslHandshake", 1, mechanism="PLAIN").error_code == 0
+            assert client.request("SaslAuthenticate", 2, auth_bytes=b"\0alice\0secret").error_code == 0
+            assert client.request("Metadata", 12, topics=[]).brokers

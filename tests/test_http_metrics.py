@@ -152,3 +152,12 @@ def test_a_taken_http_port_is_a_clear_startup_error(tmp_path):
     assert result.returncode == 1
     assert f"kbroker: cannot listen on 127.0.0.1:{port} (--http-port)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pages_of_a_sasl_broker_log_in_as_its_configured_user(tmp_path):
+    with running_broker("--http-port", "0", "--sasl-user", "alice:secret",
+                        data_dir=tmp_path) as broker:
+        metrics = scrape(broker)
+        assert "kafka_log_log_logendoffset" in metrics  # read through an authenticated client
+        with urllib.request.urlopen(broker.http + "/groups", timeout=30) as page:
+            assert page.status == 200

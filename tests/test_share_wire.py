@@ -10,6 +10,7 @@ from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
     AlterShareGroupOffsetsRequest,
     DeleteShareGroupOffsetsRequest,
+    DeleteTopicsRequest,
     DescribeConfigsRequest,
     DescribeShareGroupOffsetsRequest,
     IncrementalAlterConfigsRequest,
@@ -100,6 +101,9 @@ def test_group_types_do_not_mix(wire, topic_name):
                           member_id="", group_instance_id=None, protocol_type="consumer",
                           protocols=[JoinGroupRequest.JoinGroupRequestProtocol(name="range", metadata=b"")])
     assert joined.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
+    described = wire.request("DescribeGroups", 6, groups=[share], include_authorized_operations=False).groups[0]
+    assert (described.error_code, described.error_message, described.group_state) == \
+        (ErrorCode.GROUP_ID_NOT_FOUND, f"Group {share} is not a classic group.", "Dead")
     listed = wire.request("ListGroups", 5, states_filter=[], types_filter=["share"])
     assert [(g.group_id, g.group_type, g.group_state) for g in listed.groups if g.group_id == share] == \
         [(share, "share", "Stable")]
@@ -198,6 +202,14 @@ def test_offsets_of_a_share_group_are_described_altered_and_deleted(broker, wire
             AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestPartition(partition_index=0, start_offset=8)])])
     assert alter.responses[0].partitions[0].error_code == ErrorCode.NONE
     assert describe() == [(topic_name, 0, 8, 2)]
+    other = make_topic(wire, topic_name + "-gone")
+    heartbeat(wire, group, "n", 0, [topic_name + "-gone"])
+    share_fetch(wire, group, "n", 0, other)
+    heartbeat(wire, group, "n", -1)
+    assert sorted(entry[0] for entry in describe()) == [topic_name, topic_name + "-gone"]
+    wire.request("DeleteTopics", 6, topics=[DeleteTopicsRequest.DeleteTopicState(name=topic_name + "-gone")],
+                 timeout_ms=5000)
+    assert describe() == [(topic_name, 0, 8, 2)]  # a deleted topic's share state goes with it
     deleted = wire.request("DeleteShareGroupOffsets", 0, group_id=group, topics=[
         DeleteShareGroupOffsetsRequest.DeleteShareGroupOffsetsRequestTopic(topic_name=topic_name),
         DeleteShareGroupOffsetsRequest.DeleteShareGroupOffsetsRequestTopic(topic_name="no-such-" + topic_name)])
@@ -226,3 +238,36 @@ def test_group_configs_are_checked_against_the_broker_bounds(wire):
     assert values["share.isolation.level"] == ("read_uncommitted", 5)  # DEFAULT_CONFIG
     listed = wire.request("ListConfigResources", 1, resource_types=[GROUP_RESOURCE])
     assert ("configured", GROUP_RESOURCE) in [(r.resource_name, r.resource_type) for r in listed.config_resources]
+
+
+def test_membership_survives_a_broker_crash(tmp_path, topic_name):
+    with running_broker(data_dir=tmp_path) as broker:
+        with WireClient(broker.bootstrap) as wire:
+            topic_id = make_topic(wire, topic_name, partitions=2)
+            group = "durable-" + topic_name
+            heartbeat(wire, group, "a", 0, [topic_name])
+            heartbeat(wire, group, "b", 0, [topic_name])
+            heartbeat(wire, group, "c", 0, [topic_name])
+            assert heartbeat(wire, group, "c", 3, None).error_code == ErrorCode.NONE
+            heartbeat(wire, group, "c", -1)
+        port = broker.port
+        broker.kill()
+        broker.start(port)
+        with WireClient(broker.bootstrap) as wire:
+            described = wire.request("ShareGroupDescribe", 1, group_ids=[group]).groups[0]
+            assert (described.group_epoch, described.assignment_epoch) == (4, 4)
+            members = {m.member_id: (m.member_epoch, m.subscribed_topic_names,
+                                     [(tp.topic_id, tp.partitions) for tp in m.assignment.topic_partitions])
+                       for m in described.members}
+            assert members == {"a": (1, [topic_name], [(topic_id, [0])]),
+                               "b": (2, [topic_name], [(topic_id, [1])])}
+            answer = heartbeat(wire, group, "a", 1)  # the member goes on with the epoch it had
+            assert (answer.error_code, answer.member_epoch) == (ErrorCode.NONE, 4)
+            heartbeat(wire, group, "a", -1)
+            heartbeat(wire, group, "b", -1)
+            assert wire.request("DeleteGroups", 2, groups_names=[group]).results[0].error_code == ErrorCode.NONE
+        broker.kill()
+        broker.start(port)
+        with WireClient(broker.bootstrap) as wire:
+            assert wire.request("ShareGroupDescribe", 1, group_ids=[group]).groups[0].error_code == \
+                ErrorCode.GROUP_ID_NOT_FOUND

@@ -1,5 +1,5 @@
-"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, this broker and groups,
-and ListConfigResources.
+"""DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics, this broker, groups and
+client metrics subscriptions, and ListConfigResources.
 
 Rules (Kafka's ConfigHelper, ConfigAdminManager, ConfigurationControlManager and
 ControllerConfigurationValidator):
@@ -17,10 +17,13 @@ ControllerConfigurationValidator):
   INVALID_REQUEST (Kafka's KAFKA-13609). Changes are persisted and take effect at once.
 - A group resource (type 32) lists every group config: the group's override (source
   GROUP_CONFIG) or the broker setting it defaults to (kbroker/group_configs.py).
+- A client metrics resource (type 16) is a telemetry subscription (KIP-714): `metrics`,
+  `interval.ms`, `match`, checked as Kafka's ClientMetricsConfigs; it lists only what it sets,
+  and setting nothing removes it (kbroker/telemetry.py).
 - ListConfigResources lists, of the types asked (all when none are), every topic, this broker
   (as BROKER and BROKER_LOGGER), the groups with config overrides and the client metrics
-  subscriptions; kbroker keeps no client metrics subscriptions, so that list is empty. v0 knows
-  CLIENT_METRICS only; an unknown type -> UNSUPPORTED_VERSION for the whole request.
+  subscriptions. v0 knows CLIENT_METRICS only; an unknown type -> UNSUPPORTED_VERSION for the
+  whole request.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from kbroker.config import SETTINGS, SETTINGS_BY_NAME, ConfigSource
 from kbroker.group_configs import GROUP_SETTINGS
 from kbroker.log import TOPIC_SETTINGS_BY_NAME, LogConfig, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.telemetry import INTERVAL_MS, MATCH, METRICS
 from kbroker.protocol.messages import (
     AlterConfigsResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
     ListConfigResourcesResponse,
@@ -153,7 +157,18 @@ def _entries(broker, resource_type: int, name: str) -> list[ConfigEntry]:
         return _broker_entries(broker, cluster_default=layer == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG)
     if resource_type == GROUP:
         return _group_entries(broker, name)
+    if resource_type == CLIENT_METRICS:
+        return _client_metrics_entries(broker, name)
     raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unsupported resource type: {resource_type}")
+
+
+def _client_metrics_entries(broker, name: str) -> list[ConfigEntry]:
+    """A subscription lists the configs it sets, as Kafka's ConfigHelper does."""
+    if not name:
+        raise KafkaError(ErrorCode.INVALID_REQUEST, "Client metrics subscription name must not be empty")
+    return [ConfigEntry(key, value, ConfigSource.CLIENT_METRICS_CONFIG, False, False, [],
+                        _CONFIG_TYPES["int" if key == INTERVAL_MS else "list"], None)
+            for key, value in sorted(broker.telemetry.subscriptions.texts(name).items())]
 
 
 def _describe(broker, resource, synonyms: bool, documentation: bool) -> DescribeConfigsResponse.DescribeConfigsResult:
@@ -206,6 +221,11 @@ def _replace_configs(broker, resource_type: int, name: str, texts: dict[str, str
             raise KafkaError(ErrorCode.INVALID_REQUEST, "Group name must not be empty.")
         broker.group_configs.replace(name, texts, validate_only)
         return
+    if resource_type == CLIENT_METRICS:
+        broker.telemetry.subscriptions.replace(name, texts, validate_only)
+        if not validate_only:
+            broker.metadata_offset.advance()
+        return
     if resource_type != TOPIC:
         raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unknown resource type {resource_type}")
     if not name:
@@ -224,13 +244,17 @@ def _current_configs(broker, resource_type: int, name: str) -> dict[str, str]:
         return broker.config.dynamic_texts(_broker_layer(broker, name))
     if resource_type == GROUP:
         return broker.group_configs.overrides(name)
+    if resource_type == CLIENT_METRICS:
+        return broker.telemetry.subscriptions.texts(name)
     info = broker.logs.topics.get(name) if resource_type == TOPIC else None
     return dict(info.configs) if info is not None else {}
 
 
 def _list_default(resource_type: int, key: str, operation: int) -> str:
     """The default of a list config APPEND/SUBTRACT starts from (Kafka: the static default)."""
-    if resource_type == GROUP:
+    if resource_type == CLIENT_METRICS and key in (METRICS, MATCH):
+        return ""
+    if resource_type in (GROUP, CLIENT_METRICS):
         raise KafkaError(ErrorCode.INVALID_CONFIG,
                          f"Can't {_OPERATION_NAMES[operation]} to key {key} because its type is not LIST.")
     if resource_type == TOPIC:
@@ -331,7 +355,7 @@ def _resource_names(broker, resource_type: int) -> list[str]:
         return [str(broker.node_id)]
     if resource_type == GROUP:
         return broker.group_configs.groups()
-    return []  # no client metrics subscriptions
+    return broker.telemetry.subscriptions.names()  # CLIENT_METRICS
 
 
 @serves("ListConfigResources", 0, 1)

@@ -15,25 +15,21 @@ from kbroker.protocol.messages import UpdateFeaturesResponse
 
 @serves("UpdateFeatures", 0, 2)
 async def handle_update_features(ctx, request) -> UpdateFeaturesResponse:
-    updates: dict[str, tuple[int, int]] = {}
-    error = None
+    updates: dict[str, tuple[int, int]] = {}  # a feature named twice: the last one counts
     for update in request.feature_updates:
         if ctx.api_version == 0:
             upgrade_type = SAFE_DOWNGRADE if update.allow_downgrade else UPGRADE
         else:
             upgrade_type = update.upgrade_type
-        if not update.feature.strip() or update.feature in updates:
-            error = KafkaError(ErrorCode.INVALID_REQUEST,
-                               f"Feature name {update.feature!r} is empty or given twice.")
         updates[update.feature] = (update.max_version_level, upgrade_type)
-    if error is None:
-        try:
-            ctx.broker.features.update(updates, request.validate_only)
-        except KafkaError as exc:
-            error = exc
-        else:
-            if updates and not request.validate_only:
-                ctx.broker.metadata_offset.advance(len(updates))
+    error = None
+    try:
+        ctx.broker.features.update(updates, request.validate_only)
+    except KafkaError as exc:
+        error = exc
+    else:
+        if updates and not request.validate_only:
+            ctx.broker.metadata_offset.advance(len(updates))
     code = ErrorCode.NONE if error is None else error.code
     message = None if error is None else error.message
     results = [] if ctx.api_version >= 2 else [

@@ -83,7 +83,7 @@ async def handle_join_group(ctx, request) -> JoinGroupResponse:
         client_host=_client_host(ctx),
         require_known_member_id=version >= 4,
         supports_skip_assignment=version >= 9,
-    ))
+    ), ctx.broker.logs.topics)
     protocol_name = result.protocol_name
     # Before v7 the name is a non-null string; from v7 Kafka sends null rather than "".
     protocol_name = (protocol_name or "") if version < 7 else (protocol_name or None)
@@ -280,6 +280,7 @@ async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
                 error_code=ErrorCode.GROUP_ID_NOT_FOUND, error_message=(
                     f"Group {group_id} is not a classic group."
                     if ctx.broker.groups.consumer.group(group_id) is not None
+                    or ctx.broker.share.is_share_group(group_id)
                     else f"Group {group_id} not found."),
                 group_id=group_id, group_state="Dead", protocol_type="", protocol_data="", members=[],
                 authorized_operations=OPERATIONS_NOT_REQUESTED))
@@ -312,9 +313,9 @@ async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
     share = ctx.broker.share
     results = await ctx.broker.groups.delete_groups(
         [group_id for group_id in request.groups_names if not share.is_share_group(group_id)])
-    results.update({group_id: share.delete_group(group_id)
-                    for group_id in request.groups_names if share.is_share_group(group_id)})
-    await share.topic.flush()
+    for group_id in request.groups_names:
+        if share.is_share_group(group_id):
+            results[group_id] = await share.delete_group(group_id)
     return DeleteGroupsResponse(throttle_time_ms=0, results=[
         DeleteGroupsResponse.DeletableGroupResult(group_id=group_id, error_code=error)
         for group_id, error in results.items()

@@ -38,7 +38,7 @@ TopicIdPartition = tuple[uuid.UUID, int]
 async def handle_share_group_heartbeat(ctx, request) -> ShareGroupHeartbeatResponse:
     R = ShareGroupHeartbeatResponse
     try:
-        result = ctx.broker.share.heartbeat(
+        result = await ctx.broker.share.heartbeat(
             request.group_id, request.member_id, request.member_epoch, request.rack_id,
             request.subscribed_topic_names, ctx.client_id, client_host(ctx))
     except KafkaError as exc:

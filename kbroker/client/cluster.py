@@ -7,6 +7,7 @@ import threading
 import trio
 
 from kbroker.client.connection import ClientError, Connection
+from kbroker.client.sasl import SaslCredentials
 from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
@@ -57,22 +58,25 @@ def run_sync(async_fn, *args):
 class Cluster:
     """One connection per broker, the bootstrap's first, the others opened when needed."""
 
-    def __init__(self, bootstrap: Connection, client_id: str, single_node: bool = False):
+    def __init__(self, bootstrap: Connection, client_id: str, single_node: bool = False,
+                 sasl: SaslCredentials | None = None):
         self.bootstrap = bootstrap
         self.client_id = client_id
+        self.sasl = sasl
         self.single_node = single_node  # every broker is reached through the bootstrap connection
         self._connections: dict[int, Connection] = {}
         self._addresses: dict[int, str] = {}
 
     @classmethod
-    async def open(cls, bootstrap: str, client_id: str = "kbroker-cli",
-                   single_node: bool = False) -> Cluster:
+    async def open(cls, bootstrap: str, client_id: str = "kbroker-cli", single_node: bool = False,
+                   sasl: SaslCredentials | None = None) -> Cluster:
         """Connect to the first reachable of comma-separated `host:port`s. `single_node` is for
         a client of the one broker it runs in, which reaches it whatever it advertises."""
         failures = []
         for address in bootstrap.split(","):
             try:
-                return cls(await Connection.open(address.strip(), client_id), client_id, single_node)
+                connection = await Connection.open(address.strip(), client_id, sasl)
+                return cls(connection, client_id, single_node, sasl)
             except ClientError as exc:
                 failures.append(str(exc))
         raise ClientError("; ".join(failures))
@@ -109,7 +113,8 @@ class Cluster:
             address = self._addresses.get(node_id)
             if address is None:
                 raise ClientError(f"broker {node_id} is not in the cluster's metadata")
-            connection = self._connections[node_id] = await Connection.open(address, self.client_id)
+            connection = await Connection.open(address, self.client_id, self.sasl)
+            self._connections[node_id] = connection
         return connection
 
     async def leaders(self, topic: str) -> dict[int, int]:

@@ -15,6 +15,7 @@ from functools import cache
 
 import trio
 
+from kbroker.client.sasl import SaslCredentials, SaslFailed
 from kbroker.protocol import codec, messages
 
 _SIZE = struct.Struct(">i")
@@ -24,7 +25,7 @@ WANTED_VERSIONS = {
     "DescribeConfigs": 4, "IncrementalAlterConfigs": 1, "Produce": 9, "Fetch": 12,
     "ListOffsets": 7, "InitProducerId": 4, "FindCoordinator": 3, "ListGroups": 4,
     "DescribeGroups": 5, "OffsetFetch": 8, "OffsetCommit": 8, "DeleteGroups": 2,
-    "DescribeLogDirs": 4,
+    "DescribeLogDirs": 4, "SaslHandshake": 1, "SaslAuthenticate": 2,
 }
 
 
@@ -53,8 +54,9 @@ class Connection:
         self._buffer = bytearray()
 
     @classmethod
-    async def open(cls, address: str, client_id: str = "kbroker-cli") -> Connection:
-        """Connect to `host:port` and agree on API versions."""
+    async def open(cls, address: str, client_id: str = "kbroker-cli",
+                   sasl: SaslCredentials | None = None) -> Connection:
+        """Connect to `host:port`, agree on API versions and authenticate if `sasl` says how."""
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ClientError(f"expected HOST:PORT, got {address!r}")
@@ -67,6 +69,8 @@ class Connection:
         sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
         connection = cls(sock, client_id)
         await connection._negotiate_versions()
+        if sasl is not None:
+            await connection._authenticate(sasl)
         return connection
 
     async def _negotiate_versions(self) -> None:
@@ -81,6 +85,25 @@ class Connection:
             low, high = served.get(messages.API_KEYS[name], (0, -1))
             if low <= min(wanted, high):
                 self.versions[name] = min(wanted, high)
+
+    async def _authenticate(self, credentials: SaslCredentials) -> None:
+        """SaslHandshake, then SaslAuthenticate with each client token (KIP-152)."""
+        response = await self.request("SaslHandshake", messages.SaslHandshakeRequest(
+            mechanism=credentials.mechanism))
+        if response.error_code:
+            raise ClientError(f"the broker does not take SASL mechanism {credentials.mechanism} "
+                              f"(it takes {', '.join(response.mechanisms)})")
+        exchange = credentials.exchange()
+        token = exchange.first()
+        while token is not None:
+            response = await self.request("SaslAuthenticate", messages.SaslAuthenticateRequest(
+                auth_bytes=token))
+            if response.error_code:
+                raise ClientError(f"SASL authentication failed: {response.error_message or ''}")
+            try:
+                token = exchange.next(bytes(response.auth_bytes or b""))
+            except SaslFailed as exc:
+                raise ClientError(f"SASL authentication failed: {exc}") from None
 
     def version(self, api_name: str) -> int:
         """The version used for an API; ClientError if the broker does not serve one we know."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -11,17 +12,33 @@ import trio
 
 from kbroker.client import ClientError, Cluster
 from kbroker.client.consumer import timestamp_from_iso
+from kbroker.client.sasl import MECHANISMS, SaslCredentials
 from kbroker.protocol.errors import KafkaError
 from kbroker.protocol.exceptions import ProtocolError
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+PASSWORD_VARIABLE = "KBROKER_SASL_PASSWORD"
 PROGRESS_INTERVAL_S = 5.0
 MiB = 1024 * 1024
 
 
 def add_bootstrap(parser) -> None:
+    """-b/--bootstrap and the SASL options every command takes."""
     parser.add_argument("-b", "--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
                         help=f"a broker of the cluster (default {DEFAULT_BOOTSTRAP})")
+    parser.add_argument("--sasl-username", metavar="NAME", help="authenticate with SASL as NAME")
+    parser.add_argument("--sasl-password", metavar="PASSWORD",
+                        default=os.environ.get(PASSWORD_VARIABLE),
+                        help=f"the SASL password (default: ${PASSWORD_VARIABLE})")
+    parser.add_argument("--sasl-mechanism", choices=MECHANISMS, default="PLAIN")
+
+
+def sasl_credentials(args) -> SaslCredentials | None:
+    if not args.sasl_username:
+        return None
+    if args.sasl_password is None:
+        fail(f"--sasl-username needs --sasl-password or ${PASSWORD_VARIABLE}")
+    return SaslCredentials(args.sasl_mechanism, args.sasl_username, args.sasl_password)
 
 
 def add_json(parser) -> None:
@@ -31,8 +48,10 @@ def add_json(parser) -> None:
 def run(command, args) -> int:
     """Run `command(cluster, args)` against the cluster; a Kafka error or a broken conversation
     is printed as `kbroker: ERROR_NAME: message` and gives exit code 1."""
+    credentials = sasl_credentials(args)
+
     async def with_cluster():
-        cluster = await Cluster.open(args.bootstrap)
+        cluster = await Cluster.open(args.bootstrap, sasl=credentials)
         try:
             return await command(cluster, args)
         finally:

@@ -880,6 +880,31 @@ class ClassicGroups:
         self.timers.cancel(("sync", group_id))
         group.transition(DEAD, group.state_timestamp_ms)
 
+    def hand_over(self, group_id: str) -> Outcome:
+        """The group becomes a consumer group (KIP-848 upgrade): requests parked in it are answered
+        REBALANCE_IN_PROGRESS, so that their members rejoin it, and it is forgotten."""
+        group = self.groups.get(group_id)
+        if group is not None:
+            for member in group.members.values():
+                if member.awaiting_join is not None:
+                    self._reply(member.awaiting_join, _join_error(ErrorCode.REBALANCE_IN_PROGRESS,
+                                                                  member.member_id))
+                    member.awaiting_join = None
+                if member.awaiting_sync is not None:
+                    self._reply(member.awaiting_sync, SyncResult(ErrorCode.REBALANCE_IN_PROGRESS))
+                    member.awaiting_sync = None
+            self.drop(group_id)
+        return self._take()
+
+    def rebalance(self, group_id: str, now_ms: int) -> Outcome:
+        """A group just loaded from a consumer group (KIP-848 downgrade): its members' sessions
+        start and it rebalances at once."""
+        group = self.groups[group_id]
+        for member in group.members.values():
+            self._schedule_heartbeat(group, member.member_id, member.session_timeout_ms, now_ms)
+        self._prepare_rebalance(group, now_ms)
+        return self._take()
+
     def ensure(self, group_id: str, now_ms: int) -> ClassicGroup:
         """The group, created Empty (as a commit's replay does for a simple group) if unknown."""
         group = self.groups.get(group_id)

@@ -21,8 +21,8 @@ Validation (before any group, Kafka's GroupCoordinatorService; INVALID_REQUEST w
       with Python's `re.fullmatch`, which agrees for the usual prefix/suffix patterns.
 Heartbeat (epoch >= 0)
   H1  Unknown group: epoch 0 creates it, else GROUP_ID_NOT_FOUND. A classic group of that id:
-      an Empty one is replaced (its metadata deleted, offsets kept); otherwise GROUP_ID_NOT_FOUND
-      "Group X is not a consumer group" (kbroker does not convert non-empty groups online).
+      an Empty one is replaced (its metadata deleted, offsets kept), one with members converted
+      (M1 of kbroker/groups/consumer_classic.py, which also has the classic members' rules).
   H2  group.consumer.max.size: a new member of a full group -> GROUP_MAX_SIZE_REACHED.
   H3  Dynamic members: epoch 0 with an unknown id joins (v0: an empty id is given a uuid); an
       unknown id otherwise -> UNKNOWN_MEMBER_ID. Static members (InstanceId): epoch 0 takes over
@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from kbroker.groups.assignors import ASSIGNORS, Assignment
+from kbroker.groups.consumer_classic import ClassicMembers
 from kbroker.groups.consumer_member import (
     LEAVE_EPOCH, LEAVE_STATIC_EPOCH, Member, MemberState, TopicMeta, check_epoch, reconcile,
 )
@@ -88,6 +89,8 @@ class ConsumerSettings:
     heartbeat_interval_ms: int = 5000
     max_size: int = 2**31 - 1
     assignors: tuple[str, ...] = ("uniform", "range")
+    migration_policy: str = "bidirectional"  # group.consumer.migration.policy
+    classic_max_size: int = 2**31 - 1  # group.max.size, for downgrades
 
 
 @dataclass(slots=True)
@@ -169,7 +172,7 @@ def _blank(value: str | None) -> bool:
     return value is not None and not value.strip()
 
 
-class ConsumerGroups:
+class ConsumerGroups(ClassicMembers):
     def __init__(self, settings: ConsumerSettings, new_member_id: Callable[[], str] = lambda: str(uuid.uuid4())):
         self.settings = settings
         self.groups: dict[str, ConsumerGroup] = {}
@@ -218,38 +221,42 @@ class ConsumerGroups:
     # -- the heartbeat -------------------------------------------------------------------------
 
     def heartbeat(self, hb: Heartbeat, topics: Mapping[str, Any], now_ms: int,
-                  classic_group_empty: bool | None = None) -> HeartbeatResult:
+                  classic_group: Any = None) -> HeartbeatResult:
         """Handle one request; `topics`: name -> an object with topic_id and partitions;
-        `classic_group_empty`: None if no classic group has this id, else whether it is Empty.
+        `classic_group`: the classic group of this id, if any (M1 of consumer_classic.py).
         Nothing changes until the caller replays the result's records."""
         try:
             self.validate(hb)
             if hb.member_epoch in (LEAVE_EPOCH, LEAVE_STATIC_EPOCH):
-                return self._leave(hb)
-            return self._heartbeat(hb, topics, now_ms, classic_group_empty)
+                return self._leave(hb, now_ms)
+            return self._heartbeat(hb, topics, now_ms, classic_group)
         except KafkaError as exc:
             return HeartbeatResult(error=exc.code, message=exc.message)
 
-    def _group_for_join(self, hb: Heartbeat, classic_group_empty: bool | None,
+    def _group_for_join(self, hb: Heartbeat, classic_group, topics, now_ms: int,
                         result: HeartbeatResult) -> ConsumerGroup:
         group = self.groups.get(hb.group_id)
         if group is not None:
             return group
-        if classic_group_empty is not None:
-            if hb.member_epoch != 0 or not classic_group_empty:
+        if classic_group is not None:
+            if hb.member_epoch != 0:
                 raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND,
                                  f"Group {hb.group_id} is not a consumer group.")
             result.replaces_classic_group = True
+            if classic_group.members:  # M1: an online upgrade
+                result.records.extend(self.upgrade(classic_group, topics, now_ms))
+                scratch = ConsumerGroups(self.settings)
+                for record in result.records:
+                    scratch.replay(record)
+                return scratch.groups[hb.group_id]
         elif hb.member_epoch != 0:
             raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Consumer group {hb.group_id} not found.")
         return ConsumerGroup(hb.group_id)
 
-    def _heartbeat(self, hb: Heartbeat, topics, now_ms: int,
-                   classic_group_empty: bool | None) -> HeartbeatResult:
+    def _heartbeat(self, hb: Heartbeat, topics, now_ms: int, classic_group) -> HeartbeatResult:
         result = HeartbeatResult()
         records = result.records
-        group = self._group_for_join(hb, classic_group_empty, result)
-        gid = group.group_id
+        group = self._group_for_join(hb, classic_group, topics, now_ms, result)
         if len(group.members) >= self.settings.max_size and (
                 not hb.member_id or hb.member_id not in group.members):
             raise KafkaError(ErrorCode.GROUP_MAX_SIZE_REACHED, "The consumer group has reached its "
@@ -259,7 +266,6 @@ class ConsumerGroups:
         targets = dict(group.target)
         member = self._member(group, hb, member_id, members, targets, records)
 
-        # 1. The member's subscription; a change bumps the group epoch (H5).
         updated = dataclasses.replace(
             member, client_id=hb.client_id, client_host=hb.client_host,
             instance_id=hb.instance_id if hb.instance_id is not None else member.instance_id,
@@ -270,7 +276,26 @@ class ConsumerGroups:
             else member.server_assignor,
             topic_names=tuple(hb.topic_names) if hb.topic_names is not None else member.topic_names,
             topic_regex=(hb.topic_regex or None) if hb.topic_regex is not None else member.topic_regex,
+            classic=None,
         )
+        reconciled = self._advance(group, member, updated, members, targets, topics, now_ms, hb.owned,
+                                   records)
+        result.member_id = member_id
+        result.member_epoch = reconciled.member_epoch
+        result.heartbeat_interval_ms = self.settings.heartbeat_interval_ms
+        full = hb.member_epoch == 0 or (hb.rebalance_timeout_ms != -1 and hb.topic_names is not None
+                                        and hb.owned is not None)
+        if full or reconciled.assigned != member.assigned:
+            result.assignment = reconciled.assigned
+        return result
+
+    def _advance(self, group: ConsumerGroup, member: Member, updated: Member, members: dict,
+                 targets: dict, topics, now_ms: int, owned, records: list) -> Member:
+        """Steps 1-4 of a heartbeat (or of a classic member's JoinGroup) for a member whose fields
+        are now `updated`: records for its subscription, the group epoch, the target assignment
+        and its reconciliation; returns the reconciled member."""
+        gid, member_id = group.group_id, updated.member_id
+        # 1. The member's subscription; a change bumps the group epoch (H5).
         bump = False
         if updated.subscription_fields() != member.subscription_fields() or member_id not in group.members:
             records.append(MemberRecord(gid, member_id, updated))
@@ -300,26 +325,18 @@ class ConsumerGroups:
             target_epoch, target = group.assignment_epoch, targets.get(member_id, {})
 
         # 4. Reconciliation (H7).
-        reconciled = reconcile(updated, target_epoch, target, group.partition_epoch, hb.owned)
+        reconciled = reconcile(updated, target_epoch, target, group.partition_epoch, owned)
         if reconciled != updated:
             records.append(CurrentAssignmentRecord(gid, member_id, reconciled))
-            if reconciled.state == MemberState.UNREVOKED_PARTITIONS:
+            if reconciled.state == MemberState.UNREVOKED_PARTITIONS and reconciled.classic is None:
                 self.timers.schedule(("rebalance", gid, member_id),
                                      now_ms + reconciled.rebalance_timeout_ms,
                                      lambda now, e=reconciled.member_epoch: self._revocation_due(
                                          gid, member_id, e, now))
             else:
                 self.timers.cancel(("rebalance", gid, member_id))
-        self._schedule_session(gid, member_id, now_ms)
-
-        result.member_id = member_id
-        result.member_epoch = reconciled.member_epoch
-        result.heartbeat_interval_ms = self.settings.heartbeat_interval_ms
-        full = hb.member_epoch == 0 or (hb.rebalance_timeout_ms != -1 and hb.topic_names is not None
-                                        and hb.owned is not None)
-        if full or reconciled.assigned != member.assigned:
-            result.assignment = reconciled.assigned
-        return result
+        self.schedule_session(gid, reconciled, now_ms)
+        return reconciled
 
     def _member(self, group: ConsumerGroup, hb: Heartbeat, member_id: str, members: dict,
                 targets: dict, records: list) -> Member:
@@ -345,14 +362,7 @@ class ConsumerGroups:
                                  f"{existing.member_id} member.")
             member = dataclasses.replace(existing, member_id=member_id, member_epoch=0,
                                          previous_member_epoch=0)
-            records.extend(_removal(group.group_id, existing.member_id))
-            records.append(MemberRecord(group.group_id, member_id, member))
-            records.append(TargetMemberRecord(group.group_id, member_id,
-                                              group.target.get(existing.member_id, {})))
-            records.append(CurrentAssignmentRecord(group.group_id, member_id, member))
-            members.pop(existing.member_id, None)
-            targets[member_id] = targets.pop(existing.member_id, {})
-            self._cancel_timers(group.group_id, existing.member_id)
+            records.extend(self._replacement_records(group, existing, member, members, targets))
             return member
         if existing is None:
             raise KafkaError(ErrorCode.UNKNOWN_MEMBER_ID, f"Instance id {hb.instance_id} is unknown.")
@@ -390,7 +400,7 @@ class ConsumerGroups:
 
     # -- leaving, fencing, timers ------------------------------------------------------------------
 
-    def _leave(self, hb: Heartbeat) -> HeartbeatResult:
+    def _leave(self, hb: Heartbeat, now_ms: int) -> HeartbeatResult:
         group = self.groups.get(hb.group_id)
         if group is None:
             raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {hb.group_id} not found.")
@@ -414,11 +424,16 @@ class ConsumerGroups:
                                        records=[CurrentAssignmentRecord(group.group_id, member.member_id,
                                                                         leaving)])
         return HeartbeatResult(member_id=hb.member_id, member_epoch=hb.member_epoch,
-                               records=self.fence(group, member.member_id))
+                               records=self.fence(group, member.member_id, now_ms))
 
-    def fence(self, group: ConsumerGroup, member_id: str) -> list:
+    def fence(self, group: ConsumerGroup, member_id: str, now_ms: int) -> list:
         """The records removing a member: its tombstones, the subscription without it, and a new
-        group epoch. Its timers stop."""
+        group epoch; or those turning the group classic (M5). Its timers stop."""
+        converted = self.downgrade(group, member_id, now_ms)
+        if converted is not None:
+            for mid in group.members:
+                self._cancel_timers(group.group_id, mid)
+            return converted
         records = _removal(group.group_id, member_id)
         remaining = {mid: m for mid, m in group.members.items() if mid != member_id}
         regexes = {r: t for r, t in group.regexes.items()
@@ -433,25 +448,28 @@ class ConsumerGroups:
         self._cancel_timers(group.group_id, member_id)
         return records
 
-    def _schedule_session(self, group_id: str, member_id: str, now_ms: int) -> None:
-        self.timers.schedule(("session", group_id, member_id), now_ms + self.settings.session_timeout_ms,
-                             lambda now: self._fence_due(group_id, member_id))
+    def schedule_session(self, group_id: str, member: Member, now_ms: int) -> None:
+        """H8: the group's session timeout; a classic member's own (from its JoinGroup)."""
+        timeout = self.settings.session_timeout_ms if member.classic is None \
+            else member.classic.session_timeout_ms
+        self.timers.schedule(("session", group_id, member.member_id), now_ms + timeout,
+                             lambda now: self._fence_due(group_id, member.member_id, now))
 
     def _cancel_timers(self, group_id: str, member_id: str) -> None:
         self.timers.cancel(("session", group_id, member_id))
         self.timers.cancel(("rebalance", group_id, member_id))
 
-    def _fence_due(self, group_id: str, member_id: str) -> None:
+    def _fence_due(self, group_id: str, member_id: str, now_ms: int) -> None:
         group = self.groups.get(group_id)
         if group is not None and member_id in group.members:
-            self._expired.extend(self._replayed(self.fence(group, member_id)))
+            self._expired.extend(self._replayed(self.fence(group, member_id, now_ms)))
 
     def _revocation_due(self, group_id: str, member_id: str, epoch: int, now_ms: int) -> None:
         group = self.groups.get(group_id)
         member = group.members.get(member_id) if group is not None else None
         if member is not None and member.member_epoch == epoch and \
                 member.state == MemberState.UNREVOKED_PARTITIONS:
-            self._fence_due(group_id, member_id)
+            self._fence_due(group_id, member_id, now_ms)
 
     def _replayed(self, records: list) -> list:
         for record in records:
@@ -473,8 +491,8 @@ class ConsumerGroups:
     def start_sessions(self, now_ms: int) -> None:
         """After a restart: every member gets a full session to come back."""
         for group in self.groups.values():
-            for member_id in group.members:
-                self._schedule_session(group.group_id, member_id, now_ms)
+            for member in group.members.values():
+                self.schedule_session(group.group_id, member, now_ms)
 
     # -- replay: records -> state ------------------------------------------------------------
 
@@ -569,17 +587,21 @@ class ConsumerGroups:
             return ErrorCode.UNKNOWN_MEMBER_ID
         return ErrorCode.NONE if member.member_epoch == member_epoch else ErrorCode.STALE_MEMBER_EPOCH
 
-    def deletion_records(self, group: ConsumerGroup) -> list:
-        """DeleteGroups: tombstones of every record of an empty group (Kafka's order)."""
+    def deletion_records(self, group: ConsumerGroup, with_members: bool = False) -> list:
+        """Tombstones of every record of the group (Kafka's order): DeleteGroups of an empty
+        group, or a conversion (with its members)."""
         gid = group.group_id
-        return [*(TargetMemberRecord(gid, m, None) for m in group.target),
+        members = list(group.members) if with_members else []
+        return [*(CurrentAssignmentRecord(gid, m, None) for m in members),
+                *(TargetMemberRecord(gid, m, None) for m in dict.fromkeys([*members, *group.target])),
                 TargetEpochRecord(gid, None),
                 *(RegexRecord(gid, r, None) for r in group.regexes),
+                *(MemberRecord(gid, m, None) for m in members),
                 SubscriptionMetadataRecord(gid, None), GroupEpochRecord(gid, None)]
 
 
 _SUBSCRIPTION = ("instance_id", "rack_id", "client_id", "client_host", "topic_names", "topic_regex",
-                 "rebalance_timeout_ms", "server_assignor")
+                 "rebalance_timeout_ms", "server_assignor", "classic")
 _ASSIGNMENT = ("member_epoch", "previous_member_epoch", "state", "assigned", "pending_revocation")
 
 

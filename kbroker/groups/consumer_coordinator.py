@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from kbroker.config import Config
 from kbroker.groups.assignors import assignor_names
-from kbroker.groups.classic import EMPTY, ClassicGroups
+from kbroker.groups.classic import ClassicGroups, JoinRequest, JoinResult
 from kbroker.groups.consumer import (
     ConsumerGroup, ConsumerGroups, ConsumerSettings, Heartbeat, HeartbeatResult,
 )
@@ -31,6 +31,8 @@ def consumer_settings(config: Config) -> ConsumerSettings:
         heartbeat_interval_ms=config["group.consumer.heartbeat.interval.ms"],
         max_size=config["group.consumer.max.size"],
         assignors=tuple(dict.fromkeys(assignor_names(config["group.consumer.assignors"]))),
+        migration_policy=config["group.consumer.migration.policy"],
+        classic_max_size=config["group.max.size"],
     )
 
 
@@ -42,6 +44,10 @@ class Store(Protocol):
     def clock(self) -> int: ...
 
     async def store(self, entries: Iterable[Any], now_ms: int) -> ErrorCode: ...
+
+    async def rebalance_converted(self, entries: list, now_ms: int) -> None: ...
+
+    def hand_over(self, group_id: str) -> None: ...
 
     def wake_timers(self) -> None: ...
 
@@ -61,18 +67,39 @@ class ConsumerGroupCoordinator:
         """ConsumerGroupHeartbeat; `topics`: the broker's topics by name (topic_id, partitions)."""
         store = self._store
         now = store.clock()
-        classic = store.groups.groups.get(hb.group_id)
-        classic_empty = None if classic is None else classic.state == EMPTY
-        result = self.machine.heartbeat(hb, topics, now, classic_empty)
+        result = self.machine.heartbeat(hb, topics, now, store.groups.groups.get(hb.group_id))
         if result.error != ErrorCode.NONE:
             return result
         entries = list(result.records)
         if result.replaces_classic_group:
+            store.hand_over(hb.group_id)
             entries.insert(0, GroupEntry(hb.group_id, None))
-        error = await store.store(entries, now) if entries else ErrorCode.NONE
-        store.wake_timers()
+        error = await self._store_entries(entries, now)
         if error != ErrorCode.NONE:
             return HeartbeatResult(error=error)
+        return result
+
+    async def _store_entries(self, entries: list, now_ms: int) -> ErrorCode:
+        store = self._store
+        error = await store.store(entries, now_ms) if entries else ErrorCode.NONE
+        if error == ErrorCode.NONE:
+            await store.rebalance_converted(entries, now_ms)
+        store.wake_timers()
+        return error
+
+    async def classic_join(self, request: JoinRequest, topics: Mapping[str, Any]) -> JoinResult | None:
+        """JoinGroup to a consumer group: a member of it if it has members (M2), else None once
+        the empty group is deleted, for the classic group to take its place."""
+        group = self.machine.groups[request.group_id]
+        now = self._store.clock()
+        if not group.members:
+            error = await self._store_entries(self.machine.deletion_records(group), now)
+            return None if error == ErrorCode.NONE else JoinResult(error=error, member_id="")
+        result, entries = self.machine.classic_join(request, topics, now)
+        if result.error == ErrorCode.NONE:
+            error = await self._store_entries(entries, now)
+            if error != ErrorCode.NONE:
+                return JoinResult(error=error, member_id=request.member_id)
         return result
 
     def expire(self, now_ms: int) -> list:

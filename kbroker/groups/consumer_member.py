@@ -28,6 +28,14 @@ class TopicMeta:
 
 
 @dataclass(frozen=True, slots=True)
+class ClassicMeta:
+    """What a member joining with the classic protocol (JoinGroup) brought along."""
+
+    session_timeout_ms: int
+    protocols: tuple[tuple[str, bytes], ...]  # (name, ConsumerProtocolSubscription) in its order
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     member_id: str
     instance_id: str | None = None
@@ -43,10 +51,12 @@ class Member:
     state: MemberState = MemberState.STABLE
     assigned: Assignment = field(default_factory=dict)
     pending_revocation: Assignment = field(default_factory=dict)
+    classic: ClassicMeta | None = None  # a member using the classic protocol
 
     def subscription_fields(self) -> tuple:
         return (self.instance_id, self.rack_id, self.client_id, self.client_host,
-                self.topic_names, self.topic_regex, self.rebalance_timeout_ms, self.server_assignor)
+                self.topic_names, self.topic_regex, self.rebalance_timeout_ms, self.server_assignor,
+                self.classic)
 
 
 def is_subset(owned: Assignment | None, assigned: Assignment) -> bool:

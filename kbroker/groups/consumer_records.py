@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from kbroker.groups.assignors import Assignment
-from kbroker.groups.consumer_member import Member, MemberState, TopicMeta
+from kbroker.groups.consumer_member import ClassicMeta, Member, MemberState, TopicMeta
 from kbroker.protocol.coordinator_records import (
     decode_key, decode_value, encode_key, encode_value, record_class,
 )
@@ -98,13 +98,18 @@ def encode(record) -> Record:
             key = _cls("ConsumerGroupMetadataKey")(group_id=gid)
             value = None if epoch is None else _cls("ConsumerGroupMetadataValue")(epoch=epoch)
         case MemberRecord(_, member_id, member):
+            cls = _cls("ConsumerGroupMemberMetadataValue")
             key = _cls("ConsumerGroupMemberMetadataKey")(group_id=gid, member_id=member_id)
-            value = None if member is None else _cls("ConsumerGroupMemberMetadataValue")(
+            value = None if member is None else cls(
                 instance_id=member.instance_id, rack_id=member.rack_id, client_id=member.client_id,
                 client_host=member.client_host, subscribed_topic_names=list(member.topic_names),
                 subscribed_topic_regex=member.topic_regex,
                 rebalance_timeout_ms=member.rebalance_timeout_ms,
-                server_assignor=member.server_assignor)
+                server_assignor=member.server_assignor,
+                classic_member_metadata=None if member.classic is None else cls.ClassicMemberMetadata(
+                    session_timeout_ms=member.classic.session_timeout_ms,
+                    supported_protocols=[cls.ClassicProtocol(name=name, metadata=metadata)
+                                         for name, metadata in member.classic.protocols]))
         case SubscriptionMetadataRecord(_, topics):
             cls = _cls("ConsumerGroupPartitionMetadataValue")
             key = _cls("ConsumerGroupPartitionMetadataKey")(group_id=gid)
@@ -166,7 +171,10 @@ def _member(key, value):
         key.member_id, instance_id=value.instance_id, rack_id=value.rack_id,
         client_id=value.client_id, client_host=value.client_host,
         topic_names=tuple(value.subscribed_topic_names), topic_regex=value.subscribed_topic_regex,
-        rebalance_timeout_ms=value.rebalance_timeout_ms, server_assignor=value.server_assignor))
+        rebalance_timeout_ms=value.rebalance_timeout_ms, server_assignor=value.server_assignor,
+        classic=None if (classic := value.classic_member_metadata) is None else ClassicMeta(
+            classic.session_timeout_ms,
+            tuple((p.name, bytes(p.metadata)) for p in classic.supported_protocols))))
 
 
 @_decoder("ConsumerGroupPartitionMetadataKey")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import struct
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import trio
 
@@ -208,7 +208,9 @@ class GroupCoordinator:
     async def _settle(self, outcome: Outcome, now_ms: int) -> None:
         """Store what the machine asked to store, then answer the parked requests."""
         outcome = self._merge_due_timers(outcome, now_ms)
-        self._store_expired_members(now_ms)
+        expired = self._write_replayed(self.consumer.expire(now_ms), now_ms)
+        outcome.replies.extend(expired.replies)
+        outcome.stored.extend(expired.stored)
         if outcome.stored:
             routed = self._route(records.GroupEntry(s.group_id, s) for s in outcome.stored)
             try:
@@ -234,15 +236,33 @@ class GroupCoordinator:
             nursery.start_soon(self._run_timers)
             nursery.start_soon(self._run_retention)
 
-    def _store_expired_members(self, now_ms: int) -> None:
-        """Consumer group members whose session or revocation time ran out are removed."""
-        expired = self.consumer.expire(now_ms)
-        if expired:
+    def _write_replayed(self, entries: list, now_ms: int) -> Outcome:
+        """Write consumer group records the machine already applied (expired members, classic
+        LeaveGroup); a group they turn classic is loaded and starts its rebalance, whose outcome
+        is returned."""
+        if entries:
             try:
-                self._write([(index, _encode(entry)) for index, entry in self._route(expired)],
-                            now_ms)
+                self._write([(index, _encode(entry)) for index, entry in self._route(entries)], now_ms)
             except (KafkaError, OSError):
-                log.exception("could not store the removal of expired consumer group members")
+                log.exception("could not store the removal of consumer group members")
+        outcome = Outcome()
+        for entry in entries:
+            if isinstance(entry, records.GroupEntry) and entry.snapshot is not None:
+                self.groups.load(entry.snapshot)
+                converted = self.groups.rebalance(entry.group_id, now_ms)
+                outcome.replies.extend(converted.replies)
+                outcome.stored.extend(converted.stored)
+        return outcome
+
+    async def rebalance_converted(self, entries: list, now_ms: int) -> None:
+        """Groups that written entries turned classic (already loaded) start their rebalance."""
+        for entry in entries:
+            if isinstance(entry, records.GroupEntry) and entry.snapshot is not None:
+                await self._settle(self.groups.rebalance(entry.group_id, now_ms), now_ms)
+
+    def hand_over(self, group_id: str) -> None:
+        """A classic group becomes a consumer group: its parked requests are answered."""
+        _deliver(self.groups.hand_over(group_id).replies)
 
     def _next_deadline(self) -> int | None:
         deadlines = [d for d in (self.groups.next_deadline(), self.consumer.machine.next_deadline())
@@ -274,18 +294,14 @@ class GroupCoordinator:
 
     # -- group membership ------------------------------------------------------------------------
 
-    async def join(self, request: JoinRequest) -> JoinResult:
+    async def join(self, request: JoinRequest, topics: Mapping[str, Any] | None = None) -> JoinResult:
+        """JoinGroup; `topics` (the broker's, by name) serve classic members of consumer groups."""
         waiter = Waiter()
+        if self.consumer.group(request.group_id) is not None:
+            result = await self.consumer.classic_join(request, topics or {})
+            if result is not None:
+                return result
         now = self.clock()
-        consumer_group = self.consumer.group(request.group_id)
-        if consumer_group is not None:
-            # An empty consumer group gives way to the classic one, as in Kafka. Classic members
-            # in a non-empty consumer group (Kafka's online migration) are not supported.
-            if consumer_group.members:
-                return JoinResult(error=ErrorCode.INCONSISTENT_GROUP_PROTOCOL, member_id="")
-            error = await self.store(self.consumer.machine.deletion_records(consumer_group), now)
-            if error != ErrorCode.NONE:
-                return JoinResult(error=error, member_id="")
         await self._settle(self.groups.join(waiter, request, now), now)
         await waiter.event.wait()
         return waiter.result
@@ -293,6 +309,9 @@ class GroupCoordinator:
     async def sync(self, group_id: str, member_id: str, instance_id: str | None, generation_id: int,
                    protocol_type: str | None, protocol_name: str | None,
                    assignments: dict[str, bytes]) -> SyncResult:
+        if self.consumer.group(group_id) is not None:
+            return self.consumer.machine.classic_sync(group_id, member_id, instance_id, generation_id,
+                                                      protocol_type, protocol_name, self.clock())
         waiter = Waiter()
         now = self.clock()
         outcome = self.groups.sync(waiter, group_id, member_id, instance_id, generation_id,
@@ -303,11 +322,18 @@ class GroupCoordinator:
 
     async def heartbeat(self, group_id: str, member_id: str, instance_id: str | None,
                         generation_id: int) -> ErrorCode:
+        if self.consumer.group(group_id) is not None:
+            return self.consumer.machine.classic_heartbeat(group_id, member_id, instance_id,
+                                                           generation_id, self.clock())
         return self.groups.heartbeat(group_id, member_id, instance_id, generation_id, self.clock())
 
     async def leave(self, group_id: str,
                     leaving: list[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
         now = self.clock()
+        if self.consumer.group(group_id) is not None:
+            errors, written = self.consumer.machine.classic_leave(group_id, leaving, now)
+            await self._settle(self._write_replayed(written, now), now)
+            return ErrorCode.NONE, errors
         error, errors, outcome = self.groups.leave(group_id, leaving, now)
         await self._settle(outcome, now)
         return error, errors

@@ -3,7 +3,7 @@
 Pages read topics, offsets, groups and configs through the Kafka protocol, as a client of the
 broker they run in (a connection per page, to the broker's own listener); only what the
 protocol cannot tell (open connections, client software, API versions used, counters) comes
-from the broker's objects.
+from the broker's objects. On a SASL listener they authenticate as its first configured user.
 """
 
 from __future__ import annotations
@@ -11,23 +11,40 @@ from __future__ import annotations
 import contextlib
 
 from kbroker.client import Cluster
+from kbroker.client.sasl import SaslCredentials
+from kbroker.config import SASL_JAAS_SETTING
 from kbroker.http import console, prometheus
 from kbroker.http.server import Request, Response, Routes
+from kbroker.sasl import users_from_jaas
 
 CLIENT_ID = "kbroker-console"
+
+
+def _console_credentials(config, listener) -> SaslCredentials | None:
+    """On a SASL listener the pages log in as the first user it is configured with."""
+    if not listener.uses_sasl:
+        return None
+    users = users_from_jaas(config.for_listener(listener, SASL_JAAS_SETTING, "PLAIN") or "")
+    mechanisms = [m for m in config.for_listener(listener, "sasl.enabled.mechanisms") if m != "OAUTHBEARER"]
+    if not users or not mechanisms:
+        return None
+    name, password = next(iter(users.items()))
+    return SaslCredentials(mechanisms[0], name, password)
 
 
 class HttpApp:
     """The broker, its open connections and how to reach its listener, for the pages."""
 
-    def __init__(self, broker, sessions, bootstrap: str):
+    def __init__(self, broker, sessions, bootstrap: str, listener):
         self.broker = broker
         self._sessions = sessions  # () -> the ClientSession of each open connection
-        self.bootstrap = bootstrap
+        self.bootstrap = bootstrap  # of `listener` (a ListenerConfig without TLS)
+        self._credentials = _console_credentials(broker.config, listener)
 
     @contextlib.asynccontextmanager
     async def cluster(self):
-        cluster = await Cluster.open(self.bootstrap, CLIENT_ID, single_node=True)
+        cluster = await Cluster.open(self.bootstrap, CLIENT_ID, single_node=True,
+                                     sasl=self._credentials)
         try:
             yield cluster
         finally:
@@ -50,6 +67,5 @@ class HttpApp:
         return routes
 
     async def metrics_page(self, request: Request) -> Response:
-        async with self.cluster() as cluster:
-            text = await prometheus.render(self.broker.metrics, self.clients(), cluster)
+        text = await prometheus.render(self.broker.metrics, self.clients(), self.cluster)
         return Response(text, content_type=prometheus.CONTENT_TYPE)

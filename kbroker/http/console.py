@@ -36,10 +36,17 @@ def _page_handler(app, render):
             async with app.cluster() as cluster:
                 title, body = await render(app, cluster, request.query)
             return Response(page(title, body, cluster_id))
-        except (KafkaError, ClientError, ValueError) as exc:
-            text = f"{exc.code.name}: {exc.message or ''}" if isinstance(exc, KafkaError) else str(exc)
-            return Response(page("Error", f'<p class="error">{escape(text)}</p>', cluster_id), 404)
+        except KafkaError as exc:
+            return _error_page(f"{exc.code.name}: {exc.message or ''}", 404, cluster_id)
+        except ValueError as exc:  # a query parameter that is missing or not a number
+            return _error_page(str(exc), 400, cluster_id)
+        except ClientError as exc:
+            return _error_page(str(exc), 503, cluster_id)
     return handle
+
+
+def _error_page(text: str, status: int, cluster_id: str) -> Response:
+    return Response(page("Error", f'<p class="error">{escape(text)}</p>', cluster_id), status)
 
 
 def _time(ms: int) -> str:

@@ -14,9 +14,9 @@ import math
 import os
 import resource
 
-from kbroker.client import admin
+from kbroker.client import ClientError, admin
 from kbroker.metrics import LATENCY_BUCKETS_MS
-from kbroker.protocol.errors import ErrorCode
+from kbroker.protocol.errors import ErrorCode, KafkaError
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -154,13 +154,19 @@ def _process_families(page: Page, started: float) -> None:
                     [("", {}, len(os.listdir("/proc/self/fd")))])
 
 
-async def render(metrics, clients: list[dict], cluster) -> str:
-    """The whole page. `clients` describes the open connections (see app.HttpApp.clients)."""
+async def render(metrics, clients: list[dict], open_cluster) -> str:
+    """The whole page. `clients` describes the open connections (see app.HttpApp.clients);
+    `open_cluster()` connects to the broker for offsets, sizes and lag. When that fails the
+    page still has every other family, and a comment saying why those are missing."""
     page = Page()
     _request_families(page, metrics)
     _topic_families(page, metrics)
-    ends = await _log_families(page, cluster)
-    await _lag_family(page, cluster, ends)
+    try:
+        async with open_cluster() as cluster:
+            ends = await _log_families(page, cluster)
+            await _lag_family(page, cluster, ends)
+    except (KafkaError, ClientError) as exc:
+        page.lines.append(f"# kbroker: log and consumer group metrics unavailable: {exc}")
     _connection_families(page, clients)
     _process_families(page, metrics.started)
     return page.text()

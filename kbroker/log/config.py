@@ -49,7 +49,8 @@ class Setting:
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] | None = None
-    validator: Callable[[Any], object] | None = None  # raises KafkaError(INVALID_CONFIG)
+    # Raises ValueError(why), reported in the common format, or a KafkaError of its own.
+    validator: Callable[[Any], object] | None = None
     field: str | None = None
     broker_name: str | None = None
     topic_name: str | None = None
@@ -97,8 +98,8 @@ class Setting:
         if self.validator is not None:
             try:
                 self.validator(value)
-            except KafkaError as exc:
-                raise invalid(self.name, text, exc.message) from None
+            except ValueError as exc:
+                raise invalid(self.name, text, str(exc)) from None
 
     def render(self, value: Any) -> str | None:
         """The value as Kafka shows it in DescribeConfigs."""
@@ -113,16 +114,15 @@ class Setting:
 
 def _refuse_true(value: bool) -> None:
     if value:
-        raise KafkaError(ErrorCode.INVALID_CONFIG, "kbroker does not preallocate segment files")
+        raise ValueError("kbroker does not preallocate segment files")
 
 
 def _throttled_replicas(name: str) -> Callable[[tuple[str, ...]], None]:
     """Kafka's ThrottledReplicaListValidator: '*' or partition:broker pairs."""
     def check(replicas: tuple[str, ...]) -> None:
         if replicas[:1] != ("*",) and not all(_REPLICA_PAIR.fullmatch(item) for item in replicas):
-            raise KafkaError(ErrorCode.INVALID_CONFIG, f"{name} must be the literal '*' or a list of "
-                             "replicas in the following format: [partitionId]:[brokerId],"
-                             "[partitionId]:[brokerId],...")
+            raise ValueError(f"{name} must be the literal '*' or a list of replicas in the "
+                             "following format: [partitionId]:[brokerId],[partitionId]:[brokerId],...")
     return check
 
 

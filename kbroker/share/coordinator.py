@@ -10,8 +10,10 @@ acknowledgement is answered and whenever a released lock or a leaving member cha
 acquisition is not written (Kafka does not either), so after a restart records that were only
 acquired are delivered again. Deleting the state writes tombstones for both keys.
 
-Membership is in memory: after a restart share consumers join again (their heartbeats get
-UNKNOWN_MEMBER_ID), while groups with share-partition state are listed as Empty.
+Membership is kept where Kafka keeps it, in __consumer_offsets with the ShareGroup* records
+(kbroker/share/records.py): every heartbeat, expiry or deletion that changes a group writes the
+difference before it is answered, and the groups are replayed at start with their members'
+sessions starting again. Groups known only from share-partition state are listed as Empty.
 
 One task runs the deadlines: acquisition locks, which release records (waking the fetches of the
 partition through the storage's wake-ups), and member sessions, which remove members.
@@ -34,6 +36,7 @@ from kbroker.log import PartitionLog
 from kbroker.protocol import coordinator_records as crecords
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.records import Record, iter_records
+from kbroker.share import records
 from kbroker.share.group import ShareGroup, ShareGroups, ShareGroupSettings
 from kbroker.share.partition import AckBatch, SharePartition, StateBatch
 from kbroker.share.sessions import ShareSessionCache
@@ -93,9 +96,12 @@ class ShareCoordinator:
     __share_group_state."""
 
     def __init__(self, config: Config, topic: InternalTopic, clock: Callable[[], int], storage: Storage,
-                 group_configs: GroupConfigs, other_group_type: Callable[[str], bool]):
+                 group_configs: GroupConfigs, other_group_type: Callable[[str], bool],
+                 offsets_topic: InternalTopic, offsets_partition: Callable[[str], int]):
         self.config = config
         self.topic = topic
+        self.offsets_topic = offsets_topic  # __consumer_offsets, where membership is kept
+        self.offsets_partition = offsets_partition  # a group's partition of it
         self.clock = clock
         self.storage = storage
         self.group_configs = group_configs
@@ -111,7 +117,9 @@ class ShareCoordinator:
         self._lock_deadlines: list[tuple[int, PartitionKey]] = []
         self._timer_changed = trio.Event()
         self._sleeping_until: int | None = None
+        self._group_images: dict[str, records.GroupImage] = {}
         self._replay()
+        self._replay_groups()
 
     # -- settings --------------------------------------------------------------------------------
 
@@ -130,13 +138,60 @@ class ShareCoordinator:
     def is_share_group(self, group_id: str) -> bool:
         return group_id in self.groups.groups
 
-    def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
-                  subscribed: list[str] | None, client_id: str, client_host: str):
+    async def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
+                        subscribed: list[str] | None, client_id: str, client_host: str):
         """ShareGroupHeartbeat; raises KafkaError as the group's rules say."""
         result = self.groups.heartbeat(group_id, member_id, member_epoch, rack_id, subscribed,
                                        client_id, client_host, self.clock(), self.topic_metadata)
         self._wake_timers(self.groups.next_deadline())
+        await self._store_groups([group_id])
         return result
+
+    async def _store_groups(self, group_ids: Iterable[str]) -> None:
+        """Write what changed in these groups since their last write (or their tombstones)."""
+        routed: dict[int, list[Record]] = {}
+        images = {}
+        for group_id in dict.fromkeys(group_ids):
+            group = self.groups.get(group_id)
+            image = records.image_of(group) if group is not None else None
+            changed = records.changes(group_id, self._group_images.get(group_id), image)
+            if changed:
+                routed.setdefault(self.offsets_partition(group_id), []).extend(changed)
+                images[group_id] = image
+        if not routed:
+            return
+        now = self.clock()
+        for index, group_records in routed.items():
+            try:
+                self.offsets_topic.append(index, [r._replace(timestamp=now) for r in group_records], now)
+            except (KafkaError, OSError) as exc:
+                log.error("cannot write share group records to %s-%d: %s", self.offsets_topic.name, index, exc)
+                raise KafkaError(ErrorCode.COORDINATOR_NOT_AVAILABLE, "The group could not be written.") from exc
+        for group_id, image in images.items():
+            if image is None:
+                self._group_images.pop(group_id, None)
+            else:
+                self._group_images[group_id] = image
+        await self.offsets_topic.flush()
+
+    def _replay_groups(self) -> None:
+        """Rebuild share groups from their ShareGroup* records in __consumer_offsets."""
+        def stored():
+            for index, base_offset, batch in self.offsets_topic.replay():
+                try:
+                    yield from [(record.key, record.value) for record in iter_records(batch)]
+                except (KafkaError, ValueError, struct.error) as exc:
+                    log.warning("skipping unreadable batch at %s-%d offset %d: %s",
+                                self.offsets_topic.name, index, base_offset, exc)
+        try:
+            groups = records.replay(stored())
+        except (KafkaError, ValueError, struct.error, UnicodeDecodeError) as exc:
+            log.error("share groups in %s cannot be read (%s); they start empty", self.offsets_topic.name, exc)
+            return
+        now = self.clock()
+        for group_id, group in groups.items():
+            self.groups.load(group, now)
+            self._group_images[group_id] = records.image_of(group)
 
     async def member_gone(self, group_id: str, member_id: str) -> None:
         """A member expired: its session ends and its records are released."""
@@ -149,7 +204,7 @@ class ShareCoordinator:
         self._notify(changed)
         await self.persist(changed)
 
-    def delete_group(self, group_id: str) -> ErrorCode:
+    async def delete_group(self, group_id: str) -> ErrorCode:
         """DeleteGroups of a share group: only an empty one; its state and configs go too."""
         group = self.groups.get(group_id)
         if group is not None and group.members:
@@ -157,6 +212,8 @@ class ShareCoordinator:
         self.forget_partitions(list(self._by_group.get(group_id, ())))
         self.groups.delete(group_id)
         self.group_configs.delete(group_id)
+        await self._store_groups([group_id])
+        await self.topic.flush()
         return ErrorCode.NONE
 
     # -- share partitions ------------------------------------------------------------------------
@@ -212,6 +269,11 @@ class ShareCoordinator:
             records.append((self._state_partition(key), Record(key=crecords.encode_key(_SnapshotKey(**fields)))))
             records.append((self._state_partition(key), Record(key=crecords.encode_key(_UpdateKey(**fields)))))
         self._append(records)
+
+    def on_topics_deleted(self, names: list[str]) -> None:
+        """A deleted topic's share partitions go with it, in every group (tombstones)."""
+        self.forget_partitions([key for key in self.partitions
+                                if self.storage.logs.topic_by_id(key.topic_id) is None])
 
     def group_partitions(self, group_id: str) -> dict[PartitionKey, SharePartition]:
         return {key: self.partitions[key] for key in self._by_group.get(group_id, ())}
@@ -281,9 +343,9 @@ class ShareCoordinator:
         by_partition: dict[int, list[Record]] = {}
         for index, record in routed:
             by_partition.setdefault(index, []).append(record._replace(timestamp=now))
-        for index, records in by_partition.items():
+        for index, partition_records in by_partition.items():
             try:
-                self.topic.append(index, records, now)
+                self.topic.append(index, partition_records, now)
             except (KafkaError, OSError) as exc:
                 log.error("cannot write share-partition state to %s-%d: %s", self.topic.name, index, exc)
                 raise KafkaError(ErrorCode.COORDINATOR_NOT_AVAILABLE, "The share state could not be "
@@ -348,9 +410,11 @@ class ShareCoordinator:
         self._notify(expired)
         try:
             await self.persist(expired)
-            for group_id, member_id in self.groups.expire(now_ms, self.topic_metadata):
+            expired_members = self.groups.expire(now_ms, self.topic_metadata)
+            for group_id, member_id in expired_members:
                 log.info("share group %s: member %s expired", group_id, member_id)
                 await self.member_gone(group_id, member_id)
+            await self._store_groups(group_id for group_id, _ in expired_members)
         except KafkaError as exc:
             log.error("share coordinator timers: %s", exc)
 

@@ -24,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
@@ -58,7 +59,7 @@ class ShareGroup:
     assignment_epoch: int = 0
     members: dict[str, ShareMember] = field(default_factory=dict)
     target: dict[str, Assignment] = field(default_factory=dict)
-    topology: tuple = ()  # (topic, id, partitions) of the subscribed topics, as last assigned
+    metadata_hash: int = 0  # of the subscribed topics' (name, id, partitions), as last assigned
 
     @property
     def state(self) -> str:
@@ -151,6 +152,12 @@ class ShareGroups:
         deadlines = [m.deadline_ms for g in self.groups.values() for m in g.members.values()]
         return min(deadlines) if deadlines else None
 
+    def load(self, group: ShareGroup, now_ms: int) -> None:
+        """A group replayed at start: its members' sessions start now."""
+        for member in group.members.values():
+            member.deadline_ms = now_ms + self.settings.session_timeout_ms(group.group_id)
+        self.groups[group.group_id] = group
+
     def delete(self, group_id: str) -> None:
         """DeleteGroups: the group must exist and be empty (the caller checks)."""
         self.groups.pop(group_id, None)
@@ -164,8 +171,8 @@ class ShareGroups:
     def _maybe_assign(self, group: ShareGroup, topics: TopicMetadata) -> None:
         topology = tuple((name, *found) for name in group.subscribed_topics()
                          if (found := topics(name)) is not None)
-        if topology != group.topology:
-            group.topology = topology
+        if metadata_hash(topology) != group.metadata_hash:
+            group.metadata_hash = metadata_hash(topology)
             group.epoch += 1 if group.assignment_epoch == group.epoch else 0
         if group.assignment_epoch == group.epoch:
             return
@@ -173,6 +180,12 @@ class ShareGroups:
         group.assignment_epoch = group.epoch
         for member_id, member in group.members.items():
             member.assignment = group.target.get(member_id, {})
+
+
+def metadata_hash(topology: tuple) -> int:
+    """A stable 64-bit hash of the subscribed topics (Kafka's MetadataHash is one too)."""
+    digest = hashlib.blake2b(repr(topology).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def assign(members: dict[str, ShareMember], topics: dict[str, tuple[uuid.UUID, int]]) -> dict[str, Assignment]:
