@@ -11,4 +11,12 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
                                      "up (as Kafka 4.0 does) and closes the connection, so the commit is lost",
     ("admin_groups", "sarama"): "sarama 1.22 commits offsets with OffsetCommit v1; kbroker serves v2 and up (as "
                                 "Kafka 4.0 does) and closes the connection, so no committed offsets are listed",
+    # --wide only. @platformatic/kafka 1.35.0's classic members declare ConsumerProtocolSubscription
+    # v1 but leave its OwnedPartitions out (14 bytes for one topic), which Kafka cannot read either.
+    ("kip848_mixed_protocols", "platformatic-kafka@1.35.0"): "its classic member's subscription says v1 "
+        "without the v1 OwnedPartitions field, so the group cannot be converted: the consumer-protocol "
+        "member gets GROUP_ID_NOT_FOUND, as from Kafka",
+    ("group_leave_crash", "platformatic-kafka@1.35.0"): "after a rebalance the member's stream still "
+        "hands out records of partitions its assignment no longer holds (seen with 1.35.0, classic "
+        "protocol; the cause in the client is not pinned down yet)",
 }

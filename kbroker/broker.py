@@ -29,10 +29,10 @@ from kbroker.metadata_store import (
 from kbroker.metrics import Metrics
 from kbroker.oauthbearer import OAuthBearer, jaas_options
 from kbroker.quotas import ClientQuotas
-from kbroker.telemetry import Subscriptions, Telemetry
 from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
+from kbroker.telemetry import Subscriptions, Telemetry
 from kbroker.txn.coordinator import (
     TRANSACTION_STATE_CONFIGS, TRANSACTION_STATE_TOPIC, TransactionCoordinator,
 )

@@ -106,6 +106,10 @@ def _serve(args: argparse.Namespace) -> int:
     except KafkaError as exc:
         print(f"kbroker: {exc.message}", file=sys.stderr)
         return 2
+    usage_dir = args.api_usage_file and args.api_usage_file.resolve().parent
+    if usage_dir and not usage_dir.is_dir():
+        print(f"kbroker: --api-usage-file: no directory {usage_dir}", file=sys.stderr)
+        return 2
     _raise_open_file_limit()
     try:
         broker = Broker(config, api_usage_path=args.api_usage_file)

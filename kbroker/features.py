@@ -31,6 +31,7 @@ TRANSACTION_VERSION = "transaction.version"
 GROUP_VERSION = "group.version"
 KRAFT_VERSION = "kraft.version"
 ELIGIBLE_LEADER_REPLICAS_VERSION = "eligible.leader.replicas.version"
+SHARE_VERSION = "share.version"
 
 FEATURES_FILE = "finalized-features.json"
 
@@ -56,7 +57,8 @@ FEATURES: dict[str, Feature] = {feature.name: feature for feature in (
     Feature(METADATA_VERSION, 7, 29, 29),  # 3.3-IV3 .. 4.2-IV1
     Feature(KRAFT_VERSION, 0, 0, 0),  # a static quorum: no directory ids (KIP-853)
     Feature(TRANSACTION_VERSION, 0, 2, 2),  # 2: transactions v2 (KIP-890), Kafka 4.2's default
-    Feature(GROUP_VERSION, 0, 0, 0, {1: {METADATA_VERSION: 22}}),  # 1 once KIP-848 is served
+    Feature(GROUP_VERSION, 0, 1, 1, {1: {METADATA_VERSION: 22}}),  # 1: KIP-848 consumer groups
+    Feature(SHARE_VERSION, 0, 1, 1, {1: {METADATA_VERSION: 27}}),  # 1: share groups (KIP-932)
     Feature(ELIGIBLE_LEADER_REPLICAS_VERSION, 0, 1, 1, {1: {METADATA_VERSION: 24}}),
 )}
 
@@ -132,13 +134,14 @@ def _check_update(name: str, level: int, upgrade_type: int, current: int, contro
                                     "the upgrade type to either safe or unsafe downgrade.")
     if level > current and upgrade_type != UPGRADE:
         raise _invalid(name, level, "Can't downgrade to a newer version.")
-    if name == METADATA_VERSION and level < current:
-        if any(current >= changed > level for changed in _METADATA_CHANGED_AT):
-            if upgrade_type == UNSAFE_DOWNGRADE:
-                raise _invalid(name, level, "Unsafe metadata downgrade is not supported in this version.")
-            raise _invalid(name, level, "Refusing to perform the requested downgrade because it "
-                                        "might delete metadata information. Retry using "
-                                        "UNSAFE_DOWNGRADE if you want to force the downgrade to proceed.")
+    metadata_lost = name == METADATA_VERSION and any(
+        current >= changed > level for changed in _METADATA_CHANGED_AT)
+    if metadata_lost and upgrade_type == UNSAFE_DOWNGRADE:
+        raise _invalid(name, level, "Unsafe metadata downgrade is not supported in this version.")
+    if metadata_lost:
+        raise _invalid(name, level, "Refusing to perform the requested downgrade because it might "
+                                    "delete metadata information. Retry using UNSAFE_DOWNGRADE if "
+                                    "you want to force the downgrade to proceed.")
 
 
 def _check_dependencies(name: str, levels: dict[str, int]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 import trio
 
@@ -80,13 +81,15 @@ class RepeatedWarnings:
 
     _MAX_KINDS = 10_000  # forget them all beyond this, so that varied junk cannot grow memory
 
-    def __init__(self, logger: logging.Logger, interval_s: float = 60.0):
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
         self._logger = logger
         self._interval_s = interval_s
+        self._clock = clock
         self._kinds: dict[object, list] = {}  # kind -> [last logged (monotonic), held back]
 
     def warning(self, kind: object, message: str, *args) -> None:
-        now = time.monotonic()
+        now = self._clock()
         state = self._kinds.get(kind)
         if state is not None and now - state[0] < self._interval_s:
             state[1] += 1

@@ -6,6 +6,10 @@ from __future__ import annotations
 import base64
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -179,3 +183,37 @@ def test_sasl_plain_and_scram_logins(tmp_path):
         listed = kb(broker.bootstrap, "topic", "list", "--sasl-username", "alice",
                     "--sasl-password", "secret")
         assert all(f"t-{m}" in listed for m in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+
+
+def wait_for_group(bootstrap: str, group: str, done, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = kbroker_command(bootstrap, "group", "describe", group, "--json")
+        described = json.loads(result.stdout) if result.returncode == 0 else None
+        if described is not None and done(described):
+            return described
+        assert time.monotonic() < deadline, described or result.stderr
+        time.sleep(0.2)
+
+
+def test_consumers_of_one_group_share_the_partitions(kbroker_only, topic_name):
+    # kbroker only: tansu 0.6's DescribeGroups shows no member assignments to check.
+    bootstrap = kbroker_only
+    group = f"g-{topic_name}"
+    kb(bootstrap, "topic", "create", topic_name, "-p", "2")
+    command = [sys.executable, "-m", "kbroker", "consume", topic_name, "-g", group, "-b", bootstrap]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = None
+    try:
+        wait_for_group(bootstrap, group, lambda g: g["state"] == "Stable" and len(g["members"]) == 1)
+        second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        described = wait_for_group(bootstrap, group, lambda g: g["state"] == "Stable" and [
+            m["assignment"] for m in g["members"]] in (
+                [{topic_name: [0]}, {topic_name: [1]}], [{topic_name: [1]}, {topic_name: [0]}]))
+        assert len({m["member_id"] for m in described["members"]}) == 2
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.send_signal(signal.SIGINT)  # the consumer leaves the group as it ends
+                process.communicate(timeout=30)
+    assert wait_for_group(bootstrap, group, lambda g: not g["members"])["state"] == "Empty"

@@ -87,8 +87,8 @@ def test_alter_errors_as_kafka(broker):
         )
         assert answers == [
             (INVALID, "Proposed value for producer_byte_rate is not an integer."),
-            (INVALID, "Invalid quota entity combination, IP entity should not be combined with "
-                      "User or ClientId"),
+            (INVALID, ("Invalid quota entity combination, IP entity should not be combined with "
+                       "User or ClientId")),
             (INVALID, "Invalid configuration key producer_byte_rate"),
             (INVALID, "no-such-host.invalid is not a valid IP or resolvable host."),
             (INVALID, "Proposed value for connection_creation_rate is too large for an INT."),

@@ -109,15 +109,15 @@ def test_describe_quorum_single_voter(tmp_path, topic_name):
     assert [voter["replica_id"] for voter in partition["current_voters"]] == [1]
     assert partition["observers"] == []
     assert second["topics"][0]["partitions"][0]["high_watermark"] > partition["high_watermark"]
-    with running_broker(data_dir=tmp_path) as restarted:  # a new leader epoch per start
-        with WireClient(restarted.bootstrap) as client:
-            topics = [Quorum.TopicData(topic_name="__cluster_metadata",
-                                       partitions=[Quorum.PartitionData(partition_index=0)])]
-            response = client.request("DescribeQuorum", 2, topics=topics)
-            again = response.topics[0].partitions[0]
-            assert again.leader_epoch == partition["leader_epoch"] + 1
-            assert [node.node_id for node in response.nodes] == [1]
-            other = [Quorum.TopicData(topic_name="orders",
-                                      partitions=[Quorum.PartitionData(partition_index=0)])]
-            response = client.request("DescribeQuorum", 2, topics=other)
-            assert response.topics[0].partitions[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+    # a restart elects this node anew: the leader epoch grows
+    with running_broker(data_dir=tmp_path) as restarted, WireClient(restarted.bootstrap) as client:
+        topics = [Quorum.TopicData(topic_name="__cluster_metadata",
+                                   partitions=[Quorum.PartitionData(partition_index=0)])]
+        response = client.request("DescribeQuorum", 2, topics=topics)
+        again = response.topics[0].partitions[0]
+        assert again.leader_epoch == partition["leader_epoch"] + 1
+        assert [node.node_id for node in response.nodes] == [1]
+        other = [Quorum.TopicData(topic_name="orders",
+                                  partitions=[Quorum.PartitionData(partition_index=0)])]
+        response = client.request("DescribeQuorum", 2, topics=other)
+        assert response.topics[0].partitions[0].error_code == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION

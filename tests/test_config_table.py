@@ -144,3 +144,13 @@ def test_validators_report_in_the_common_format_unless_kafka_says_otherwise(name
     with pytest.raises(KafkaError) as err:
         LogConfig().with_overrides({name: value})
     assert (err.value.code, err.value.message) == (ErrorCode.INVALID_CONFIG, message)
+
+
+def test_an_api_usage_file_in_a_missing_directory_is_one_line(tmp_path):
+    """It used to be accepted, then stop the running broker with a traceback at the first save."""
+    result = subprocess.run(
+        [sys.executable, "-m", "kbroker", "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+         "--api-usage-file", str(tmp_path / "missing" / "usage.json")],
+        capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == \
+        (2, f"kbroker: --api-usage-file: no directory {tmp_path / 'missing'}\n")

@@ -246,3 +246,16 @@ def test_offset_commit_and_fetch_checks():
     assert m.validate_offset_commit(c.group, "", -1, 9) == ErrorCode.UNKNOWN_MEMBER_ID
     assert m.validate_offset_fetch(c.group, None, -1) == ErrorCode.NONE
     assert m.validate_offset_fetch(c.group, "m1", 0) == ErrorCode.STALE_MEMBER_EPOCH
+
+
+def test_classic_members_commit_with_their_generation():
+    from kbroker.groups.consumer_member import ClassicMeta
+
+    c = Cluster(t=1)
+    c.send("m1", 0)
+    member = c.group.members["m1"]
+    c.group.members["m1"] = type(member)(**{**{f: getattr(member, f) for f in member.__slots__},
+                                            "classic": ClassicMeta(6000, (("range", b""),))})
+    m = c.machine
+    assert m.validate_offset_commit(c.group, "m1", 1, 2) == ErrorCode.NONE
+    assert m.validate_offset_commit(c.group, "m1", 0, 8) == ErrorCode.ILLEGAL_GENERATION

@@ -192,3 +192,27 @@ def test_flush_job_outlives_rolls_deletions_and_evictions_meanwhile(tmp_path):
     log.flush(NOW)
     assert log.recovery_point == 40 and not log.has_unsynced_files()
     log.close()
+
+
+def test_failed_index_write_leaves_nothing_of_the_batch(tmp_path, monkeypatch):
+    from kbroker.log import PartitionLog
+    from kbroker.log.index import SparseIndex
+
+    log = PartitionLog.open(str(tmp_path / "t-0"), "t", 0, SMALL, NOW)
+    for i in range(3):
+        log.append_produce(batch(i), NOW)
+    size, entries = log.segments[-1].size, len(log.segments[-1].index)
+
+    def disk_error(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SparseIndex, "append", disk_error)
+        with pytest.raises(KafkaError) as err:
+            log.append_produce(batch(3), NOW)
+    assert err.value.code == ErrorCode.KAFKA_STORAGE_ERROR
+    segment = log.segments[-1]
+    assert (segment.size, len(segment.index), os.path.getsize(segment.path)) == (size, entries, size)
+    assert log.append_produce(batch(4), NOW).base_offset == 3
+    assert [h.base_offset for _, h in iter_batches(os.pread(segment.fd, 1 << 20, 0))] == [0, 1, 2, 3]
+    log.close()

@@ -8,7 +8,6 @@ import contextlib
 import threading
 import uuid
 
-import pytest
 import trio
 from confluent_kafka import Producer
 from kafka import KafkaAdminClient
@@ -86,10 +85,10 @@ def test_confluent_kafka_gets_an_empty_subscription_then_pushes_when_subscribed(
 
 def test_subscription_configs_as_kafka(broker):
     with WireClient(broker.bootstrap) as client:
-        def alter(name, *configs):
+        def alter(name, *configs, operation=0):
             response = client.request("IncrementalAlterConfigs", 1, validate_only=False, resources=[
                 Resource.AlterConfigsResource(resource_type=16, resource_name=name, configs=[
-                    Resource.AlterableConfig(name=key, config_operation=0, value=value)
+                    Resource.AlterableConfig(name=key, config_operation=operation, value=value)
                     for key, value in configs])])
             return response.responses[0].error_code, response.responses[0].error_message
 
@@ -104,40 +103,44 @@ def test_subscription_configs_as_kafka(broker):
         assert alter("s", ("metrics", "*"), ("match", "client_id=app-.*")) == (0, None)
         response = client.request("ListConfigResources", 1, resource_types=[16])
         assert [r.resource_name for r in response.config_resources] == ["s"]
+        # deleting every config removes the subscription
+        assert alter("s", ("metrics", None), ("match", None), operation=1) == (0, None)
+        response = client.request("ListConfigResources", 1, resource_types=[16])
+        assert response.config_resources == []
 
 
 def test_push_errors_as_kafka(tmp_path):
-    with broker_in_thread(tmp_path, **{"telemetry.max.bytes": "64"}) as (broker, bootstrap):
-        with WireClient(bootstrap) as client:
-            subscribe(bootstrap, "all", metrics="*", interval_ms="60000")
+    with (broker_in_thread(tmp_path, **{"telemetry.max.bytes": "64"}) as (broker, bootstrap),
+          WireClient(bootstrap) as client):
+        subscribe(bootstrap, "all", metrics="*", interval_ms="60000")
 
-            def push(instance_id, subscription_id, metrics=b"", compression=0, terminating=False):
-                return client.request("PushTelemetry", 0, client_instance_id=instance_id,
-                                      subscription_id=subscription_id, terminating=terminating,
-                                      compression_type=compression, metrics=metrics).error_code
+        def push(instance_id, subscription_id, metrics=b"", compression=0, terminating=False):
+            return client.request("PushTelemetry", 0, client_instance_id=instance_id,
+                                  subscription_id=subscription_id, terminating=terminating,
+                                  compression_type=compression, metrics=metrics).error_code
 
-            got = client.request("GetTelemetrySubscriptions", 0, client_instance_id=ZERO)
-            assert got.error_code == 0 and got.client_instance_id != ZERO
-            assert (got.requested_metrics, got.push_interval_ms, got.accepted_compression_types,
-                    got.telemetry_max_bytes, got.delta_temporality) == (["*"], 60000, [4, 3, 1, 2], 64, True)
-            me, subscription = got.client_instance_id, got.subscription_id
-            again = client.request("GetTelemetrySubscriptions", 0, client_instance_id=me)
-            assert again.error_code == ErrorCode.THROTTLING_QUOTA_EXCEEDED
-            assert push(ZERO, subscription) == ErrorCode.INVALID_REQUEST
-            assert push(me, subscription + 1) == ErrorCode.UNKNOWN_SUBSCRIPTION_ID
-            # after an unknown subscription id the client may ask again at once (not throttled)
-            assert client.request("GetTelemetrySubscriptions", 0, client_instance_id=me).error_code == 0
+        got = client.request("GetTelemetrySubscriptions", 0, client_instance_id=ZERO)
+        assert got.error_code == 0 and got.client_instance_id != ZERO
+        assert (got.requested_metrics, got.push_interval_ms, got.accepted_compression_types,
+                got.telemetry_max_bytes, got.delta_temporality) == (["*"], 60000, [4, 3, 1, 2], 64, True)
+        me, subscription = got.client_instance_id, got.subscription_id
+        again = client.request("GetTelemetrySubscriptions", 0, client_instance_id=me)
+        assert again.error_code == ErrorCode.THROTTLING_QUOTA_EXCEEDED
+        assert push(ZERO, subscription) == ErrorCode.INVALID_REQUEST
+        assert push(me, subscription + 1) == ErrorCode.UNKNOWN_SUBSCRIPTION_ID
+        # after an unknown subscription id the client may ask again at once (not throttled)
+        assert client.request("GetTelemetrySubscriptions", 0, client_instance_id=me).error_code == 0
 
-            def fresh():
-                answer = client.request("GetTelemetrySubscriptions", 0, client_instance_id=ZERO)
-                return answer.client_instance_id, answer.subscription_id
+        def fresh():
+            answer = client.request("GetTelemetrySubscriptions", 0, client_instance_id=ZERO)
+            return answer.client_instance_id, answer.subscription_id
 
-            assert push(*fresh(), compression=7) == ErrorCode.UNSUPPORTED_COMPRESSION_TYPE
-            assert push(*fresh(), metrics=b"m" * 65) == ErrorCode.TELEMETRY_TOO_LARGE
-            assert push(*fresh(), metrics=b"not zstd", compression=4) == ErrorCode.INVALID_RECORD
-            client_id, subscription = fresh()
-            assert push(client_id, subscription, metrics=b"m" * 64) == 0
-            assert push(client_id, subscription) == ErrorCode.THROTTLING_QUOTA_EXCEEDED  # too soon
-            assert push(client_id, subscription, metrics=b"last", terminating=True) == 0
-            assert broker.telemetry.latest[client_id].metrics == b"last"
-            assert push(client_id, subscription, terminating=True) == ErrorCode.INVALID_REQUEST
+        assert push(*fresh(), compression=7) == ErrorCode.UNSUPPORTED_COMPRESSION_TYPE
+        assert push(*fresh(), metrics=b"m" * 65) == ErrorCode.TELEMETRY_TOO_LARGE
+        assert push(*fresh(), metrics=b"not zstd", compression=4) == ErrorCode.INVALID_RECORD
+        client_id, subscription = fresh()
+        assert push(client_id, subscription, metrics=b"m" * 64) == 0
+        assert push(client_id, subscription) == ErrorCode.THROTTLING_QUOTA_EXCEEDED  # too soon
+        assert push(client_id, subscription, metrics=b"last", terminating=True) == 0
+        assert broker.telemetry.latest[client_id].metrics == b"last"
+        assert push(client_id, subscription, terminating=True) == ErrorCode.INVALID_REQUEST

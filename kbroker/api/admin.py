@@ -25,14 +25,19 @@ import uuid
 
 from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
 from kbroker.api.configs import check_topic_configs, topic_config_entries
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log import LEADER_EPOCH, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterPartitionReassignmentsResponse, AlterReplicaLogDirsResponse, CreatePartitionsResponse, CreateTopicsResponse,
-    DeleteRecordsResponse, DeleteTopicsResponse, DescribeClusterResponse, DescribeLogDirsResponse,
-    DescribeTopicPartitionsResponse, ElectLeadersResponse, ListPartitionReassignmentsResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, ElectLeadersRequest,
+    ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 )
 
 ZERO_UUID = uuid.UUID(int=0)
@@ -156,7 +161,8 @@ def _create_topic(broker, topic, validate_only: bool, version: int):
 
 
 @serves("CreateTopics", 2, 7)
-async def handle_create_topics(ctx, request) -> CreateTopicsResponse:
+async def handle_create_topics(ctx: RequestContext,
+                               request: CreateTopicsRequest) -> CreateTopicsResponse:
     twice = _duplicates(topic.name for topic in request.topics)
     results = [
         _create_topic(ctx.broker, topic, request.validate_only, ctx.api_version)
@@ -173,7 +179,8 @@ async def handle_create_topics(ctx, request) -> CreateTopicsResponse:
 # -- DeleteTopics ----------------------------------------------------------------------------
 
 @serves("DeleteTopics", 1, 6)
-async def handle_delete_topics(ctx, request) -> DeleteTopicsResponse:
+async def handle_delete_topics(ctx: RequestContext,
+                               request: DeleteTopicsRequest) -> DeleteTopicsResponse:
     broker = ctx.broker
     Result = DeleteTopicsResponse.DeletableTopicResult
     version = ctx.api_version
@@ -260,7 +267,8 @@ def _grow_topic(broker, topic, validate_only: bool) -> None:
 
 
 @serves("CreatePartitions", 0, 3)
-async def handle_create_partitions(ctx, request) -> CreatePartitionsResponse:
+async def handle_create_partitions(ctx: RequestContext,
+                                   request: CreatePartitionsRequest) -> CreatePartitionsResponse:
     Result = CreatePartitionsResponse.CreatePartitionsTopicResult
     twice = _duplicates(topic.name for topic in request.topics)
     results = [Result(name=name, error_code=ErrorCode.INVALID_REQUEST,
@@ -303,7 +311,8 @@ def _delete_records(broker, topic: str, partition: int, offset: int) -> int:
 
 
 @serves("DeleteRecords", 0, 2)
-async def handle_delete_records(ctx, request) -> DeleteRecordsResponse:
+async def handle_delete_records(ctx: RequestContext,
+                                request: DeleteRecordsRequest) -> DeleteRecordsResponse:
     TopicResult = DeleteRecordsResponse.DeleteRecordsTopicResult
     PartitionResult = DeleteRecordsResponse.DeleteRecordsPartitionResult
     topics = []
@@ -325,7 +334,8 @@ async def handle_delete_records(ctx, request) -> DeleteRecordsResponse:
 # -- DescribeCluster -------------------------------------------------------------------------
 
 @serves("DescribeCluster", 0, 2)
-async def handle_describe_cluster(ctx, request) -> DescribeClusterResponse:
+async def handle_describe_cluster(ctx: RequestContext,
+                                  request: DescribeClusterRequest) -> DescribeClusterResponse:
     broker = ctx.broker
     endpoint = request.endpoint_type if ctx.api_version >= 1 else BROKER_ENDPOINT
     if endpoint not in (1, 2):
@@ -352,7 +362,8 @@ async def handle_describe_cluster(ctx, request) -> DescribeClusterResponse:
 # -- DescribeLogDirs -------------------------------------------------------------------------
 
 @serves("DescribeLogDirs", 1, 5)
-async def handle_describe_log_dirs(ctx, request) -> DescribeLogDirsResponse:
+async def handle_describe_log_dirs(ctx: RequestContext,
+                                   request: DescribeLogDirsRequest) -> DescribeLogDirsResponse:
     broker = ctx.broker
     Topic = DescribeLogDirsResponse.DescribeLogDirsTopic
     Partition = DescribeLogDirsResponse.DescribeLogDirsPartition
@@ -394,7 +405,8 @@ def _move_replica(broker, topic: str, partition: int, destination: str) -> None:
 
 
 @serves("AlterReplicaLogDirs", 1, 2)
-async def handle_alter_replica_log_dirs(ctx, request) -> AlterReplicaLogDirsResponse:
+async def handle_alter_replica_log_dirs(
+        ctx: RequestContext, request: AlterReplicaLogDirsRequest) -> AlterReplicaLogDirsResponse:
     destinations: dict[tuple[str, int], str] = {}  # the last dir named for a partition wins
     for log_dir in request.dirs:
         for topic in log_dir.topics:
@@ -418,7 +430,9 @@ async def handle_alter_replica_log_dirs(ctx, request) -> AlterReplicaLogDirsResp
 # -- DescribeTopicPartitions -----------------------------------------------------------------
 
 @serves("DescribeTopicPartitions", 0, 0)
-async def handle_describe_topic_partitions(ctx, request) -> DescribeTopicPartitionsResponse:
+async def handle_describe_topic_partitions(
+        ctx: RequestContext,
+        request: DescribeTopicPartitionsRequest) -> DescribeTopicPartitionsResponse:
     """Topics in name order, partitions paged by response_partition_limit and the cursor."""
     broker = ctx.broker
     Response = DescribeTopicPartitionsResponse
@@ -489,7 +503,8 @@ def _leader_question(broker, topic: str, partition: int) -> KafkaError:
 
 
 @serves("ElectLeaders", 0, 2)
-async def handle_elect_leaders(ctx, request) -> ElectLeadersResponse:
+async def handle_elect_leaders(ctx: RequestContext,
+                               request: ElectLeadersRequest) -> ElectLeadersResponse:
     Result = ElectLeadersResponse.ReplicaElectionResult
     PartitionResult = ElectLeadersResponse.PartitionResult
     election = request.election_type if ctx.api_version >= 1 else PREFERRED
@@ -517,7 +532,9 @@ async def handle_elect_leaders(ctx, request) -> ElectLeadersResponse:
 
 
 @serves("ListPartitionReassignments", 0, 0)
-async def handle_list_partition_reassignments(ctx, request) -> ListPartitionReassignmentsResponse:
+async def handle_list_partition_reassignments(
+        ctx: RequestContext,
+        request: ListPartitionReassignmentsRequest) -> ListPartitionReassignmentsResponse:
     return ListPartitionReassignmentsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
                                               error_message=None, topics=[])
 
@@ -532,7 +549,9 @@ def _reassign(broker, topic: str, partition: int, replicas: list[int] | None) ->
 
 
 @serves("AlterPartitionReassignments", 0, 1)
-async def handle_alter_partition_reassignments(ctx, request) -> AlterPartitionReassignmentsResponse:
+async def handle_alter_partition_reassignments(
+        ctx: RequestContext,
+        request: AlterPartitionReassignmentsRequest) -> AlterPartitionReassignmentsResponse:
     Response = AlterPartitionReassignmentsResponse
     topics = []
     for topic in request.topics:

@@ -30,16 +30,18 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.config import SETTINGS, SETTINGS_BY_NAME, ConfigSource
 from kbroker.group_configs import GROUP_SETTINGS
 from kbroker.log import TOPIC_SETTINGS_BY_NAME, LogConfig, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.telemetry import INTERVAL_MS, MATCH, METRICS
 from kbroker.protocol.messages import (
-    AlterConfigsResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListConfigResourcesRequest,
     ListConfigResourcesResponse,
 )
+from kbroker.telemetry import INTERVAL_MS, MATCH, METRICS
 
 TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32  # ConfigResource.Type ids
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3  # AlterConfigOp.OpType ids
@@ -197,7 +199,8 @@ def _describe(broker, resource, synonyms: bool, documentation: bool) -> Describe
 
 
 @serves("DescribeConfigs", 1, 4)
-async def handle_describe_configs(ctx, request) -> DescribeConfigsResponse:
+async def handle_describe_configs(ctx: RequestContext,
+                                  request: DescribeConfigsRequest) -> DescribeConfigsResponse:
     version = ctx.api_version
     synonyms = version >= 1 and request.include_synonyms
     documentation = version >= 3 and request.include_documentation
@@ -334,12 +337,15 @@ def _alter_all(broker, request, incremental: bool, Response):
 
 
 @serves("AlterConfigs", 0, 2)
-async def handle_alter_configs(ctx, request) -> AlterConfigsResponse:
+async def handle_alter_configs(ctx: RequestContext,
+                               request: AlterConfigsRequest) -> AlterConfigsResponse:
     return _alter_all(ctx.broker, request, False, AlterConfigsResponse)
 
 
 @serves("IncrementalAlterConfigs", 0, 1)
-async def handle_incremental_alter_configs(ctx, request) -> IncrementalAlterConfigsResponse:
+async def handle_incremental_alter_configs(
+        ctx: RequestContext,
+        request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse:
     return _alter_all(ctx.broker, request, True, IncrementalAlterConfigsResponse)
 
 
@@ -359,7 +365,8 @@ def _resource_names(broker, resource_type: int) -> list[str]:
 
 
 @serves("ListConfigResources", 0, 1)
-async def handle_list_config_resources(ctx, request) -> ListConfigResourcesResponse:
+async def handle_list_config_resources(
+        ctx: RequestContext, request: ListConfigResourcesRequest) -> ListConfigResourcesResponse:
     supported = _LISTED_TYPES[ctx.api_version]
     wanted = request.resource_types or list(supported)
     if any(resource_type not in supported for resource_type in wanted):

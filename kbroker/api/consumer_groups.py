@@ -8,16 +8,22 @@ machine sees are the broker's own (`broker.logs.topics`).
 from __future__ import annotations
 
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.groups.consumer import Heartbeat
 from kbroker.protocol.errors import ErrorCode
-from kbroker.protocol.messages import ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatResponse
+from kbroker.protocol.messages import (
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+)
 
-MEMBER_TYPE_CONSUMER = 1  # ConsumerGroupDescribe v1 MemberType: 0 classic, 1 consumer
+MEMBER_TYPE_CLASSIC, MEMBER_TYPE_CONSUMER = 0, 1  # ConsumerGroupDescribe v1 MemberType
 
 
 @serves("ConsumerGroupHeartbeat", 0, 1)
-async def handle_consumer_group_heartbeat(ctx, request) -> ConsumerGroupHeartbeatResponse:
+async def handle_consumer_group_heartbeat(
+        ctx: RequestContext,
+        request: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse:
     if ctx.broker.share.is_share_group(request.group_id):  # Kafka's group types never mix
         return ConsumerGroupHeartbeatResponse(
             throttle_time_ms=0, error_code=ErrorCode.GROUP_ID_NOT_FOUND, member_epoch=0,
@@ -52,7 +58,9 @@ def _described_assignment(assignment, names_by_id):
 
 
 @serves("ConsumerGroupDescribe", 0, 1)
-async def handle_consumer_group_describe(ctx, request) -> ConsumerGroupDescribeResponse:
+async def handle_consumer_group_describe(
+        ctx: RequestContext,
+        request: ConsumerGroupDescribeRequest) -> ConsumerGroupDescribeResponse:
     """Groups that are not consumer groups (or unknown) get GROUP_ID_NOT_FOUND, as in Kafka."""
     D = ConsumerGroupDescribeResponse
     coordinator = ctx.broker.groups.consumer
@@ -81,7 +89,7 @@ async def handle_consumer_group_describe(ctx, request) -> ConsumerGroupDescribeR
                 assignment=_described_assignment(m.assigned, names_by_id),
                 target_assignment=_described_assignment(group.target.get(m.member_id, {}),
                                                         names_by_id),
-                member_type=MEMBER_TYPE_CONSUMER,
+                member_type=MEMBER_TYPE_CONSUMER if m.classic is None else MEMBER_TYPE_CLASSIC,
             ) for m in group.members.values()],
         ))
     return D(throttle_time_ms=0, groups=described)

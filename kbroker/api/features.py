@@ -7,14 +7,16 @@ error only, as Kafka 4 does.
 
 from __future__ import annotations
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.features import SAFE_DOWNGRADE, UPGRADE
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.messages import UpdateFeaturesResponse
+from kbroker.protocol.messages import UpdateFeaturesRequest, UpdateFeaturesResponse
 
 
 @serves("UpdateFeatures", 0, 2)
-async def handle_update_features(ctx, request) -> UpdateFeaturesResponse:
+async def handle_update_features(ctx: RequestContext,
+                                 request: UpdateFeaturesRequest) -> UpdateFeaturesResponse:
     updates: dict[str, tuple[int, int]] = {}  # a feature named twice: the last one counts
     for update in request.feature_updates:
         if ctx.api_version == 0:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import trio
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.fetch_sessions import FetchPosition, position_key
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.messages import FetchResponse
+from kbroker.protocol.messages import FetchRequest, FetchResponse
 from kbroker.protocol.primitives import INT32_MAX
 
 READ_COMMITTED = 1
@@ -135,7 +136,7 @@ def _remember_sent(positions, topics) -> None:
 
 
 @serves("Fetch", 4, 18)
-async def handle_fetch(ctx, request) -> FetchResponse:
+async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
     broker = ctx.broker
     version = ctx.api_version
     requested = _requested_positions(broker, request, version)

@@ -8,14 +8,18 @@ before the coordinator is asked.
 from __future__ import annotations
 
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.groups.classic import STABLE, JoinRequest
 from kbroker.groups.coordinator import OffsetToCommit
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    DeleteGroupsResponse, DescribeGroupsResponse, FindCoordinatorResponse, HeartbeatResponse,
-    JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse, OffsetCommitResponse,
-    OffsetDeleteResponse, OffsetFetchResponse, SyncGroupResponse,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    SyncGroupResponse,
 )
 
 GROUP_KEY, TRANSACTION_KEY = 0, 1
@@ -41,7 +45,8 @@ def _partition_exists(broker, topic: str, partition: int) -> bool:
 
 
 @serves("FindCoordinator", 0, 6)
-async def handle_find_coordinator(ctx, request) -> FindCoordinatorResponse:
+async def handle_find_coordinator(ctx: RequestContext,
+                                  request: FindCoordinatorRequest) -> FindCoordinatorResponse:
     """Groups and transactional ids (key types 0 and 1) are all coordinated by this broker."""
     version = ctx.api_version
     key_type = request.key_type if version >= 1 else GROUP_KEY
@@ -65,7 +70,7 @@ async def handle_find_coordinator(ctx, request) -> FindCoordinatorResponse:
 
 
 @serves("JoinGroup", 0, 9)
-async def handle_join_group(ctx, request) -> JoinGroupResponse:
+async def handle_join_group(ctx: RequestContext, request: JoinGroupRequest) -> JoinGroupResponse:
     """Answered when the join phase completes (the request waits for the rebalance)."""
     version = ctx.api_version
     if ctx.broker.share.is_share_group(request.group_id):
@@ -100,7 +105,7 @@ async def handle_join_group(ctx, request) -> JoinGroupResponse:
 
 
 @serves("SyncGroup", 0, 5)
-async def handle_sync_group(ctx, request) -> SyncGroupResponse:
+async def handle_sync_group(ctx: RequestContext, request: SyncGroupRequest) -> SyncGroupResponse:
     """Followers wait here until the leader's assignment is stored."""
     version = ctx.api_version
     if version >= 5 and (request.protocol_type is None or request.protocol_name is None):
@@ -121,7 +126,7 @@ async def handle_sync_group(ctx, request) -> SyncGroupResponse:
 
 
 @serves("Heartbeat", 0, 4)
-async def handle_heartbeat(ctx, request) -> HeartbeatResponse:
+async def handle_heartbeat(ctx: RequestContext, request: HeartbeatRequest) -> HeartbeatResponse:
     error = await ctx.broker.groups.heartbeat(
         request.group_id, request.member_id,
         request.group_instance_id if ctx.api_version >= 3 else None, request.generation_id,
@@ -130,7 +135,7 @@ async def handle_heartbeat(ctx, request) -> HeartbeatResponse:
 
 
 @serves("LeaveGroup", 0, 5)
-async def handle_leave_group(ctx, request) -> LeaveGroupResponse:
+async def handle_leave_group(ctx: RequestContext, request: LeaveGroupRequest) -> LeaveGroupResponse:
     """v0-2 name one member; v3+ a batch, each with its own error."""
     version = ctx.api_version
     if version >= 3:
@@ -148,7 +153,8 @@ async def handle_leave_group(ctx, request) -> LeaveGroupResponse:
 
 
 @serves("OffsetCommit", 2, 10)
-async def handle_offset_commit(ctx, request) -> OffsetCommitResponse:
+async def handle_offset_commit(ctx: RequestContext,
+                               request: OffsetCommitRequest) -> OffsetCommitResponse:
     version = ctx.api_version
     broker = ctx.broker
     names = topic_names(broker, request.topics, version >= 10)
@@ -224,7 +230,8 @@ def _fetch_group(broker, group_id: str, topics, require_stable: bool, use_ids: b
 
 
 @serves("OffsetFetch", 1, 10)
-async def handle_offset_fetch(ctx, request) -> OffsetFetchResponse:
+async def handle_offset_fetch(ctx: RequestContext,
+                              request: OffsetFetchRequest) -> OffsetFetchResponse:
     """Several groups from v8; a null topic list (v2+) means every committed partition."""
     version = ctx.api_version
     broker = ctx.broker
@@ -248,7 +255,7 @@ async def handle_offset_fetch(ctx, request) -> OffsetFetchResponse:
 
 
 @serves("ListGroups", 0, 5)
-async def handle_list_groups(ctx, request) -> ListGroupsResponse:
+async def handle_list_groups(ctx: RequestContext, request: ListGroupsRequest) -> ListGroupsResponse:
     version = ctx.api_version
     states = {s.strip().lower() for s in request.states_filter} if version >= 4 else set()
     types = {t.strip().lower() for t in request.types_filter} if version >= 5 else set()
@@ -267,7 +274,8 @@ async def handle_list_groups(ctx, request) -> ListGroupsResponse:
 
 
 @serves("DescribeGroups", 0, 6)
-async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
+async def handle_describe_groups(ctx: RequestContext,
+                                 request: DescribeGroupsRequest) -> DescribeGroupsResponse:
     """Unknown groups, and consumer groups (KIP-848), are described as Dead: with
     GROUP_ID_NOT_FOUND from v6, before with no error, as Kafka does."""
     operations = GROUP_OPERATIONS if ctx.api_version >= 3 and request.include_authorized_operations \
@@ -309,7 +317,8 @@ async def handle_describe_groups(ctx, request) -> DescribeGroupsResponse:
 
 
 @serves("DeleteGroups", 0, 3)
-async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
+async def handle_delete_groups(ctx: RequestContext,
+                               request: DeleteGroupsRequest) -> DeleteGroupsResponse:
     share = ctx.broker.share
     results = await ctx.broker.groups.delete_groups(
         [group_id for group_id in request.groups_names if not share.is_share_group(group_id)])
@@ -323,7 +332,8 @@ async def handle_delete_groups(ctx, request) -> DeleteGroupsResponse:
 
 
 @serves("OffsetDelete", 0, 0)
-async def handle_offset_delete(ctx, request) -> OffsetDeleteResponse:
+async def handle_offset_delete(ctx: RequestContext,
+                               request: OffsetDeleteRequest) -> OffsetDeleteResponse:
     broker = ctx.broker
     errors: dict[tuple[str, int], ErrorCode] = {}
     valid = []

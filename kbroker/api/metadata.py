@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log import validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.messages import MetadataResponse
+from kbroker.protocol.messages import MetadataRequest, MetadataResponse
 
 Topic = MetadataResponse.MetadataResponseTopic
 Partition = MetadataResponse.MetadataResponsePartition
@@ -45,7 +46,7 @@ def _requested_topic(broker, name: str, may_create: bool, include_operations: bo
 
 
 @serves("Metadata", 0, 13)
-async def handle_metadata(ctx, request) -> MetadataResponse:
+async def handle_metadata(ctx: RequestContext, request: MetadataRequest) -> MetadataResponse:
     broker = ctx.broker
     version = ctx.api_version
     include_operations = version >= 8 and request.include_topic_authorized_operations

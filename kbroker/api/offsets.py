@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode
-from kbroker.protocol.messages import ListOffsetsResponse, OffsetForLeaderEpochResponse
+from kbroker.protocol.messages import (
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+)
 
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
 EARLIEST_PENDING_UPLOAD = -6
@@ -58,7 +62,8 @@ def _partition_log_or_error(logs, topic: str, partition: int, current_leader_epo
 
 
 @serves("ListOffsets", 1, 11)
-async def handle_list_offsets(ctx, request) -> ListOffsetsResponse:
+async def handle_list_offsets(ctx: RequestContext,
+                              request: ListOffsetsRequest) -> ListOffsetsResponse:
     logs = ctx.broker.logs
     committed = ctx.api_version >= 2 and request.isolation_level == READ_COMMITTED
     topics = []
@@ -80,7 +85,8 @@ async def handle_list_offsets(ctx, request) -> ListOffsetsResponse:
 
 
 @serves("OffsetForLeaderEpoch", 2, 4)
-async def handle_offset_for_leader_epoch(ctx, request) -> OffsetForLeaderEpochResponse:
+async def handle_offset_for_leader_epoch(
+        ctx: RequestContext, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse:
     logs = ctx.broker.logs
     EpochEndOffset = OffsetForLeaderEpochResponse.EpochEndOffset
     topics = []

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import CloseConnection, serves
 from kbroker.api.transactions import TxnWrite, check_transactional_write, transactional_batch
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log.validator import RecordErrors
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.messages import ProduceResponse
+from kbroker.protocol.messages import ProduceRequest, ProduceResponse
 
 log = logging.getLogger("kbroker.produce")
 
@@ -83,13 +84,13 @@ def _failed_topic(topic, error: ErrorCode) -> TopicResponse:
 
 
 @serves("Produce", 3, 13)
-async def handle_produce(ctx, request) -> ProduceResponse | None:
+async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> ProduceResponse | None:
     """v12+ transactional batches join their transaction (transactions v2); v13 names topics by
     id, and an id not known gets UNKNOWN_TOPIC_ID for each of its partitions."""
     broker = ctx.broker
     version = ctx.api_version
     error = None
-    appended_to = []
+    appended_to: list = []
     if request.transactional_id is None and any(
             transactional_batch(data.records) for topic in request.topic_data
             for data in topic.partition_data):

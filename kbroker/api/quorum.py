@@ -5,9 +5,10 @@ observers. Any other partition is UNKNOWN_TOPIC_OR_PARTITION, as Kafka's raft cl
 
 from __future__ import annotations
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
-from kbroker.protocol.messages import DescribeQuorumResponse
+from kbroker.protocol.messages import DescribeQuorumRequest, DescribeQuorumResponse
 
 METADATA_TOPIC = "__cluster_metadata"
 
@@ -22,7 +23,8 @@ def _asks_for_metadata_log(request) -> bool:
 
 
 @serves("DescribeQuorum", 0, 2)
-async def handle_describe_quorum(ctx, request) -> DescribeQuorumResponse:
+async def handle_describe_quorum(ctx: RequestContext,
+                                 request: DescribeQuorumRequest) -> DescribeQuorumResponse:
     broker = ctx.broker
     if not _asks_for_metadata_log(request):
         return Response(error_code=ErrorCode.NONE, topics=[

@@ -7,9 +7,13 @@ import ipaddress
 
 import trio
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.messages import AlterClientQuotasResponse, DescribeClientQuotasResponse
+from kbroker.protocol.messages import (
+    AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
+    DescribeClientQuotasResponse,
+)
 from kbroker.quotas import IP
 
 
@@ -29,7 +33,8 @@ async def _resolvable(names: set[str]) -> set[str]:
 
 
 @serves("AlterClientQuotas", 0, 1)
-async def handle_alter_client_quotas(ctx, request) -> AlterClientQuotasResponse:
+async def handle_alter_client_quotas(
+        ctx: RequestContext, request: AlterClientQuotasRequest) -> AlterClientQuotasResponse:
     alterations = [
         ([(part.entity_type, part.entity_name) for part in entry.entity],
          [(op.key, None if op.remove else op.value) for op in entry.ops])
@@ -52,7 +57,8 @@ async def handle_alter_client_quotas(ctx, request) -> AlterClientQuotasResponse:
 
 
 @serves("DescribeClientQuotas", 0, 1)
-async def handle_describe_client_quotas(ctx, request) -> DescribeClientQuotasResponse:
+async def handle_describe_client_quotas(
+        ctx: RequestContext, request: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse:
     Response = DescribeClientQuotasResponse
     components = [(part.entity_type, part.match_type, part.match) for part in request.components]
     try:

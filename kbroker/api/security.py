@@ -9,19 +9,24 @@ import time
 
 import trio
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    AlterUserScramCredentialsResponse, CreateAclsResponse, DeleteAclsResponse, DescribeAclsResponse,
-    DescribeUserScramCredentialsResponse, SaslAuthenticateResponse, SaslHandshakeResponse,
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, CreateAclsRequest,
+    CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest,
+    DescribeAclsResponse, DescribeUserScramCredentialsRequest,
+    DescribeUserScramCredentialsResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 )
-from kbroker.sasl import AuthenticationFailed
+from kbroker.sasl import AuthenticationFailed, Mechanism
 
 log = logging.getLogger("kbroker.sasl")
 
 
 @serves("SaslHandshake", 1, 1)
-async def handle_sasl_handshake(ctx, request) -> SaslHandshakeResponse:
+async def handle_sasl_handshake(ctx: RequestContext,
+                                request: SaslHandshakeRequest) -> SaslHandshakeResponse:
     session = ctx.session
     users = ctx.broker.sasl_users.get(session.listener)
     if users is None or (session.authenticated and session.sasl_version < 1):
@@ -38,7 +43,8 @@ async def handle_sasl_handshake(ctx, request) -> SaslHandshakeResponse:
 
 
 @serves("SaslAuthenticate", 0, 2)
-async def handle_sasl_authenticate(ctx, request) -> SaslAuthenticateResponse:
+async def handle_sasl_authenticate(ctx: RequestContext,
+                                   request: SaslAuthenticateRequest) -> SaslAuthenticateResponse:
     session = ctx.session
     exchange = session.sasl
     if exchange is None or exchange.done:
@@ -76,7 +82,7 @@ async def handle_sasl_authenticate(ctx, request) -> SaslAuthenticateResponse:
                                     auth_bytes=token, session_lifetime_ms=lifetime_ms)
 
 
-def _session_lifetime_ms(ctx, exchange) -> int:
+def _session_lifetime_ms(ctx: RequestContext, exchange: Mechanism) -> int:
     """KIP-368, as Kafka computes it: connections.max.reauth.ms (per listener and mechanism),
     shortened to the credential's expiration (an OAUTHBEARER token's exp); 0: no limit."""
     broker = ctx.broker
@@ -92,7 +98,9 @@ def _session_lifetime_ms(ctx, exchange) -> int:
 # as in Kafka; the rules and messages are Kafka's (see kbroker.sasl.ScramStore).
 
 @serves("DescribeUserScramCredentials", 0, 0)
-async def handle_describe_user_scram_credentials(ctx, request) -> DescribeUserScramCredentialsResponse:
+async def handle_describe_user_scram_credentials(
+        ctx: RequestContext,
+        request: DescribeUserScramCredentialsRequest) -> DescribeUserScramCredentialsResponse:
     names = None if request.users is None else [user.name for user in request.users]
     Result = DescribeUserScramCredentialsResponse.DescribeUserScramCredentialsResult
     Info = DescribeUserScramCredentialsResponse.CredentialInfo
@@ -104,7 +112,9 @@ async def handle_describe_user_scram_credentials(ctx, request) -> DescribeUserSc
 
 
 @serves("AlterUserScramCredentials", 0, 0)
-async def handle_alter_user_scram_credentials(ctx, request) -> AlterUserScramCredentialsResponse:
+async def handle_alter_user_scram_credentials(
+        ctx: RequestContext,
+        request: AlterUserScramCredentialsRequest) -> AlterUserScramCredentialsResponse:
     results = ctx.broker.scram.alter(
         [(deletion.name, deletion.mechanism) for deletion in request.deletions],
         [(upsertion.name, upsertion.mechanism, upsertion.iterations, bytes(upsertion.salt),
@@ -121,14 +131,15 @@ _NO_AUTHORIZER = "No Authorizer is configured."
 
 
 @serves("DescribeAcls", 1, 3)
-async def handle_describe_acls(ctx, request) -> DescribeAclsResponse:
+async def handle_describe_acls(ctx: RequestContext,
+                               request: DescribeAclsRequest) -> DescribeAclsResponse:
     return DescribeAclsResponse(error_code=ErrorCode.SECURITY_DISABLED,
                                 error_message="No Authorizer is configured on the broker",
                                 resources=[])
 
 
 @serves("CreateAcls", 1, 3)
-async def handle_create_acls(ctx, request) -> CreateAclsResponse:
+async def handle_create_acls(ctx: RequestContext, request: CreateAclsRequest) -> CreateAclsResponse:
     return CreateAclsResponse(results=[
         CreateAclsResponse.AclCreationResult(error_code=ErrorCode.SECURITY_DISABLED,
                                              error_message=_NO_AUTHORIZER)
@@ -136,7 +147,7 @@ async def handle_create_acls(ctx, request) -> CreateAclsResponse:
 
 
 @serves("DeleteAcls", 1, 3)
-async def handle_delete_acls(ctx, request) -> DeleteAclsResponse:
+async def handle_delete_acls(ctx: RequestContext, request: DeleteAclsRequest) -> DeleteAclsResponse:
     return DeleteAclsResponse(filter_results=[
         DeleteAclsResponse.DeleteAclsFilterResult(error_code=ErrorCode.SECURITY_DISABLED,
                                                   error_message=_NO_AUTHORIZER, matching_acls=[])

@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 import uuid
 
+from kbroker.api.context import RequestContext
 from kbroker.api.groups import _client_host as client_host
 from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    ShareAcknowledgeResponse,
-    ShareFetchResponse,
-    ShareGroupHeartbeatResponse,
+    ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse,
+    ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
 )
 from kbroker.share.coordinator import PartitionKey
 from kbroker.share.partition import AckBatch
@@ -35,7 +35,8 @@ TopicIdPartition = tuple[uuid.UUID, int]
 
 
 @serves("ShareGroupHeartbeat", 1, 1)
-async def handle_share_group_heartbeat(ctx, request) -> ShareGroupHeartbeatResponse:
+async def handle_share_group_heartbeat(
+        ctx: RequestContext, request: ShareGroupHeartbeatRequest) -> ShareGroupHeartbeatResponse:
     R = ShareGroupHeartbeatResponse
     try:
         result = await ctx.broker.share.heartbeat(
@@ -151,7 +152,7 @@ def _fetch_response(broker, version: int, group_id: str, positions, fetched, ack
 
 
 @serves("ShareFetch", 1, 2)
-async def handle_share_fetch(ctx, request) -> ShareFetchResponse:
+async def handle_share_fetch(ctx: RequestContext, request: ShareFetchRequest) -> ShareFetchResponse:
     broker = ctx.broker
     share = broker.share
     version = ctx.api_version
@@ -194,7 +195,8 @@ async def handle_share_fetch(ctx, request) -> ShareFetchResponse:
 
 
 @serves("ShareAcknowledge", 1, 2)
-async def handle_share_acknowledge(ctx, request) -> ShareAcknowledgeResponse:
+async def handle_share_acknowledge(ctx: RequestContext,
+                                   request: ShareAcknowledgeRequest) -> ShareAcknowledgeResponse:
     broker = ctx.broker
     share = broker.share
     group_id, member_id, epoch = request.group_id, request.member_id, request.share_session_epoch

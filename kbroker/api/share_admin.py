@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from kbroker.api.admin import ZERO_UUID
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterShareGroupOffsetsResponse,
-    DeleteShareGroupOffsetsResponse,
-    DescribeShareGroupOffsetsResponse,
-    ShareGroupDescribeResponse,
+    AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse, DeleteShareGroupOffsetsRequest,
+    DeleteShareGroupOffsetsResponse, DescribeShareGroupOffsetsRequest,
+    DescribeShareGroupOffsetsResponse, ShareGroupDescribeRequest, ShareGroupDescribeResponse,
 )
 from kbroker.share.coordinator import PartitionKey
 from kbroker.share.group import ASSIGNOR_NAME
@@ -42,7 +42,8 @@ def _share_group(broker, group_id: str):
 
 
 @serves("ShareGroupDescribe", 1, 1)
-async def handle_share_group_describe(ctx, request) -> ShareGroupDescribeResponse:
+async def handle_share_group_describe(
+        ctx: RequestContext, request: ShareGroupDescribeRequest) -> ShareGroupDescribeResponse:
     R = ShareGroupDescribeResponse
     broker = ctx.broker
     operations = GROUP_OPERATIONS if request.include_authorized_operations else OPERATIONS_NOT_REQUESTED
@@ -117,7 +118,9 @@ def _describe_offsets(broker, group_id: str, topics):
 
 
 @serves("DescribeShareGroupOffsets", 0, 1)
-async def handle_describe_share_group_offsets(ctx, request) -> DescribeShareGroupOffsetsResponse:
+async def handle_describe_share_group_offsets(
+        ctx: RequestContext,
+        request: DescribeShareGroupOffsetsRequest) -> DescribeShareGroupOffsetsResponse:
     R = DescribeShareGroupOffsetsResponse
     groups = []
     for group in request.groups:
@@ -145,7 +148,9 @@ def _empty_share_group(broker, group_id: str, create: bool) -> None:
 
 
 @serves("AlterShareGroupOffsets", 0, 0)
-async def handle_alter_share_group_offsets(ctx, request) -> AlterShareGroupOffsetsResponse:
+async def handle_alter_share_group_offsets(
+        ctx: RequestContext,
+        request: AlterShareGroupOffsetsRequest) -> AlterShareGroupOffsetsResponse:
     R = AlterShareGroupOffsetsResponse
     broker = ctx.broker
     try:
@@ -175,7 +180,9 @@ async def handle_alter_share_group_offsets(ctx, request) -> AlterShareGroupOffse
 
 
 @serves("DeleteShareGroupOffsets", 0, 0)
-async def handle_delete_share_group_offsets(ctx, request) -> DeleteShareGroupOffsetsResponse:
+async def handle_delete_share_group_offsets(
+        ctx: RequestContext,
+        request: DeleteShareGroupOffsetsRequest) -> DeleteShareGroupOffsetsResponse:
     R = DeleteShareGroupOffsetsResponse
     broker = ctx.broker
     try:

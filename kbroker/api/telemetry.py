@@ -3,9 +3,13 @@ and push them; kbroker keeps the latest of each client (kbroker/telemetry.py has
 
 from __future__ import annotations
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.messages import GetTelemetrySubscriptionsResponse, PushTelemetryResponse
+from kbroker.protocol.messages import (
+    GetTelemetrySubscriptionsRequest, GetTelemetrySubscriptionsResponse, PushTelemetryRequest,
+    PushTelemetryResponse,
+)
 from kbroker.telemetry import ACCEPTED_COMPRESSION
 
 
@@ -19,7 +23,9 @@ def _selectors(ctx) -> dict[str, str]:
 
 
 @serves("GetTelemetrySubscriptions", 0, 0)
-async def handle_get_telemetry_subscriptions(ctx, request) -> GetTelemetrySubscriptionsResponse:
+async def handle_get_telemetry_subscriptions(
+        ctx: RequestContext,
+        request: GetTelemetrySubscriptionsRequest) -> GetTelemetrySubscriptionsResponse:
     broker = ctx.broker
     try:
         instance_id, instance = broker.telemetry.get_subscriptions(
@@ -34,7 +40,8 @@ async def handle_get_telemetry_subscriptions(ctx, request) -> GetTelemetrySubscr
 
 
 @serves("PushTelemetry", 0, 0)
-async def handle_push_telemetry(ctx, request) -> PushTelemetryResponse:
+async def handle_push_telemetry(ctx: RequestContext,
+                                request: PushTelemetryRequest) -> PushTelemetryResponse:
     broker = ctx.broker
     try:
         broker.telemetry.push(request.client_instance_id, request.subscription_id,

@@ -12,15 +12,18 @@ import re
 
 from kbroker.api.admin import UNKNOWN_TOPIC_MESSAGE
 from kbroker.api.common import topic_names
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
 from kbroker.log import validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AddOffsetsToTxnResponse, AddPartitionsToTxnResponse, DescribeProducersResponse,
-    DescribeTransactionsResponse, EndTxnResponse, InitProducerIdResponse, ListTransactionsResponse,
-    TxnOffsetCommitResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 )
 from kbroker.protocol.records import (
     ATTRIBUTES_OFFSET, HEADER_SIZE, MAGIC, MAGIC_OFFSET, TRANSACTIONAL_BIT, BatchHeader,
@@ -56,7 +59,7 @@ class TxnWrite(enum.Enum):
         return cls.VERIFY_ABORTABLE if version == first_abortable else cls.VERIFY
 
 
-async def check_transactional_write(broker, transactional_id: str, producer_id: int,
+async def check_transactional_write(broker, transactional_id: str | None, producer_id: int,
                                     producer_epoch: int, partition: tuple[str, int],
                                     how: TxnWrite) -> ErrorCode:
     """Whether a transactional batch or offset may be written to `partition` now, with the
@@ -90,7 +93,8 @@ def _init_error(error: ErrorCode) -> InitProducerIdResponse:
 
 
 @serves("InitProducerId", 0, 5)
-async def handle_init_producer_id(ctx, request) -> InitProducerIdResponse:
+async def handle_init_producer_id(ctx: RequestContext,
+                                  request: InitProducerIdRequest) -> InitProducerIdResponse:
     broker = ctx.broker
     expected = None
     if ctx.api_version >= 3:
@@ -146,7 +150,8 @@ async def _add_partitions(broker, transactional_id: str, producer_id: int, produ
 
 
 @serves("AddPartitionsToTxn", 0, 5)
-async def handle_add_partitions_to_txn(ctx, request) -> AddPartitionsToTxnResponse:
+async def handle_add_partitions_to_txn(
+        ctx: RequestContext, request: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse:
     broker = ctx.broker
     version = ctx.api_version
     if version < 4:
@@ -165,7 +170,8 @@ async def handle_add_partitions_to_txn(ctx, request) -> AddPartitionsToTxnRespon
 
 
 @serves("AddOffsetsToTxn", 0, 4)
-async def handle_add_offsets_to_txn(ctx, request) -> AddOffsetsToTxnResponse:
+async def handle_add_offsets_to_txn(ctx: RequestContext,
+                                    request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse:
     broker = ctx.broker
     offsets_partition = (OFFSETS_TOPIC, broker.groups.partition_for(request.group_id))
     error = await broker.transactions.add_partitions(
@@ -176,7 +182,7 @@ async def handle_add_offsets_to_txn(ctx, request) -> AddOffsetsToTxnResponse:
 # -- EndTxn --------------------------------------------------------------------------------------
 
 @serves("EndTxn", 0, 5)
-async def handle_end_txn(ctx, request) -> EndTxnResponse:
+async def handle_end_txn(ctx: RequestContext, request: EndTxnRequest) -> EndTxnResponse:
     """v5 (transactions v2) bumps the epoch of every transaction it ends and answers the producer
     id and epoch the client continues with."""
     coordinator = ctx.broker.transactions
@@ -185,8 +191,9 @@ async def handle_end_txn(ctx, request) -> EndTxnResponse:
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed,
         transaction_version=2 if version >= 5 else 0)
     producer_id, epoch = NO_PRODUCER_ID, NO_PRODUCER_EPOCH
-    if error == ErrorCode.NONE and version >= 5:
-        producer_id, epoch = coordinator.describe(request.transactional_id).continued_as()
+    ended = coordinator.describe(request.transactional_id)
+    if error == ErrorCode.NONE and version >= 5 and ended is not None:
+        producer_id, epoch = ended.continued_as()
     return EndTxnResponse(error_code=fenced_for_version(error, version, 2), producer_id=producer_id,
                           producer_epoch=epoch)
 
@@ -194,7 +201,8 @@ async def handle_end_txn(ctx, request) -> EndTxnResponse:
 # -- TxnOffsetCommit -----------------------------------------------------------------------------
 
 @serves("TxnOffsetCommit", 0, 6)
-async def handle_txn_offset_commit(ctx, request) -> TxnOffsetCommitResponse:
+async def handle_txn_offset_commit(ctx: RequestContext,
+                                   request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse:
     """Offsets staged in the group coordinator until the transaction ends; from v5 (transactions
     v2) the group's offsets partition joins the transaction here, from v6 topics are named by id."""
     broker = ctx.broker
@@ -207,7 +215,7 @@ async def handle_txn_offset_commit(ctx, request) -> TxnOffsetCommitResponse:
             key = (name, partition.partition_index)
             if name is None:
                 errors[key] = ErrorCode.UNKNOWN_TOPIC_ID
-            elif broker.logs.partition(*key) is None:
+            elif broker.logs.partition(name, partition.partition_index) is None:
                 errors[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             else:
                 errors[key] = ErrorCode.NONE
@@ -250,7 +258,8 @@ async def _stage_offsets(broker, request, offsets: list[OffsetToCommit],
 # -- DescribeTransactions, ListTransactions, DescribeProducers -----------------------------------
 
 @serves("DescribeTransactions", 0, 0)
-async def handle_describe_transactions(ctx, request) -> DescribeTransactionsResponse:
+async def handle_describe_transactions(
+        ctx: RequestContext, request: DescribeTransactionsRequest) -> DescribeTransactionsResponse:
     coordinator = ctx.broker.transactions
     TransactionState = DescribeTransactionsResponse.TransactionState
     states = []
@@ -276,7 +285,8 @@ async def handle_describe_transactions(ctx, request) -> DescribeTransactionsResp
 
 
 @serves("ListTransactions", 0, 2)
-async def handle_list_transactions(ctx, request) -> ListTransactionsResponse:
+async def handle_list_transactions(ctx: RequestContext,
+                                   request: ListTransactionsRequest) -> ListTransactionsResponse:
     """v1 filters by duration, v2 by a regular expression the whole transactional id matches."""
     pattern = request.transactional_id_pattern if ctx.api_version >= 2 else None
     try:
@@ -296,7 +306,8 @@ async def handle_list_transactions(ctx, request) -> ListTransactionsResponse:
 
 
 @serves("DescribeProducers", 0, 0)
-async def handle_describe_producers(ctx, request) -> DescribeProducersResponse:
+async def handle_describe_producers(ctx: RequestContext,
+                                    request: DescribeProducersRequest) -> DescribeProducersResponse:
     """The producer state of each partition (what kafka-transactions.sh describe-producers shows)."""
     broker = ctx.broker
     topics = []

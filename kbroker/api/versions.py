@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+from kbroker.api.context import RequestContext
 from kbroker.api.registry import HANDLERS, serves, supported_apis
 from kbroker.features import supported_features
 from kbroker.protocol.errors import ErrorCode
-from kbroker.protocol.messages import API_KEYS, ApiVersionsResponse
+from kbroker.protocol.messages import API_KEYS, ApiVersionsRequest, ApiVersionsResponse
 
 _API_VERSIONS_KEY = API_KEYS["ApiVersions"]
 # Kafka accepts client software names and versions of this shape (KIP-511).
@@ -32,7 +33,8 @@ def unsupported_version_response() -> ApiVersionsResponse:
 
 
 @serves("ApiVersions", 0, 5)
-async def handle_api_versions(ctx, request) -> ApiVersionsResponse:
+async def handle_api_versions(ctx: RequestContext,
+                              request: ApiVersionsRequest) -> ApiVersionsResponse:
     """From v5 a client may name the cluster and node it expects (KIP-1242): both or neither,
     and a mismatch answers REBOOTSTRAP_REQUIRED so that it looks for its cluster again."""
     if ctx.api_version >= 5 and (request.cluster_id is None) != (request.node_id == -1):

@@ -245,12 +245,15 @@ async def committed_offsets(cluster: Cluster, group: str,
     return offsets
 
 
-async def commit_offsets(cluster: Cluster, group: str, topic: str, offsets: dict[int, int]) -> None:
-    """Commit offsets as a consumer outside the group's membership (generation -1) does."""
+async def commit_offsets(cluster: Cluster, group: str, topic: str, offsets: dict[int, int],
+                         generation: int = -1, member_id: str = "") -> None:
+    """Commit offsets as a member of the group's current generation, or (generation -1) as a
+    consumer outside its membership."""
     Request = messages.OffsetCommitRequest
     coordinator = await cluster.coordinator(group)
     response = await coordinator.request("OffsetCommit", Request(
-        group_id=group, generation_id_or_member_epoch=-1, member_id="", retention_time_ms=-1,
+        group_id=group, generation_id_or_member_epoch=generation, member_id=member_id,
+        retention_time_ms=-1,
         topics=[Request.OffsetCommitRequestTopic(name=topic, partitions=[
             Request.OffsetCommitRequestPartition(partition_index=p, committed_offset=o,
                                                  committed_leader_epoch=-1, committed_metadata="")

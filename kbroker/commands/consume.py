@@ -1,8 +1,8 @@
 """`kbroker consume TOPIC`: print records as text (values) or JSON (one object per line).
 
-Partitions are assigned by the tool, not by a group rebalance: with `-g GROUP` it starts where
-the group committed (else at the end) and commits what it printed, as Kafka's consumers that
-assign their own partitions do.
+With `-g GROUP` it joins the group (classic protocol, range assignor) and reads the partitions
+it is given, from the group's committed offsets, committing what it printed; with `-g` and
+`-p PARTITION` it reads that partition outside the group's membership and commits there.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kbroker.client.consumer import (
     ConsumedRecord,
     Consumer,
 )
+from kbroker.client.group_member import GroupMember
 from kbroker.commands.common import Progress, add_bootstrap, fail, run, timestamp_ms
 
 
@@ -34,7 +35,8 @@ def add_parser(commands) -> None:
                        help="start at the first record at or after this time")
     consume.add_argument("-p", "--partition", type=int, help="read only this partition")
     consume.add_argument("-n", "--count", type=int, help="stop after this many records")
-    consume.add_argument("-g", "--group", help="start at the group's committed offsets and commit")
+    consume.add_argument("-g", "--group",
+                         help="join this consumer group, start at its committed offsets, commit")
     consume.add_argument("--format", choices=["text", "json"], default="text",
                          help="text: the value of each record on a line; json: one object per "
                               "line (bytes that are not UTF-8 as {\"base64\": ...})")
@@ -49,33 +51,46 @@ def add_parser(commands) -> None:
 
 
 async def _start_positions(cluster, args, partitions: list[int]) -> dict[int, int]:
+    """Where to start reading: a group's committed offsets first, then the start option given,
+    else the end of each partition."""
+    if not partitions:
+        return {}
     earliest = await admin.list_offsets(cluster, args.topic, dict.fromkeys(partitions, admin.EARLIEST))
     latest = await admin.list_offsets(cluster, args.topic, dict.fromkeys(partitions, admin.LATEST))
+    positions = latest
     if args.from_beginning:
-        return earliest
-    if args.offset is not None:
-        if args.offset >= 0:
-            return dict.fromkeys(partitions, args.offset)
-        return {p: max(latest[p] + args.offset, earliest[p]) for p in partitions}
-    if args.from_time:
+        positions = earliest
+    elif args.offset is not None and args.offset >= 0:
+        positions = dict.fromkeys(partitions, args.offset)
+    elif args.offset is not None:
+        positions = {p: max(latest[p] + args.offset, earliest[p]) for p in partitions}
+    elif args.from_time:
         found = await admin.list_offsets(cluster, args.topic,
                                          dict.fromkeys(partitions, timestamp_ms(args.from_time)))
-        return {p: found[p] if found[p] >= 0 else latest[p] for p in partitions}
+        positions = {p: found[p] if found[p] >= 0 else latest[p] for p in partitions}
     if args.group:
         committed = await admin.committed_offsets(cluster, args.group, args.topic)
-        return {p: committed.get((args.topic, p), latest[p]) for p in partitions}
-    return latest
+        positions = {p: committed.get((args.topic, p), positions[p]) for p in partitions}
+    return positions
+
+
+async def _consumer(cluster, args, partitions: list[int]) -> Consumer:
+    return Consumer(cluster, args.topic, await _start_positions(cluster, args, partitions),
+                    isolation_level=READ_COMMITTED if args.isolation == "read_committed"
+                    else READ_UNCOMMITTED)
 
 
 async def _consume(cluster, args) -> None:
     partitions = sorted(await cluster.leaders(args.topic))
+    member = None
     if args.partition is not None:
         if args.partition not in partitions:
             fail(f"topic {args.topic} has no partition {args.partition}")
         partitions = [args.partition]
-    positions = await _start_positions(cluster, args, partitions)
-    consumer = Consumer(cluster, args.topic, positions, isolation_level=READ_COMMITTED
-                        if args.isolation == "read_committed" else READ_UNCOMMITTED)
+    elif args.group:
+        member = GroupMember(cluster, args.group, args.topic)
+        partitions = await member.join()
+    consumer = await _consumer(cluster, args, partitions)
     progress = Progress("consumed")
     idle_since = trio.current_time()
     write = _json_line if args.format == "json" else _value_line
@@ -88,26 +103,37 @@ async def _consume(cluster, args) -> None:
             for consumed in records:
                 out.write(write(consumed))
             out.flush()
+            in_group = True
             if records:
                 idle_since = trio.current_time()
                 progress.add(len(records), sum(len(r.value or b"") for r in records))
                 if args.group:
-                    await _commit(cluster, args, consumer, records)
+                    in_group = await _commit(cluster, args, member, records)
             elif args.timeout_ms is not None and \
                     trio.current_time() - idle_since >= args.timeout_ms / 1000:
                 break
             if args.exit_at_end and consumer.caught_up():
                 break
+            if member is not None and not (in_group and await member.heartbeat_if_due()):
+                consumer = await _consumer(cluster, args, await member.join())  # rebalanced
+            if not consumer.positions:
+                await trio.sleep(0.5)  # no partition assigned: wait for the group to rebalance
     finally:
+        if member is not None:
+            await member.leave()
         print(progress.summary(), file=sys.stderr)
 
 
-async def _commit(cluster, args, consumer: Consumer, records: list[ConsumedRecord]) -> None:
-    """Commit the offset after the last record printed of each partition."""
+async def _commit(cluster, args, member: GroupMember | None, records: list[ConsumedRecord]) -> bool:
+    """Commit the offset after the last record printed of each partition; False when the group
+    rebalanced and this member must rejoin."""
     next_offsets = {}
     for consumed in records:
         next_offsets[consumed.partition] = consumed.offset + 1
-    await admin.commit_offsets(cluster, args.group, args.topic, next_offsets)
+    if member is None:
+        await admin.commit_offsets(cluster, args.group, args.topic, next_offsets)
+        return True
+    return await member.commit(next_offsets)
 
 
 def _value_line(consumed: ConsumedRecord) -> bytes:

@@ -565,7 +565,8 @@ class ConsumerGroups(ClassicMembers):
                                api_version: int | None) -> ErrorCode:
         """OffsetCommit (api_version None: TxnOffsetCommit) against a consumer group: an epoch
         below 0 only while the group is empty; else the member must exist (UNKNOWN_MEMBER_ID),
-        commit with v9+ (UNSUPPORTED_VERSION) and its current epoch (STALE_MEMBER_EPOCH)."""
+        commit with v9+ unless it uses the classic protocol (UNSUPPORTED_VERSION) and with its
+        current epoch (STALE_MEMBER_EPOCH; ILLEGAL_GENERATION for classic members)."""
         if member_epoch < 0 and not group.members:
             return ErrorCode.NONE
         if api_version is None and member_epoch == -1 and not member_id:
@@ -573,9 +574,9 @@ class ConsumerGroups(ClassicMembers):
         member = group.members.get(member_id)
         if member is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
-        if api_version is not None and api_version < 9:
+        if api_version is not None and api_version < 9 and member.classic is None:
             return ErrorCode.UNSUPPORTED_VERSION
-        return ErrorCode.NONE if member.member_epoch == member_epoch else ErrorCode.STALE_MEMBER_EPOCH
+        return _epoch_error(member, member_epoch)
 
     def validate_offset_fetch(self, group: ConsumerGroup, member_id: str | None,
                               member_epoch: int) -> ErrorCode:
@@ -585,7 +586,7 @@ class ConsumerGroups(ClassicMembers):
         member = group.members.get(member_id)
         if member is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
-        return ErrorCode.NONE if member.member_epoch == member_epoch else ErrorCode.STALE_MEMBER_EPOCH
+        return _epoch_error(member, member_epoch)
 
     def deletion_records(self, group: ConsumerGroup, with_members: bool = False) -> list:
         """Tombstones of every record of the group (Kafka's order): DeleteGroups of an empty
@@ -603,6 +604,12 @@ class ConsumerGroups(ClassicMembers):
 _SUBSCRIPTION = ("instance_id", "rack_id", "client_id", "client_host", "topic_names", "topic_regex",
                  "rebalance_timeout_ms", "server_assignor", "classic")
 _ASSIGNMENT = ("member_epoch", "previous_member_epoch", "state", "assigned", "pending_revocation")
+
+
+def _epoch_error(member: Member, epoch: int) -> ErrorCode:
+    if epoch == member.member_epoch:
+        return ErrorCode.NONE
+    return ErrorCode.STALE_MEMBER_EPOCH if member.classic is None else ErrorCode.ILLEGAL_GENERATION
 
 
 def _removal(group_id: str, member_id: str) -> list:

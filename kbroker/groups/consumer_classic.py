@@ -96,7 +96,12 @@ class ClassicMembers:
         gid, epoch = classic.group_id, classic.generation_id
         members = []
         for m in classic.members.values():
-            names, _, rack = parse_subscription(m.metadata(classic.protocol_name), topics)
+            try:
+                names, _, rack = parse_subscription(m.metadata(classic.protocol_name), topics)
+            except KafkaError:
+                raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Cannot upgrade the classic group {gid} "
+                                 "to consumer group because the embedded consumer protocol is "
+                                 "malformed.") from None
             try:
                 assigned = parse_assignment(m.assignment, topics)
             except (CorruptFrame, UnsupportedVersion, struct.error, UnicodeDecodeError):

@@ -62,9 +62,11 @@ class OpenFiles:
         """The holder's file is being used: it becomes the most recent; the least recent
         ones beyond the capacity let their files go."""
         lru = self._lru
-        if holder in lru:
-            lru.move_to_end(holder)
+        try:
+            lru.move_to_end(holder)  # the usual case: one dict operation
             return
+        except KeyError:
+            pass
         lru[holder] = None
         while len(lru) > self.capacity:
             lru.popitem(last=False)[0].release_handle()

@@ -60,6 +60,10 @@ class SparseIndex:
         self.keys.append(key)
         self.values.append(value)
 
+    def truncate(self, count: int) -> None:
+        """Forget the entries after the first `count` in memory (the file is checked on load)."""
+        del self.keys[count:], self.values[count:]
+
     def floor(self, key: int) -> int:
         """Index of the last entry whose key <= key, or -1."""
         return bisect_right(self.keys, key) - 1

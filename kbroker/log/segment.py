@@ -99,26 +99,33 @@ class LogSegment:
         fd = self.handle().fd
         try:
             written = os.writev(fd, parts)
-        except OSError:
+            if written != size:  # a short write to a regular file means the disk is full
+                raise OSError(errno.ENOSPC, f"short write: {written} of {size} bytes", self.path)
+            self._track(position, size, last_offset, max_timestamp)
+        except OSError:  # nothing of the batch stays: the log never holds it twice
             _truncate_quietly(fd, position)
             raise
-        if written != size:  # a short write to a regular file means the disk is full
-            _truncate_quietly(fd, position)
-            raise OSError(errno.ENOSPC, f"short write: {written} of {size} bytes",
-                          self.prefix + LOG_SUFFIX)
         self.size = position + size
         if self.first_batch_timestamp is None:
             self.first_batch_timestamp = max_timestamp
-        self._track(position, size, last_offset, max_timestamp)
 
     def _track(self, position: int, size: int, last_offset: int, max_timestamp: int,
                persist: bool = True) -> None:
+        """Index a batch written at position; on OSError nothing of it stays tracked."""
+        previous = self.max_timestamp, self.offset_of_max_timestamp
         if max_timestamp > self.max_timestamp:
             self.max_timestamp = max_timestamp
             self.offset_of_max_timestamp = last_offset
         if self.bytes_since_index > self.index_interval:
-            self.index.append(last_offset - self.base_offset, position, persist)
-            self._index_max_timestamp(persist)
+            counts = len(self.index), len(self.time_index)
+            try:
+                self.index.append(last_offset - self.base_offset, position, persist)
+                self._index_max_timestamp(persist)
+            except OSError:
+                self.index.truncate(counts[0])
+                self.time_index.truncate(counts[1])
+                self.max_timestamp, self.offset_of_max_timestamp = previous
+                raise
             self.bytes_since_index = 0
         self.bytes_since_index += size
 
