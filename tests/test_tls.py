@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from kbroker.certs import make_certificates
 from kbroker.testing import running_broker
+from tests.polling import wait_for
 
 KAFKAJS = Path(__file__).resolve().parent.parent / "compat" / "node" / "node_modules" / "kafkajs"
 LISTENERS = {"PLAINTEXT": "PLAINTEXT", "SSL": "SSL", "MTLS": "SSL", "SASL_SSL": "SASL_SSL",
@@ -202,9 +203,12 @@ def test_kafkajs_over_tls(secure_broker, certs, listener, mechanism):
 
 def test_mtls_principal_is_the_certificate_name(secure_broker, certs):
     producer = Producer(confluent_config(secure_broker, certs, "MTLS"))
-    producer.list_topics(timeout=15)  # keeps its connection open
-    page = urllib.request.urlopen(f"{secure_broker.http}/clients", timeout=10).read().decode()
-    assert f"User:{CLIENT_DN}" in page
+    producer.list_topics(timeout=15)  # keeps a connection open
+
+    def clients_page() -> str:
+        return urllib.request.urlopen(f"{secure_broker.http}/clients", timeout=10).read().decode()
+
+    wait_for(lambda: f"User:{CLIENT_DN}" in clients_page(), what="the mTLS client's principal")
     producer.flush(1)
 
 
