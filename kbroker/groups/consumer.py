@@ -57,6 +57,7 @@ import dataclasses
 import enum
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -153,11 +154,7 @@ class ConsumerGroup:
         return -1 if owner is None else self.members[owner].member_epoch
 
     def preferred_assignor(self) -> str | None:
-        counts: dict[str, int] = {}
-        for member in self.members.values():
-            if member.server_assignor is not None:
-                counts[member.server_assignor] = counts.get(member.server_assignor, 0) + 1
-        return max(counts, key=counts.get) if counts else None
+        return _preferred_assignor(self.members)
 
 
 def _partitions(assignment: Assignment):
@@ -329,10 +326,10 @@ class ConsumerGroups(ClassicMembers):
         if reconciled != updated:
             records.append(CurrentAssignmentRecord(gid, member_id, reconciled))
             if reconciled.state == MemberState.UNREVOKED_PARTITIONS and reconciled.classic is None:
+                epoch = reconciled.member_epoch
                 self.timers.schedule(("rebalance", gid, member_id),
                                      now_ms + reconciled.rebalance_timeout_ms,
-                                     lambda now, e=reconciled.member_epoch: self._revocation_due(
-                                         gid, member_id, e, now))
+                                     lambda now: self._revocation_due(gid, member_id, epoch, now))
             else:
                 self.timers.cancel(("rebalance", gid, member_id))
         self.schedule_session(gid, reconciled, now_ms)
@@ -389,11 +386,7 @@ class ConsumerGroups(ClassicMembers):
     def _assign(self, group: ConsumerGroup, members: Mapping[str, Member],
                 regexes: Mapping[str, frozenset[str]], metadata: Mapping[str, TopicMeta],
                 targets: Mapping[str, Assignment]) -> dict[str, Assignment]:
-        counts: dict[str, int] = {}
-        for m in members.values():
-            if m.server_assignor is not None:
-                counts[m.server_assignor] = counts.get(m.server_assignor, 0) + 1
-        name = max(counts, key=counts.get) if counts else self.settings.assignors[0]
+        name = _preferred_assignor(members) or self.settings.assignors[0]
         subscriptions = {mid: _subscribed(m, regexes) for mid, m in members.items()}
         sizes = {n: (meta.topic_id, meta.partitions) for n, meta in metadata.items()}
         return ASSIGNORS[name](subscriptions, sizes, targets)
@@ -604,6 +597,12 @@ class ConsumerGroups(ClassicMembers):
 _SUBSCRIPTION = ("instance_id", "rack_id", "client_id", "client_host", "topic_names", "topic_regex",
                  "rebalance_timeout_ms", "server_assignor", "classic")
 _ASSIGNMENT = ("member_epoch", "previous_member_epoch", "state", "assigned", "pending_revocation")
+
+
+def _preferred_assignor(members: Mapping[str, Member]) -> str | None:
+    """The ServerAssignor most members name (H6)."""
+    named = Counter(m.server_assignor for m in members.values() if m.server_assignor is not None)
+    return named.most_common(1)[0][0] if named else None
 
 
 def _epoch_error(member: Member, epoch: int) -> ErrorCode:
