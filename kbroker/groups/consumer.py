@@ -42,7 +42,8 @@ Heartbeat (epoch >= 0)
       reports them; then the member moves to the assignment epoch and gets the target partitions
       no other member still owns; the others are UnreleasedPartitions, given on a later heartbeat
       once released. A member that does not revoke within its rebalance timeout is removed.
-  H8  Every heartbeat renews the session (group.consumer.session.timeout.ms); a member whose
+  H8  Every heartbeat renews the session (group.consumer.session.timeout.ms, or the group's
+      consumer.session.timeout.ms; likewise the heartbeat interval); a member whose
       session expires is removed. The answer carries the assignment when the request was full
       (epoch 0, or rebalance timeout, names and owned partitions all given) or it changed.
 Leaving
@@ -92,6 +93,19 @@ class ConsumerSettings:
     assignors: tuple[str, ...] = ("uniform", "range")
     migration_policy: str = "bidirectional"  # group.consumer.migration.policy
     classic_max_size: int = 2**31 - 1  # group.max.size, for downgrades
+    # A group's own consumer.session.timeout.ms / consumer.heartbeat.interval.ms (the GROUP config
+    # resource): (group id, name) -> value in effect; None: the two settings above for every group.
+    group_setting: Callable[[str, str], int] | None = None
+
+    def session_timeout(self, group_id: str) -> int:
+        if self.group_setting is None:
+            return self.session_timeout_ms
+        return self.group_setting(group_id, "consumer.session.timeout.ms")
+
+    def heartbeat_interval(self, group_id: str) -> int:
+        if self.group_setting is None:
+            return self.heartbeat_interval_ms
+        return self.group_setting(group_id, "consumer.heartbeat.interval.ms")
 
 
 @dataclass(slots=True)
@@ -279,7 +293,7 @@ class ConsumerGroups(ClassicMembers):
                                    records)
         result.member_id = member_id
         result.member_epoch = reconciled.member_epoch
-        result.heartbeat_interval_ms = self.settings.heartbeat_interval_ms
+        result.heartbeat_interval_ms = self.settings.heartbeat_interval(group.group_id)
         full = hb.member_epoch == 0 or (hb.rebalance_timeout_ms != -1 and hb.topic_names is not None
                                         and hb.owned is not None)
         if full or reconciled.assigned != member.assigned:
@@ -443,7 +457,7 @@ class ConsumerGroups(ClassicMembers):
 
     def schedule_session(self, group_id: str, member: Member, now_ms: int) -> None:
         """H8: the group's session timeout; a classic member's own (from its JoinGroup)."""
-        timeout = self.settings.session_timeout_ms if member.classic is None \
+        timeout = self.settings.session_timeout(group_id) if member.classic is None \
             else member.classic.session_timeout_ms
         self.timers.schedule(("session", group_id, member.member_id), now_ms + timeout,
                              lambda now: self._fence_due(group_id, member.member_id, now))
