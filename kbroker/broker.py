@@ -89,16 +89,16 @@ class Broker:
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
         self.scram = ScramCredentials(self.data_dir)
         self.sasl_users = _sasl_users(config, self.scram, self.clock.now_ms)
+        self.group_configs = GroupConfigs(config, self.data_dir)
         self.groups = GroupCoordinator(  # replays __consumer_offsets
             config, LogTopic(self.storage, OFFSETS_TOPIC, config["offsets.topic.num.partitions"],
-                             OFFSETS_TOPIC_CONFIGS), self.clock.now_ms)
+                             OFFSETS_TOPIC_CONFIGS), self.clock.now_ms, self.group_configs.get)
         self.storage.deletion_listeners.append(self.groups.on_topics_deleted)
         self.transactions = TransactionCoordinator(  # replays __transaction_state
             config, LogTopic(self.storage, TRANSACTION_STATE_TOPIC,
                              config["transaction.state.log.num.partitions"],
                              TRANSACTION_STATE_CONFIGS),
             self.clock.now_ms, self.producer_ids.allocate, self.storage, self.groups)
-        self.group_configs = GroupConfigs(config, self.data_dir)
         self.share = ShareCoordinator(  # replays __share_group_state
             config, LogTopic(self.storage, SHARE_STATE_TOPIC,
                              config["share.coordinator.state.topic.num.partitions"], SHARE_STATE_CONFIGS),

@@ -72,8 +72,9 @@ async def handle_consumer_group_describe(
     for group_id in request.group_ids:
         group = coordinator.group(group_id)
         if group is None:
-            message = f"Group {group_id} is not a consumer group." \
-                if ctx.broker.groups.group(group_id) is not None else f"Group {group_id} not found."
+            other = ctx.broker.groups.group(group_id) is not None or ctx.broker.share.is_share_group(group_id)
+            message = f"Group {group_id} is not a consumer group." if other \
+                else f"Group {group_id} not found."
             described.append(D.DescribedGroup(group_id=group_id, error_code=ErrorCode.GROUP_ID_NOT_FOUND,
                                               error_message=message, authorized_operations=operations))
             continue
