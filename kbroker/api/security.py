@@ -132,6 +132,7 @@ async def handle_alter_user_scram_credentials(
 # operation is allowed and they answer SECURITY_DISABLED, as Kafka then does, so admin tools get
 # Kafka's error rather than an unsupported version.
 _NO_AUTHORIZER = "No Authorizer is configured."
+CLUSTER_AUTHORIZATION_MESSAGE = "Cluster authorization failed."  # Kafka's default (Errors.java)
 
 
 def _code(kind, value: int):
@@ -168,7 +169,7 @@ async def handle_describe_acls(ctx: RequestContext,
     if acls is None:
         return failed(ErrorCode.SECURITY_DISABLED, "No Authorizer is configured on the broker")
     if not allowed_cluster(ctx, Operation.DESCRIBE):
-        return failed(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None)
+        return failed(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_MESSAGE)
     acl_filter = _acl_filter(request)
     if acl_filter is None:
         return failed(ErrorCode.INVALID_REQUEST, _UNKNOWN_FILTER)
