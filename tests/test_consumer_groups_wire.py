@@ -100,3 +100,16 @@ def test_a_share_group_id_is_not_a_consumer_group(wire, topic_name):
                         subscribed_topic_names=[topic_name], topic_partitions=[])
     assert (refused.error_code, refused.error_message) == (
         ErrorCode.GROUP_ID_NOT_FOUND, f"Group {group} is not a consumer group.")
+
+
+def test_a_groups_own_session_and_heartbeat_settings(wire, topic_name):
+    from kbroker.protocol.messages import IncrementalAlterConfigsRequest as Alter
+
+    group = f"{topic_name}-configured"
+    altered = wire.request("IncrementalAlterConfigs", 1, resources=[Alter.AlterConfigsResource(
+        resource_type=32, resource_name=group, configs=[
+            Alter.AlterableConfig(name="consumer.heartbeat.interval.ms", config_operation=0, value="6000")])])
+    assert altered.responses[0].error_code == ErrorCode.NONE
+    joined = heartbeat(wire, 1, group, "m-1", 0, rebalance_timeout_ms=30000,
+                       subscribed_topic_names=[topic_name], topic_partitions=[])
+    assert (joined.error_code, joined.heartbeat_interval_ms) == (ErrorCode.NONE, 6000)

@@ -89,7 +89,8 @@ class OffsetToCommit:
 class GroupCoordinator:
     """Groups and committed offsets of one broker, persisted in __consumer_offsets."""
 
-    def __init__(self, config: Config, topic: InternalTopic, clock: Callable[[], int]):
+    def __init__(self, config: Config, topic: InternalTopic, clock: Callable[[], int],
+                 group_setting: Callable[[str, str], Any] | None = None):
         self.topic = topic
         self.clock = clock
         self.groups = ClassicGroups(GroupSettings(
@@ -99,7 +100,8 @@ class GroupCoordinator:
             initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
         ))
         self.offsets = OffsetStore()
-        self.consumer = ConsumerGroupCoordinator(self, consumer_settings(config))
+        # group_setting: a group's own settings (GROUP config resource) in effect, by name
+        self.consumer = ConsumerGroupCoordinator(self, consumer_settings(config, group_setting))
         self.num_partitions = topic.partitions
         self.retention_ms = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_s = config["offsets.retention.check.interval.ms"] / 1000
