@@ -199,3 +199,21 @@ async def test_offsets_of_unsubscribed_topics_expire_then_the_empty_group_goes(o
     coordinator.expire_offsets(coordinator.clock())
     assert coordinator.consumer.group("g") is None and coordinator.fetch_offsets("g", None, False) == []
     assert open_coordinator().consumer.group("g") is None
+
+
+async def test_a_classic_member_that_never_rejoins_is_removed(open_coordinator, autojump_clock):
+    coordinator = open_coordinator()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(coordinator.run)
+        first = await coordinator.join(classic_join(), TOPICS)
+        joined = await coordinator.join(classic_join(first.member_id), TOPICS)
+        await coordinator.sync("g", joined.member_id, None, joined.generation_id, "consumer", "range",
+                               {joined.member_id: b""})
+        m2 = await coordinator.consumer.heartbeat(join("m2"), TOPICS)  # converts the group
+        for _ in range(8):  # it keeps heartbeating but never rejoins (rebalance timeout 6 s)
+            error = await coordinator.heartbeat("g", joined.member_id, None, joined.generation_id)
+            m2 = await coordinator.consumer.heartbeat(Heartbeat("g", "m2", m2.member_epoch), TOPICS)
+            await trio.sleep(1)
+        assert error == ErrorCode.UNKNOWN_MEMBER_ID
+        assert set(coordinator.consumer.group("g").members) == {"m2"}
+        nursery.cancel_scope.cancel()

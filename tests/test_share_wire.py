@@ -192,6 +192,15 @@ def test_offsets_of_a_share_group_are_described_altered_and_deleted(broker, wire
                 for t in response.groups[0].topics for p in t.partitions]
 
     assert describe() == [(topic_name, 0, 4, 6)]
+    renewed = wire.request("ShareAcknowledge", 2, group_id=group, member_id="m", share_session_epoch=3,
+                           is_renew_ack=True, topics=[ShareAcknowledgeRequest.AcknowledgeTopic(
+                               topic_id=topic_id, partitions=[ShareAcknowledgeRequest.AcknowledgePartition(
+                                   partition_index=0, acknowledgement_batches=[
+                                       ShareAcknowledgeRequest.AcknowledgementBatch(
+                                           first_offset=4, last_offset=9, acknowledge_types=[4])])])])
+    assert (renewed.responses[0].partitions[0].error_code, renewed.acquisition_lock_timeout_ms) == \
+        (ErrorCode.NONE, 30000)
+    assert describe() == [(topic_name, 0, 4, 6)]  # renewed records stay acquired
     alter = wire.request("AlterShareGroupOffsets", 0, group_id=group, topics=[
         AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestTopic(topic_name=topic_name, partitions=[
             AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestPartition(partition_index=0, start_offset=8)])])

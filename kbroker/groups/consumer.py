@@ -259,6 +259,8 @@ class ConsumerGroups(ClassicMembers):
                 scratch = ConsumerGroups(self.settings)
                 for record in result.records:
                     scratch.replay(record)
+                for member in scratch.groups[hb.group_id].members.values():
+                    self.schedule_session(hb.group_id, member, now_ms)
                 return scratch.groups[hb.group_id]
         elif hb.member_epoch != 0:
             raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Consumer group {hb.group_id} not found.")
@@ -463,8 +465,8 @@ class ConsumerGroups(ClassicMembers):
                              lambda now: self._fence_due(group_id, member.member_id, now))
 
     def _cancel_timers(self, group_id: str, member_id: str) -> None:
-        self.timers.cancel(("session", group_id, member_id))
-        self.timers.cancel(("rebalance", group_id, member_id))
+        for kind in ("session", "rebalance", "join"):
+            self.timers.cancel((kind, group_id, member_id))
 
     def _fence_due(self, group_id: str, member_id: str, now_ms: int) -> None:
         group = self.groups.get(group_id)
