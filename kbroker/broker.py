@@ -8,6 +8,7 @@ through `RequestContext.broker`; nothing here touches sockets.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -18,32 +19,55 @@ from kbroker.config import SASL_JAAS_SETTING, Config
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
-from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
+from kbroker.groups.coordinator import (
+    OFFSETS_TOPIC,
+    OFFSETS_TOPIC_CONFIGS,
+    GroupCoordinator,
+)
 from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
-    BrokerIdentity, DynamicBrokerConfigs, MetadataOffset, ProducerIdAllocator, ScramCredentials,
+    BrokerIdentity,
+    DynamicBrokerConfigs,
+    MetadataOffset,
+    ProducerIdAllocator,
+    ScramCredentials,
 )
 from kbroker.metrics import Metrics
+from kbroker.oauthbearer import OAuthBearer, jaas_options
 from kbroker.quotas import ClientQuotas
 from kbroker.sasl import SaslUsers, users_from_jaas
-from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
+from kbroker.share.coordinator import (
+    SHARE_STATE_CONFIGS,
+    SHARE_STATE_TOPIC,
+    ShareCoordinator,
+)
 from kbroker.storage import LogTopic, Storage
 from kbroker.telemetry import Subscriptions, Telemetry
 from kbroker.txn.coordinator import (
-    TRANSACTION_STATE_CONFIGS, TRANSACTION_STATE_TOPIC, TransactionCoordinator,
+    TRANSACTION_STATE_CONFIGS,
+    TRANSACTION_STATE_TOPIC,
+    TransactionCoordinator,
 )
 
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, SHARE_STATE_TOPIC})
 
 
-def _sasl_users(config: Config, scram: ScramCredentials) -> SaslUsers | None:
-    """The users of a SASL_PLAINTEXT listener; None when connections need no authentication."""
-    if config.security_protocol() != "SASL_PLAINTEXT":
-        return None
-    return SaslUsers(users_from_jaas(config[SASL_JAAS_SETTING] or ""),
-                     list(config["sasl.enabled.mechanisms"]), scram.store)
+def _sasl_users(config: Config, scram: ScramCredentials, clock_ms) -> dict[str, SaslUsers]:
+    """The users of each SASL_PLAINTEXT or SASL_SSL listener, by listener name, from its
+    mechanisms and JAAS settings (listener.name.NAME.MECHANISM.sasl.jaas.config)."""
+    found = {}
+    for listener in config.listeners():
+        if not listener.uses_sasl:
+            continue
+        options = jaas_options(config.for_listener(listener, SASL_JAAS_SETTING, "OAUTHBEARER"))
+        found[listener.name] = SaslUsers(
+            users_from_jaas(config.for_listener(listener, SASL_JAAS_SETTING, "PLAIN") or ""),
+            list(config.for_listener(listener, "sasl.enabled.mechanisms")), scram.store,
+            partial(OAuthBearer, options, clock_ms, config["sasl.oauthbearer.sub.claim.name"],
+                    config["sasl.oauthbearer.scope.claim.name"]))
+    return found
 
 
 class Broker:
@@ -72,20 +96,23 @@ class Broker:
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.api_usage = ApiUsage(None if api_usage_path is None else Path(api_usage_path))
         self.metrics = Metrics()  # counters for the HTTP /metrics page
-        self.advertised = config.advertised_listener()
+        # Set by the server once its listeners are bound: every listener's (name, host, port),
+        # and the first one's advertised (host, port). Handlers answer with their client's own.
+        self.listening: list[tuple[str, str, int]] = []
+        self.advertised: tuple[str, int] | None = None
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
         self.scram = ScramCredentials(self.data_dir)
-        self.sasl_users = _sasl_users(config, self.scram)
+        self.sasl_users = _sasl_users(config, self.scram, self.clock.now_ms)
+        self.group_configs = GroupConfigs(config, self.data_dir)
         self.groups = GroupCoordinator(  # replays __consumer_offsets
             config, LogTopic(self.storage, OFFSETS_TOPIC, config["offsets.topic.num.partitions"],
-                             OFFSETS_TOPIC_CONFIGS), self.clock.now_ms)
+                             OFFSETS_TOPIC_CONFIGS), self.clock.now_ms, self.group_configs.get)
         self.storage.deletion_listeners.append(self.groups.on_topics_deleted)
         self.transactions = TransactionCoordinator(  # replays __transaction_state
             config, LogTopic(self.storage, TRANSACTION_STATE_TOPIC,
                              config["transaction.state.log.num.partitions"],
                              TRANSACTION_STATE_CONFIGS),
             self.clock.now_ms, self.producer_ids.allocate, self.storage, self.groups)
-        self.group_configs = GroupConfigs(config, self.data_dir)
         self.share = ShareCoordinator(  # replays __share_group_state
             config, LogTopic(self.storage, SHARE_STATE_TOPIC,
                              config["share.coordinator.state.topic.num.partitions"], SHARE_STATE_CONFIGS),

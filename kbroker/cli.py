@@ -9,9 +9,10 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from kbroker import certs, perf
 from kbroker import commands as tools
-from kbroker import perf
 from kbroker.config import SASL_JAAS_SETTING
+from kbroker.listeners import parse_endpoints
 from kbroker.protocol.errors import KafkaError
 
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rewrite the table between the apis markers of this file instead")
     commands.add_parser("configs", help="print the broker settings as a Markdown table")
     perf.add_parser(commands)
+    certs.add_parser(commands)
     tools.add_parsers(commands)
     return parser
 
@@ -78,9 +80,13 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
         settings[SASL_JAAS_SETTING] = (
             "org.apache.kafka.common.security.plain.PlainLoginModule required "
             + " ".join(f'user_{name}="{password}"' for name, _, password in users) + ";")
-    if args.advertised_host:
-        settings["advertised.listeners"] = f"PLAINTEXT://{args.advertised_host}:0"
     settings.update(dict(args.override))
+    if args.advertised_host and "advertised.listeners" not in settings:
+        try:
+            names = [name for name, _, _ in parse_endpoints(settings["listeners"])]
+        except ValueError:
+            names = []  # Config reports the bad listeners setting
+        settings["advertised.listeners"] = ",".join(f"{name}://{args.advertised_host}:0" for name in names)
     return settings
 
 

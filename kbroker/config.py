@@ -12,10 +12,22 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import re
 from typing import Any
 
+from kbroker.listeners import (
+    DEFAULT_PROTOCOL_MAP,
+    ListenerConfig,
+    listener_configs,
+    parse_endpoints,
+    parse_protocol_map,
+)
 from kbroker.log.config import (
-    INT_MAX, TOPIC_SETTINGS, AtMost, LogConfig, Setting,
+    INT_MAX,
+    TOPIC_SETTINGS,
+    AtMost,
+    LogConfig,
+    Setting,
 )
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
@@ -36,22 +48,10 @@ def parse_ip_overrides(text: str) -> dict[str, int]:
     return overrides
 
 
-LISTENER_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT")  # the security protocols the server speaks
-
-
-def _check_listener(text: str | None) -> None:
-    if text is None:
-        return
-    protocol, separator, address = text.split(",")[0].partition("://")
-    host, colon, port = address.rpartition(":")
-    if not separator or protocol.upper() not in LISTENER_PROTOCOLS or not colon \
-            or not port.isdigit() or int(port) > 65535:
-        raise ValueError("expected " + " or ".join(f"{name}://HOST:PORT" for name in LISTENER_PROTOCOLS))
-
-
 _DAY_MS = 24 * 3600 * 1000
-SASL_JAAS_SETTING = "listener.name.sasl_plaintext.plain.sasl.jaas.config"
+SASL_JAAS_SETTING = "sasl.jaas.config"
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_ALL_MECHANISMS = (*_MECHANISMS, "OAUTHBEARER")
 CONSUMER_ASSIGNORS = ("org.apache.kafka.coordinator.group.assignor.UniformAssignor",
                       "org.apache.kafka.coordinator.group.assignor.RangeAssignor")
 
@@ -60,17 +60,70 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     # Identity and listeners.
     Setting("node.id", "int", 1, "The id of this broker in the cluster.", low=0),
     Setting("log.dirs", "string", "./kbroker-data", "Directory holding topic data and broker state."),
-    Setting("listeners", "string", "PLAINTEXT://127.0.0.1:9092", "Address the broker listens on.",
-            validator=_check_listener),
-    Setting("advertised.listeners", "string", None, "Address given to clients in metadata; defaults "
-            "to the listener.", validator=_check_listener),
-    # Authentication, on a SASL_PLAINTEXT listener.
+    Setting("listeners", "string", "PLAINTEXT://127.0.0.1:9092", "The listeners, as "
+            "NAME://HOST:PORT entries separated by commas; NAME is a security protocol "
+            "(PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL) or a name mapped to one by "
+            "listener.security.protocol.map.", validator=parse_endpoints),
+    Setting("advertised.listeners", "string", None, "Per listener name, the address given to "
+            "clients in metadata; defaults to the listener's own.", validator=parse_endpoints),
+    Setting("listener.security.protocol.map", "string", DEFAULT_PROTOCOL_MAP, "Security "
+            "protocol of each listener name, as NAME:PROTOCOL pairs.", validator=parse_protocol_map),
+    Setting("inter.broker.listener.name", "string", None, "The listener brokers use between "
+            "them; one node only checks that it exists."),
+    Setting("controller.listener.names", "list", (), "Listeners of the KRaft controller quorum; "
+            "a single node does not open them."),
+    # TLS, on SSL and SASL_SSL listeners; each may be given per listener with Kafka's prefix
+    # listener.name.NAME. (listener.name.ssl.ssl.keystore.location).
+    Setting("ssl.keystore.type", "string", "JKS", "Format of the key store; kbroker reads PEM.",
+            choices=("JKS", "PKCS12", "PEM")),
+    Setting("ssl.keystore.location", "string", None, "PEM file with the private key and the "
+            "certificate chain."),
+    Setting("ssl.keystore.password", "string", None, "Password of a JKS/PKCS12 key store (not "
+            "used with PEM).", sensitive=True),
+    Setting("ssl.keystore.certificate.chain", "string", None, "The certificate chain in PEM, "
+            "instead of a file.", sensitive=True),
+    Setting("ssl.keystore.key", "string", None, "The private key in PEM, instead of a file.",
+            sensitive=True),
+    Setting("ssl.key.password", "string", None, "Password of an encrypted private key.",
+            sensitive=True),
+    Setting("ssl.truststore.type", "string", "JKS", "Format of the trust store; kbroker reads PEM.",
+            choices=("JKS", "PKCS12", "PEM")),
+    Setting("ssl.truststore.location", "string", None, "PEM file with the certificates trusted "
+            "to sign client certificates."),
+    Setting("ssl.truststore.password", "string", None, "Password of a JKS/PKCS12 trust store.",
+            sensitive=True),
+    Setting("ssl.truststore.certificates", "string", None, "Trusted certificates in PEM, instead "
+            "of a file."),
+    Setting("ssl.client.auth", "string", "none", "Whether clients must present a certificate: "
+            "none, requested or required.", choices=("none", "requested", "required")),
+    Setting("ssl.enabled.protocols", "list", ("TLSv1.2", "TLSv1.3"), "TLS versions accepted.",
+            choices=("TLSv1.2", "TLSv1.3")),
+    Setting("ssl.protocol", "string", "TLSv1.3", "Kafka's SSLContext protocol; the versions "
+            "accepted are ssl.enabled.protocols."),
+    Setting("ssl.cipher.suites", "list", (), "TLS 1.2 cipher suites accepted, by IANA name "
+            "(TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256); empty: OpenSSL's defaults."),
+    Setting("ssl.principal.mapping.rules", "string", "DEFAULT", "How a client certificate's "
+            "distinguished name becomes a principal name: RULE:pattern/replacement/[LU] entries "
+            "and DEFAULT (the name as is), the first that matches applies."),
+    Setting("ssl.endpoint.identification.algorithm", "string", "https", "Accepted for "
+            "compatibility; a broker does not check its clients' host names."),
+    # Authentication on SASL_PLAINTEXT and SASL_SSL listeners.
     Setting("sasl.enabled.mechanisms", "list", _MECHANISMS,
-            "SASL mechanisms offered on a SASL_PLAINTEXT listener.", choices=_MECHANISMS),
-    Setting(SASL_JAAS_SETTING, "string", None, "The users a SASL_PLAINTEXT listener accepts, as "
-            "Kafka's PlainLoginModule line: user_NAME=\"PASSWORD\" entries.", sensitive=True),
+            "SASL mechanisms offered on SASL listeners.", choices=_ALL_MECHANISMS),
+    Setting(SASL_JAAS_SETTING, "string", None, "Login module configuration, given per listener "
+            "and mechanism as Kafka does (listener.name.sasl_ssl.plain.sasl.jaas.config); "
+            "PlainLoginModule's user_NAME=\"PASSWORD\" entries are the users of PLAIN and SCRAM. "
+            "Unprefixed, it applies to every SASL listener without its own.", sensitive=True),
+    Setting("sasl.oauthbearer.sub.claim.name", "string", "sub", "Claim of an OAUTHBEARER token "
+            "holding the principal name (unsecuredValidatorPrincipalClaimName in the JAAS options "
+            "wins)."),
+    Setting("sasl.oauthbearer.scope.claim.name", "string", "scope", "Claim of an OAUTHBEARER "
+            "token holding its scope."),
+    Setting("connections.max.reauth.ms", "long", 0, "Longest session of a SASL client before it "
+            "must re-authenticate (KIP-368); a connection whose session expired is closed on its "
+            "next request. 0: sessions never expire.", low=0),
     Setting("sasl.server.max.receive.size", "int", 524288, "Largest request frame accepted on a "
-            "SASL_PLAINTEXT listener before the client has authenticated.", low=1),
+            "SASL listener before the client has authenticated.", low=1),
     Setting("connection.failed.authentication.delay.ms", "int", 100, "Delay before the answer to "
             "a failed SASL authentication (and the close that follows), to slow password "
             "guessing.", low=0),
@@ -230,6 +283,19 @@ BROKER_RULES = (
 )
 
 
+_LISTENER_SETTING = re.compile(
+    r"listener\.name\.[^.]+\.(?:(?:plain|scram-sha-256|scram-sha-512|oauthbearer|gssapi)\.)?"
+    r"((?:ssl|sasl)\..+)")
+
+
+def per_listener_setting(name: str) -> Setting | None:
+    """The setting a listener.name.NAME.[MECHANISM.]SETTING override stands for (Kafka's
+    per-listener ssl.* and sasl.* settings), else None."""
+    match = _LISTENER_SETTING.fullmatch(name)
+    base = SETTINGS_BY_NAME.get(match.group(1)) if match else None
+    return None if base is None else dataclasses.replace(base, name=name, dynamic=False)
+
+
 def _broker_name(topic_name: str) -> str:
     return TOPIC_DEFAULT_SETTINGS[topic_name].name
 
@@ -263,12 +329,13 @@ class Config:
         self._values: dict[str, Any] = {}
         static = self._layers[ConfigSource.STATIC_BROKER_CONFIG]
         for name, text in (overrides or {}).items():
-            setting = SETTINGS_BY_NAME.get(name)
+            setting = SETTINGS_BY_NAME.get(name) or per_listener_setting(name)
             if setting is None:
                 raise KafkaError(ErrorCode.INVALID_CONFIG, f"Unknown broker config name: {name}")
             static[name] = (text, setting.parse(text))
         self._merge()
         self._check_rules()
+        self.listeners()
 
     def set_dynamic(self, layer: ConfigSource, texts: dict[str, str]) -> None:
         """Replace one dynamic layer, validated as Kafka's DynamicBrokerConfig.validate does.
@@ -312,7 +379,7 @@ class Config:
         self._values = {
             name: value
             for layer in reversed(_LAYERS) for name, (_, value) in self._layers[layer].items()
-            if name in SETTINGS_BY_NAME
+            if name in SETTINGS_BY_NAME or per_listener_setting(name)
         }
 
     def __getitem__(self, name: str) -> Any:
@@ -332,26 +399,16 @@ class Config:
             rule.check(self)
         self.log_defaults().check_rules(named=_broker_name)
 
-    def listener(self) -> tuple[str, int]:
-        """(host, port) this broker listens on, from `listeners`."""
-        return _split_listener(self["listeners"])
+    def listeners(self) -> list[ListenerConfig]:
+        """The listeners to open (kbroker/listeners.py)."""
+        return listener_configs(self)
 
-    def security_protocol(self) -> str:
-        """PLAINTEXT or SASL_PLAINTEXT, from `listeners`."""
-        protocol, _, _ = self["listeners"].split(",")[0].partition("://")
-        return protocol.upper()
-
-    def advertised_listener(self) -> tuple[str, int]:
-        """(host, port) clients are told to connect to; the listener unless set."""
-        host, port = self.listener()
-        advertised = self["advertised.listeners"]
-        if not advertised:
-            return host, port
-        advertised_host, advertised_port = _split_listener(advertised)
-        return advertised_host, advertised_port or port
-
-
-def _split_listener(text: str) -> tuple[str, int]:
-    address = text.split(",")[0].split("://", 1)[-1]
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
+    def for_listener(self, listener: ListenerConfig, name: str, mechanism: str | None = None) -> Any:
+        """A setting as one listener sees it: Kafka's listener.name.NAME.[MECHANISM.]SETTING
+        if given, else the broker-wide value."""
+        prefix = listener.config_prefix
+        keys = ([f"{prefix}{mechanism.lower()}.{name}"] if mechanism else []) + [prefix + name]
+        for key in keys:
+            if key in self._values:
+                return self._values[key]
+        return self[name]

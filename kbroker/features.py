@@ -110,10 +110,13 @@ class FinalizedFeatures:
 
 
 def _invalid(name: str, level: int, reason: str) -> KafkaError:
-    if name == METADATA_VERSION:
-        return KafkaError(ErrorCode.INVALID_UPDATE_VERSION, f"Invalid metadata.version {level}. {reason}")
     return KafkaError(ErrorCode.INVALID_UPDATE_VERSION,
                       f"Invalid update version {level} for feature {name}. {reason}")
+
+
+def _invalid_metadata_version(level: int, reason: str) -> KafkaError:
+    """Kafka's own wording for the checks only metadata.version has."""
+    return KafkaError(ErrorCode.INVALID_UPDATE_VERSION, f"Invalid metadata.version {level}. {reason}")
 
 
 def _check_update(name: str, level: int, upgrade_type: int, current: int, controller: str) -> None:
@@ -137,11 +140,12 @@ def _check_update(name: str, level: int, upgrade_type: int, current: int, contro
     metadata_lost = name == METADATA_VERSION and any(
         current >= changed > level for changed in _METADATA_CHANGED_AT)
     if metadata_lost and upgrade_type == UNSAFE_DOWNGRADE:
-        raise _invalid(name, level, "Unsafe metadata downgrade is not supported in this version.")
+        raise _invalid_metadata_version(level, "Unsafe metadata downgrade is not supported in this version.")
     if metadata_lost:
-        raise _invalid(name, level, "Refusing to perform the requested downgrade because it might "
-                                    "delete metadata information. Retry using UNSAFE_DOWNGRADE if "
-                                    "you want to force the downgrade to proceed.")
+        raise _invalid_metadata_version(level, "Refusing to perform the requested downgrade "
+                                        "because it might delete metadata information. Retry "
+                                        "using UNSAFE_DOWNGRADE if you want to force the "
+                                        "downgrade to proceed.")
 
 
 def _check_dependencies(name: str, levels: dict[str, int]) -> None:

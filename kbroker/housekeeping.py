@@ -60,7 +60,10 @@ class LogHousekeeping:
         offsets up to which each partition is fsynced are written (off the loop), so that
         recovery after a crash scans only what came after."""
         logs = self.storage.logs
-        interval_s = max(self.config["log.flush.offset.checkpoint.interval.ms"], 1) / 1000
+        interval_ms = self.config["log.flush.offset.checkpoint.interval.ms"]
+        if interval_ms <= 0:  # as Kafka's scheduler: no period, so only at shutdown
+            return
+        interval_s = interval_ms / 1000
         while True:
             await trio.sleep(interval_s)
             data = logs.recovery_checkpoint()

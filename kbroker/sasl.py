@@ -1,6 +1,7 @@
-"""SASL authentication as plain state machines (no I/O): PLAIN and SCRAM-SHA-256/512.
+"""SASL authentication as plain state machines (no I/O): PLAIN and SCRAM-SHA-256/512
+(OAUTHBEARER: kbroker/oauthbearer.py).
 
-A connection on a SASL_PLAINTEXT listener must authenticate before any request other than
+A connection on a SASL_PLAINTEXT or SASL_SSL listener must authenticate before any request other than
 ApiVersions, SaslHandshake and SaslAuthenticate. SaslHandshake picks a mechanism; each
 SaslAuthenticate carries one client token to `Mechanism.step`, which returns the server's
 token or raises AuthenticationFailed; `done` tells when the exchange succeeded.
@@ -19,6 +20,7 @@ import os
 import re
 from collections import ChainMap
 from dataclasses import dataclass
+from typing import Callable
 
 from kbroker.protocol.errors import ErrorCode
 
@@ -27,7 +29,12 @@ _JAAS_USER = re.compile(r'user_([^=\s]+)\s*=\s*"([^"]*)"')
 
 
 class AuthenticationFailed(Exception):
-    """The client's credentials or tokens were refused."""
+    """The client's credentials or tokens were refused; `client_message` replaces Kafka's generic
+    answer when the mechanism gives its own (OAUTHBEARER's error status)."""
+
+    def __init__(self, reason: str, client_message: str | None = None):
+        super().__init__(reason)
+        self.client_message = client_message
 
 
 def users_from_jaas(jaas_config: str) -> dict[str, str]:
@@ -39,6 +46,7 @@ class Mechanism:
     name: str
     done: bool = False
     user: str | None = None
+    expires_ms: int | None = None  # when the credential expires (ms since the epoch), if it does
 
     def step(self, token: bytes) -> bytes:
         raise NotImplementedError
@@ -329,9 +337,11 @@ class SaslUsers:
     once), then in the SCRAM credentials derived once at start from the configured passwords.
     """
 
-    def __init__(self, users: dict[str, str], mechanisms: list[str], store: ScramStore):
+    def __init__(self, users: dict[str, str], mechanisms: list[str], store: ScramStore,
+                 oauthbearer: Callable[[], Mechanism] | None = None):
         self.mechanisms = mechanisms
         self._plain = users
+        self._oauthbearer = oauthbearer
         self._scram = {
             mechanism: ChainMap(store.by_mechanism[mechanism],
                                 {user: scram_credential(password, hash_name)
@@ -347,4 +357,6 @@ class SaslUsers:
             return Plain(self._plain)
         if mechanism in self._scram:
             return Scram(SCRAM_HASHES[mechanism], self._scram[mechanism])
+        if mechanism == "OAUTHBEARER" and self._oauthbearer is not None:
+            return self._oauthbearer()
         return None

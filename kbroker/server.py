@@ -12,8 +12,10 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import struct
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -26,8 +28,15 @@ from kbroker.broker import Broker
 from kbroker.http.app import HttpApp
 from kbroker.http.server import serve_http
 from kbroker.limits import ConnectionQuotas, RepeatedWarnings, RequestMemory
+from kbroker.listeners import ListenerConfig
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
+from kbroker.security.principal import (
+    NoMatchingRule,
+    PrincipalMapper,
+    distinguished_name,
+)
+from kbroker.tls import TlsSetupError, principal_mapper, server_context
 
 log = logging.getLogger("kbroker.server")
 repeated_warnings = RepeatedWarnings(log)
@@ -39,6 +48,7 @@ _GROWTH_MAX = 8 * 1024 * 1024  # a large frame's buffer grows by at most this mu
 _ACCEPT_BACKOFF_S = (0.01, 1.0)  # pause after accept() fails for lack of descriptors, doubling
 _NOTHING = memoryview(b"")
 _SEND_PARTS_MAX = 512  # iovecs per sendmsg, below IOV_MAX
+_TLS_CHUNK = 256 * 1024  # most bytes encrypted before they are sent
 _API_VERSIONS_KEY = messages.API_KEYS["ApiVersions"]
 _ALLOWED_BEFORE_AUTHENTICATION = frozenset(
     messages.API_KEYS[name] for name in ("ApiVersions", "SaslHandshake", "SaslAuthenticate"))
@@ -49,7 +59,24 @@ class ConnectionClosed(Exception):
 
 
 class CannotListen(Exception):
-    """The listener's address cannot be bound (in use, not this host's, not allowed)."""
+    """A listener cannot be set up: its address cannot be bound (in use, not this host's, not
+    allowed) or its TLS settings do not work."""
+
+
+@dataclass(slots=True)
+class BoundListener:
+    """A listener the server listens on: its settings, the port bound and, for SSL and
+    SASL_SSL, its TLS context (kbroker/tls.py)."""
+
+    config: ListenerConfig
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    principals: PrincipalMapper | None  # ssl.principal.mapping.rules, with TLS
+
+    @property
+    def advertised(self) -> tuple[str, int]:
+        return self.config.advertised_host, self.config.advertised_port or self.port
 
 
 class Connection:
@@ -62,15 +89,17 @@ class Connection:
     one checkpoint, so a client that pipelines requests cannot starve the others.
     """
 
-    def __init__(self, broker: Broker, sock: socket.socket, peer: str, memory: RequestMemory):
+    def __init__(self, broker: Broker, sock: socket.socket, peer: str, memory: RequestMemory,
+                 listener: BoundListener):
         self.broker = broker
         self.sock = sock
         self.peer = peer
         self._memory = memory
         self._reserved = 0  # bytes of `memory` the request being read or handled holds
         self._ip = peer.rpartition(":")[0]  # what repeated warnings are counted by
-        self.session = ClientSession(peer, broker.config.security_protocol(),
-                                     authenticated=broker.sasl_users is None)
+        self.session = ClientSession(peer, listener.config.name, listener.config.security_protocol,
+                                     listener.advertised, authenticated=not listener.config.uses_sasl)
+        self._sasl = listener.config.uses_sasl  # requests must wait for (re-)authentication
         self.waiting_since: float | None = None  # when it began to wait for a request, if it is
         self.cancel_scope = trio.CancelScope()  # cancelled to close an idle connection
         self._received = _NOTHING  # received bytes not yet handed out
@@ -81,6 +110,8 @@ class Connection:
     async def run(self) -> None:
         try:
             with self.cancel_scope:
+                self.waiting_since = trio.current_time()
+                await self._start()
                 while True:
                     self.waiting_since = trio.current_time()
                     frame = await self._receive_frame()
@@ -92,6 +123,9 @@ class Connection:
                     self._waited = False
         except (ConnectionClosed, CloseConnection):
             pass
+        except ssl.SSLError as exc:
+            repeated_warnings.warning(("tls", self._ip), "connection %s: TLS failed (%s), closing",
+                                      self.peer, exc.reason or exc)
         except OSError as exc:
             if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
                 log.info("connection %s: %s", self.peer, exc)
@@ -100,6 +134,9 @@ class Connection:
             log.exception("connection %s: unexpected error, closing", self.peer)
         finally:
             self._release_memory()
+
+    async def _start(self) -> None:
+        """What a connection does before its first request: nothing without TLS."""
 
     def _release_memory(self) -> None:
         self._memory.release(self._reserved)
@@ -159,11 +196,7 @@ class Connection:
         while have < size:
             if have == len(frame):  # full: double it (8 MiB at most at once), up to the frame's size
                 frame += bytes(min(size - have, max(have, _RECEIVE_CHUNK), _GROWTH_MAX))
-            try:
-                received = self.sock.recv_into(memoryview(frame)[have:have + _RECEIVE_STEP])
-            except BlockingIOError:
-                await self._wait_readable()
-                continue
+            received = await self._receive_into(memoryview(frame)[have:have + _RECEIVE_STEP])
             if received == 0:
                 raise ConnectionClosed
             have += received
@@ -171,6 +204,13 @@ class Connection:
                 self._waited = True
                 await trio.lowlevel.checkpoint()
         return memoryview(frame)
+
+    async def _receive_into(self, view: memoryview) -> int:
+        while True:
+            try:
+                return self.sock.recv_into(view)
+            except BlockingIOError:
+                await self._wait_readable()
 
     async def _handle_frame(self, frame: memoryview) -> None:
         started = time.perf_counter()
@@ -196,10 +236,12 @@ class Connection:
                 self.peer, client, name, header.request_api_version,
             )
             raise ConnectionClosed
-        if not self.session.authenticated and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION:
+        if self._sasl and entry.api_key not in _ALLOWED_BEFORE_AUTHENTICATION \
+                and not self.session.may_send_requests(time.monotonic()):
             repeated_warnings.warning(("unauthenticated", self._ip),
-                             "connection %s: %s before SASL authentication, closing", self.peer,
-                             entry.name)
+                             "connection %s: %s %s, closing", self.peer, entry.name,
+                             "after its SASL session expired" if self.session.authenticated
+                             else "before SASL authentication")
             raise ConnectionClosed
         try:
             request = codec.decode_request(header, frame, body_offset)
@@ -269,6 +311,107 @@ class Connection:
             remaining -= sent
 
 
+class TlsConnection(Connection):
+    """A connection of an SSL or SASL_SSL listener: TLS through memory buffers (ssl.MemoryBIO),
+    so the socket stays a plain non-blocking one, tried at once and waited on only when the
+    kernel would block. Segment bytes cannot go through sendfile: they are read (os.pread) and
+    encrypted, at most _TLS_CHUNK at a time."""
+
+    def __init__(self, broker: Broker, sock: socket.socket, peer: str, memory: RequestMemory,
+                 listener: BoundListener):
+        super().__init__(broker, sock, peer, memory, listener)
+        if listener.tls is None or listener.principals is None:
+            raise ValueError(f"listener {listener.config.name} has no TLS")
+        self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._tls = listener.tls.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._principals = listener.principals
+
+    async def _start(self) -> None:
+        """The TLS handshake; a client certificate names the principal (kbroker/security/principal.py)."""
+        while True:
+            try:
+                self._tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._fill()
+        await self._flush()
+        certificate = self._tls.getpeercert()
+        if certificate:
+            distinguished = distinguished_name(certificate.get("subject", ()))
+            try:
+                self.session.principal = "User:" + self._principals.name(distinguished)
+            except NoMatchingRule as exc:
+                log.info("connection %s: %s (ssl.principal.mapping.rules), closing", self.peer, exc)
+                raise ConnectionClosed from None
+
+    async def _fill(self) -> None:
+        """Hand the TLS layer the next bytes the client sent."""
+        while True:
+            try:
+                data = self.sock.recv(_RECEIVE_CHUNK)
+                break
+            except BlockingIOError:
+                await self._wait_readable()
+        if not data:
+            raise ConnectionClosed
+        self._incoming.write(data)
+
+    async def _flush(self) -> None:
+        """Send what the TLS layer has written."""
+        while self._outgoing.pending:
+            data = memoryview(self._outgoing.read())
+            while data:
+                try:
+                    sent = self.sock.send(data)
+                except BlockingIOError:
+                    await self._wait_writable()
+                    continue
+                data = data[sent:]
+
+    async def _receive_into(self, view: memoryview) -> int:
+        while True:
+            try:
+                return self._tls.read(len(view), view)  # type: ignore[return-value]  # a count, given a buffer
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._fill()
+            except ssl.SSLZeroReturnError:
+                return 0
+
+    async def _receive_more(self) -> None:
+        while True:
+            try:
+                data = self._tls.read(_RECEIVE_CHUNK)
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._fill()
+            except ssl.SSLZeroReturnError:
+                raise ConnectionClosed from None
+        if not data:
+            raise ConnectionClosed
+        self._received = memoryview(bytes(self._received) + data if self._received else data)
+
+    async def _send_all(self, buffers: list) -> None:
+        for buffer in buffers:
+            view = memoryview(buffer).cast("B")
+            for start in range(0, len(view), _TLS_CHUNK):
+                self._tls.write(view[start:start + _TLS_CHUNK])
+                await self._flush()
+
+    async def _send_file_region(self, region: FileRegion) -> None:
+        position, remaining = region.position, region.size
+        while remaining > 0:
+            chunk = os.pread(region.fd, min(remaining, _TLS_CHUNK), position)
+            if not chunk:
+                raise ConnectionClosed  # the file is shorter than the region: never send garbage
+            self._tls.write(chunk)
+            await self._flush()
+            position += len(chunk)
+            remaining -= len(chunk)
+
+
 class Server:
     """Accepts connections and runs each in a task of the server's nursery."""
 
@@ -279,35 +422,59 @@ class Server:
         self.memory = RequestMemory(broker.config["queued.max.request.bytes"])
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        host, port = self.broker.config.listener()
-        listener = trio.socket.socket(
-            trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_STREAM
-        )
-        listener.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        """Open every listener, then accept on each; reports the BoundListeners once clients
+        can connect. A listener that cannot be set up stops it all with CannotListen."""
+        bound: list[tuple[BoundListener, trio.socket.SocketType]] = []
         try:
-            await listener.bind((host, port))
-        except OSError as exc:
-            listener.close()
-            raise CannotListen(f"cannot listen on {host}:{port} (listeners): {exc.strerror}") from None
-        listener.listen(512)
-        bound_port = listener.getsockname()[1]
-        advertised_host, advertised_port = self.broker.advertised
-        self.broker.advertised = (advertised_host, advertised_port or bound_port)
+            for settings in self.broker.config.listeners():
+                bound.append(await self._open(settings))
+        except BaseException:
+            for _, sock in bound:
+                sock.close()
+            raise
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._close_idle_connections)
-            task_status.started((host, bound_port))
-            with listener:
+            for listener, sock in bound:
+                nursery.start_soon(self._accept_connections, listener, sock)
+            task_status.started([listener for listener, _ in bound])
+
+    async def _open(self, listener: ListenerConfig) -> tuple[BoundListener, trio.socket.SocketType]:
+        tls = principals = None
+        if listener.uses_tls:
+            try:
+                tls = server_context(self.broker.config, listener)
+            except TlsSetupError as exc:
+                raise CannotListen(f"cannot set up listener {listener.name}: {exc}") from None
+            principals = principal_mapper(self.broker.config, listener)
+        host = listener.host or "0.0.0.0"
+        sock = trio.socket.socket(
+            trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET, trio.socket.SOCK_STREAM
+        )
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        try:
+            await sock.bind((host, listener.port))
+        except OSError as exc:
+            sock.close()
+            raise CannotListen(f"cannot listen on {_address(host, listener.port)} (listeners): "
+                               f"{exc.strerror}") from None
+        sock.listen(512)
+        return BoundListener(listener, host, sock.getsockname()[1], tls, principals), sock
+
+    async def _accept_connections(self, listener: BoundListener, sock) -> None:
+        kind = Connection if listener.tls is None else TlsConnection
+        async with trio.open_nursery() as nursery:
+            with sock:
                 while True:
-                    sock, address = await self._accept(listener)
+                    accepted, address = await self._accept(sock)
                     ip = address[0]
                     refusal = self.quotas.refusal(ip)
                     if refusal is not None:
                         repeated_warnings.warning(("refused", ip), "%s, closing %s", refusal, address)
-                        sock.close()
+                        accepted.close()
                         continue
-                    sock.setblocking(False)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    connection = Connection(self.broker, sock, f"{ip}:{address[1]}", self.memory)
+                    accepted.setblocking(False)
+                    accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    connection = kind(self.broker, accepted, f"{ip}:{address[1]}", self.memory, listener)
                     # Counted before its task starts, so that a burst of accepts sees it.
                     self.quotas.opened(ip)
                     self.open_connections.add(connection)
@@ -360,20 +527,26 @@ class Server:
 
 async def serve(broker: Broker, *, http_port: int | None = None,
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Serve until cancelled: the listener, the broker's background tasks and, if asked, the
-    HTTP port (metrics, console) on the listener's host.
+    """Serve until cancelled: the listeners, the broker's background tasks and, if asked, the
+    HTTP port (metrics, console) on the first listener's host.
 
-    Reports (host, port, http_port or None) through task_status once clients can connect;
-    this is how embedders (kbroker.testing) run a broker inside their own trio program.
+    Reports (host, port, http_port or None) of the first listener through task_status once
+    clients can connect (this is how embedders, kbroker.testing, run a broker inside their own
+    trio program); `broker.listening` then holds every listener's (name, host, port).
     """
     server = Server(broker)
     async with trio.open_nursery() as nursery:
-        host, port = await nursery.start(server.serve)
+        listeners = await nursery.start(server.serve)
+        broker.listening = [(listener.config.name, listener.host, listener.port) for listener in listeners]
+        broker.advertised = listeners[0].advertised
         nursery.start_soon(broker.run_background_tasks)
+        host, port = listeners[0].host, listeners[0].port
         if http_port is not None:
-            reachable = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+            # The console reads the broker as a client of a listener without TLS, PLAINTEXT first.
+            console = min(listeners, key=lambda listener: (listener.config.uses_tls, listener.config.uses_sasl))
+            reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(console.host, console.host)
             app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],
-                          _address(reachable, port))
+                          _address(reachable, console.port), console.config)
             try:
                 _, http_port = await nursery.start(serve_http, app.routes(), host, http_port)
             except OSError as exc:
@@ -386,16 +559,23 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def listening_line(listening: list[tuple[str, str, int]]) -> str:
+    """HOST:PORT of a single listener; HOST:PORT (NAME), ... of several."""
+    if len(listening) == 1:
+        return _address(*listening[0][1:])
+    return ", ".join(f"{_address(host, port)} ({name})" for name, host, port in listening)
+
+
 async def run_broker(broker: Broker, *, http_port: int | None = None, announce=print) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            host, port, http_port = await nursery.start(partial(serve, broker, http_port=http_port))
+            host, _, http_port = await nursery.start(partial(serve, broker, http_port=http_port))
             if http_port is not None:
                 announce(f"kbroker: metrics and console on http://{_address(host, http_port)}/",
                          flush=True)
             announce(f"kbroker {broker.identity.cluster_id} node {broker.node_id}: "
-                     f"accepting connections on {host}:{port}", flush=True)
+                     f"accepting connections on {listening_line(broker.listening)}", flush=True)
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 break

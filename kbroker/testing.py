@@ -44,6 +44,7 @@ class BrokerProcess(BrokerConveniences):
     process: subprocess.Popen | None = None
     bootstrap: str = ""
     http: str | None = None  # base URL of the HTTP port, when started with --http-port
+    listeners: dict[str, str] = field(default_factory=dict)  # NAME -> HOST:PORT, when several
     output: list[str] = field(default_factory=list)
     preexec_fn: Callable[[], None] | None = None  # run in the child before exec (e.g. rlimits)
 
@@ -79,7 +80,11 @@ class BrokerProcess(BrokerConveniences):
             if HTTP_MARKER in line:
                 self.http = line.split(HTTP_MARKER, 1)[1].split()[0].rstrip("/")
             if not ready.is_set() and READY_MARKER in line:
-                self.bootstrap = line.split(READY_MARKER, 1)[1].split()[0]
+                addresses = line.split(READY_MARKER, 1)[1].strip()
+                self.bootstrap = addresses.split()[0]
+                # several listeners: "HOST:PORT (NAME), HOST:PORT (NAME)"
+                self.listeners = {entry.split(" (")[1].rstrip(")"): entry.split(" (")[0]
+                                  for entry in addresses.split(", ") if " (" in entry}
                 ready.set()
         ready.set()
 

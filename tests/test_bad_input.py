@@ -114,6 +114,29 @@ def test_batch_errors_leave_the_log_untouched(strict_broker):
         assert _produce(client, topic, bytes(_now_batch())).base_offset == 3
 
 
+def test_records_out_of_range_are_named(strict_broker):
+    """A record older than message.timestamp.before.max.ms is refused even when it is not the
+    batch's first (whose timestamp is the header's base), and Produce v8+ names it (KIP-467
+    RecordErrors). librdkafka uses the names for INVALID_RECORD only: here the batch fails."""
+    from confluent_kafka import Producer
+
+    now = int(time.time() * 1000)
+    producer = Producer({"bootstrap.servers": strict_broker.bootstrap, "linger.ms": 500})
+    reports = {}
+    for index, timestamp in enumerate((now, now - 2 * 3_600_000, now)):
+        producer.produce("timestamps", b"v", partition=0, timestamp=timestamp,
+                         on_delivery=lambda err, msg, index=index: reports.__setitem__(index, err))
+    assert producer.flush(15) == 0
+    assert {index: err.code() if err else None for index, err in reports.items()} == {
+        0: ErrorCode.INVALID_TIMESTAMP, 1: ErrorCode.INVALID_TIMESTAMP, 2: ErrorCode.INVALID_TIMESTAMP}
+    with WireClient(strict_broker.bootstrap) as client:
+        batch = build_batch([Record(timestamp=ts, key=b"k", value=b"v") for ts in (now, 1_000)])
+        answer = _produce(client, "timestamps", bytes(batch))
+        assert [error.batch_index for error in answer.record_errors] == [1]
+        assert answer.record_errors[0].batch_index_error_message.startswith(
+            "Timestamp 1000 of message with offset 1 is out of range.")
+
+
 @pytest.mark.parametrize("junk", [
     b"\x00\x00\x00\x02ab",  # a frame too short to hold a header
     b"\x7f\xff\xff\xff",  # a size over socket.request.max.bytes

@@ -64,8 +64,9 @@ def test_update_features_v0_and_v1_answer_per_feature(broker):
         update = Update(feature="metadata.version", max_version_level=30)
         response = client.request("UpdateFeatures", 1, feature_updates=[update], validate_only=True)
         assert response.error_code == ErrorCode.INVALID_UPDATE_VERSION
-        assert [(r.feature, r.error_code) for r in response.results] == [
-            ("metadata.version", ErrorCode.INVALID_UPDATE_VERSION)]
+        assert [(r.feature, r.error_code, r.error_message) for r in response.results] == [
+            ("metadata.version", ErrorCode.INVALID_UPDATE_VERSION, "Invalid update version 30 for "
+             "feature metadata.version. Local controller 1 only supports versions 7-29")]
         downgrade = Update(feature="metadata.version", max_version_level=28, allow_downgrade=True)
         response = client.request("UpdateFeatures", 0, feature_updates=[downgrade])
         assert response.error_code == ErrorCode.NONE  # v0: AllowDowngrade is a safe downgrade

@@ -47,8 +47,8 @@ def test_broker_values_become_the_topic_defaults():
     ("log.segment.bytes=1000",
      "Invalid value 1000 for configuration log.segment.bytes: Value must be at least 1048576"),
     ("no.such.setting=1", "Unknown broker config name: no.such.setting"),
-    ("listeners=localhost", "Invalid value localhost for configuration listeners: expected "
-     "PLAINTEXT://HOST:PORT or SASL_PLAINTEXT://HOST:PORT"),
+    ("listeners=localhost", "Invalid value localhost for configuration listeners: 'localhost' is not "
+     "NAME://HOST:PORT"),
     ("log.cleaner.min.compaction.lag.ms=10", "conflict topic config setting "
      "log.cleaner.min.compaction.lag.ms (10) > log.cleaner.max.compaction.lag.ms (5)"),
     ("log.preallocate=true", "Invalid value true for configuration log.preallocate: kbroker does "

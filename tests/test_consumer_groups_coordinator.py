@@ -33,7 +33,7 @@ def open_coordinator(clock):
     topic = MemoryTopic(OFFSETS_TOPIC, 1)
 
     def open_() -> GroupCoordinator:
-        config = Config({"group.consumer.session.timeout.ms": str(SESSION_MS),
+        config = Config({"offsets.retention.minutes": "1", "group.consumer.session.timeout.ms": str(SESSION_MS),
                          "group.consumer.min.session.timeout.ms": "1000",
                          "group.consumer.heartbeat.interval.ms": "500",
                          "group.consumer.min.heartbeat.interval.ms": "100",
@@ -185,3 +185,35 @@ async def test_delete_groups(open_coordinator):
     assert await coordinator.delete_groups(["g"]) == {"g": ErrorCode.NONE}
     assert coordinator.consumer.group("g") is None
     assert open_coordinator().consumer.group("g") is None
+
+
+async def test_offsets_of_unsubscribed_topics_expire_then_the_empty_group_goes(open_coordinator, autojump_clock):
+    coordinator = open_coordinator()
+    await coordinator.consumer.heartbeat(join("m1"), TOPICS)
+    commits = [OffsetToCommit("t", 0, 5, -1, None), OffsetToCommit("gone", 0, 3, -1, None)]
+    assert await coordinator.commit_offsets("g", "m1", None, 1, -1, commits, 9) == [ErrorCode.NONE] * 2
+    await trio.sleep(61)
+    coordinator.expire_offsets(coordinator.clock())
+    assert {t for t, _ in coordinator.fetch_offsets("g", None, False)} == {"t"}  # subscribed: kept
+    await coordinator.consumer.heartbeat(Heartbeat("g", "m1", -1), TOPICS)
+    coordinator.expire_offsets(coordinator.clock())
+    assert coordinator.consumer.group("g") is None and coordinator.fetch_offsets("g", None, False) == []
+    assert open_coordinator().consumer.group("g") is None
+
+
+async def test_a_classic_member_that_never_rejoins_is_removed(open_coordinator, autojump_clock):
+    coordinator = open_coordinator()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(coordinator.run)
+        first = await coordinator.join(classic_join(), TOPICS)
+        joined = await coordinator.join(classic_join(first.member_id), TOPICS)
+        await coordinator.sync("g", joined.member_id, None, joined.generation_id, "consumer", "range",
+                               {joined.member_id: b""})
+        m2 = await coordinator.consumer.heartbeat(join("m2"), TOPICS)  # converts the group
+        for _ in range(8):  # it keeps heartbeating but never rejoins (rebalance timeout 6 s)
+            error = await coordinator.heartbeat("g", joined.member_id, None, joined.generation_id)
+            m2 = await coordinator.consumer.heartbeat(Heartbeat("g", "m2", m2.member_epoch), TOPICS)
+            await trio.sleep(1)
+        assert error == ErrorCode.UNKNOWN_MEMBER_ID
+        assert set(coordinator.consumer.group("g").members) == {"m2"}
+        nursery.cancel_scope.cancel()

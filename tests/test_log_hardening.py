@@ -231,3 +231,20 @@ def test_damaged_producer_id_block_is_a_one_line_error(tmp_path):
     assert "Traceback" not in output
     [line] = [line for line in output.splitlines() if line.startswith("kbroker: ")]
     assert "producer-id-block" in line and "damaged" in line and "write a number" in line
+
+
+def test_recovery_points_are_checkpointed_while_running(tmp_path):
+    broker = BrokerProcess(tmp_path, ["--override", "log.flush.offset.checkpoint.interval.ms=200",
+                                      "--override", "log.flush.interval.messages=1"]).start()
+    try:
+        with WireClient(broker.bootstrap) as wire:
+            assert create_topic(wire, "cp", 2) == ErrorCode.NONE
+            for _ in range(3):
+                assert produce(wire, "cp", {1: batch_of(10)}) == {1: ErrorCode.NONE}
+        checkpoint = tmp_path / "recovery-point-offset-checkpoint"
+        wait_for(lambda: checkpoint.exists() and "cp 1 3" in checkpoint.read_text(), 10,
+                 "the recovery point of cp-1 in the checkpoint")
+        lines = checkpoint.read_text().splitlines()
+        assert lines[0] == "0" and int(lines[1]) == len(lines) - 2
+    finally:
+        broker.stop()

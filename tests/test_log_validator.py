@@ -8,7 +8,7 @@ import pytest
 
 from kbroker.log import LogConfig
 from kbroker.log.validator import (
-    NO_TIMESTAMP, record_fields, single_batch, stored_header, validate_produce_batch,
+    NO_TIMESTAMP, RecordErrors, record_fields, single_batch, stored_header, validate_produce_batch,
 )
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.records import (
@@ -89,3 +89,16 @@ def test_record_fields_walks_keys_and_deltas():
     fields = list(record_fields(data, BatchHeader.parse(data)))
     assert [(ts, off) for ts, off, _ in fields] == [(0, 0), (1, 1)]
     assert [key for _, _, key in fields] == [1, -1]
+
+
+def test_records_out_of_range_are_named():
+    """KIP-467: a batch whose timestamps leave the allowed range names the records that do."""
+    hour = 3_600_000
+    records = [Record(timestamp=ts, key=b"k", value=b"v") for ts in (NOW, NOW + 2 * hour, NOW - 1)]
+    with pytest.raises(RecordErrors) as err:
+        validate_produce_batch(memoryview(build_batch(records)), LogConfig(), NOW, "t-0")
+    assert err.value.code == ErrorCode.INVALID_TIMESTAMP
+    assert err.value.message == "One or more records have been rejected due to invalid timestamp"
+    assert err.value.records == [(1, f"Timestamp {NOW + 2 * hour} of message with offset 1 is out "
+                                     f"of range. The timestamp should be within [{NOW - (2**63 - 1)}, "
+                                     f"{NOW + hour}]")]

@@ -192,6 +192,15 @@ def test_offsets_of_a_share_group_are_described_altered_and_deleted(broker, wire
                 for t in response.groups[0].topics for p in t.partitions]
 
     assert describe() == [(topic_name, 0, 4, 6)]
+    renewed = wire.request("ShareAcknowledge", 2, group_id=group, member_id="m", share_session_epoch=3,
+                           is_renew_ack=True, topics=[ShareAcknowledgeRequest.AcknowledgeTopic(
+                               topic_id=topic_id, partitions=[ShareAcknowledgeRequest.AcknowledgePartition(
+                                   partition_index=0, acknowledgement_batches=[
+                                       ShareAcknowledgeRequest.AcknowledgementBatch(
+                                           first_offset=4, last_offset=9, acknowledge_types=[4])])])])
+    assert (renewed.responses[0].partitions[0].error_code, renewed.acquisition_lock_timeout_ms) == \
+        (ErrorCode.NONE, 30000)
+    assert describe() == [(topic_name, 0, 4, 6)]  # renewed records stay acquired
     alter = wire.request("AlterShareGroupOffsets", 0, group_id=group, topics=[
         AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestTopic(topic_name=topic_name, partitions=[
             AlterShareGroupOffsetsRequest.AlterShareGroupOffsetsRequestPartition(partition_index=0, start_offset=8)])])
@@ -271,3 +280,30 @@ def test_membership_survives_a_broker_crash(tmp_path, topic_name):
         with WireClient(broker.bootstrap) as wire:
             assert wire.request("ShareGroupDescribe", 1, group_ids=[group]).groups[0].error_code == \
                 ErrorCode.GROUP_ID_NOT_FOUND
+
+
+def test_auto_offset_reset_decides_where_a_new_group_starts(broker, wire, topic_name):
+    from confluent_kafka import Producer
+    topic_id = make_topic(wire, topic_name)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+
+    def produce(count: int) -> None:
+        for _ in range(count):
+            producer.produce(topic_name, value=b"v")
+        producer.flush()
+
+    def acquired(group: str, epoch: int) -> list:
+        response = share_fetch(wire, group, "m", epoch, topic_id if epoch == 0 else None)
+        return [(a.first_offset, a.last_offset) for t in response.responses for p in t.partitions
+                for a in p.acquired_records]
+
+    produce(3)
+    recent = "recent-" + topic_name
+    wire.request("IncrementalAlterConfigs", 1, validate_only=False, resources=[
+        IncrementalAlterConfigsRequest.AlterConfigsResource(resource_type=GROUP_RESOURCE, resource_name=recent, configs=[
+            IncrementalAlterConfigsRequest.AlterableConfig(name="share.auto.offset.reset", config_operation=0,
+                                                           value="by_duration:PT1H")])])
+    assert acquired(recent, 0) == [(0, 2)]  # every record is younger than an hour
+    assert acquired("latest-" + topic_name, 0) == []  # the default, latest: only what comes next
+    produce(1)
+    assert acquired("latest-" + topic_name, 1) == [(3, 3)]

@@ -348,7 +348,7 @@ async def handle_describe_cluster(ctx: RequestContext,
             error_code=ErrorCode.MISMATCHED_ENDPOINT_TYPE,
             error_message="The request was sent to an endpoint of type BROKER, but we wanted an "
                           "endpoint of type CONTROLLER")
-    host, port = broker.advertised
+    host, port = ctx.session.advertised
     return DescribeClusterResponse(
         throttle_time_ms=0, error_code=ErrorCode.NONE, endpoint_type=BROKER_ENDPOINT,
         cluster_id=broker.identity.cluster_id, controller_id=broker.node_id,

@@ -17,7 +17,7 @@ from kbroker.protocol.messages import (
     ConsumerGroupHeartbeatResponse,
 )
 
-MEMBER_TYPE_CONSUMER = 1  # ConsumerGroupDescribe v1 MemberType: 0 classic, 1 consumer
+MEMBER_TYPE_CLASSIC, MEMBER_TYPE_CONSUMER = 0, 1  # ConsumerGroupDescribe v1 MemberType
 
 
 @serves("ConsumerGroupHeartbeat", 0, 1)
@@ -72,8 +72,9 @@ async def handle_consumer_group_describe(
     for group_id in request.group_ids:
         group = coordinator.group(group_id)
         if group is None:
-            message = f"Group {group_id} is not a consumer group." \
-                if ctx.broker.groups.group(group_id) is not None else f"Group {group_id} not found."
+            other = ctx.broker.groups.group(group_id) is not None or ctx.broker.share.is_share_group(group_id)
+            message = f"Group {group_id} is not a consumer group." if other \
+                else f"Group {group_id} not found."
             described.append(D.DescribedGroup(group_id=group_id, error_code=ErrorCode.GROUP_ID_NOT_FOUND,
                                               error_message=message, authorized_operations=operations))
             continue
@@ -89,7 +90,7 @@ async def handle_consumer_group_describe(
                 assignment=_described_assignment(m.assigned, names_by_id),
                 target_assignment=_described_assignment(group.target.get(m.member_id, {}),
                                                         names_by_id),
-                member_type=MEMBER_TYPE_CONSUMER,
+                member_type=MEMBER_TYPE_CONSUMER if m.classic is None else MEMBER_TYPE_CLASSIC,
             ) for m in group.members.values()],
         ))
     return D(throttle_time_ms=0, groups=described)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from kbroker.broker import Broker
 from kbroker.sasl import Mechanism
+from kbroker.security.principal import ANONYMOUS
 
 
 @dataclass(slots=True)
@@ -18,11 +19,21 @@ class ClientSession:
     """One connection's client, as its requests see it."""
 
     peer: str  # "host:port"
-    listener: str  # the listener's security protocol, e.g. PLAINTEXT or SASL_PLAINTEXT
+    listener: str  # the listener's name, e.g. PLAINTEXT, SASL_SSL or EXTERNAL
+    security_protocol: str  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    advertised: tuple[str, int]  # (host, port) of this listener, as clients are told
     authenticated: bool
     client_software: str | None = None  # "name version" from ApiVersions v3+
     sasl: Mechanism | None = None  # the SASL exchange under way, from SaslHandshake
-    principal: str | None = None  # the authenticated user
+    principal: str = ANONYMOUS  # Kafka's principal: User:alice, User:CN=alice,O=example
+    sasl_mechanism: str | None = None  # of the last successful authentication
+    sasl_version: int = 0  # SaslAuthenticate version it used; re-authentication needs 1+
+    session_expires: float | None = None  # time.monotonic() when re-authentication is due (KIP-368)
+
+    def may_send_requests(self, now: float) -> bool:
+        """Authenticated, and its session not expired (KIP-368: the connection is closed at the
+        first request after that, other than a re-authentication)."""
+        return self.authenticated and (self.session_expires is None or now < self.session_expires)
 
     @property
     def peer_host(self) -> str:

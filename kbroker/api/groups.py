@@ -52,7 +52,7 @@ async def handle_find_coordinator(ctx: RequestContext,
     key_type = request.key_type if version >= 1 else GROUP_KEY
     if key_type in (GROUP_KEY, TRANSACTION_KEY):
         error, message = ErrorCode.NONE, "NONE"
-        host, port = ctx.broker.advertised
+        host, port = ctx.session.advertised
         node = (ctx.broker.node_id, host, port)
     else:
         error, message, node = ErrorCode.INVALID_REQUEST, _INVALID_REQUEST_MESSAGE, NO_NODE

@@ -67,7 +67,7 @@ async def handle_metadata(ctx: RequestContext, request: MetadataRequest) -> Meta
                     continue
                 name = info.name
             topics.append(_requested_topic(broker, name, may_create, include_operations))
-    host, port = broker.advertised
+    host, port = ctx.session.advertised
     include_cluster_operations = 8 <= version <= 10 and request.include_cluster_authorized_operations
     return MetadataResponse(
         brokers=[MetadataResponse.MetadataResponseBroker(

@@ -36,7 +36,7 @@ async def handle_describe_quorum(ctx: RequestContext,
             for topic in request.topics])
     now = broker.clock.now_ms()
     offset = broker.metadata_offset
-    host, port = broker.advertised
+    host, port = ctx.session.advertised
     voter = Response.ReplicaState(replica_id=broker.node_id, log_end_offset=offset.value,
                                   last_fetch_timestamp=now, last_caught_up_timestamp=now)
     return Response(error_code=ErrorCode.NONE, topics=[
@@ -46,4 +46,4 @@ async def handle_describe_quorum(ctx: RequestContext,
                                    high_watermark=offset.value, current_voters=[voter],
                                    observers=[])])],
         nodes=[Response.Node(node_id=broker.node_id, listeners=[
-            Response.Listener(name=broker.config.security_protocol(), host=host, port=port)])])
+            Response.Listener(name=ctx.session.listener, host=host, port=port)])])

@@ -1,9 +1,11 @@
-"""SaslHandshake and SaslAuthenticate on a SASL_PLAINTEXT listener; SCRAM credentials managed at
+"""SaslHandshake and SaslAuthenticate on SASL_PLAINTEXT and SASL_SSL listeners, re-authentication
+included (KIP-368); SCRAM credentials managed at
 runtime (DescribeUserScramCredentials, AlterUserScramCredentials); the ACL APIs, without an authorizer."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
@@ -11,13 +13,22 @@ from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, CreateAclsRequest,
-    CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest,
-    DescribeAclsResponse, DescribeUserScramCredentialsRequest,
-    DescribeUserScramCredentialsResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse,
+    AlterUserScramCredentialsRequest,
+    AlterUserScramCredentialsResponse,
+    CreateAclsRequest,
+    CreateAclsResponse,
+    DeleteAclsRequest,
+    DeleteAclsResponse,
+    DescribeAclsRequest,
+    DescribeAclsResponse,
+    DescribeUserScramCredentialsRequest,
+    DescribeUserScramCredentialsResponse,
+    SaslAuthenticateRequest,
+    SaslAuthenticateResponse,
+    SaslHandshakeRequest,
+    SaslHandshakeResponse,
 )
-from kbroker.sasl import AuthenticationFailed
+from kbroker.sasl import AuthenticationFailed, Mechanism
 
 log = logging.getLogger("kbroker.sasl")
 
@@ -25,13 +36,14 @@ log = logging.getLogger("kbroker.sasl")
 @serves("SaslHandshake", 1, 1)
 async def handle_sasl_handshake(ctx: RequestContext,
                                 request: SaslHandshakeRequest) -> SaslHandshakeResponse:
-    users = ctx.broker.sasl_users
     session = ctx.session
-    if users is None or session.authenticated:
-        # Kafka's answer on a listener without SASL, or after authentication.
+    users = ctx.broker.sasl_users.get(session.listener)
+    if users is None or (session.authenticated and session.sasl_version < 1):
+        # Kafka's answer on a listener without SASL, or after an authentication that cannot be
+        # renewed (KIP-368 needs SaslAuthenticate v1).
         return SaslHandshakeResponse(error_code=ErrorCode.ILLEGAL_SASL_STATE, mechanisms=[])
     exchange = users.start(request.mechanism)
-    if exchange is None:
+    if exchange is None or (session.authenticated and request.mechanism != session.sasl_mechanism):
         ctx.close_after_response = True
         return SaslHandshakeResponse(error_code=ErrorCode.UNSUPPORTED_SASL_MECHANISM,
                                      mechanisms=users.mechanisms)
@@ -44,29 +56,51 @@ async def handle_sasl_authenticate(ctx: RequestContext,
                                    request: SaslAuthenticateRequest) -> SaslAuthenticateResponse:
     session = ctx.session
     exchange = session.sasl
-    if exchange is None or session.authenticated:
+    if exchange is None or exchange.done:
         ctx.close_after_response = True
         return SaslAuthenticateResponse(error_code=ErrorCode.ILLEGAL_SASL_STATE,
                                         error_message="Unexpected SaslAuthenticate request",
                                         auth_bytes=b"")
+    reauthenticating = session.authenticated
     try:
         token = exchange.step(bytes(request.auth_bytes))
+        if exchange.done and reauthenticating and f"User:{exchange.user}" != session.principal:
+            raise AuthenticationFailed("principal changed", client_message=(
+                f"Cannot change principals during re-authentication from {session.principal}: "
+                f"User:{exchange.user}"))
     except AuthenticationFailed as exc:
-        log.info("connection %s: SASL %s authentication failed: %s", session.peer,
-                 exchange.name, exc)
+        log.info("connection %s: SASL %s %s failed: %s", session.peer, exchange.name,
+                 "re-authentication" if reauthenticating else "authentication", exc)
         ctx.close_after_response = True
         # Kafka's connection.failed.authentication.delay.ms: slows down password guessing.
         await trio.sleep(ctx.broker.config["connection.failed.authentication.delay.ms"] / 1000)
         return SaslAuthenticateResponse(
             error_code=ErrorCode.SASL_AUTHENTICATION_FAILED,
-            error_message=f"Authentication failed during authentication due to invalid "
-                          f"credentials with SASL mechanism {exchange.name}",
+            error_message=exc.client_message or (
+                f"Authentication failed during "
+                f"{'re-authentication' if reauthenticating else 'authentication'} due to invalid "
+                f"credentials with SASL mechanism {exchange.name}"),
             auth_bytes=b"")
+    lifetime_ms = 0
     if exchange.done:
-        session.authenticated = True
-        session.principal = exchange.user
+        lifetime_ms = _session_lifetime_ms(ctx, exchange)
+        session.authenticated, session.principal = True, f"User:{exchange.user}"
+        session.sasl_mechanism, session.sasl_version = exchange.name, ctx.api_version
+        session.session_expires = time.monotonic() + lifetime_ms / 1000 if lifetime_ms else None
     return SaslAuthenticateResponse(error_code=ErrorCode.NONE, error_message=None,
-                                    auth_bytes=token, session_lifetime_ms=0)
+                                    auth_bytes=token, session_lifetime_ms=lifetime_ms)
+
+
+def _session_lifetime_ms(ctx: RequestContext, exchange: Mechanism) -> int:
+    """KIP-368, as Kafka computes it: connections.max.reauth.ms (per listener and mechanism),
+    shortened to the credential's expiration (an OAUTHBEARER token's exp); 0: no limit."""
+    broker = ctx.broker
+    listener = next(listener for listener in broker.config.listeners() if listener.name == ctx.session.listener)
+    max_reauth_ms = broker.config.for_listener(listener, "connections.max.reauth.ms", exchange.name)
+    limits = [max_reauth_ms] if max_reauth_ms > 0 else []
+    if exchange.expires_ms is not None:
+        limits.append(max(exchange.expires_ms - broker.clock.now_ms(), 1))
+    return min(limits, default=0)
 
 
 # SCRAM credentials (KIP-554). Without an authorizer every principal may describe and alter them,

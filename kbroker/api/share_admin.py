@@ -174,7 +174,10 @@ async def handle_alter_share_group_offsets(
                 partition_index=p.partition_index, error_code=error, error_message=None))
         answers.append(answer)
     if offsets:
-        broker.share.reset_partitions(request.group_id, offsets)
+        try:
+            broker.share.reset_partitions(request.group_id, offsets)
+        except KafkaError as exc:
+            return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])
         await broker.share.topic.flush()
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=answers)
 
@@ -203,6 +206,9 @@ async def handle_delete_share_group_offsets(
             answer.topic_id = info.topic_id
             forgotten += [key for key in state if key.topic_id == info.topic_id]
         answers.append(answer)
-    broker.share.forget_partitions(forgotten)
+    try:
+        broker.share.forget_partitions(forgotten)
+    except KafkaError as exc:
+        return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])
     await broker.share.topic.flush()
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=answers)

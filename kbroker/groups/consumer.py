@@ -42,7 +42,8 @@ Heartbeat (epoch >= 0)
       reports them; then the member moves to the assignment epoch and gets the target partitions
       no other member still owns; the others are UnreleasedPartitions, given on a later heartbeat
       once released. A member that does not revoke within its rebalance timeout is removed.
-  H8  Every heartbeat renews the session (group.consumer.session.timeout.ms); a member whose
+  H8  Every heartbeat renews the session (group.consumer.session.timeout.ms, or the group's
+      consumer.session.timeout.ms; likewise the heartbeat interval); a member whose
       session expires is removed. The answer carries the assignment when the request was full
       (epoch 0, or rebalance timeout, names and owned partitions all given) or it changed.
 Leaving
@@ -57,6 +58,7 @@ import dataclasses
 import enum
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -91,6 +93,19 @@ class ConsumerSettings:
     assignors: tuple[str, ...] = ("uniform", "range")
     migration_policy: str = "bidirectional"  # group.consumer.migration.policy
     classic_max_size: int = 2**31 - 1  # group.max.size, for downgrades
+    # A group's own consumer.session.timeout.ms / consumer.heartbeat.interval.ms (the GROUP config
+    # resource): (group id, name) -> value in effect; None: the two settings above for every group.
+    group_setting: Callable[[str, str], int] | None = None
+
+    def session_timeout(self, group_id: str) -> int:
+        if self.group_setting is None:
+            return self.session_timeout_ms
+        return self.group_setting(group_id, "consumer.session.timeout.ms")
+
+    def heartbeat_interval(self, group_id: str) -> int:
+        if self.group_setting is None:
+            return self.heartbeat_interval_ms
+        return self.group_setting(group_id, "consumer.heartbeat.interval.ms")
 
 
 @dataclass(slots=True)
@@ -153,11 +168,7 @@ class ConsumerGroup:
         return -1 if owner is None else self.members[owner].member_epoch
 
     def preferred_assignor(self) -> str | None:
-        counts: dict[str, int] = {}
-        for member in self.members.values():
-            if member.server_assignor is not None:
-                counts[member.server_assignor] = counts.get(member.server_assignor, 0) + 1
-        return max(counts, key=counts.get) if counts else None
+        return _preferred_assignor(self.members)
 
 
 def _partitions(assignment: Assignment):
@@ -248,6 +259,8 @@ class ConsumerGroups(ClassicMembers):
                 scratch = ConsumerGroups(self.settings)
                 for record in result.records:
                     scratch.replay(record)
+                for member in scratch.groups[hb.group_id].members.values():
+                    self.schedule_session(hb.group_id, member, now_ms)
                 return scratch.groups[hb.group_id]
         elif hb.member_epoch != 0:
             raise KafkaError(ErrorCode.GROUP_ID_NOT_FOUND, f"Consumer group {hb.group_id} not found.")
@@ -282,7 +295,7 @@ class ConsumerGroups(ClassicMembers):
                                    records)
         result.member_id = member_id
         result.member_epoch = reconciled.member_epoch
-        result.heartbeat_interval_ms = self.settings.heartbeat_interval_ms
+        result.heartbeat_interval_ms = self.settings.heartbeat_interval(group.group_id)
         full = hb.member_epoch == 0 or (hb.rebalance_timeout_ms != -1 and hb.topic_names is not None
                                         and hb.owned is not None)
         if full or reconciled.assigned != member.assigned:
@@ -329,10 +342,10 @@ class ConsumerGroups(ClassicMembers):
         if reconciled != updated:
             records.append(CurrentAssignmentRecord(gid, member_id, reconciled))
             if reconciled.state == MemberState.UNREVOKED_PARTITIONS and reconciled.classic is None:
+                epoch = reconciled.member_epoch
                 self.timers.schedule(("rebalance", gid, member_id),
                                      now_ms + reconciled.rebalance_timeout_ms,
-                                     lambda now, e=reconciled.member_epoch: self._revocation_due(
-                                         gid, member_id, e, now))
+                                     lambda now: self._revocation_due(gid, member_id, epoch, now))
             else:
                 self.timers.cancel(("rebalance", gid, member_id))
         self.schedule_session(gid, reconciled, now_ms)
@@ -389,11 +402,7 @@ class ConsumerGroups(ClassicMembers):
     def _assign(self, group: ConsumerGroup, members: Mapping[str, Member],
                 regexes: Mapping[str, frozenset[str]], metadata: Mapping[str, TopicMeta],
                 targets: Mapping[str, Assignment]) -> dict[str, Assignment]:
-        counts: dict[str, int] = {}
-        for m in members.values():
-            if m.server_assignor is not None:
-                counts[m.server_assignor] = counts.get(m.server_assignor, 0) + 1
-        name = max(counts, key=counts.get) if counts else self.settings.assignors[0]
+        name = _preferred_assignor(members) or self.settings.assignors[0]
         subscriptions = {mid: _subscribed(m, regexes) for mid, m in members.items()}
         sizes = {n: (meta.topic_id, meta.partitions) for n, meta in metadata.items()}
         return ASSIGNORS[name](subscriptions, sizes, targets)
@@ -450,14 +459,14 @@ class ConsumerGroups(ClassicMembers):
 
     def schedule_session(self, group_id: str, member: Member, now_ms: int) -> None:
         """H8: the group's session timeout; a classic member's own (from its JoinGroup)."""
-        timeout = self.settings.session_timeout_ms if member.classic is None \
+        timeout = self.settings.session_timeout(group_id) if member.classic is None \
             else member.classic.session_timeout_ms
         self.timers.schedule(("session", group_id, member.member_id), now_ms + timeout,
                              lambda now: self._fence_due(group_id, member.member_id, now))
 
     def _cancel_timers(self, group_id: str, member_id: str) -> None:
-        self.timers.cancel(("session", group_id, member_id))
-        self.timers.cancel(("rebalance", group_id, member_id))
+        for kind in ("session", "rebalance", "join"):
+            self.timers.cancel((kind, group_id, member_id))
 
     def _fence_due(self, group_id: str, member_id: str, now_ms: int) -> None:
         group = self.groups.get(group_id)
@@ -604,6 +613,12 @@ class ConsumerGroups(ClassicMembers):
 _SUBSCRIPTION = ("instance_id", "rack_id", "client_id", "client_host", "topic_names", "topic_regex",
                  "rebalance_timeout_ms", "server_assignor", "classic")
 _ASSIGNMENT = ("member_epoch", "previous_member_epoch", "state", "assigned", "pending_revocation")
+
+
+def _preferred_assignor(members: Mapping[str, Member]) -> str | None:
+    """The ServerAssignor most members name (H6)."""
+    named = Counter(m.server_assignor for m in members.values() if m.server_assignor is not None)
+    return named.most_common(1)[0][0] if named else None
 
 
 def _epoch_error(member: Member, epoch: int) -> ErrorCode:

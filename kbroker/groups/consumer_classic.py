@@ -21,7 +21,8 @@ M3  SyncGroup and Heartbeat of a classic member: unknown member (or one not usin
     generation other than its epoch ILLEGAL_GENERATION, a protocol other than its own
     INCONSISTENT_GROUP_PROTOCOL (SyncGroup); a group epoch above its epoch (unless it is revoking)
     REBALANCE_IN_PROGRESS, so that it rejoins. SyncGroup answers its assigned partitions as a
-    ConsumerProtocolAssignment; both renew its session (the JoinGroup's session timeout).
+    ConsumerProtocolAssignment; both renew its session (the JoinGroup's session timeout). One
+    asked to rejoin that has not rejoined within its rebalance timeout is removed.
 M4  LeaveGroup removes the members named (by member id, or by instance id for static members).
 M5  Downgrade: when a member leaves or is removed and only classic members remain (at least one,
     at most group.max.size) and the policy allows downgrades, the group becomes a classic group of
@@ -156,6 +157,7 @@ class ClassicMembers:
             client_host=request.client_host,
             classic=ClassicMeta(request.session_timeout_ms, tuple(request.protocols)))
         reconciled = self._advance(group, member, updated, members, targets, topics, now_ms, owned, records)
+        self.timers.cancel(("join", group.group_id, member_id))
         return JoinResult(error=ErrorCode.NONE, member_id=member_id,
                           generation_id=reconciled.member_epoch, protocol_type=CONSUMER_PROTOCOL_TYPE,
                           protocol_name=names[0]), records
@@ -174,9 +176,23 @@ class ClassicMembers:
             raise KafkaError(ErrorCode.ILLEGAL_GENERATION)
         return group, member
 
-    def _rejoin_needed(self, group, member: Member) -> bool:
-        return group.group_epoch > member.member_epoch and \
+    def _rejoin_needed(self, group, member: Member, now_ms: int) -> bool:
+        """A classic member must rejoin to catch up; it is removed if it has not rejoined within
+        its rebalance timeout (Kafka's join timeout)."""
+        needed = group.group_epoch > member.member_epoch and \
             member.state != MemberState.UNREVOKED_PARTITIONS
+        key = ("join", group.group_id, member.member_id)
+        if needed and not self.timers.scheduled(key):
+            self.timers.schedule(key, now_ms + member.rebalance_timeout_ms,
+                                 lambda now: self._join_overdue(group.group_id, member.member_id,
+                                                                member.member_epoch, now))
+        return needed
+
+    def _join_overdue(self, group_id: str, member_id: str, epoch: int, now_ms: int) -> None:
+        group = self.groups.get(group_id)
+        member = None if group is None else group.members.get(member_id)
+        if member is not None and member.member_epoch == epoch:
+            self._fence_due(group_id, member_id, now_ms)
 
     def classic_sync(self, group_id: str, member_id: str, instance_id: str | None, generation_id: int,
                      protocol_type: str | None, protocol_name: str | None, now_ms: int) -> SyncResult:
@@ -186,7 +202,7 @@ class ClassicMembers:
             if (protocol_type is not None and protocol_type != CONSUMER_PROTOCOL_TYPE) or \
                     (protocol_name is not None and protocol_name != own):
                 raise KafkaError(ErrorCode.INCONSISTENT_GROUP_PROTOCOL)
-            if self._rejoin_needed(group, member):
+            if self._rejoin_needed(group, member, now_ms):
                 raise KafkaError(ErrorCode.REBALANCE_IN_PROGRESS)
         except KafkaError as exc:
             return SyncResult(exc.code)
@@ -201,7 +217,8 @@ class ClassicMembers:
         except KafkaError as exc:
             return exc.code
         self.schedule_session(group_id, member, now_ms)
-        return ErrorCode.REBALANCE_IN_PROGRESS if self._rejoin_needed(group, member) else ErrorCode.NONE
+        return ErrorCode.REBALANCE_IN_PROGRESS if self._rejoin_needed(group, member, now_ms) \
+            else ErrorCode.NONE
 
     def classic_leave(self, group_id: str, leaving: list[tuple[str, str | None]],
                       now_ms: int) -> tuple[list[ErrorCode], list]:

@@ -10,7 +10,7 @@ Expired sessions and revocation deadlines run in the group coordinator's timer t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from kbroker.config import Config
@@ -25,8 +25,10 @@ from kbroker.protocol.errors import ErrorCode
 log = logging.getLogger("kbroker.groups")
 
 
-def consumer_settings(config: Config) -> ConsumerSettings:
+def consumer_settings(config: Config,
+                      group_setting: Callable[[str, str], int] | None = None) -> ConsumerSettings:
     return ConsumerSettings(
+        group_setting=group_setting,
         session_timeout_ms=config["group.consumer.session.timeout.ms"],
         heartbeat_interval_ms=config["group.consumer.heartbeat.interval.ms"],
         max_size=config["group.consumer.max.size"],

@@ -12,7 +12,9 @@ record's MetadataHash, which later Kafka versions use instead, is written as 0.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from typing import Mapping
 
 from kbroker.groups.assignors import Assignment
@@ -144,7 +146,7 @@ def encode(record) -> Record:
     return Record(key=encode_key(key), value=None if value is None else encode_value(value, 0))
 
 
-_DECODERS = {}
+_DECODERS: dict[str, Callable[[Any, Any], Any]] = {}
 _RECORD_TYPE = struct.Struct(">h")
 # ConsumerGroupMetadata 3, PartitionMetadata 4, MemberMetadata 5, TargetAssignmentMetadata 6,
 # TargetAssignmentMember 7, CurrentMemberAssignment 8, RegularExpression 16.

@@ -89,7 +89,8 @@ class OffsetToCommit:
 class GroupCoordinator:
     """Groups and committed offsets of one broker, persisted in __consumer_offsets."""
 
-    def __init__(self, config: Config, topic: InternalTopic, clock: Callable[[], int]):
+    def __init__(self, config: Config, topic: InternalTopic, clock: Callable[[], int],
+                 group_setting: Callable[[str, str], Any] | None = None):
         self.topic = topic
         self.clock = clock
         self.groups = ClassicGroups(GroupSettings(
@@ -99,7 +100,8 @@ class GroupCoordinator:
             initial_rebalance_delay_ms=config["group.initial.rebalance.delay.ms"],
         ))
         self.offsets = OffsetStore()
-        self.consumer = ConsumerGroupCoordinator(self, consumer_settings(config))
+        # group_setting: a group's own settings (GROUP config resource) in effect, by name
+        self.consumer = ConsumerGroupCoordinator(self, consumer_settings(config, group_setting))
         self.num_partitions = topic.partitions
         self.retention_ms = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_s = config["offsets.retention.check.interval.ms"] / 1000
@@ -478,8 +480,9 @@ class GroupCoordinator:
         """offsets.retention.minutes: expire old offsets, then groups left Empty with none."""
         entries: list[records.Entry] = []
         for group_id in sorted(set(self.groups.groups) | self.offsets.group_ids()):
-            if self.consumer.group(group_id) is not None:
-                continue  # kept while the consumer group exists
+            if (consumer_group := self.consumer.group(group_id)) is not None:
+                entries += self._expire_consumer_group_offsets(consumer_group, now_ms)
+                continue
             group = self.groups.ensure(group_id, now_ms)
             base = _expiration_base(group)
             if base is None:
@@ -494,6 +497,17 @@ class GroupCoordinator:
                 self._write_entries(self._route(entries), now_ms)
             except (KafkaError, OSError):
                 log.exception("could not write expired offsets")
+
+    def _expire_consumer_group_offsets(self, group, now_ms: int) -> list:
+        """Kafka's rule for consumer groups: offsets of topics the group does not subscribe to
+        expire from their commit time; an empty group whose offsets all expired is deleted."""
+        expired, all_expired = self.offsets.expired(
+            group.group_id, now_ms, self.retention_ms, lambda value: value.commit_timestamp_ms,
+            lambda topic: topic in group.subscription_metadata)
+        entries: list = [records.OffsetCommitEntry(group.group_id, p, None) for p in expired]
+        if all_expired and not group.members:
+            entries += self.consumer.machine.deletion_records(group)
+        return entries
 
     # -- transactional offsets (TxnOffsetCommit, EndTxn) -----------------------------------------
 

@@ -26,6 +26,9 @@ class Timers:
         self._live[key] = (deadline_ms, sequence, action)
         heapq.heappush(self._heap, (deadline_ms, sequence, key))
 
+    def scheduled(self, key: Hashable) -> bool:
+        return key in self._live
+
     def cancel(self, key: Hashable) -> None:
         self._live.pop(key, None)
 

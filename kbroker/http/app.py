@@ -20,25 +20,26 @@ from kbroker.sasl import users_from_jaas
 CLIENT_ID = "kbroker-console"
 
 
-def _console_credentials(config) -> SaslCredentials | None:
+def _console_credentials(config, listener) -> SaslCredentials | None:
     """On a SASL listener the pages log in as the first user it is configured with."""
-    if config.security_protocol() != "SASL_PLAINTEXT":
+    if not listener.uses_sasl:
         return None
-    users = users_from_jaas(config[SASL_JAAS_SETTING] or "")
-    if not users:
+    users = users_from_jaas(config.for_listener(listener, SASL_JAAS_SETTING, "PLAIN") or "")
+    mechanisms = [m for m in config.for_listener(listener, "sasl.enabled.mechanisms") if m != "OAUTHBEARER"]
+    if not users or not mechanisms:
         return None
     name, password = next(iter(users.items()))
-    return SaslCredentials(config["sasl.enabled.mechanisms"][0], name, password)
+    return SaslCredentials(mechanisms[0], name, password)
 
 
 class HttpApp:
     """The broker, its open connections and how to reach its listener, for the pages."""
 
-    def __init__(self, broker, sessions, bootstrap: str):
+    def __init__(self, broker, sessions, bootstrap: str, listener):
         self.broker = broker
         self._sessions = sessions  # () -> the ClientSession of each open connection
-        self.bootstrap = bootstrap
-        self._credentials = _console_credentials(broker.config)
+        self.bootstrap = bootstrap  # of `listener` (a ListenerConfig without TLS)
+        self._credentials = _console_credentials(broker.config, listener)
 
     @contextlib.asynccontextmanager
     async def cluster(self):

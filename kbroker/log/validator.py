@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Iterator, NamedTuple
 
-from kbroker.log.config import LogConfig
+from kbroker.log.config import LONG_MAX, LogConfig
 from kbroker.log.markers import MIN_LENGTH_FIELD
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.exceptions import CorruptFrame
@@ -149,8 +149,10 @@ def validate_records(view: memoryview, header: BatchHeader, config: LogConfig, n
                      topic_partition: str) -> None:
     """Record-level checks without walking records, except keys on compacted topics.
 
-    Timestamps: Kafka checks every record; the batch's base and max timestamps bound them
-    (the producer computes maxTimestamp), so checking those two is the hot-path stand-in.
+    Timestamps: Kafka checks every record. The header's maxTimestamp (the producer computes it)
+    bounds them from above, so the hot path reads only the header; the first record's timestamp
+    (baseTimestamp) is no lower bound, so records are walked when the topic sets
+    message.timestamp.before.max.ms, and to name the records out of range (KIP-467).
     """
     if header.attributes & TIMESTAMP_TYPE_BIT:
         raise KafkaError(ErrorCode.INVALID_TIMESTAMP,
@@ -158,17 +160,41 @@ def validate_records(view: memoryview, header: BatchHeader, config: LogConfig, n
     if not config.log_append_time:
         low = now_ms - config.message_timestamp_before_max_ms
         high = now_ms + config.message_timestamp_after_max_ms
+        outside = None  # the first of the header's two timestamps out of range (no list: hot path)
         for ts in (header.base_timestamp, header.max_timestamp):
             if ts != NO_TIMESTAMP and not low <= ts <= high:
-                raise KafkaError(ErrorCode.INVALID_TIMESTAMP,
-                                 f"Timestamp {ts} of a record is out of range. The timestamp "
-                                 f"should be within [{low}, {high}]")
+                outside = ts
+                break
+        if outside is not None or config.message_timestamp_before_max_ms < LONG_MAX:
+            refused = _timestamps_out_of_range(view, header, low, high)
+            if refused:
+                raise RecordErrors(ErrorCode.INVALID_TIMESTAMP, "One or more records have been "
+                                   "rejected due to invalid timestamp", refused)
+        if outside is not None:
+            raise KafkaError(ErrorCode.INVALID_TIMESTAMP, f"Timestamp {outside} of a record batch "
+                             f"is out of range. The timestamp should be within [{low}, {high}]")
     if config.compact:
         keyless = [index for index, (_, _, key_length) in enumerate(record_fields(view, header))
                    if key_length < 0]
         if keyless:
             why = f"Compacted topic cannot accept message without key in topic partition {topic_partition}."
             raise _record_errors([(index, why) for index in keyless])
+
+
+def _timestamps_out_of_range(view: memoryview, header: BatchHeader, low: int, high: int
+                             ) -> list[tuple[int, str]]:
+    """[(index, why)] of the records whose timestamps are out of [low, high], as Kafka's
+    LogValidator names them."""
+    if header.base_timestamp == NO_TIMESTAMP:
+        return []
+    refused = []
+    for index, (ts_delta, offset_delta, _) in enumerate(record_fields(view, header)):
+        timestamp = header.base_timestamp + ts_delta
+        if not low <= timestamp <= high:
+            refused.append((index, f"Timestamp {timestamp} of message with offset "
+                                   f"{header.base_offset + offset_delta} is out of range. The "
+                                   f"timestamp should be within [{low}, {high}]"))
+    return refused
 
 
 def _record_errors(records: list[tuple[int, str]]) -> RecordErrors:

@@ -1,20 +1,10 @@
-"""Kafka error codes, loaded from protocol_specs/errors.json so names and numbers come from data."""
+"""Kafka error codes (generated from protocol_specs/errors.json) and the exception that carries one."""
 
 from __future__ import annotations
 
-import enum
-import json
+from kbroker.protocol.error_codes import ErrorCode
 
-from kbroker.protocol.specs_path import SPECS_DIR
-
-
-def _load_codes() -> dict[str, int]:
-    with open(SPECS_DIR / "errors.json", encoding="utf-8") as f:
-        return {entry["name"]: entry["code"] for entry in json.load(f)}
-
-
-ErrorCode = enum.IntEnum("ErrorCode", _load_codes())
-ErrorCode.__doc__ = "Every Kafka error code by its Kafka name (ErrorCode.CORRUPT_MESSAGE == 2)."
+__all__ = ["ErrorCode", "KafkaError"]
 
 
 class KafkaError(Exception):

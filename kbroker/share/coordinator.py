@@ -199,20 +199,27 @@ class ShareCoordinator:
         await self.release(group_id, member_id)
 
     async def release(self, group_id: str, member_id: str) -> None:
+        """Release what a member holds; a failed write is logged (the locks would expire anyway)."""
         changed = [key for key in self._by_group.get(group_id, ())
                    if self.partitions[key].release_member(member_id)]
         self._notify(changed)
-        await self.persist(changed)
+        try:
+            await self.persist(changed)
+        except KafkaError as exc:
+            log.error("share group %s: releasing %s's records: %s", group_id, member_id, exc)
 
     async def delete_group(self, group_id: str) -> ErrorCode:
         """DeleteGroups of a share group: only an empty one; its state and configs go too."""
         group = self.groups.get(group_id)
         if group is not None and group.members:
             return ErrorCode.NON_EMPTY_GROUP
-        self.forget_partitions(list(self._by_group.get(group_id, ())))
-        self.groups.delete(group_id)
-        self.group_configs.delete(group_id)
-        await self._store_groups([group_id])
+        try:
+            self.forget_partitions(list(self._by_group.get(group_id, ())))
+            self.groups.delete(group_id)
+            self.group_configs.delete(group_id)
+            await self._store_groups([group_id])
+        except KafkaError as exc:
+            return exc.code
         await self.topic.flush()
         return ErrorCode.NONE
 
@@ -260,20 +267,23 @@ class ShareCoordinator:
 
     def forget_partitions(self, keys: list[PartitionKey]) -> None:
         """Delete the state of share partitions (tombstones for both record keys)."""
-        records = []
+        tombstones = []
         for key in keys:
             self.partitions.pop(key, None)
             self._written.pop(key, None)
             self._by_group.get(key.group_id, set()).discard(key)
             fields = dict(group_id=key.group_id, topic_id=key.topic_id, partition=key.partition)
-            records.append((self._state_partition(key), Record(key=crecords.encode_key(_SnapshotKey(**fields)))))
-            records.append((self._state_partition(key), Record(key=crecords.encode_key(_UpdateKey(**fields)))))
-        self._append(records)
+            tombstones.append((self._state_partition(key), Record(key=crecords.encode_key(_SnapshotKey(**fields)))))
+            tombstones.append((self._state_partition(key), Record(key=crecords.encode_key(_UpdateKey(**fields)))))
+        self._append(tombstones)
 
     def on_topics_deleted(self, names: list[str]) -> None:
         """A deleted topic's share partitions go with it, in every group (tombstones)."""
-        self.forget_partitions([key for key in self.partitions
-                                if self.storage.logs.topic_by_id(key.topic_id) is None])
+        try:
+            self.forget_partitions([key for key in self.partitions
+                                    if self.storage.logs.topic_by_id(key.topic_id) is None])
+        except KafkaError as exc:
+            log.error("share state of deleted topics %s: %s", names, exc)
 
     def group_partitions(self, group_id: str) -> dict[PartitionKey, SharePartition]:
         return {key: self.partitions[key] for key in self._by_group.get(group_id, ())}
