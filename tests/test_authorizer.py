@@ -4,7 +4,19 @@ import pytest
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.security.authorizer import (
-    AclBinding, AclFilter, Authorizer, Operation as Op, PatternType as P, Permission, ResourceType as R,
+    AclBinding,
+    AclFilter,
+    Authorizer,
+    Permission,
+)
+from kbroker.security.authorizer import (
+    Operation as Op,
+)
+from kbroker.security.authorizer import (
+    PatternType as P,
+)
+from kbroker.security.authorizer import (
+    ResourceType as R,
 )
 
 ALLOW, DENY = Permission.ALLOW, Permission.DENY

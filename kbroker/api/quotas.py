@@ -12,7 +12,9 @@ from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
+    AlterClientQuotasRequest,
+    AlterClientQuotasResponse,
+    DescribeClientQuotasRequest,
     DescribeClientQuotasResponse,
 )
 from kbroker.quotas import IP

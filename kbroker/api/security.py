@@ -31,7 +31,12 @@ from kbroker.protocol.messages import (
 )
 from kbroker.sasl import AuthenticationFailed, Mechanism
 from kbroker.security.authorizer import (
-    AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType,
+    AclBinding,
+    AclFilter,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
 )
 
 log = logging.getLogger("kbroker.sasl")
