@@ -15,9 +15,19 @@ import functools
 import re
 from typing import Any
 
-from kbroker.listeners import DEFAULT_PROTOCOL_MAP, ListenerConfig, listener_configs, parse_endpoints, parse_protocol_map
+from kbroker.listeners import (
+    DEFAULT_PROTOCOL_MAP,
+    ListenerConfig,
+    listener_configs,
+    parse_endpoints,
+    parse_protocol_map,
+)
 from kbroker.log.config import (
-    INT_MAX, TOPIC_SETTINGS, AtMost, LogConfig, Setting,
+    INT_MAX,
+    TOPIC_SETTINGS,
+    AtMost,
+    LogConfig,
+    Setting,
 )
 from kbroker.protocol.errors import ErrorCode, KafkaError
 

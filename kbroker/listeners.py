@@ -31,7 +31,7 @@ def _invalid(why: str) -> ValueError:
 
 def parse_endpoints(text: str | None) -> list[tuple[str, str, int]]:
     """(NAME, host, port) of each NAME://HOST:PORT entry (rule L1, L2)."""
-    endpoints = []
+    endpoints: list[tuple[str, str, int]] = []
     for entry in filter(None, (part.strip() for part in (text or "").split(","))):
         name, separator, address = entry.partition("://")
         host, colon, port = address.rpartition(":")

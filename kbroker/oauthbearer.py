@@ -62,7 +62,12 @@ def _is_number(value) -> bool:
 
 
 def _java_type(value) -> str:
-    return {str: "String", list: "ArrayList", bool: "Boolean"}.get(type(value), "Number" if _is_number(value) else "Object")
+    """The Java class name Kafka's JSON parser gives a claim's value, for its error messages."""
+    if isinstance(value, bool):
+        return "String"  # Kafka reads booleans as text
+    if isinstance(value, int):
+        return "Integer" if -2**31 <= value < 2**31 else "Long"
+    return {str: "String", list: "ArrayList", float: "Double"}.get(type(value), "String")
 
 
 def validate_unsecured_token(token: str, now_ms: int, principal_claim: str = "sub",

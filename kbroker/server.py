@@ -31,7 +31,11 @@ from kbroker.limits import ConnectionQuotas, RepeatedWarnings, RequestMemory
 from kbroker.listeners import ListenerConfig
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
-from kbroker.security.principal import NoMatchingRule, PrincipalMapper, distinguished_name
+from kbroker.security.principal import (
+    NoMatchingRule,
+    PrincipalMapper,
+    distinguished_name,
+)
 from kbroker.tls import TlsSetupError, principal_mapper, server_context
 
 log = logging.getLogger("kbroker.server")
@@ -316,6 +320,8 @@ class TlsConnection(Connection):
     def __init__(self, broker: Broker, sock: socket.socket, peer: str, memory: RequestMemory,
                  listener: BoundListener):
         super().__init__(broker, sock, peer, memory, listener)
+        if listener.tls is None or listener.principals is None:
+            raise ValueError(f"listener {listener.config.name} has no TLS")
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self._tls = listener.tls.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._principals = listener.principals
@@ -366,7 +372,7 @@ class TlsConnection(Connection):
     async def _receive_into(self, view: memoryview) -> int:
         while True:
             try:
-                return self._tls.read(len(view), view)
+                return self._tls.read(len(view), view)  # type: ignore[return-value]  # a count, given a buffer
             except ssl.SSLWantReadError:
                 await self._flush()
                 await self._fill()
@@ -420,8 +426,8 @@ class Server:
         can connect. A listener that cannot be set up stops it all with CannotListen."""
         bound: list[tuple[BoundListener, trio.socket.SocketType]] = []
         try:
-            for listener in self.broker.config.listeners():
-                bound.append(await self._open(listener))
+            for settings in self.broker.config.listeners():
+                bound.append(await self._open(settings))
         except BaseException:
             for _, sock in bound:
                 sock.close()
@@ -564,7 +570,7 @@ async def run_broker(broker: Broker, *, http_port: int | None = None, announce=p
     """Serve until SIGINT or SIGTERM, then stop cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            host, port, http_port = await nursery.start(partial(serve, broker, http_port=http_port))
+            host, _, http_port = await nursery.start(partial(serve, broker, http_port=http_port))
             if http_port is not None:
                 announce(f"kbroker: metrics and console on http://{_address(host, http_port)}/",
                          flush=True)

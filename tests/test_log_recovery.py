@@ -152,7 +152,9 @@ def test_open_files_stay_bounded_and_reads_survive_eviction(tmp_path):
     assert list(iter_batches(os.pread(region.fd, region.size, region.position)))
     for partition in range(200):
         assert manager.partition("many", partition).read(0, 1 << 20).records.size > 0
-    manager.close()
+    manager.close()  # 200 logs to make durable: one sync() of everything
+    assert set(read_offsets(os.path.join(data, RECOVERY_POINT_FILE)).values()) == {2}
+    assert os.path.exists(os.path.join(data, CLEAN_SHUTDOWN_FILE))
     manager = LogManager(data, LogConfig(), open_files_max=16)
     assert manager.logs() == []  # nothing is opened before it is used
     assert manager.partition("many", 199).log_end_offset == 2

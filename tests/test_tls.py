@@ -144,10 +144,10 @@ def test_aiokafka_over_sasl_ssl(secure_broker, certs):
     from aiokafka.helpers import create_ssl_context
 
     topic = "tls-aiokafka"
-    config = dict(bootstrap_servers=secure_broker.listeners["SASL_SSL"], security_protocol="SASL_SSL",
-                  ssl_context=create_ssl_context(cafile=str(certs / "ca.pem")),
-                  sasl_mechanism="SCRAM-SHA-512", sasl_plain_username="alice",
-                  sasl_plain_password="alice-secret")
+    config = {"bootstrap_servers": secure_broker.listeners["SASL_SSL"], "security_protocol": "SASL_SSL",
+              "ssl_context": create_ssl_context(cafile=str(certs / "ca.pem")),
+              "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "alice",
+              "sasl_plain_password": "alice-secret"}
 
     async def run() -> bytes:
         producer = AIOKafkaProducer(**config)
@@ -230,9 +230,9 @@ def test_plaintext_client_on_a_tls_port_is_closed_not_left_hanging(secure_broker
 def test_tls_client_on_a_plaintext_port_is_closed(secure_broker):
     host, port = secure_broker.listeners["PLAINTEXT"].rsplit(":", 1)
     context = ssl.create_default_context()
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            context.wrap_socket(sock, server_hostname="localhost")
+    with socket.create_connection((host, int(port)), timeout=10) as sock, \
+            pytest.raises((ssl.SSLError, ConnectionError)):
+        context.wrap_socket(sock, server_hostname="localhost")
 
 
 def start_failure(tmp_path, *overrides: str) -> tuple[int, list[str]]:
@@ -282,3 +282,16 @@ def test_inline_pem_keystore_and_client_auth_requested(tmp_path, certs):
             config = {"bootstrap.servers": started.bootstrap, "security.protocol": "SSL",
                       "ssl.ca.location": str(certs / "ca.pem"), **extra}
             produce_with_confluent(config, "inline", json.dumps(extra).encode())
+
+
+def test_kbroker_perf_over_ssl(secure_broker, certs):
+    """`kbroker perf` speaks TLS with --ssl-cafile (and mTLS with a client certificate)."""
+    for command, listener, extra in (("produce", "SSL", ["--record-size", "100"]),
+                                     ("consume", "MTLS", ["--ssl-certfile", str(certs / "client.crt"),
+                                                          "--ssl-keyfile", str(certs / "client.key")])):
+        done = subprocess.run([sys.executable, "-m", "kbroker", "perf", command, "-b",
+                               secure_broker.listeners[listener], "--topic", "tls-perf",
+                               "--num-records", "2000", "--ssl-cafile", str(certs / "ca.pem"), *extra],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith(f"2000 records {'sent' if command == 'produce' else 'consumed'}"), done.stdout

@@ -20,7 +20,7 @@ import os
 from bisect import bisect_right
 from typing import NamedTuple
 
-from kbroker.log.cleaner import complete_interrupted_cleaning
+from kbroker.log.cleaner import STAGING_DIR, SWAP_SUFFIX, complete_interrupted_cleaning
 from kbroker.log.files import read_if_exists, unlink_quietly
 from kbroker.log.handles import OpenFiles
 from kbroker.log.index import AbortedTxn
@@ -47,9 +47,12 @@ def load(directory: str, name: str, index_interval: int, recovery_point: int | N
          files: OpenFiles) -> LoadedLog:
     """Open (creating if needed) and recover a partition directory; `name` is for log lines."""
     os.makedirs(directory, exist_ok=True)
-    complete_interrupted_cleaning(directory)
+    names = os.listdir(directory)  # once: a start may open thousands of partitions
+    if STAGING_DIR in names or any(name.endswith(SWAP_SUFFIX) for name in names):
+        complete_interrupted_cleaning(directory)
+        names = os.listdir(directory)
     bases = []
-    for entry in os.listdir(directory):
+    for entry in names:
         if entry.endswith(DELETED_SUFFIX) or entry.endswith(".tmp"):
             os.unlink(os.path.join(directory, entry))
         elif entry.endswith(LOG_SUFFIX) and entry[:-len(LOG_SUFFIX)].isdigit():
@@ -60,10 +63,11 @@ def load(directory: str, name: str, index_interval: int, recovery_point: int | N
         segments = [LogSegment.create(directory, log_start or 0, index_interval, files)]
     else:
         segments = [LogSegment(directory, base, index_interval, files) for base in bases]
-    _remove_orphan_indexes(directory, {segment.base_offset for segment in segments})
+    _remove_orphan_indexes(directory, names, {segment.base_offset for segment in segments})
     end, lost_txn_from = _recover_segments(segments, name, recovery_point)
     log_start = min(max(segments[0].base_offset, log_start or 0), end)
-    state, snapshot_offset = _load_producer_state(directory, segments, log_start, end, lost_txn_from)
+    state, snapshot_offset = _load_producer_state(list_snapshots(directory, names), segments,
+                                                  log_start, end, lost_txn_from)
     return LoadedLog(segments, log_start, end, state, snapshot_offset)
 
 
@@ -114,19 +118,19 @@ def _drop_segments(dropped: list[LogSegment], name: str, end: int) -> None:
             unlink_quietly(segment.prefix + suffix)
 
 
-def _load_producer_state(directory: str, segments: list[LogSegment], log_start: int, end: int,
-                         replay_limit: int) -> tuple[ProducerStateManager, int]:
+def _load_producer_state(snapshots: list[tuple[int, str]], segments: list[LogSegment], log_start: int,
+                         end: int, replay_limit: int) -> tuple[ProducerStateManager, int]:
     """Newest snapshot at or below both the log end offset and replay_limit, then replay the
     rest; returns the state and the snapshot's offset (-1: none)."""
     state, start, snapshot_offset = ProducerStateManager(), log_start, -1
-    for offset, path in reversed(list_snapshots(directory)):
+    for offset, path in reversed(snapshots):
         if offset <= min(end, replay_limit):
             snapshot = ProducerStateManager.read_snapshot(path)
             if snapshot is not None:
                 state, start = snapshot, offset
                 snapshot_offset = offset
                 break
-    for offset, path in list_snapshots(directory):
+    for offset, path in snapshots:
         if offset != snapshot_offset:
             unlink_quietly(path)
     replay(segments, state, max(start, segments[0].base_offset), end)
@@ -174,8 +178,8 @@ def read_log_start(directory: str) -> int | None:
     return int(data) if data and data.strip().isdigit() else None
 
 
-def _remove_orphan_indexes(directory: str, bases: set[int]) -> None:
-    for name in os.listdir(directory):
+def _remove_orphan_indexes(directory: str, names: list[str], bases: set[int]) -> None:
+    for name in names:
         stem, dot, suffix = name.partition(".")
         if dot and "." + suffix in SEGMENT_SUFFIXES[1:] and stem.isdigit() and int(stem) not in bases:
             os.unlink(os.path.join(directory, name))

@@ -39,6 +39,7 @@ log = logging.getLogger("kbroker.log")
 TOPICS_DIR = "__kbroker_topics"
 PARTITION_METADATA = "partition.metadata"
 MAX_TOPIC_NAME_LENGTH = 249
+SYNC_EACH_LOG_UP_TO = 64  # at shutdown; beyond, one os.sync()
 _LEGAL_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 
 
@@ -302,12 +303,22 @@ class LogManager:
     def close(self) -> None:
         """Flush and close every log, then write the recovery points and, last, the
         clean-shutdown marker that lets the next start skip recovery."""
-        for partition_log in self.logs():
+        logs = self.logs()
+        # Past a few logs one sync() of everything costs less than an fsync per file (10,000
+        # partitions: seconds instead of minutes).
+        unsynced = sum(1 for partition_log in logs if partition_log.recovery_point <
+                       partition_log.log_end_offset or partition_log.has_unsynced_files())
+        sync_each = unsynced <= SYNC_EACH_LOG_UP_TO
+        for partition_log in logs:
             try:
-                partition_log.close()
+                partition_log.close(flush=sync_each)
             except OSError as exc:
                 self.log_dir.write_failed(partition_log.name, exc)
                 self.log_dir.offline = True  # no clean-shutdown marker: recover at next start
+        if not sync_each:
+            os.sync()
+            for partition_log in logs:
+                partition_log.recovery_point = partition_log.log_end_offset
         for _, partition_log in self._pending_deletes:
             partition_log.remove_files()
         self.write_recovery_checkpoint(self.recovery_checkpoint())

@@ -285,13 +285,13 @@ class PartitionLog(LocalLog):
         super().replace_segments(old, now_ms, open_new)
         self._unflushed_segments = [s for s in self._unflushed_segments if s in self.segments]
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
         """Seal indexes, snapshot producer state, fsync, close files (the log can be reopened
-        without a scan)."""
+        without a scan). flush=False: the caller syncs the whole file system afterwards."""
         if not self.deleted:
             self.segments[-1].seal()
             if self._snapshot_offset != self.log_end_offset:
                 self._write_snapshot()
-            if self.recovery_point < self.log_end_offset or self.has_unsynced_files():
+            if flush and (self.recovery_point < self.log_end_offset or self.has_unsynced_files()):
                 self.flush()
         self.close_segments()

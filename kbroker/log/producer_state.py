@@ -226,10 +226,11 @@ def snapshot_path(directory: str, offset: int) -> str:
     return os.path.join(directory, f"{offset:020d}{SNAPSHOT_SUFFIX}")
 
 
-def list_snapshots(directory: str) -> list[tuple[int, str]]:
-    """(offset, path) of every snapshot file in a partition directory, oldest first."""
+def list_snapshots(directory: str, names: list[str] | None = None) -> list[tuple[int, str]]:
+    """(offset, path) of every snapshot file in a partition directory (whose file names may be
+    given), oldest first."""
     found = []
-    for name in os.listdir(directory):
+    for name in os.listdir(directory) if names is None else names:
         if name.endswith(SNAPSHOT_SUFFIX) and name[:-len(SNAPSHOT_SUFFIX)].isdigit():
             found.append((int(name[:-len(SNAPSHOT_SUFFIX)]), os.path.join(directory, name)))
     return sorted(found)
