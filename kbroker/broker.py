@@ -46,6 +46,7 @@ from kbroker.share.coordinator import (
 )
 from kbroker.storage import LogTopic, Storage
 from kbroker.telemetry import Subscriptions, Telemetry
+from kbroker.throttling import Throttles
 from kbroker.txn.coordinator import (
     TRANSACTION_STATE_CONFIGS,
     TRANSACTION_STATE_TOPIC,
@@ -90,7 +91,9 @@ class Broker:
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir, self.node_id)
-        self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
+        self.quotas = ClientQuotas(self.data_dir)
+        self.throttles = Throttles(self.quotas, config["quota.window.num"],
+                                   config["quota.window.size.seconds"] * 1000)
         self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
