@@ -258,7 +258,12 @@ class Connection:
             self.broker, self.session, header.request_api_version, header.correlation_id,
             header.client_id or "",
         )
-        response = await entry.handle(context, request)
+        faults = self.broker.faults
+        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.broker.node_id)):
+            response = await faults.answer(fault, entry.api_key, context, request,
+                                           partial(entry.handle, context, request))
+        else:
+            response = await entry.handle(context, request)
         if response is not None:
             await self._send(codec.encode_response(
                 entry.api_key, header.request_api_version, header.correlation_id, response
