@@ -67,11 +67,11 @@ def _answer(cls: type[Struct], request: Struct | None, version: int, error_code:
         elif field.type == "records" and not _within(field.nullable_versions or (0, -1), version):
             setattr(response, field.attr, b"")  # no records, where null may not be sent
         elif field.array and field.struct is not None and _carries_errors(field.struct):
-            source = _answered_array(field, request_fields)
-            items = getattr(request, source.attr) if source is not None else None
-            setattr(response, field.attr, [
-                _answer_item(field.struct, source, item, version, error_code, message)
-                for item in items or ()])
+            source = _answered_array(field.struct, field.attr, request_fields)
+            if source is not None:
+                setattr(response, field.attr, [
+                    _answer_item(field.struct, source, item, version, error_code, message)
+                    for item in getattr(request, source.attr) or ()])
     if element and request is not None:
         _copy_identity(response, cls, request, request_fields, version)
     return response
@@ -91,16 +91,16 @@ def _answer_item(cls: type[Struct], source: Field, item, version: int, error_cod
     return response
 
 
-def _answered_array(field: Field, request_fields: list[Field]) -> Field | None:
-    """The request array that `field` (a response array) answers: the one of the same name,
-    else the one sharing most field names with it, the first on a tie."""
+def _answered_array(struct: type[Struct], attr: str, request_fields: list[Field]) -> Field | None:
+    """The request array that the response array `attr` of `struct`s answers: the one of the
+    same name, else the one sharing most field names with it, the first on a tie."""
     candidates = [f for f in request_fields if f.array]
     if not candidates:
         return None
-    names = {f.attr for f in field.struct._fields}
+    names = {f.attr for f in struct._fields}
 
     def likeness(candidate: Field) -> int:
-        if candidate.attr == field.attr:
+        if candidate.attr == attr:
             return 1000
         if candidate.struct is None:
             return 0
