@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import ssl
 import struct
 import time
 
@@ -22,7 +23,13 @@ from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.primitives import write_varint
 from kbroker.protocol.records import (
-    ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER, HEADER_SIZE, LOG_OVERHEAD, crc32c, iter_batches,
+    ATTRIBUTES_OFFSET,
+    CRC_OFFSET,
+    HEADER,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    crc32c,
+    iter_batches,
 )
 
 _NULL_KEY = write_varint(-1)
@@ -152,8 +159,18 @@ class BatchMaker:
         return bytes(header) + body
 
 
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """A client TLS context when --ssl-cafile is given (with a client certificate for mTLS)."""
+    if args.ssl_cafile is None:
+        return None
+    context = ssl.create_default_context(cafile=args.ssl_cafile)
+    if args.ssl_certfile:
+        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
+    return context
+
+
 async def run_produce(args: argparse.Namespace) -> Stats:
-    connection = await Connection.open(args.bootstrap, "kbroker-perf")
+    connection = await Connection.open(args.bootstrap, "kbroker-perf", tls=tls_context(args))
     partitions = await topic_partitions(connection, args.topic, args.partitions)
     partitions = min(partitions, args.partitions or partitions)
     maker = BatchMaker(args.record_size, args.batch_size)
@@ -220,7 +237,7 @@ async def run_produce(args: argparse.Namespace) -> Stats:
 
 
 async def run_consume(args: argparse.Namespace) -> Stats:
-    connection = await Connection.open(args.bootstrap, "kbroker-perf")
+    connection = await Connection.open(args.bootstrap, "kbroker-perf", tls=tls_context(args))
     partitions = await topic_partitions(connection, args.topic, None)
     offsets = {p: args.from_offset for p in range(partitions)}
     stats = Stats("consumed")
@@ -287,6 +304,10 @@ def add_parser(commands) -> None:
         test.add_argument("-b", "--bootstrap", default="127.0.0.1:9092", help="host:port of the broker")
         test.add_argument("--topic", default="perf")
         test.add_argument("--num-records", type=int, default=1_000_000)
+        test.add_argument("--ssl-cafile", metavar="PEM", help="connect with TLS (an SSL listener), "
+                          "trusting these CA certificates")
+        test.add_argument("--ssl-certfile", metavar="PEM", help="client certificate, for mTLS")
+        test.add_argument("--ssl-keyfile", metavar="PEM", help="its private key")
         if name == "produce":
             test.add_argument("--record-size", type=int, default=1024, help="bytes of each value")
             test.add_argument("--throughput", type=float, default=-1,

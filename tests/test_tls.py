@@ -282,3 +282,16 @@ def test_inline_pem_keystore_and_client_auth_requested(tmp_path, certs):
             config = {"bootstrap.servers": started.bootstrap, "security.protocol": "SSL",
                       "ssl.ca.location": str(certs / "ca.pem"), **extra}
             produce_with_confluent(config, "inline", json.dumps(extra).encode())
+
+
+def test_kbroker_perf_over_ssl(secure_broker, certs):
+    """`kbroker perf` speaks TLS with --ssl-cafile (and mTLS with a client certificate)."""
+    for command, listener, extra in (("produce", "SSL", ["--record-size", "100"]),
+                                     ("consume", "MTLS", ["--ssl-certfile", str(certs / "client.crt"),
+                                                          "--ssl-keyfile", str(certs / "client.key")])):
+        done = subprocess.run([sys.executable, "-m", "kbroker", "perf", command, "-b",
+                               secure_broker.listeners[listener], "--topic", "tls-perf",
+                               "--num-records", "2000", "--ssl-cafile", str(certs / "ca.pem"), *extra],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith(f"2000 records {'sent' if command == 'produce' else 'consumed'}"), done.stdout

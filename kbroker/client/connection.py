@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import ssl
 import struct
 from collections import deque
 from functools import cache
@@ -43,6 +44,41 @@ class ClientError(Exception):
     """The conversation with a broker failed (closed, refused, an API it does not serve)."""
 
 
+class TlsSocket:
+    """A TLS stream with the few socket methods Connection uses (send, recv, recv_into, close)."""
+
+    def __init__(self, stream: trio.SSLStream):
+        self._stream = stream
+
+    @classmethod
+    async def wrap(cls, sock: trio.socket.SocketType, context: ssl.SSLContext, host: str) -> TlsSocket:
+        stream = trio.SSLStream(trio.SocketStream(sock), context, server_hostname=host)
+        try:
+            await stream.do_handshake()
+        except trio.BrokenResourceError as exc:
+            sock.close()
+            raise ClientError(f"TLS handshake with {host} failed: {exc.__cause__ or exc}") from None
+        return cls(stream)
+
+    async def send(self, data) -> int:
+        await self._stream.send_all(data)
+        return len(data)
+
+    async def recv(self, size: int) -> bytes:
+        try:
+            return await self._stream.receive_some(size)
+        except trio.BrokenResourceError as exc:
+            raise OSError(str(exc.__cause__ or exc)) from None
+
+    async def recv_into(self, view: memoryview) -> int:
+        data = await self.recv(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.transport_stream.socket.close()
+
+
 class Connection:
     """One broker connection; requests may be pipelined, Kafka answers them in order."""
 
@@ -56,8 +92,9 @@ class Connection:
 
     @classmethod
     async def open(cls, address: str, client_id: str = "kbroker-cli",
-                   sasl: SaslCredentials | None = None) -> Connection:
-        """Connect to `host:port`, agree on API versions and authenticate if `sasl` says how."""
+                   sasl: SaslCredentials | None = None, tls: ssl.SSLContext | None = None) -> Connection:
+        """Connect to `host:port` (over TLS with `tls`), agree on API versions and authenticate
+        if `sasl` says how."""
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise ClientError(f"expected HOST:PORT, got {address!r}")
@@ -68,6 +105,8 @@ class Connection:
         except OSError as exc:
             raise ClientError(f"cannot connect to {address}: {exc.strerror or exc}") from None
         sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
+        if tls is not None:
+            sock = await TlsSocket.wrap(sock, tls, host.strip("[]"))
         connection = cls(sock, client_id)
         await connection._negotiate_versions()
         if sasl is not None:

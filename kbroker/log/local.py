@@ -37,6 +37,7 @@ class LocalLog:
         self.directory = directory
         self.topic = topic
         self.partition = partition
+        self.name = f"{topic}-{partition}"  # in messages
         self.config = config
         self.log_dir = log_dir
         self.segments = loaded.segments
@@ -47,10 +48,6 @@ class LocalLog:
         self.pending_deletes: list[tuple[int, LogSegment]] = []
         self.pending_syncs: set[str] = set()  # paths of written files a flush job is to fsync
         self.deleted = False
-
-    @property
-    def name(self) -> str:
-        return f"{self.topic}-{self.partition}"
 
     def check_online(self) -> None:
         if self.log_dir.offline:

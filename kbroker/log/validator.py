@@ -160,15 +160,18 @@ def validate_records(view: memoryview, header: BatchHeader, config: LogConfig, n
     if not config.log_append_time:
         low = now_ms - config.message_timestamp_before_max_ms
         high = now_ms + config.message_timestamp_after_max_ms
-        outside = [ts for ts in (header.base_timestamp, header.max_timestamp)
-                   if ts != NO_TIMESTAMP and not low <= ts <= high]
-        if outside or config.message_timestamp_before_max_ms < LONG_MAX:
+        outside = None  # the first of the header's two timestamps out of range (no list: hot path)
+        for ts in (header.base_timestamp, header.max_timestamp):
+            if ts != NO_TIMESTAMP and not low <= ts <= high:
+                outside = ts
+                break
+        if outside is not None or config.message_timestamp_before_max_ms < LONG_MAX:
             refused = _timestamps_out_of_range(view, header, low, high)
             if refused:
                 raise RecordErrors(ErrorCode.INVALID_TIMESTAMP, "One or more records have been "
                                    "rejected due to invalid timestamp", refused)
-        if outside:
-            raise KafkaError(ErrorCode.INVALID_TIMESTAMP, f"Timestamp {outside[0]} of a record batch "
+        if outside is not None:
+            raise KafkaError(ErrorCode.INVALID_TIMESTAMP, f"Timestamp {outside} of a record batch "
                              f"is out of range. The timestamp should be within [{low}, {high}]")
     if config.compact:
         keyless = [index for index, (_, _, key_length) in enumerate(record_fields(view, header))
