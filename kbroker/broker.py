@@ -29,6 +29,7 @@ from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
+    AclStore,
     BrokerIdentity,
     DynamicBrokerConfigs,
     MetadataOffset,
@@ -104,6 +105,8 @@ class Broker:
         self.advertised: tuple[str, int] | None = None
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
         self.scram = ScramCredentials(self.data_dir)
+        # None without authorizer.class.name: every operation is allowed, at no cost per request.
+        self.acls = AclStore(config, self.data_dir) if config["authorizer.class.name"] else None
         self.sasl_users = _sasl_users(config, self.scram, self.clock.now_ms)
         self.group_configs = GroupConfigs(config, self.data_dir)
         self.groups = GroupCoordinator(  # replays __consumer_offsets

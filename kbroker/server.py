@@ -184,9 +184,9 @@ class Connection:
             raise ConnectionClosed
         end = 4 + size
         if len(self._received) >= end:
-            frame = self._received[4:end]
+            whole = self._received[4:end]
             self._received = self._received[end:] if len(self._received) > end else _NOTHING
-            return frame
+            return whole
         if size > _RECEIVE_CHUNK:
             await self._memory.reserve(size)
             self._reserved = size
@@ -275,7 +275,7 @@ class Connection:
 
     async def _send(self, parts: list) -> None:
         """Send a response: runs of buffers with one sendmsg (writev), FileRegions with sendfile."""
-        buffers = []
+        buffers: list[bytes | bytearray | memoryview] = []
         for part in parts:
             if isinstance(part, FileRegion):
                 if buffers:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 
+from kbroker.api.authorization import allowed_topic, allowed_transactional_id
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import CloseConnection, serves
-from kbroker.api.transactions import TxnWrite, check_transactional_write, transactional_batch
+from kbroker.api.transactions import (
+    TxnWrite,
+    check_transactional_write,
+    transactional_batch,
+)
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log.validator import RecordErrors
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceRequest, ProduceResponse
+from kbroker.security.authorizer import Operation
 
 log = logging.getLogger("kbroker.produce")
 
@@ -91,9 +97,13 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
     version = ctx.api_version
     error = None
     appended_to: list = []
-    if request.transactional_id is None and any(
+    checks_acls = broker.acls is not None  # no authorizer: nothing more to do per topic
+    transactional_id = request.transactional_id
+    if (transactional_id is None or checks_acls) and any(
             transactional_batch(data.records) for topic in request.topic_data
-            for data in topic.partition_data):
+            for data in topic.partition_data) and (
+            transactional_id is None
+            or not allowed_transactional_id(ctx, Operation.WRITE, transactional_id)):
         error = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED  # Kafka checks this first
     elif request.acks not in (0, 1, -1):
         error = ErrorCode.INVALID_REQUIRED_ACKS
@@ -106,6 +116,9 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
             name = _topic_name(broker, topic, version)
             if name is None:
                 responses.append(_failed_topic(topic, ErrorCode.UNKNOWN_TOPIC_ID))
+                continue
+            if checks_acls and not allowed_topic(ctx, Operation.WRITE, name):
+                responses.append(_failed_topic(topic, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
                 continue
             responses.append(TopicResponse(name=name, topic_id=topic.topic_id, partition_responses=[
                 await _append(broker, name, data.index, data.records, timestamp_ms,

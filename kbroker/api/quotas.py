@@ -7,14 +7,18 @@ import ipaddress
 
 import trio
 
+from kbroker.api.authorization import allowed_cluster
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
+    AlterClientQuotasRequest,
+    AlterClientQuotasResponse,
+    DescribeClientQuotasRequest,
     DescribeClientQuotasResponse,
 )
 from kbroker.quotas import IP
+from kbroker.security.authorizer import Operation
 
 
 async def _resolvable(names: set[str]) -> set[str]:
@@ -35,6 +39,14 @@ async def _resolvable(names: set[str]) -> set[str]:
 @serves("AlterClientQuotas", 0, 1)
 async def handle_alter_client_quotas(
         ctx: RequestContext, request: AlterClientQuotasRequest) -> AlterClientQuotasResponse:
+    Response = AlterClientQuotasResponse
+    if not allowed_cluster(ctx, Operation.ALTER_CONFIGS):
+        return Response(throttle_time_ms=0, entries=[
+            Response.EntryData(error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED, error_message=None,
+                               entity=[Response.EntityData(entity_type=part.entity_type,
+                                                           entity_name=part.entity_name)
+                                       for part in entry.entity])
+            for entry in request.entries])
     alterations = [
         ([(part.entity_type, part.entity_name) for part in entry.entity],
          [(op.key, None if op.remove else op.value) for op in entry.ops])
@@ -46,7 +58,6 @@ async def handle_alter_client_quotas(
     results = quotas.alter(alterations, await _resolvable(ip_names), request.validate_only)
     if quotas.quotas is not before:
         ctx.broker.metadata_offset.advance()
-    Response = AlterClientQuotasResponse
     return Response(throttle_time_ms=0, entries=[
         Response.EntryData(
             error_code=ErrorCode.NONE if error is None else error.code,
@@ -61,6 +72,9 @@ async def handle_describe_client_quotas(
         ctx: RequestContext, request: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse:
     Response = DescribeClientQuotasResponse
     components = [(part.entity_type, part.match_type, part.match) for part in request.components]
+    if not allowed_cluster(ctx, Operation.DESCRIBE_CONFIGS):
+        return Response(throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                        error_message=None, entries=None)
     try:
         matching = ctx.broker.quotas.describe(components, request.strict)
     except KafkaError as exc:
