@@ -16,6 +16,7 @@ import trio
 from kbroker.api_usage import ApiUsage
 from kbroker.clock import Clock
 from kbroker.config import SASL_JAAS_SETTING, Config
+from kbroker.faults import FaultInjector
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
@@ -100,6 +101,7 @@ class Broker:
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.api_usage = ApiUsage(None if api_usage_path is None else Path(api_usage_path))
         self.metrics = Metrics()  # counters for the HTTP /metrics page
+        self.faults = FaultInjector()  # requests to answer with an error, late or not at all
         # Set by the server once its listeners are bound: every listener's (name, host, port),
         # and the first one's advertised (host, port). Handlers answer with their client's own.
         self.listening: list[tuple[str, str, int]] = []

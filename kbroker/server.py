@@ -187,9 +187,9 @@ class Connection:
             raise ConnectionClosed
         end = 4 + size
         if len(self._received) >= end:
-            frame = self._received[4:end]
+            whole = self._received[4:end]
             self._received = self._received[end:] if len(self._received) > end else _NOTHING
-            return frame
+            return whole
         if size > _RECEIVE_CHUNK:
             await self._memory.reserve(size)
             self._reserved = size
@@ -262,7 +262,12 @@ class Connection:
             self.broker, self.session, header.request_api_version, header.correlation_id,
             header.client_id or "", request_bytes=len(frame),
         )
-        response = await entry.handle(context, request)
+        faults = self.broker.faults
+        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.broker.node_id)):
+            response = await faults.answer(fault, entry.api_key, context, request,
+                                           partial(entry.handle, context, request))
+        else:
+            response = await entry.handle(context, request)
         if self.broker.throttles.active:
             apply_request_quota(context, response, time.perf_counter() - started)
         if response is not None:
@@ -277,7 +282,7 @@ class Connection:
 
     async def _send(self, parts: list) -> None:
         """Send a response: runs of buffers with one sendmsg (writev), FileRegions with sendfile."""
-        buffers = []
+        buffers: list[bytes | bytearray | memoryview] = []
         for part in parts:
             if isinstance(part, FileRegion):
                 if buffers:
