@@ -16,6 +16,7 @@ import trio
 from kbroker.api_usage import ApiUsage
 from kbroker.clock import Clock
 from kbroker.config import SASL_JAAS_SETTING, Config
+from kbroker.faults import FaultInjector
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
@@ -28,6 +29,7 @@ from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
+    AclStore,
     BrokerIdentity,
     DynamicBrokerConfigs,
     MetadataOffset,
@@ -45,6 +47,7 @@ from kbroker.share.coordinator import (
 )
 from kbroker.storage import LogTopic, Storage
 from kbroker.telemetry import Subscriptions, Telemetry
+from kbroker.throttling import Throttles
 from kbroker.txn.coordinator import (
     TRANSACTION_STATE_CONFIGS,
     TRANSACTION_STATE_TOPIC,
@@ -89,19 +92,24 @@ class Broker:
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir, self.node_id)
-        self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
+        self.quotas = ClientQuotas(self.data_dir)
+        self.throttles = Throttles(self.quotas, config["quota.window.num"],
+                                   config["quota.window.size.seconds"] * 1000)
         self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.api_usage = ApiUsage(None if api_usage_path is None else Path(api_usage_path))
         self.metrics = Metrics()  # counters for the HTTP /metrics page
+        self.faults = FaultInjector()  # requests to answer with an error, late or not at all
         # Set by the server once its listeners are bound: every listener's (name, host, port),
         # and the first one's advertised (host, port). Handlers answer with their client's own.
         self.listening: list[tuple[str, str, int]] = []
         self.advertised: tuple[str, int] | None = None
         self.fetch_sessions = FetchSessionCache(config["max.incremental.fetch.session.cache.slots"])
         self.scram = ScramCredentials(self.data_dir)
+        # None without authorizer.class.name: every operation is allowed, at no cost per request.
+        self.acls = AclStore(config, self.data_dir) if config["authorizer.class.name"] else None
         self.sasl_users = _sasl_users(config, self.scram, self.clock.now_ms)
         self.group_configs = GroupConfigs(config, self.data_dir)
         self.groups = GroupCoordinator(  # replays __consumer_offsets

@@ -52,6 +52,8 @@ _DAY_MS = 24 * 3600 * 1000
 SASL_JAAS_SETTING = "sasl.jaas.config"
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _ALL_MECHANISMS = (*_MECHANISMS, "OAUTHBEARER")
+AUTHORIZER_CLASSES = ("", "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                      "kafka.security.authorizer.AclAuthorizer")
 CONSUMER_ASSIGNORS = ("org.apache.kafka.coordinator.group.assignor.UniformAssignor",
                       "org.apache.kafka.coordinator.group.assignor.RangeAssignor")
 
@@ -127,6 +129,19 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("connection.failed.authentication.delay.ms", "int", 100, "Delay before the answer to "
             "a failed SASL authentication (and the close that follows), to slow password "
             "guessing.", low=0),
+    # Authorization (ACLs).
+    Setting("authorizer.class.name", "string", "", "The ACL authorizer: Kafka's "
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer (or the older "
+            "kafka.security.authorizer.AclAuthorizer) enables ACLs; empty: every operation is "
+            "allowed and the ACL APIs answer SECURITY_DISABLED.", choices=AUTHORIZER_CLASSES),
+    Setting("super.users", "string", "", "Principals allowed every operation whatever the "
+            "ACLs, separated by semicolons (User:admin;User:ops)."),
+    Setting("allow.everyone.if.no.acl.found", "boolean", False, "Whether an operation on a "
+            "resource no ACL names is allowed (by default it is denied)."),
+    # Client quotas (set with AlterClientQuotas), measured as Kafka measures them.
+    Setting("quota.window.num", "int", 11, "Samples a client's rate is measured over.", low=1),
+    Setting("quota.window.size.seconds", "int", 1, "Time span of each sample of a client's rate.",
+            low=1),
     # Limits on connections and requests.
     Setting("socket.request.max.bytes", "int", 104857600, "Largest request frame accepted; a larger "
             "size closes the connection before anything is allocated.", low=1),

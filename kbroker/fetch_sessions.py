@@ -89,8 +89,7 @@ class FetchSessionCache:
             self._sessions.pop(session_id, None)
             if epoch == FINAL_EPOCH or self._max_sessions == 0:
                 return None, requested, False
-            session = self._open(requested)
-            return session, requested, False
+            return self._open(requested), requested, False
         session = self._sessions.get(session_id)
         if session is None:
             raise KafkaError(ErrorCode.FETCH_SESSION_ID_NOT_FOUND)

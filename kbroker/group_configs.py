@@ -96,7 +96,7 @@ class GroupConfigs:
             return self.config[group_setting.broker_name]
         return group_setting.setting.default
 
-    def default_text(self, name: str) -> tuple[str, bool]:
+    def default_text(self, name: str) -> tuple[str | None, bool]:
         """(text of the value a group without override has, whether a broker setting gives it)."""
         group_setting = GROUP_SETTINGS[name]
         if group_setting.broker_name is None:

@@ -1,6 +1,6 @@
 """What Kafka keeps in meta.properties and its metadata log, kept as small files in the data dir:
-the broker's identity, producer-id blocks, dynamic broker configs, SCRAM credentials and the
-offset of the last metadata change.
+the broker's identity, producer-id blocks, dynamic broker configs, SCRAM credentials, ACLs and
+the offset of the last metadata change.
 
 Every file is replaced atomically (temp file, fsync, rename, directory fsync), so a crash
 leaves the old or the new content, never a torn one.
@@ -22,11 +22,13 @@ from kbroker.log.files import read_if_exists, write_atomically
 from kbroker.log.manager import kafka_uuid_string
 from kbroker.protocol.errors import KafkaError
 from kbroker.sasl import ScramStore
+from kbroker.security.authorizer import AclBinding, AclFilter, Authorizer
 
 log = logging.getLogger("kbroker")
 
 DYNAMIC_CONFIGS_FILE = "dynamic-broker-configs.json"
 SCRAM_CREDENTIALS_FILE = "scram-credentials.json"  # AlterUserScramCredentials' store
+ACLS_FILE = "acls.json"  # CreateAcls' and DeleteAcls' store
 # Keys of the two dynamic layers in DYNAMIC_CONFIGS_FILE (Kafka keeps them in its metadata log).
 _DYNAMIC_LAYERS = {ConfigSource.DYNAMIC_BROKER_CONFIG: "broker",
                    ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG: "cluster-default"}
@@ -165,3 +167,38 @@ class ScramCredentials:
                          "deleted" if change.credential is None else "stored", change.mechanism,
                          change.user)
         return results
+
+
+class AclStore:
+    """The ACL bindings of a broker with an authorizer (`authorizer.class.name`), kept in the data
+    dir: each change is written before it is answered and applies to the next request."""
+
+    def __init__(self, config: Config, data_dir: Path):
+        self._path = data_dir / ACLS_FILE
+        stored = read_if_exists(str(self._path))
+        super_users = [name.strip() for name in config["super.users"].split(";") if name.strip()]
+        self.authorizer = Authorizer(super_users, config["allow.everyone.if.no.acl.found"],
+                                     Authorizer.loads(stored.decode()) if stored else None)
+
+    def create(self, acls: list[AclBinding]) -> list[KafkaError | None]:
+        """Add the bindings; per binding, None or the KafkaError that refused it."""
+        results: list[KafkaError | None] = []
+        for acl in acls:
+            try:
+                self.authorizer.create(acl)
+                results.append(None)
+            except KafkaError as exc:
+                results.append(exc)
+        if any(result is None for result in results):
+            self._save()
+        return results
+
+    def delete(self, filters: list[AclFilter]) -> list[list[AclBinding]]:
+        """Remove what each filter matches; per filter, the bindings it removed."""
+        removed = [self.authorizer.delete(acl_filter) for acl_filter in filters]
+        if any(removed):
+            self._save()
+        return removed
+
+    def _save(self) -> None:
+        _write_text(self._path, self.authorizer.dumps())

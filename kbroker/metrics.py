@@ -12,17 +12,20 @@ import bisect
 import time
 from functools import cache
 
+from kbroker.protocol.messages import Struct
+
 # Upper bounds (ms) of the request latency histogram buckets; +Inf is implied.
 LATENCY_BUCKETS_MS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
 @cache
-def _error_walker(cls: type):
+def _error_walker(cls: type[Struct]):
     """A function appending the non-zero error codes of a message of class `cls` (None when the
     class holds none), built once per class from its schema fields."""
     has_code = any(f.attr == "error_code" and f.struct is None for f in cls._fields)
+    # (the ignores: mypy takes a class whose instances are unhashable for an unhashable class)
     children = [(f.attr, f.array, walker) for f in cls._fields if f.struct is not None
-                for walker in [_error_walker(f.struct)] if walker is not None]
+                for walker in [_error_walker(f.struct)] if walker is not None]  # type: ignore[arg-type]
     if not has_code and not children:
         return None
 
@@ -68,7 +71,7 @@ class Metrics:
         self.messages_in: dict[str, int] = {}  # topic -> records appended
         self.bytes_out: dict[str, int] = {}  # topic -> bytes of records fetched
 
-    def request_done(self, api_name: str, version: int, seconds: float, response) -> None:
+    def request_done(self, api_name: str, version: int, seconds: float, response: Struct | None) -> None:
         key = (api_name, version)
         self.requests[key] = self.requests.get(key, 0) + 1
         histogram = self.latency.get(api_name)
@@ -76,7 +79,7 @@ class Metrics:
             histogram = self.latency[api_name] = LatencyHistogram()
         histogram.observe(seconds * 1000)
         if response is not None:
-            walker = _error_walker(type(response))
+            walker = _error_walker(type(response))  # type: ignore[arg-type]  # (see _error_walker)
             if walker is not None:
                 found: list[int] = []
                 walker(response, found)

@@ -22,6 +22,7 @@ import trio
 
 import kbroker.api  # noqa: F401  (registers every handler)
 from kbroker.api.context import ClientSession, RequestContext
+from kbroker.api.quotas import apply_request_quota
 from kbroker.api.registry import HANDLERS, CloseConnection
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
@@ -119,8 +120,10 @@ class Connection:
                     self.waiting_since = trio.current_time()
                     frame = await self._receive_frame()
                     self.waiting_since = None
-                    await self._handle_frame(frame)
+                    muted_ms = await self._handle_frame(frame)
                     self._release_memory()
+                    if muted_ms:  # a quota's throttle (KIP-219): the next request waits
+                        await trio.sleep(muted_ms / 1000)
                     if not self._waited:
                         await trio.lowlevel.checkpoint()
                     self._waited = False
@@ -187,9 +190,9 @@ class Connection:
             raise ConnectionClosed
         end = 4 + size
         if len(self._received) >= end:
-            frame = self._received[4:end]
+            whole = self._received[4:end]
             self._received = self._received[end:] if len(self._received) > end else _NOTHING
-            return frame
+            return whole
         if size > _RECEIVE_CHUNK:
             await self._memory.reserve(size)
             self._reserved = size
@@ -215,7 +218,8 @@ class Connection:
             except BlockingIOError:
                 await self._wait_readable()
 
-    async def _handle_frame(self, frame: memoryview) -> None:
+    async def _handle_frame(self, frame: memoryview) -> int:
+        """Handle one request; returns how long (ms) a quota mutes the connection after it."""
         started = time.perf_counter()
         try:
             header, body_offset = codec.decode_request_header(frame)
@@ -229,7 +233,7 @@ class Connection:
                 await self._send(codec.encode_response(
                     _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response()
                 ))
-                return
+                return 0
             client = self.session.client_software or f"client-id:{header.client_id}"
             name = entry.name if entry is not None else f"api key {header.request_api_key}"
             self.broker.api_usage.record_unsupported(client, name, header.request_api_version)
@@ -259,9 +263,16 @@ class Connection:
         )
         context = RequestContext(
             self.broker, self.session, header.request_api_version, header.correlation_id,
-            header.client_id or "",
+            header.client_id or "", request_bytes=len(frame),
         )
-        response = await entry.handle(context, request)
+        faults = self.broker.faults
+        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.broker.node_id)):
+            response = await faults.answer(fault, entry.api_key, context, request,
+                                           partial(entry.handle, context, request))
+        else:
+            response = await entry.handle(context, request)
+        if self.broker.throttles.active:
+            apply_request_quota(context, response, time.perf_counter() - started)
         if response is not None:
             await self._send(codec.encode_response(
                 entry.api_key, header.request_api_version, header.correlation_id, response
@@ -270,10 +281,11 @@ class Connection:
                                          time.perf_counter() - started, response)
         if context.close_after_response:
             raise ConnectionClosed
+        return context.throttle_ms
 
     async def _send(self, parts: list) -> None:
         """Send a response: runs of buffers with one sendmsg (writev), FileRegions with sendfile."""
-        buffers = []
+        buffers: list[bytes | bytearray | memoryview] = []
         for part in parts:
             if isinstance(part, FileRegion):
                 if buffers:

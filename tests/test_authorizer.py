@@ -4,7 +4,19 @@ import pytest
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.security.authorizer import (
-    AclBinding, AclFilter, Authorizer, Operation as Op, PatternType as P, Permission, ResourceType as R,
+    AclBinding,
+    AclFilter,
+    Authorizer,
+    Permission,
+)
+from kbroker.security.authorizer import (
+    Operation as Op,
+)
+from kbroker.security.authorizer import (
+    PatternType as P,
+)
+from kbroker.security.authorizer import (
+    ResourceType as R,
 )
 
 ALLOW, DENY = Permission.ALLOW, Permission.DENY
@@ -67,6 +79,16 @@ def test_authorize_by_resource_type():
     assert not auth.authorize_any("User:alice", "h", Op.WRITE, R.TOPIC)
     assert not authorizer().authorize_any("User:alice", "h", Op.WRITE, R.TOPIC)
     assert authorizer(allow_if_no_acl=True).authorize_any("User:alice", "h", Op.WRITE, R.TOPIC)
+    # As Kafka: a literal DENY cancels only the literal ALLOW of its name, a PREFIXED DENY every
+    # ALLOW it covers; READ does not count for WRITE (nothing implied).
+    auth = authorizer(acl("app", Op.WRITE, pattern=P.PREFIXED), acl("app", Op.WRITE, DENY))
+    assert auth.authorize_any("User:alice", "h", Op.WRITE, R.TOPIC)
+    auth.create(acl("ap", Op.WRITE, DENY, pattern=P.PREFIXED))
+    assert not auth.authorize_any("User:alice", "h", Op.WRITE, R.TOPIC)
+    assert not authorizer(acl("t", Op.READ)).authorize_any("User:alice", "h", Op.WRITE, R.TOPIC)
+    # The no-ACL rule applies to Kafka's probe resource `hardcode` even when others have ACLs.
+    auth = authorizer(acl("t", Op.READ, principal="User:bob"), allow_if_no_acl=True)
+    assert auth.authorize_any("User:alice", "h", Op.WRITE, R.TOPIC)
 
 
 def test_filters_describe_and_delete():

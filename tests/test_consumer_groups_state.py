@@ -9,7 +9,7 @@ import pytest
 from kbroker.groups import consumer_records
 from kbroker.groups.assignors import range_assignor, uniform
 from kbroker.groups.consumer import ConsumerGroups, ConsumerSettings, GroupState, Heartbeat
-from kbroker.groups.consumer_member import MemberState
+from kbroker.groups.consumer_member import MemberState, offset_commit_error, offset_fetch_error
 from kbroker.protocol.errors import ErrorCode
 
 T1, T2 = uuid.UUID(int=1), uuid.UUID(int=2)
@@ -239,13 +239,13 @@ def test_offset_commit_and_fetch_checks():
     c = Cluster(t=1)
     c.send("m1", 0)
     m = c.machine
-    assert m.validate_offset_commit(c.group, "m1", 1, 9) == ErrorCode.NONE
-    assert m.validate_offset_commit(c.group, "m1", 0, 9) == ErrorCode.STALE_MEMBER_EPOCH
-    assert m.validate_offset_commit(c.group, "m1", 1, 8) == ErrorCode.UNSUPPORTED_VERSION
-    assert m.validate_offset_commit(c.group, "zz", 1, 9) == ErrorCode.UNKNOWN_MEMBER_ID
-    assert m.validate_offset_commit(c.group, "", -1, 9) == ErrorCode.UNKNOWN_MEMBER_ID
-    assert m.validate_offset_fetch(c.group, None, -1) == ErrorCode.NONE
-    assert m.validate_offset_fetch(c.group, "m1", 0) == ErrorCode.STALE_MEMBER_EPOCH
+    assert offset_commit_error(c.group.members, "m1", 1, 9) == ErrorCode.NONE
+    assert offset_commit_error(c.group.members, "m1", 0, 9) == ErrorCode.STALE_MEMBER_EPOCH
+    assert offset_commit_error(c.group.members, "m1", 1, 8) == ErrorCode.UNSUPPORTED_VERSION
+    assert offset_commit_error(c.group.members, "zz", 1, 9) == ErrorCode.UNKNOWN_MEMBER_ID
+    assert offset_commit_error(c.group.members, "", -1, 9) == ErrorCode.UNKNOWN_MEMBER_ID
+    assert offset_fetch_error(c.group.members, None, -1) == ErrorCode.NONE
+    assert offset_fetch_error(c.group.members, "m1", 0) == ErrorCode.STALE_MEMBER_EPOCH
 
 
 def test_classic_members_commit_with_their_generation():
@@ -257,5 +257,5 @@ def test_classic_members_commit_with_their_generation():
     c.group.members["m1"] = type(member)(**{**{f: getattr(member, f) for f in member.__slots__},
                                             "classic": ClassicMeta(6000, (("range", b""),))})
     m = c.machine
-    assert m.validate_offset_commit(c.group, "m1", 1, 2) == ErrorCode.NONE
-    assert m.validate_offset_commit(c.group, "m1", 0, 8) == ErrorCode.ILLEGAL_GENERATION
+    assert offset_commit_error(c.group.members, "m1", 1, 2) == ErrorCode.NONE
+    assert offset_commit_error(c.group.members, "m1", 0, 8) == ErrorCode.ILLEGAL_GENERATION

@@ -23,7 +23,16 @@ from __future__ import annotations
 import os
 import uuid
 
-from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
+from kbroker.api.authorization import (
+    allowed_topic,
+    authorized_operations,
+    may_create_topic,
+)
+from kbroker.api.common import (
+    CLUSTER_OPERATIONS,
+    OPERATIONS_NOT_REQUESTED,
+    TOPIC_OPERATIONS,
+)
 from kbroker.api.configs import check_topic_configs, topic_config_entries
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
@@ -31,14 +40,30 @@ from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log import LEADER_EPOCH, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
-    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, CreatePartitionsRequest,
-    CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
-    DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
-    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, ElectLeadersRequest,
-    ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    AlterPartitionReassignmentsRequest,
+    AlterPartitionReassignmentsResponse,
+    AlterReplicaLogDirsRequest,
+    AlterReplicaLogDirsResponse,
+    CreatePartitionsRequest,
+    CreatePartitionsResponse,
+    CreateTopicsRequest,
+    CreateTopicsResponse,
+    DeleteRecordsRequest,
+    DeleteRecordsResponse,
+    DeleteTopicsRequest,
+    DeleteTopicsResponse,
+    DescribeClusterRequest,
+    DescribeClusterResponse,
+    DescribeLogDirsRequest,
+    DescribeLogDirsResponse,
+    DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse,
+    ElectLeadersRequest,
+    ElectLeadersResponse,
+    ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse,
 )
+from kbroker.security.authorizer import CLUSTER_NAME, Operation, ResourceType
 
 ZERO_UUID = uuid.UUID(int=0)
 HIGH_WATERMARK = -1  # DeleteRecords: "up to the high watermark"
@@ -54,6 +79,7 @@ DEFAULT_MESSAGES = {
     ErrorCode.UNKNOWN_TOPIC_ID: "This server does not host this topic ID.",
     ErrorCode.ELECTION_NOT_NEEDED: "Leader election not needed for topic partition.",
     ErrorCode.NO_REASSIGNMENT_IN_PROGRESS: "No partition reassignment is in progress.",
+    ErrorCode.TOPIC_AUTHORIZATION_FAILED: "Topic authorization failed.",
 }
 
 
@@ -166,6 +192,9 @@ async def handle_create_topics(ctx: RequestContext,
     twice = _duplicates(topic.name for topic in request.topics)
     results = [
         _create_topic(ctx.broker, topic, request.validate_only, ctx.api_version)
+        if may_create_topic(ctx, topic.name) else CreateTopicsResponse.CreatableTopicResult(
+            name=topic.name, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+            error_message="Authorization failed.")
         for topic in request.topics if topic.name not in twice
     ]
     results.extend(
@@ -219,15 +248,19 @@ async def handle_delete_topics(ctx: RequestContext,
         if topic_id in twice_ids:
             continue
         info = broker.logs.topic_by_id(topic_id)
-        if info is None:
+        if info is None or not allowed_topic(ctx, Operation.DESCRIBE, info.name):
             fail(None, topic_id, ErrorCode.UNKNOWN_TOPIC_ID)
+        elif not allowed_topic(ctx, Operation.DELETE, info.name):
+            fail(info.name, topic_id, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
         else:
             doomed[info.name] = topic_id
     for name in dict.fromkeys(names):
         if name in twice_names:
             continue
         info = broker.logs.topics.get(name)
-        if info is None:
+        if not allowed_topic(ctx, Operation.DELETE, name):
+            fail(name, ZERO_UUID, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+        elif info is None:
             fail(name, ZERO_UUID, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         elif name in doomed:
             del doomed[name]
@@ -276,6 +309,10 @@ async def handle_create_partitions(ctx: RequestContext,
     for topic in request.topics:
         if topic.name in twice:
             continue
+        if not allowed_topic(ctx, Operation.ALTER, topic.name):
+            results.append(Result(name=topic.name, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                                  error_message=DEFAULT_MESSAGES.get(ErrorCode.TOPIC_AUTHORIZATION_FAILED)))
+            continue
         try:
             _grow_topic(ctx.broker, topic, request.validate_only)
         except KafkaError as exc:
@@ -318,8 +355,11 @@ async def handle_delete_records(ctx: RequestContext,
     topics = []
     for topic in request.topics:
         answers = []
+        deletable = allowed_topic(ctx, Operation.DELETE, topic.name)
         for asked in topic.partitions:
             try:
+                if not deletable:
+                    raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, None)
                 low = _delete_records(ctx.broker, topic.name, asked.partition_index, asked.offset)
             except KafkaError as exc:
                 answers.append(PartitionResult(partition_index=asked.partition_index, low_watermark=-1,
@@ -354,8 +394,9 @@ async def handle_describe_cluster(ctx: RequestContext,
         cluster_id=broker.identity.cluster_id, controller_id=broker.node_id,
         brokers=[DescribeClusterResponse.DescribeClusterBroker(
             broker_id=broker.node_id, host=host, port=port, rack=None)],
-        cluster_authorized_operations=(CLUSTER_OPERATIONS if request.include_cluster_authorized_operations
-                                       else OPERATIONS_NOT_REQUESTED),
+        cluster_authorized_operations=(
+            authorized_operations(ctx, ResourceType.CLUSTER, CLUSTER_NAME, CLUSTER_OPERATIONS)
+            if request.include_cluster_authorized_operations else OPERATIONS_NOT_REQUESTED),
     )
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from kbroker.api.authorization import allowed_cluster, allowed_group, allowed_topic
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.config import SETTINGS, SETTINGS_BY_NAME, ConfigSource
@@ -37,10 +38,16 @@ from kbroker.group_configs import GROUP_SETTINGS
 from kbroker.log import TOPIC_SETTINGS_BY_NAME, LogConfig, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListConfigResourcesRequest,
+    AlterConfigsRequest,
+    AlterConfigsResponse,
+    DescribeConfigsRequest,
+    DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+    ListConfigResourcesRequest,
     ListConfigResourcesResponse,
 )
+from kbroker.security.authorizer import Operation
 from kbroker.telemetry import INTERVAL_MS, MATCH, METRICS
 
 TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32  # ConfigResource.Type ids
@@ -173,11 +180,28 @@ def _client_metrics_entries(broker, name: str) -> list[ConfigEntry]:
             for key, value in sorted(broker.telemetry.subscriptions.texts(name).items())]
 
 
-def _describe(broker, resource, synonyms: bool, documentation: bool) -> DescribeConfigsResponse.DescribeConfigsResult:
+def _check_authorized(ctx: RequestContext, operation: Operation, resource) -> None:
+    """Kafka's check of a config resource: a topic and a group by their own ACLs, the broker,
+    its loggers and client metrics by the cluster's."""
+    resource_type, name = resource.resource_type, resource.resource_name
+    if resource_type == TOPIC:
+        if not allowed_topic(ctx, operation, name):
+            raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, "Topic authorization failed.")
+    elif resource_type == GROUP:
+        if not allowed_group(ctx, operation, name):
+            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, "Group authorization failed.")
+    elif not allowed_cluster(ctx, operation):
+        raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed.")
+
+
+def _describe(ctx: RequestContext, resource, synonyms: bool,
+              documentation: bool) -> DescribeConfigsResponse.DescribeConfigsResult:
+    broker = ctx.broker
     Result = DescribeConfigsResponse.DescribeConfigsResult
     Entry = DescribeConfigsResponse.DescribeConfigsResourceResult
     Synonym = DescribeConfigsResponse.DescribeConfigsSynonym
     try:
+        _check_authorized(ctx, Operation.DESCRIBE_CONFIGS, resource)
         entries = _entries(broker, resource.resource_type, resource.resource_name)
     except KafkaError as exc:
         return Result(error_code=exc.code, error_message=exc.message, resource_type=resource.resource_type,
@@ -205,7 +229,7 @@ async def handle_describe_configs(ctx: RequestContext,
     synonyms = version >= 1 and request.include_synonyms
     documentation = version >= 3 and request.include_documentation
     return DescribeConfigsResponse(throttle_time_ms=0, results=[
-        _describe(ctx.broker, resource, synonyms, documentation) for resource in request.resources
+        _describe(ctx, resource, synonyms, documentation) for resource in request.resources
     ])
 
 
@@ -309,7 +333,8 @@ def _check_request_shape(resource, twice: set, incremental: bool) -> None:
         raise KafkaError(ErrorCode.INVALID_REQUEST, "Null value not supported for : " + ", ".join(nulls))
 
 
-def _alter_all(broker, request, incremental: bool, Response):
+def _alter_all(ctx: RequestContext, request, incremental: bool, Response):
+    broker = ctx.broker
     seen, twice = set(), set()
     for resource in request.resources:
         key = (resource.resource_type, resource.resource_name)
@@ -317,6 +342,7 @@ def _alter_all(broker, request, incremental: bool, Response):
     answers = []
     for resource in request.resources:
         try:
+            _check_authorized(ctx, Operation.ALTER_CONFIGS, resource)
             _check_request_shape(resource, twice, incremental)
             if incremental:
                 current = _current_configs(broker, resource.resource_type, resource.resource_name)
@@ -339,14 +365,14 @@ def _alter_all(broker, request, incremental: bool, Response):
 @serves("AlterConfigs", 0, 2)
 async def handle_alter_configs(ctx: RequestContext,
                                request: AlterConfigsRequest) -> AlterConfigsResponse:
-    return _alter_all(ctx.broker, request, False, AlterConfigsResponse)
+    return _alter_all(ctx, request, False, AlterConfigsResponse)
 
 
 @serves("IncrementalAlterConfigs", 0, 1)
 async def handle_incremental_alter_configs(
         ctx: RequestContext,
         request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse:
-    return _alter_all(ctx.broker, request, True, IncrementalAlterConfigsResponse)
+    return _alter_all(ctx, request, True, IncrementalAlterConfigsResponse)
 
 
 # -- ListConfigResources ---------------------------------------------------------------------

@@ -7,15 +7,19 @@ machine sees are the broker's own (`broker.logs.topics`).
 
 from __future__ import annotations
 
+from kbroker.api.authorization import allowed_group
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.groups.consumer import Heartbeat
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupDescribeRequest,
+    ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse,
 )
+from kbroker.security.authorizer import Operation
 
 MEMBER_TYPE_CLASSIC, MEMBER_TYPE_CONSUMER = 0, 1  # ConsumerGroupDescribe v1 MemberType
 
@@ -24,6 +28,10 @@ MEMBER_TYPE_CLASSIC, MEMBER_TYPE_CONSUMER = 0, 1  # ConsumerGroupDescribe v1 Mem
 async def handle_consumer_group_heartbeat(
         ctx: RequestContext,
         request: ConsumerGroupHeartbeatRequest) -> ConsumerGroupHeartbeatResponse:
+    if not allowed_group(ctx, Operation.READ, request.group_id):
+        return ConsumerGroupHeartbeatResponse(
+            throttle_time_ms=0, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED, member_epoch=0,
+            error_message=None)
     if ctx.broker.share.is_share_group(request.group_id):  # Kafka's group types never mix
         return ConsumerGroupHeartbeatResponse(
             throttle_time_ms=0, error_code=ErrorCode.GROUP_ID_NOT_FOUND, member_epoch=0,
@@ -70,6 +78,11 @@ async def handle_consumer_group_describe(
     default_assignor = coordinator.machine.settings.assignors[0]
     described = []
     for group_id in request.group_ids:
+        if not allowed_group(ctx, Operation.DESCRIBE, group_id):
+            described.append(D.DescribedGroup(
+                group_id=group_id, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                error_message=None, authorized_operations=OPERATIONS_NOT_REQUESTED))
+            continue
         group = coordinator.group(group_id)
         if group is None:
             other = ctx.broker.groups.group(group_id) is not None or ctx.broker.share.is_share_group(group_id)

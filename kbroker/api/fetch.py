@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import trio
 
+from kbroker.api.authorization import allowed_topic
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.fetch_sessions import FetchPosition, position_key
@@ -16,8 +17,11 @@ from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import FetchRequest, FetchResponse
 from kbroker.protocol.primitives import INT32_MAX
+from kbroker.security.authorizer import Operation
+from kbroker.throttling import quota_user
 
 READ_COMMITTED = 1
+_NONE: frozenset[str] = frozenset()
 # Kafka answers a partition without data with empty records, never null: librdkafka rejects null.
 NO_RECORDS = b""
 
@@ -58,10 +62,12 @@ def _error_data(position: FetchPosition, error: ErrorCode) -> PartitionData:
 
 
 def _read_partition(broker, position: FetchPosition, committed: bool, budget: int,
-                    min_one_batch: bool) -> tuple[PartitionData, int]:
+                    min_one_batch: bool, unreadable: frozenset[str]) -> tuple[PartitionData, int]:
     """One partition's answer and the bytes of records it carries."""
     if position.topic is None:
         return _error_data(position, ErrorCode.UNKNOWN_TOPIC_ID), 0
+    if unreadable and position.topic in unreadable:
+        return _error_data(position, ErrorCode.TOPIC_AUTHORIZATION_FAILED), 0
     try:
         partition_log = broker.logs.partition(position.topic, position.partition)
     except KafkaError as exc:  # it could not be opened (KAFKA_STORAGE_ERROR)
@@ -100,14 +106,16 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
     return data, size
 
 
-def _read_all(broker, positions, committed: bool, max_bytes: int, incremental: bool):
-    """Read every position within the response budget; returns (topics, bytes, has_error)."""
+def _read_all(broker, positions, committed: bool, max_bytes: int, incremental: bool,
+              unreadable: frozenset[str]):
+    """Read every position within the response budget, but topics the consumer may not read;
+    returns (topics, bytes, has_error)."""
     by_topic: dict[object, TopicResponse] = {}
     total = 0
     has_error = False
     for position in positions:
         data, size = _read_partition(broker, position, committed, max(max_bytes - total, 0),
-                                     min_one_batch=total == 0)
+                                     min_one_batch=total == 0, unreadable=unreadable)
         total += size
         has_error = has_error or data.error_code != ErrorCode.NONE
         news = data.records is not NO_RECORDS or data.error_code != ErrorCode.NONE or position.has_news(
@@ -155,15 +163,22 @@ async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchRespo
     max_bytes = request.max_bytes if version >= 3 else INT32_MAX
     deadline = trio.current_time() + max(request.max_wait_ms, 0) / 1000
     watched = [(p.topic, p.partition) for p in positions if p.topic is not None]
+    unreadable = _NONE if broker.acls is None else frozenset(
+        topic for topic, _ in watched if not allowed_topic(ctx, Operation.READ, topic))
     while True:
-        topics, total, has_error = _read_all(broker, positions, committed, max_bytes, incremental)
+        topics, total, has_error = _read_all(broker, positions, committed, max_bytes, incremental,
+                                             unreadable)
         remaining = deadline - trio.current_time()
         if total >= request.min_bytes or has_error or remaining <= 0 or not watched:
             break
         await broker.storage.wakeups.wait_for_data(watched, remaining)
+        ctx.waited_seconds += trio.current_time() - deadline + remaining
     if session_id:
         _remember_sent(positions, topics)
+    if broker.throttles.active:  # consumer_byte_rate counts the records sent
+        ctx.throttle_ms = broker.throttles.fetch.record(
+            quota_user(ctx.session.principal), ctx.client_id, total, broker.clock.now_ms())
     return FetchResponse(
-        throttle_time_ms=0, error_code=ErrorCode.NONE, session_id=session_id,
+        throttle_time_ms=ctx.throttle_ms, error_code=ErrorCode.NONE, session_id=session_id,
         responses=list(topics.values()),
     )

@@ -7,6 +7,13 @@ before the coordinator is asked.
 
 from __future__ import annotations
 
+from kbroker.api.authorization import (
+    allowed_cluster,
+    allowed_group,
+    allowed_topic,
+    allowed_transactional_id,
+    authorized_operations,
+)
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
@@ -14,13 +21,30 @@ from kbroker.groups.classic import STABLE, JoinRequest
 from kbroker.groups.coordinator import OffsetToCommit
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
+    DeleteGroupsRequest,
+    DeleteGroupsResponse,
+    DescribeGroupsRequest,
+    DescribeGroupsResponse,
+    FindCoordinatorRequest,
+    FindCoordinatorResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JoinGroupRequest,
+    JoinGroupResponse,
+    LeaveGroupRequest,
+    LeaveGroupResponse,
+    ListGroupsRequest,
+    ListGroupsResponse,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetDeleteRequest,
+    OffsetDeleteResponse,
+    OffsetFetchRequest,
+    OffsetFetchResponse,
+    SyncGroupRequest,
     SyncGroupResponse,
 )
+from kbroker.security.authorizer import Operation, ResourceType
 
 GROUP_KEY, TRANSACTION_KEY = 0, 1
 GROUP_TYPE = "classic"
@@ -50,29 +74,38 @@ async def handle_find_coordinator(ctx: RequestContext,
     """Groups and transactional ids (key types 0 and 1) are all coordinated by this broker."""
     version = ctx.api_version
     key_type = request.key_type if version >= 1 else GROUP_KEY
-    if key_type in (GROUP_KEY, TRANSACTION_KEY):
-        error, message = ErrorCode.NONE, "NONE"
-        host, port = ctx.session.advertised
-        node = (ctx.broker.node_id, host, port)
-    else:
-        error, message, node = ErrorCode.INVALID_REQUEST, _INVALID_REQUEST_MESSAGE, NO_NODE
+    host, port = ctx.session.advertised
+
+    def answer(key: str) -> tuple[ErrorCode, str, tuple[int, str, int]]:
+        if key_type not in (GROUP_KEY, TRANSACTION_KEY):
+            return ErrorCode.INVALID_REQUEST, _INVALID_REQUEST_MESSAGE, NO_NODE
+        if key_type == GROUP_KEY and not allowed_group(ctx, Operation.DESCRIBE, key):
+            return ErrorCode.GROUP_AUTHORIZATION_FAILED, "", NO_NODE
+        if key_type == TRANSACTION_KEY and not allowed_transactional_id(ctx, Operation.DESCRIBE, key):
+            return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "", NO_NODE
+        return ErrorCode.NONE, "NONE", (ctx.broker.node_id, host, port)
+
     if version < 4:
-        node_id, host, port = node
+        error, message, (node_id, host, port) = answer(request.key)
         return FindCoordinatorResponse(throttle_time_ms=0, error_code=error, error_message=message,
                                        node_id=node_id, host=host, port=port)
-    # Kafka leaves the per-key message unset on success and explains errors.
-    key_message = None if error == ErrorCode.NONE else message
-    return FindCoordinatorResponse(throttle_time_ms=0, coordinators=[
-        FindCoordinatorResponse.Coordinator(key=key, node_id=node[0], host=node[1], port=node[2],
-                                            error_code=error, error_message=key_message)
-        for key in request.coordinator_keys
-    ])
+    coordinators = []
+    for key in request.coordinator_keys:
+        error, message, node = answer(key)
+        # Kafka leaves the per-key message unset on success and explains errors.
+        coordinators.append(FindCoordinatorResponse.Coordinator(
+            key=key, node_id=node[0], host=node[1], port=node[2], error_code=error,
+            error_message=None if error == ErrorCode.NONE else message or None))
+    return FindCoordinatorResponse(throttle_time_ms=0, coordinators=coordinators)
 
 
 @serves("JoinGroup", 0, 9)
 async def handle_join_group(ctx: RequestContext, request: JoinGroupRequest) -> JoinGroupResponse:
     """Answered when the join phase completes (the request waits for the rebalance)."""
     version = ctx.api_version
+    if not allowed_group(ctx, Operation.READ, request.group_id):
+        return JoinGroupResponse(throttle_time_ms=0, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                                 generation_id=-1, member_id=request.member_id, members=[])
     if ctx.broker.share.is_share_group(request.group_id):
         return JoinGroupResponse(throttle_time_ms=0, error_code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
                                  generation_id=-1, member_id="", members=[])
@@ -112,6 +145,9 @@ async def handle_sync_group(ctx: RequestContext, request: SyncGroupRequest) -> S
         # Mandatory from v5 (KafkaApis checks this before the coordinator).
         return SyncGroupResponse(throttle_time_ms=0, error_code=ErrorCode.INCONSISTENT_GROUP_PROTOCOL,
                                  assignment=b"")
+    if not allowed_group(ctx, Operation.READ, request.group_id):
+        return SyncGroupResponse(throttle_time_ms=0, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                                 assignment=b"")
     result = await ctx.broker.groups.sync(
         request.group_id, request.member_id,
         request.group_instance_id if version >= 3 else None,
@@ -127,6 +163,8 @@ async def handle_sync_group(ctx: RequestContext, request: SyncGroupRequest) -> S
 
 @serves("Heartbeat", 0, 4)
 async def handle_heartbeat(ctx: RequestContext, request: HeartbeatRequest) -> HeartbeatResponse:
+    if not allowed_group(ctx, Operation.READ, request.group_id):
+        return HeartbeatResponse(throttle_time_ms=0, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED)
     error = await ctx.broker.groups.heartbeat(
         request.group_id, request.member_id,
         request.group_instance_id if ctx.api_version >= 3 else None, request.generation_id,
@@ -138,6 +176,9 @@ async def handle_heartbeat(ctx: RequestContext, request: HeartbeatRequest) -> He
 async def handle_leave_group(ctx: RequestContext, request: LeaveGroupRequest) -> LeaveGroupResponse:
     """v0-2 name one member; v3+ a batch, each with its own error."""
     version = ctx.api_version
+    if not allowed_group(ctx, Operation.READ, request.group_id):
+        return LeaveGroupResponse(throttle_time_ms=0, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                                  members=[])
     if version >= 3:
         leaving = [(m.member_id, m.group_instance_id) for m in request.members]
     else:
@@ -160,10 +201,15 @@ async def handle_offset_commit(ctx: RequestContext,
     names = topic_names(broker, request.topics, version >= 10)
     errors: dict[tuple[str | None, int], ErrorCode] = {}
     valid = []
+    group_allowed = allowed_group(ctx, Operation.READ, request.group_id)
     for topic, name in zip(request.topics, names):
         for p in topic.partitions:
-            if name is None:
+            if not group_allowed:
+                errors[(name, p.partition_index)] = ErrorCode.GROUP_AUTHORIZATION_FAILED
+            elif name is None:
                 errors[(name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_ID
+            elif not allowed_topic(ctx, Operation.READ, name):
+                errors[(name, p.partition_index)] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
             elif _partition_exists(broker, name, p.partition_index):
                 valid.append(OffsetToCommit(
                     name, p.partition_index, p.committed_offset,
@@ -190,19 +236,27 @@ async def handle_offset_commit(ctx: RequestContext,
     ])
 
 
-def _fetch_group(broker, group_id: str, topics, require_stable: bool, use_ids: bool,
+def _fetch_group(ctx: RequestContext, group_id: str, topics, require_stable: bool, use_ids: bool,
                  partition_cls, topic_cls):
     """One group's committed offsets; from OffsetFetch v10 topics are named by id: an id not
-    known is answered with UNKNOWN_TOPIC_ID, and a committed topic with no id (deleted) is left out."""
+    known is answered with UNKNOWN_TOPIC_ID, and a committed topic with no id (deleted) is left out.
+    Topics the caller may not describe get TOPIC_AUTHORIZATION_FAILED when named, and are left
+    out of "every committed topic"."""
+    broker = ctx.broker
     unknown_ids = []
+    hidden = []
     wanted = None
     if topics is not None:
         names = topic_names(broker, topics, use_ids)
         unknown_ids = [topic for topic, name in zip(topics, names) if name is None]
-        wanted = [(name, list(topic.partition_indexes))
-                  for topic, name in zip(topics, names) if name is not None]
+        hidden = [topic for topic, name in zip(topics, names)
+                  if name is not None and not allowed_topic(ctx, Operation.DESCRIBE, name)]
+        wanted = [(name, list(topic.partition_indexes)) for topic, name in zip(topics, names)
+                  if name is not None and allowed_topic(ctx, Operation.DESCRIBE, name)]
     answered = []
     for topic, entries in broker.groups.fetch_offsets(group_id, wanted, require_stable):
+        if wanted is None and not allowed_topic(ctx, Operation.DESCRIBE, topic):
+            continue
         ids = {}
         if use_ids:
             info = broker.logs.topics.get(topic)
@@ -226,6 +280,13 @@ def _fetch_group(broker, group_id: str, topics, require_stable: bool, use_ids: b
             for partition in topic.partition_indexes
         ])
         for topic in unknown_ids
+    ] + [
+        topic_cls(name=topic.name, topic_id=getattr(topic, "topic_id", None), partitions=[
+            partition_cls(partition_index=partition, committed_offset=-1,
+                          error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+            for partition in topic.partition_indexes
+        ])
+        for topic in hidden
     ]
 
 
@@ -241,16 +302,21 @@ async def handle_offset_fetch(ctx: RequestContext,
         answers = []
         for group in request.groups:
             # v9+: a consumer group member fetches with its current epoch (STALE_MEMBER_EPOCH).
-            error = broker.groups.consumer.validate_offset_fetch(
-                group.group_id, group.member_id, group.member_epoch) if version >= 9 else ErrorCode.NONE
+            if not allowed_group(ctx, Operation.DESCRIBE, group.group_id):
+                error = ErrorCode.GROUP_AUTHORIZATION_FAILED
+            else:
+                error = broker.groups.consumer.validate_offset_fetch(
+                    group.group_id, group.member_id, group.member_epoch) if version >= 9 else ErrorCode.NONE
             topics = [] if error != ErrorCode.NONE else _fetch_group(
-                broker, group.group_id, group.topics, require_stable, version >= 10,
+                ctx, group.group_id, group.topics, require_stable, version >= 10,
                 R.OffsetFetchResponsePartitions, R.OffsetFetchResponseTopics)
             answers.append(R.OffsetFetchResponseGroup(group_id=group.group_id, error_code=error,
                                                       topics=topics))
         return R(throttle_time_ms=0, groups=answers)
+    if not allowed_group(ctx, Operation.DESCRIBE, request.group_id):
+        return R(throttle_time_ms=0, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED, topics=[])
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, topics=_fetch_group(
-        broker, request.group_id, request.topics, require_stable, False,
+        ctx, request.group_id, request.topics, require_stable, False,
         R.OffsetFetchResponsePartition, R.OffsetFetchResponseTopic))
 
 
@@ -260,6 +326,7 @@ async def handle_list_groups(ctx: RequestContext, request: ListGroupsRequest) ->
     states = {s.strip().lower() for s in request.states_filter} if version >= 4 else set()
     types = {t.strip().lower() for t in request.types_filter} if version >= 5 else set()
     groups = ctx.broker.groups
+    every_allowed = allowed_cluster(ctx, Operation.DESCRIBE)
     every = [(g.group_id, g.protocol_type or "", g.state.value, GROUP_TYPE) for g in groups.list_groups()]
     every += [(g.group_id, CONSUMER_PROTOCOL_TYPE, g.state.value, CONSUMER_GROUP_TYPE)
               for g in groups.consumer.list_groups()]
@@ -269,6 +336,7 @@ async def handle_list_groups(ctx: RequestContext, request: ListGroupsRequest) ->
                                        group_state=state, group_type=group_type)
         for group_id, protocol_type, state, group_type in every
         if (not states or state.lower() in states) and (not types or group_type in types)
+        and (every_allowed or allowed_group(ctx, Operation.DESCRIBE, group_id))
     ]
     return ListGroupsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, groups=listed)
 
@@ -282,6 +350,14 @@ async def handle_describe_groups(ctx: RequestContext,
         else OPERATIONS_NOT_REQUESTED
     described = []
     for group_id in request.groups:
+        if not allowed_group(ctx, Operation.DESCRIBE, group_id):
+            described.append(DescribeGroupsResponse.DescribedGroup(
+                error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED, group_id=group_id, group_state="",
+                protocol_type="", protocol_data="", members=[],
+                authorized_operations=OPERATIONS_NOT_REQUESTED))
+            continue
+        if operations != OPERATIONS_NOT_REQUESTED:
+            operations = authorized_operations(ctx, ResourceType.GROUP, group_id, GROUP_OPERATIONS)
         group = ctx.broker.groups.group(group_id)
         if group is None and ctx.api_version >= 6:
             described.append(DescribeGroupsResponse.DescribedGroup(
@@ -320,9 +396,13 @@ async def handle_describe_groups(ctx: RequestContext,
 async def handle_delete_groups(ctx: RequestContext,
                                request: DeleteGroupsRequest) -> DeleteGroupsResponse:
     share = ctx.broker.share
+    deletable = [group_id for group_id in request.groups_names
+                 if allowed_group(ctx, Operation.DELETE, group_id)]
     results = await ctx.broker.groups.delete_groups(
-        [group_id for group_id in request.groups_names if not share.is_share_group(group_id)])
-    for group_id in request.groups_names:
+        [group_id for group_id in deletable if not share.is_share_group(group_id)])
+    results.update((group_id, ErrorCode.GROUP_AUTHORIZATION_FAILED)
+                   for group_id in request.groups_names if group_id not in deletable)
+    for group_id in deletable:
         if share.is_share_group(group_id):
             results[group_id] = await share.delete_group(group_id)
     return DeleteGroupsResponse(throttle_time_ms=0, results=[
@@ -335,12 +415,18 @@ async def handle_delete_groups(ctx: RequestContext,
 async def handle_offset_delete(ctx: RequestContext,
                                request: OffsetDeleteRequest) -> OffsetDeleteResponse:
     broker = ctx.broker
+    if not allowed_group(ctx, Operation.DELETE, request.group_id):
+        return OffsetDeleteResponse(error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                                    throttle_time_ms=0, topics=[])
     errors: dict[tuple[str, int], ErrorCode] = {}
     valid = []
     for topic in request.topics:
+        readable = allowed_topic(ctx, Operation.READ, topic.name)
         for p in topic.partitions:
             key = (topic.name, p.partition_index)
-            if _partition_exists(broker, *key):
+            if not readable:
+                errors[key] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            elif _partition_exists(broker, *key):
                 valid.append(key)
             else:
                 errors[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION

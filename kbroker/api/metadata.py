@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
+from kbroker.api.authorization import (
+    allowed_topic,
+    authorized_operations,
+    may_create_topic,
+)
+from kbroker.api.common import (
+    CLUSTER_OPERATIONS,
+    OPERATIONS_NOT_REQUESTED,
+    TOPIC_OPERATIONS,
+)
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log import validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import MetadataRequest, MetadataResponse
+from kbroker.security.authorizer import CLUSTER_NAME, Operation, ResourceType
 
 Topic = MetadataResponse.MetadataResponseTopic
 Partition = MetadataResponse.MetadataResponsePartition
 
 
-def _topic_entry(broker, info, include_operations: bool) -> Topic:
+def _topic_entry(ctx: RequestContext, info, include_operations: bool) -> Topic:
+    broker = ctx.broker
     node = broker.node_id
     return Topic(
         error_code=ErrorCode.NONE,
@@ -28,11 +39,16 @@ def _topic_entry(broker, info, include_operations: bool) -> Topic:
             )
             for index in range(info.partitions)
         ],
-        topic_authorized_operations=TOPIC_OPERATIONS if include_operations else OPERATIONS_NOT_REQUESTED,
+        topic_authorized_operations=(
+            authorized_operations(ctx, ResourceType.TOPIC, info.name, TOPIC_OPERATIONS)
+            if include_operations else OPERATIONS_NOT_REQUESTED),
     )
 
 
-def _requested_topic(broker, name: str, may_create: bool, include_operations: bool) -> Topic:
+def _requested_topic(ctx: RequestContext, name: str, may_create: bool, include_operations: bool) -> Topic:
+    broker = ctx.broker
+    if not allowed_topic(ctx, Operation.DESCRIBE, name):
+        return Topic(error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, name=name)
     info = broker.logs.topics.get(name)
     if info is None:
         try:
@@ -41,8 +57,10 @@ def _requested_topic(broker, name: str, may_create: bool, include_operations: bo
             return Topic(error_code=exc.code, name=name)
         if not may_create:
             return Topic(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name=name)
+        if not may_create_topic(ctx, name):
+            return Topic(error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, name=name)
         info = broker.storage.create_topic(name)
-    return _topic_entry(broker, info, include_operations)
+    return _topic_entry(ctx, info, include_operations)
 
 
 @serves("Metadata", 0, 13)
@@ -54,7 +72,8 @@ async def handle_metadata(ctx: RequestContext, request: MetadataRequest) -> Meta
         version < 4 or request.allow_auto_topic_creation
     )
     if request.topics is None or (version == 0 and not request.topics):
-        topics = [_topic_entry(broker, info, include_operations) for info in broker.logs.topics.values()]
+        topics = [_topic_entry(ctx, info, include_operations) for info in broker.logs.topics.values()
+                  if allowed_topic(ctx, Operation.DESCRIBE, info.name)]
     else:
         topics = []
         for wanted in request.topics:
@@ -66,7 +85,7 @@ async def handle_metadata(ctx: RequestContext, request: MetadataRequest) -> Meta
                                         topic_id=wanted.topic_id))
                     continue
                 name = info.name
-            topics.append(_requested_topic(broker, name, may_create, include_operations))
+            topics.append(_requested_topic(ctx, name, may_create, include_operations))
     host, port = ctx.session.advertised
     include_cluster_operations = 8 <= version <= 10 and request.include_cluster_authorized_operations
     return MetadataResponse(
@@ -76,6 +95,7 @@ async def handle_metadata(ctx: RequestContext, request: MetadataRequest) -> Meta
         controller_id=broker.node_id,
         topics=topics,
         cluster_authorized_operations=(
-            CLUSTER_OPERATIONS if include_cluster_operations else OPERATIONS_NOT_REQUESTED
+            authorized_operations(ctx, ResourceType.CLUSTER, CLUSTER_NAME, CLUSTER_OPERATIONS)
+            if include_cluster_operations else OPERATIONS_NOT_REQUESTED
         ),
     )

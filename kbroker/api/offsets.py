@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from kbroker.api.authorization import allowed_topic
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
+    ListOffsetsRequest,
+    ListOffsetsResponse,
+    OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse,
 )
+from kbroker.security.authorizer import Operation
 
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
 EARLIEST_PENDING_UPLOAD = -6
@@ -69,8 +73,11 @@ async def handle_list_offsets(ctx: RequestContext,
     topics = []
     for topic in request.topics:
         answers = []
+        describable = allowed_topic(ctx, Operation.DESCRIBE, topic.name)
         for asked in topic.partitions:
-            if _unsupported_timestamp(asked.timestamp, ctx.api_version):
+            if not describable:
+                partition_log, error = None, ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            elif _unsupported_timestamp(asked.timestamp, ctx.api_version):
                 partition_log, error = None, ErrorCode.UNSUPPORTED_VERSION
             else:
                 partition_log, error = _partition_log_or_error(
@@ -92,9 +99,11 @@ async def handle_offset_for_leader_epoch(
     topics = []
     for topic in request.topics:
         answers = []
+        describable = allowed_topic(ctx, Operation.DESCRIBE, topic.topic)
         for asked in topic.partitions:
             partition_log, error = _partition_log_or_error(
-                logs, topic.topic, asked.partition, asked.current_leader_epoch)
+                logs, topic.topic, asked.partition, asked.current_leader_epoch
+            ) if describable else (None, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
             answer = EpochEndOffset(error_code=error, partition=asked.partition)
             if partition_log is not None:
                 answer.leader_epoch, answer.end_offset = \

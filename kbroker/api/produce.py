@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import logging
 
+from kbroker.api.authorization import allowed_topic, allowed_transactional_id
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import CloseConnection, serves
-from kbroker.api.transactions import TxnWrite, check_transactional_write, transactional_batch
+from kbroker.api.transactions import (
+    TxnWrite,
+    check_transactional_write,
+    transactional_batch,
+)
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log.validator import RecordErrors
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceRequest, ProduceResponse
+from kbroker.security.authorizer import Operation
+from kbroker.throttling import quota_user
 
 log = logging.getLogger("kbroker.produce")
 
@@ -91,9 +98,13 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
     version = ctx.api_version
     error = None
     appended_to: list = []
-    if request.transactional_id is None and any(
+    checks_acls = broker.acls is not None  # no authorizer: nothing more to do per topic
+    transactional_id = request.transactional_id
+    if (transactional_id is None or checks_acls) and any(
             transactional_batch(data.records) for topic in request.topic_data
-            for data in topic.partition_data):
+            for data in topic.partition_data) and (
+            transactional_id is None
+            or not allowed_transactional_id(ctx, Operation.WRITE, transactional_id)):
         error = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED  # Kafka checks this first
     elif request.acks not in (0, 1, -1):
         error = ErrorCode.INVALID_REQUIRED_ACKS
@@ -107,12 +118,18 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
             if name is None:
                 responses.append(_failed_topic(topic, ErrorCode.UNKNOWN_TOPIC_ID))
                 continue
+            if checks_acls and not allowed_topic(ctx, Operation.WRITE, name):
+                responses.append(_failed_topic(topic, ErrorCode.TOPIC_AUTHORIZATION_FAILED))
+                continue
             responses.append(TopicResponse(name=name, topic_id=topic.topic_id, partition_responses=[
                 await _append(broker, name, data.index, data.records, timestamp_ms,
                               request.transactional_id, version, request.acks, appended_to)
                 for data in topic.partition_data
             ]))
     await broker.storage.flush_if_due(appended_to)
+    if broker.throttles.active:  # producer_byte_rate counts the request's bytes, as Kafka's
+        ctx.throttle_ms = broker.throttles.produce.record(
+            quota_user(ctx.session.principal), ctx.client_id, ctx.request_bytes, broker.clock.now_ms())
     if request.acks == 0:
         failed = [
             (topic.name or topic.topic_id, partition.index, partition.error_code)
@@ -124,4 +141,4 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
             log.info("acks=0 produce failed %s; closing the connection", failed)
             raise CloseConnection
         return None
-    return ProduceResponse(responses=responses)
+    return ProduceResponse(responses=responses, throttle_time_ms=ctx.throttle_ms)

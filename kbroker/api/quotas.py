@@ -1,5 +1,6 @@
 """DescribeClientQuotas and AlterClientQuotas: client quotas stored and described as Kafka does
-(kbroker/quotas.py has the rules). kbroker does not enforce them yet."""
+(kbroker/quotas.py has the rules); the request quota applied to every response (the byte rates
+are recorded by Produce and Fetch; kbroker/throttling.py has the rules)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,22 @@ import ipaddress
 
 import trio
 
+from kbroker.api.authorization import allowed_cluster
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
+    AlterClientQuotasRequest,
+    AlterClientQuotasResponse,
+    ApiVersionsResponse,
+    DescribeClientQuotasRequest,
     DescribeClientQuotasResponse,
+    SaslAuthenticateResponse,
+    SaslHandshakeResponse,
 )
 from kbroker.quotas import IP
+from kbroker.security.authorizer import Operation
+from kbroker.throttling import quota_user
 
 
 async def _resolvable(names: set[str]) -> set[str]:
@@ -35,6 +44,14 @@ async def _resolvable(names: set[str]) -> set[str]:
 @serves("AlterClientQuotas", 0, 1)
 async def handle_alter_client_quotas(
         ctx: RequestContext, request: AlterClientQuotasRequest) -> AlterClientQuotasResponse:
+    Response = AlterClientQuotasResponse
+    if not allowed_cluster(ctx, Operation.ALTER_CONFIGS):
+        return Response(throttle_time_ms=0, entries=[
+            Response.EntryData(error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED, error_message=None,
+                               entity=[Response.EntityData(entity_type=part.entity_type,
+                                                           entity_name=part.entity_name)
+                                       for part in entry.entity])
+            for entry in request.entries])
     alterations = [
         ([(part.entity_type, part.entity_name) for part in entry.entity],
          [(op.key, None if op.remove else op.value) for op in entry.ops])
@@ -46,7 +63,6 @@ async def handle_alter_client_quotas(
     results = quotas.alter(alterations, await _resolvable(ip_names), request.validate_only)
     if quotas.quotas is not before:
         ctx.broker.metadata_offset.advance()
-    Response = AlterClientQuotasResponse
     return Response(throttle_time_ms=0, entries=[
         Response.EntryData(
             error_code=ErrorCode.NONE if error is None else error.code,
@@ -61,6 +77,9 @@ async def handle_describe_client_quotas(
         ctx: RequestContext, request: DescribeClientQuotasRequest) -> DescribeClientQuotasResponse:
     Response = DescribeClientQuotasResponse
     components = [(part.entity_type, part.match_type, part.match) for part in request.components]
+    if not allowed_cluster(ctx, Operation.DESCRIBE_CONFIGS):
+        return Response(throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                        error_message=None, entries=None)
     try:
         matching = ctx.broker.quotas.describe(components, request.strict)
     except KafkaError as exc:
@@ -72,3 +91,20 @@ async def handle_describe_client_quotas(
                     for entity_type, name in entity],
             values=[Response.ValueData(key=key, value=value) for key, value in values.items()])
         for entity, values in matching])
+
+
+# Kafka's request quota leaves out what a client needs before it can be throttled at all.
+_NOT_THROTTLED = (ApiVersionsResponse, SaslHandshakeResponse, SaslAuthenticateResponse)
+
+
+def apply_request_quota(ctx: RequestContext, response, handle_seconds: float) -> None:
+    """Record the time a request took against the client's request_percentage quota (rule Q5 of
+    kbroker/throttling.py); a response then carries the longest throttle time of its request."""
+    if isinstance(response, _NOT_THROTTLED):
+        return
+    throttle_ms = ctx.broker.throttles.request.record(
+        quota_user(ctx.session.principal), ctx.client_id, (handle_seconds - ctx.waited_seconds) * 100,
+        ctx.broker.clock.now_ms())
+    ctx.throttle_ms = max(ctx.throttle_ms, throttle_ms)
+    if ctx.throttle_ms and response is not None and hasattr(response, "throttle_time_ms"):
+        response.throttle_time_ms = ctx.throttle_ms

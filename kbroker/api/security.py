@@ -1,6 +1,6 @@
 """SaslHandshake and SaslAuthenticate on SASL_PLAINTEXT and SASL_SSL listeners, re-authentication
 included (KIP-368); SCRAM credentials managed at
-runtime (DescribeUserScramCredentials, AlterUserScramCredentials); the ACL APIs, without an authorizer."""
+runtime (DescribeUserScramCredentials, AlterUserScramCredentials); the ACL APIs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import trio
 
+from kbroker.api.authorization import allowed_cluster
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
@@ -29,6 +30,14 @@ from kbroker.protocol.messages import (
     SaslHandshakeResponse,
 )
 from kbroker.sasl import AuthenticationFailed, Mechanism
+from kbroker.security.authorizer import (
+    AclBinding,
+    AclFilter,
+    Operation,
+    PatternType,
+    Permission,
+    ResourceType,
+)
 
 log = logging.getLogger("kbroker.sasl")
 
@@ -133,31 +142,106 @@ async def handle_alter_user_scram_credentials(
         Result(user=user, error_code=error, error_message=message) for user, error, message in results])
 
 
-# No authorizer is configured (Kafka's authorizer.class.name is empty by default): every
-# operation is allowed, and the ACL APIs answer SECURITY_DISABLED as Kafka then does, so admin
-# tools get Kafka's error rather than an unsupported version.
+# The ACL APIs. Without an authorizer (Kafka's authorizer.class.name is empty by default) every
+# operation is allowed and they answer SECURITY_DISABLED, as Kafka then does, so admin tools get
+# Kafka's error rather than an unsupported version.
 _NO_AUTHORIZER = "No Authorizer is configured."
+CLUSTER_AUTHORIZATION_MESSAGE = "Cluster authorization failed."  # Kafka's default (Errors.java)
+
+
+def _code(kind, value: int):
+    """An ACL enum from its wire code; codes Kafka does not know are UNKNOWN."""
+    try:
+        return kind(value)
+    except ValueError:
+        return kind.UNKNOWN
+
+
+def _acl_filter(entry) -> AclFilter | None:
+    """The filter of a DescribeAcls request or DeleteAcls entry; None when it has UNKNOWN parts,
+    which Kafka refuses."""
+    acl_filter = AclFilter(
+        _code(ResourceType, entry.resource_type_filter), entry.resource_name_filter,
+        _code(PatternType, entry.pattern_type_filter), entry.principal_filter, entry.host_filter,
+        _code(Operation, entry.operation), _code(Permission, entry.permission_type))
+    codes = (acl_filter.resource_type, acl_filter.pattern_type, acl_filter.operation, acl_filter.permission)
+    if any(code.name == "UNKNOWN" for code in codes):
+        return None
+    return acl_filter
+
+
+_UNKNOWN_FILTER = "The filter contains UNKNOWN elements"
 
 
 @serves("DescribeAcls", 1, 3)
 async def handle_describe_acls(ctx: RequestContext,
                                request: DescribeAclsRequest) -> DescribeAclsResponse:
-    return DescribeAclsResponse(error_code=ErrorCode.SECURITY_DISABLED,
-                                error_message="No Authorizer is configured on the broker",
-                                resources=[])
+    acls = ctx.broker.acls
+
+    def failed(error: ErrorCode, message: str | None) -> DescribeAclsResponse:
+        return DescribeAclsResponse(error_code=error, error_message=message, resources=[])
+    if acls is None:
+        return failed(ErrorCode.SECURITY_DISABLED, "No Authorizer is configured on the broker")
+    if not allowed_cluster(ctx, Operation.DESCRIBE):
+        return failed(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_MESSAGE)
+    acl_filter = _acl_filter(request)
+    if acl_filter is None:
+        return failed(ErrorCode.INVALID_REQUEST, _UNKNOWN_FILTER)
+    by_resource: dict[tuple, list] = {}
+    for acl in acls.authorizer.describe(acl_filter):
+        by_resource.setdefault((acl.resource_type, acl.resource_name, acl.pattern_type), []).append(
+            DescribeAclsResponse.AclDescription(principal=acl.principal, host=acl.host,
+                                                operation=acl.operation,
+                                                permission_type=acl.permission))
+    return DescribeAclsResponse(error_code=ErrorCode.NONE, error_message=None, resources=[
+        DescribeAclsResponse.DescribeAclsResource(resource_type=rtype, resource_name=name,
+                                                  pattern_type=pattern, acls=descriptions)
+        for (rtype, name, pattern), descriptions in by_resource.items()])
 
 
 @serves("CreateAcls", 1, 3)
 async def handle_create_acls(ctx: RequestContext, request: CreateAclsRequest) -> CreateAclsResponse:
+    Result = CreateAclsResponse.AclCreationResult
+    acls = ctx.broker.acls
+    if acls is None:
+        return CreateAclsResponse(results=[
+            Result(error_code=ErrorCode.SECURITY_DISABLED, error_message=_NO_AUTHORIZER)
+            for _ in request.creations])
+    if not allowed_cluster(ctx, Operation.ALTER):
+        return CreateAclsResponse(results=[
+            Result(error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED, error_message=None)
+            for _ in request.creations])
+    errors = acls.create([
+        AclBinding(_code(ResourceType, creation.resource_type), creation.resource_name,
+                   _code(PatternType, creation.resource_pattern_type), creation.principal,
+                   creation.host, _code(Operation, creation.operation),
+                   _code(Permission, creation.permission_type))
+        for creation in request.creations])
     return CreateAclsResponse(results=[
-        CreateAclsResponse.AclCreationResult(error_code=ErrorCode.SECURITY_DISABLED,
-                                             error_message=_NO_AUTHORIZER)
-        for _ in request.creations])
+        Result(error_code=ErrorCode.NONE, error_message=None) if error is None
+        else Result(error_code=error.code, error_message=error.message) for error in errors])
 
 
 @serves("DeleteAcls", 1, 3)
 async def handle_delete_acls(ctx: RequestContext, request: DeleteAclsRequest) -> DeleteAclsResponse:
+    FilterResult = DeleteAclsResponse.DeleteAclsFilterResult
+    acls = ctx.broker.acls
+    if acls is None or not allowed_cluster(ctx, Operation.ALTER):
+        error, message = ((ErrorCode.SECURITY_DISABLED, _NO_AUTHORIZER) if acls is None
+                          else (ErrorCode.CLUSTER_AUTHORIZATION_FAILED, None))
+        return DeleteAclsResponse(filter_results=[
+            FilterResult(error_code=error, error_message=message, matching_acls=[])
+            for _ in request.filters])
+    filters = [_acl_filter(entry) for entry in request.filters]
+    removed = iter(acls.delete([acl_filter for acl_filter in filters if acl_filter is not None]))
+    Matching = DeleteAclsResponse.DeleteAclsMatchingAcl
     return DeleteAclsResponse(filter_results=[
-        DeleteAclsResponse.DeleteAclsFilterResult(error_code=ErrorCode.SECURITY_DISABLED,
-                                                  error_message=_NO_AUTHORIZER, matching_acls=[])
-        for _ in request.filters])
+        FilterResult(error_code=ErrorCode.INVALID_REQUEST, error_message=_UNKNOWN_FILTER,
+                     matching_acls=[]) if acl_filter is None
+        else FilterResult(error_code=ErrorCode.NONE, error_message=None, matching_acls=[
+            Matching(error_code=ErrorCode.NONE, error_message=None, resource_type=acl.resource_type,
+                     resource_name=acl.resource_name, pattern_type=acl.pattern_type,
+                     principal=acl.principal, host=acl.host, operation=acl.operation,
+                     permission_type=acl.permission)
+            for acl in next(removed)])
+        for acl_filter in filters])

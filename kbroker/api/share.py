@@ -14,15 +14,21 @@ from __future__ import annotations
 import time
 import uuid
 
+from kbroker.api.authorization import allowed_group
 from kbroker.api.context import RequestContext
 from kbroker.api.groups import _client_host as client_host
 from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse,
-    ShareGroupHeartbeatRequest, ShareGroupHeartbeatResponse,
+    ShareAcknowledgeRequest,
+    ShareAcknowledgeResponse,
+    ShareFetchRequest,
+    ShareFetchResponse,
+    ShareGroupHeartbeatRequest,
+    ShareGroupHeartbeatResponse,
 )
+from kbroker.security.authorizer import Operation
 from kbroker.share.coordinator import PartitionKey
 from kbroker.share.partition import AckBatch
 from kbroker.share.reader import read_batches
@@ -38,6 +44,10 @@ TopicIdPartition = tuple[uuid.UUID, int]
 async def handle_share_group_heartbeat(
         ctx: RequestContext, request: ShareGroupHeartbeatRequest) -> ShareGroupHeartbeatResponse:
     R = ShareGroupHeartbeatResponse
+    if not allowed_group(ctx, Operation.READ, request.group_id):
+        return R(throttle_time_ms=0, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
+                 error_message=None, member_id=None, member_epoch=0, heartbeat_interval_ms=0,
+                 assignment=None)
     try:
         result = await ctx.broker.share.heartbeat(
             request.group_id, request.member_id, request.member_epoch, request.rack_id,

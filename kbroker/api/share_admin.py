@@ -14,16 +14,23 @@ Rules (Kafka's GroupCoordinatorService and GroupMetadataManager):
 from __future__ import annotations
 
 from kbroker.api.admin import ZERO_UUID
+from kbroker.api.authorization import allowed_group
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterShareGroupOffsetsRequest, AlterShareGroupOffsetsResponse, DeleteShareGroupOffsetsRequest,
-    DeleteShareGroupOffsetsResponse, DescribeShareGroupOffsetsRequest,
-    DescribeShareGroupOffsetsResponse, ShareGroupDescribeRequest, ShareGroupDescribeResponse,
+    AlterShareGroupOffsetsRequest,
+    AlterShareGroupOffsetsResponse,
+    DeleteShareGroupOffsetsRequest,
+    DeleteShareGroupOffsetsResponse,
+    DescribeShareGroupOffsetsRequest,
+    DescribeShareGroupOffsetsResponse,
+    ShareGroupDescribeRequest,
+    ShareGroupDescribeResponse,
 )
+from kbroker.security.authorizer import Operation
 from kbroker.share.coordinator import PartitionKey
 from kbroker.share.group import ASSIGNOR_NAME
 from kbroker.share.partition import ACKNOWLEDGED, ARCHIVED
@@ -50,6 +57,8 @@ async def handle_share_group_describe(
     described = []
     for group_id in request.group_ids:
         try:
+            if not allowed_group(ctx, Operation.DESCRIBE, group_id):
+                raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
             group = _share_group(broker, group_id)
         except KafkaError as exc:
             described.append(R.DescribedGroup(error_code=exc.code, error_message=exc.message,

@@ -11,6 +11,13 @@ import enum
 import re
 
 from kbroker.api.admin import UNKNOWN_TOPIC_MESSAGE
+from kbroker.api.authorization import (
+    allowed_cluster,
+    allowed_group,
+    allowed_on_some,
+    allowed_topic,
+    allowed_transactional_id,
+)
 from kbroker.api.common import topic_names
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
@@ -19,15 +26,32 @@ from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
 from kbroker.log import validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
-    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
-    ListTransactionsResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse,
+    AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse,
+    DescribeProducersRequest,
+    DescribeProducersResponse,
+    DescribeTransactionsRequest,
+    DescribeTransactionsResponse,
+    EndTxnRequest,
+    EndTxnResponse,
+    InitProducerIdRequest,
+    InitProducerIdResponse,
+    ListTransactionsRequest,
+    ListTransactionsResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 )
 from kbroker.protocol.records import (
-    ATTRIBUTES_OFFSET, HEADER_SIZE, MAGIC, MAGIC_OFFSET, TRANSACTIONAL_BIT, BatchHeader,
+    ATTRIBUTES_OFFSET,
+    HEADER_SIZE,
+    MAGIC,
+    MAGIC_OFFSET,
+    TRANSACTIONAL_BIT,
+    BatchHeader,
 )
+from kbroker.security.authorizer import Operation, ResourceType
 from kbroker.txn.state import NO_PRODUCER_EPOCH, NO_PRODUCER_ID
 
 PartitionResult = AddPartitionsToTxnResponse.AddPartitionsToTxnPartitionResult
@@ -103,6 +127,12 @@ async def handle_init_producer_id(ctx: RequestContext,
             return _init_error(ErrorCode.INVALID_REQUEST)
         if given[0] != NO_PRODUCER_ID:
             expected = given
+    if request.transactional_id is not None:
+        if not allowed_transactional_id(ctx, Operation.WRITE, request.transactional_id):
+            return _init_error(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    elif not (allowed_cluster(ctx, Operation.IDEMPOTENT_WRITE)
+              or allowed_on_some(ctx, Operation.WRITE, ResourceType.TOPIC)):
+        return _init_error(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
     if request.transactional_id is None:
         # An idempotent producer always gets a fresh id with epoch 0, as Kafka does, even
         # when it names its previous id (KIP-360 epoch bumps apply to transactional ids).
@@ -129,13 +159,19 @@ def _topic_results(errors: dict[tuple[str, int], ErrorCode]) -> list[TopicResult
             for topic, results in by_topic.items()]
 
 
-async def _add_partitions(broker, transactional_id: str, producer_id: int, producer_epoch: int,
-                    topics, verify_only: bool, version: int) -> dict[tuple[str, int], ErrorCode]:
+async def _add_partitions(ctx: RequestContext, transactional_id: str, producer_id: int,
+                          producer_epoch: int, topics, verify_only: bool,
+                          version: int) -> dict[tuple[str, int], ErrorCode]:
     """One transaction of an AddPartitionsToTxn request: an error per partition."""
+    broker = ctx.broker
     partitions = list(dict.fromkeys((t.name, p) for t in topics for p in t.partitions))
+    if not allowed_transactional_id(ctx, Operation.WRITE, transactional_id):
+        return dict.fromkeys(partitions, ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     failed = {}
     for topic, partition in partitions:
-        if version < 4 and topic in INTERNAL_TOPICS:
+        if not allowed_topic(ctx, Operation.WRITE, topic):
+            failed[(topic, partition)] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+        elif version < 4 and topic in INTERNAL_TOPICS:
             failed[(topic, partition)] = ErrorCode.TOPIC_AUTHORIZATION_FAILED  # clients may not
         elif broker.logs.partition(topic, partition) is None:
             failed[(topic, partition)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
@@ -152,17 +188,19 @@ async def _add_partitions(broker, transactional_id: str, producer_id: int, produ
 @serves("AddPartitionsToTxn", 0, 5)
 async def handle_add_partitions_to_txn(
         ctx: RequestContext, request: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse:
-    broker = ctx.broker
     version = ctx.api_version
     if version < 4:
         errors = await _add_partitions(
-            broker, request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
+            ctx, request.v3_and_below_transactional_id, request.v3_and_below_producer_id,
             request.v3_and_below_producer_epoch, request.v3_and_below_topics, False, version)
         response = AddPartitionsToTxnResponse(results_by_topic_v3_and_below=_topic_results(errors))
+    elif not allowed_cluster(ctx, Operation.CLUSTER_ACTION):  # v4+: brokers' batched requests
+        response = AddPartitionsToTxnResponse(error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                                              results_by_transaction=[])
     else:
         response = AddPartitionsToTxnResponse(error_code=ErrorCode.NONE, results_by_transaction=[
             TransactionResult(transactional_id=txn.transactional_id, topic_results=_topic_results(
-                await _add_partitions(broker, txn.transactional_id, txn.producer_id,
+                await _add_partitions(ctx, txn.transactional_id, txn.producer_id,
                                       txn.producer_epoch, txn.topics, txn.verify_only, version)))
             for txn in request.transactions
         ])
@@ -173,6 +211,10 @@ async def handle_add_partitions_to_txn(
 async def handle_add_offsets_to_txn(ctx: RequestContext,
                                     request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse:
     broker = ctx.broker
+    if not allowed_transactional_id(ctx, Operation.WRITE, request.transactional_id):
+        return AddOffsetsToTxnResponse(error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    if not allowed_group(ctx, Operation.READ, request.group_id):
+        return AddOffsetsToTxnResponse(error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED)
     offsets_partition = (OFFSETS_TOPIC, broker.groups.partition_for(request.group_id))
     error = await broker.transactions.add_partitions(
         request.transactional_id, request.producer_id, request.producer_epoch, [offsets_partition])
@@ -187,6 +229,9 @@ async def handle_end_txn(ctx: RequestContext, request: EndTxnRequest) -> EndTxnR
     id and epoch the client continues with."""
     coordinator = ctx.broker.transactions
     version = ctx.api_version
+    if not allowed_transactional_id(ctx, Operation.WRITE, request.transactional_id):
+        return EndTxnResponse(error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                              producer_id=NO_PRODUCER_ID, producer_epoch=NO_PRODUCER_EPOCH)
     error = await coordinator.end_transaction(
         request.transactional_id, request.producer_id, request.producer_epoch, request.committed,
         transaction_version=2 if version >= 5 else 0)
@@ -210,11 +255,20 @@ async def handle_txn_offset_commit(ctx: RequestContext,
     names = topic_names(broker, request.topics, version >= 6)
     errors: dict[tuple[str | None, int], ErrorCode] = {}
     offsets = []
+    refused = ErrorCode.NONE
+    if not allowed_transactional_id(ctx, Operation.WRITE, request.transactional_id):
+        refused = ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    elif not allowed_group(ctx, Operation.READ, request.group_id):
+        refused = ErrorCode.GROUP_AUTHORIZATION_FAILED
     for topic, name in zip(request.topics, names):
         for partition in topic.partitions:
             key = (name, partition.partition_index)
-            if name is None:
+            if refused != ErrorCode.NONE:
+                errors[key] = refused
+            elif name is None:
                 errors[key] = ErrorCode.UNKNOWN_TOPIC_ID
+            elif not allowed_topic(ctx, Operation.READ, name):
+                errors[key] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
             elif broker.logs.partition(name, partition.partition_index) is None:
                 errors[key] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
             else:
@@ -264,6 +318,10 @@ async def handle_describe_transactions(
     TransactionState = DescribeTransactionsResponse.TransactionState
     states = []
     for transactional_id in request.transactional_ids:
+        if transactional_id and not allowed_transactional_id(ctx, Operation.DESCRIBE, transactional_id):
+            states.append(TransactionState(error_code=ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                                           transactional_id=transactional_id))
+            continue
         metadata = coordinator.describe(transactional_id) if transactional_id else None
         if metadata is None:
             error = ErrorCode.TRANSACTIONAL_ID_NOT_FOUND if transactional_id else ErrorCode.INVALID_REQUEST
@@ -302,7 +360,8 @@ async def handle_list_transactions(ctx: RequestContext,
         transaction_states=[ListTransactionsResponse.TransactionState(
             transactional_id=item.transactional_id, producer_id=item.producer_id,
             transaction_state=item.state.kafka_name)
-            for item in listed if matcher is None or matcher(item.transactional_id)])
+            for item in listed if (matcher is None or matcher(item.transactional_id))
+            and allowed_transactional_id(ctx, Operation.DESCRIBE, item.transactional_id)])
 
 
 @serves("DescribeProducers", 0, 0)
@@ -314,6 +373,8 @@ async def handle_describe_producers(ctx: RequestContext,
     for topic in request.topics:
         error, message = ErrorCode.NONE, None
         try:
+            if not allowed_topic(ctx, Operation.READ, topic.name):
+                raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, None)
             validate_topic_name(topic.name)
             if topic.name not in broker.logs.topics:
                 error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_MESSAGE

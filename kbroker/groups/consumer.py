@@ -570,33 +570,6 @@ class ConsumerGroups(ClassicMembers):
 
     # -- questions of other parts of the coordinator ------------------------------------------------
 
-    def validate_offset_commit(self, group: ConsumerGroup, member_id: str, member_epoch: int,
-                               api_version: int | None) -> ErrorCode:
-        """OffsetCommit (api_version None: TxnOffsetCommit) against a consumer group: an epoch
-        below 0 only while the group is empty; else the member must exist (UNKNOWN_MEMBER_ID),
-        commit with v9+ unless it uses the classic protocol (UNSUPPORTED_VERSION) and with its
-        current epoch (STALE_MEMBER_EPOCH; ILLEGAL_GENERATION for classic members)."""
-        if member_epoch < 0 and not group.members:
-            return ErrorCode.NONE
-        if api_version is None and member_epoch == -1 and not member_id:
-            return ErrorCode.NONE  # TxnOffsetCommit without group fields
-        member = group.members.get(member_id)
-        if member is None:
-            return ErrorCode.UNKNOWN_MEMBER_ID
-        if api_version is not None and api_version < 9 and member.classic is None:
-            return ErrorCode.UNSUPPORTED_VERSION
-        return _epoch_error(member, member_epoch)
-
-    def validate_offset_fetch(self, group: ConsumerGroup, member_id: str | None,
-                              member_epoch: int) -> ErrorCode:
-        """OffsetFetch v9+: without member id and epoch anyone may fetch; else as for commits."""
-        if member_id is None and member_epoch < 0:
-            return ErrorCode.NONE
-        member = group.members.get(member_id)
-        if member is None:
-            return ErrorCode.UNKNOWN_MEMBER_ID
-        return _epoch_error(member, member_epoch)
-
     def deletion_records(self, group: ConsumerGroup, with_members: bool = False) -> list:
         """Tombstones of every record of the group (Kafka's order): DeleteGroups of an empty
         group, or a conversion (with its members)."""
@@ -619,12 +592,6 @@ def _preferred_assignor(members: Mapping[str, Member]) -> str | None:
     """The ServerAssignor most members name (H6)."""
     named = Counter(m.server_assignor for m in members.values() if m.server_assignor is not None)
     return named.most_common(1)[0][0] if named else None
-
-
-def _epoch_error(member: Member, epoch: int) -> ErrorCode:
-    if epoch == member.member_epoch:
-        return ErrorCode.NONE
-    return ErrorCode.STALE_MEMBER_EPOCH if member.classic is None else ErrorCode.ILLEGAL_GENERATION
 
 
 def _removal(group_id: str, member_id: str) -> list:

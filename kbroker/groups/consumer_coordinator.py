@@ -19,6 +19,7 @@ from kbroker.groups.classic import ClassicGroups, JoinRequest, JoinResult
 from kbroker.groups.consumer import (
     ConsumerGroup, ConsumerGroups, ConsumerSettings, Heartbeat, HeartbeatResult,
 )
+from kbroker.groups.consumer_member import offset_commit_error, offset_fetch_error
 from kbroker.groups.records import GroupEntry
 from kbroker.protocol.errors import ErrorCode
 
@@ -120,14 +121,14 @@ class ConsumerGroupCoordinator:
         group = self.machine.groups.get(group_id)
         if group is None:
             return None
-        return self.machine.validate_offset_commit(group, member_id, member_epoch, api_version)
+        return offset_commit_error(group.members, member_id, member_epoch, api_version)
 
     def validate_offset_fetch(self, group_id: str, member_id: str | None,
                               member_epoch: int) -> ErrorCode:
         group = self.machine.groups.get(group_id)
         if group is None:
             return ErrorCode.NONE
-        return self.machine.validate_offset_fetch(group, member_id, member_epoch)
+        return offset_fetch_error(group.members, member_id, member_epoch)
 
     def subscribes_to(self, group_id: str, topic: str) -> bool:
         group = self.machine.groups.get(group_id)

@@ -1,5 +1,6 @@
 """A consumer group member (KIP-848) and its reconciliation, as Kafka's ConsumerGroupMember and
-CurrentAssignmentBuilder define them (rules H4 and H7 of kbroker/groups/consumer.py)."""
+CurrentAssignmentBuilder define them (rules H4 and H7 of kbroker/groups/consumer.py), and the
+member epoch checks of OffsetCommit / OffsetFetch to consumer groups (Kafka's ConsumerGroup)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import dataclasses
 import enum
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 from kbroker.groups.assignors import Assignment
 from kbroker.protocol.errors import ErrorCode, KafkaError
@@ -129,3 +130,37 @@ def _moved(member: Member, epoch: int, state: MemberState, assigned: Assignment,
            revoking: Assignment) -> Member:
     return dataclasses.replace(member, member_epoch=epoch, previous_member_epoch=member.member_epoch,
                                state=state, assigned=assigned, pending_revocation=revoking)
+
+
+def offset_commit_error(members: Mapping[str, Member], member_id: str, member_epoch: int,
+                        api_version: int | None) -> ErrorCode:
+    """OffsetCommit (api_version None: TxnOffsetCommit) to a consumer group with these members: an epoch
+    below 0 only while the group is empty; else the member must exist (UNKNOWN_MEMBER_ID),
+    commit with v9+ unless it uses the classic protocol (UNSUPPORTED_VERSION) and with its
+    current epoch (STALE_MEMBER_EPOCH; ILLEGAL_GENERATION for classic members)."""
+    if member_epoch < 0 and not members:
+        return ErrorCode.NONE
+    if api_version is None and member_epoch == -1 and not member_id:
+        return ErrorCode.NONE  # TxnOffsetCommit without group fields
+    member = members.get(member_id)
+    if member is None:
+        return ErrorCode.UNKNOWN_MEMBER_ID
+    if api_version is not None and api_version < 9 and member.classic is None:
+        return ErrorCode.UNSUPPORTED_VERSION
+    return _epoch_error(member, member_epoch)
+
+def offset_fetch_error(members: Mapping[str, Member], member_id: str | None,
+                       member_epoch: int) -> ErrorCode:
+    """OffsetFetch v9+: without member id and epoch anyone may fetch; else as for commits."""
+    if member_id is None and member_epoch < 0:
+        return ErrorCode.NONE
+    member = members.get(member_id)
+    if member is None:
+        return ErrorCode.UNKNOWN_MEMBER_ID
+    return _epoch_error(member, member_epoch)
+
+
+def _epoch_error(member: Member, epoch: int) -> ErrorCode:
+    if epoch == member.member_epoch:
+        return ErrorCode.NONE
+    return ErrorCode.STALE_MEMBER_EPOCH if member.classic is None else ErrorCode.ILLEGAL_GENERATION

@@ -11,7 +11,7 @@ import struct
 
 from kbroker.protocol.codegen import build_decoder, build_encoder, records_size
 from kbroker.protocol.exceptions import CorruptFrame, ProtocolError, UnsupportedVersion
-from kbroker.protocol.messages import API_INFO, RequestHeader, ResponseHeader
+from kbroker.protocol.messages import API_INFO, RequestHeader, ResponseHeader, Struct
 from kbroker.protocol.region import FileRegion
 
 __all__ = [
@@ -35,14 +35,14 @@ _request_decoders: dict[tuple[int, int], object] = {}
 _response_encoders: dict[tuple[int, int], tuple[type, object, bool]] = {}
 
 
-def _decoder(cls: type, version: int):
+def _decoder(cls: type[Struct], version: int):
     fn = _decoders.get((cls, version))
     if fn is None:
         fn = _decoders[(cls, version)] = build_decoder(cls, version)
     return fn
 
 
-def _encoder(cls: type, version: int):
+def _encoder(cls: type[Struct], version: int):
     fn = _encoders.get((cls, version))
     if fn is None:
         fn = _encoders[(cls, version)] = build_encoder(cls, version)
@@ -115,7 +115,7 @@ def decode_request(header: RequestHeader, frame, body_offset: int):
     return _decode(fn, frame, body_offset, exact=False)[0]
 
 
-def _encode_body(cls: type, version: int, body, encoder, buf: bytearray) -> list:
+def _encode_body(cls: type[Struct], version: int, body, encoder, buf: bytearray) -> list:
     """Append ``body`` to ``buf``; return the (offset, value) records to splice in."""
     if type(body) is not cls:
         raise TypeError(f"expected a {cls.__name__}, got {type(body).__name__}")
@@ -204,6 +204,7 @@ def encode_data(obj, version: int, prefix: int | None = None) -> bytes:
     type there and always use version 0.
     """
     cls = type(obj)
+    assert cls._valid_versions is not None, f"{cls.__name__} is not a versioned data format"
     lo, hi = cls._valid_versions
     if not lo <= version <= hi:
         raise UnsupportedVersion(f"{cls.__name__} v{version} is outside v{lo}-v{hi}")
@@ -212,7 +213,7 @@ def encode_data(obj, version: int, prefix: int | None = None) -> bytes:
     return bytes(buf)
 
 
-def decode_data(cls: type, data) -> tuple[int, object]:
+def decode_data(cls: type[Struct], data) -> tuple[int, object]:
     """Parse an embedded format: (version written, object).
 
     A version newer than we know is parsed with our newest one and its extra trailing
@@ -222,6 +223,7 @@ def decode_data(cls: type, data) -> tuple[int, object]:
         (version,) = _INT16.unpack_from(data, 0)
     except struct.error as e:
         raise CorruptFrame(f"{cls.__name__} shorter than its version") from e
+    assert cls._valid_versions is not None, f"{cls.__name__} is not a versioned data format"
     lo, hi = cls._valid_versions
     if version < lo:
         raise UnsupportedVersion(f"{cls.__name__} v{version} is older than v{lo}")
@@ -230,7 +232,7 @@ def decode_data(cls: type, data) -> tuple[int, object]:
     return version, obj
 
 
-def decode_struct(cls: type, version: int, data, offset: int = 0):
+def decode_struct(cls: type[Struct], version: int, data, offset: int = 0):
     """Parse a message body that fills `data` from `offset` (no prefix), at a known version."""
     obj, _ = _decode(_decoder(cls, version), data, offset, exact=True)
     return obj

@@ -24,7 +24,7 @@ import uuid
 from contextlib import contextmanager
 
 from kbroker.protocol.exceptions import CorruptFrame
-from kbroker.protocol.messages import Field
+from kbroker.protocol.messages import Field, Struct
 from kbroker.protocol.primitives import read_uvarint, write_uvarint
 from kbroker.protocol.region import FileRegion
 from kbroker.protocol.specs import in_range
@@ -109,10 +109,22 @@ class _Run:
         self.formats, self.items, self.before, self.after = [], [], [], []
 
 
+def _struct(f: Field) -> type[Struct]:
+    """The class of a struct-typed field (set for every field whose type is "struct")."""
+    assert f.struct is not None, f.name
+    return f.struct
+
+
+def _tag(f: Field) -> int:
+    """The tag of a tagged field (set for every field in a tagged position)."""
+    assert f.tag is not None, f.name
+    return f.tag
+
+
 class _Module:
     """One generated source module: all struct functions of a message at one version."""
 
-    def __init__(self, cls: type, version: int):
+    def __init__(self, cls: type[Struct], version: int):
         self.version = version
         self.flexible = in_range(cls._flexible_versions, version)
         self.env = {
@@ -122,8 +134,8 @@ class _Module:
             "INLINE_RECORDS_MAX": INLINE_RECORDS_MAX,
         }
         self.functions: list[str] = []
-        self.seen: set[type] = set()
-        self.todo: list[type] = []
+        self.seen: set[type[Struct]] = set()
+        self.todo: list[type[Struct]] = []
         self.counter = 0
         self.packers: dict[str, str] = {}
 
@@ -144,12 +156,12 @@ class _Module:
             self.packers[fmt] = self.const(struct.Struct(fmt))
         return self.packers[fmt]
 
-    def class_ref(self, cls: type) -> str:
+    def class_ref(self, cls: type[Struct]) -> str:
         name = f"C_{cls.__name__}"
         self.env[name] = cls
         return name
 
-    def struct_function(self, prefix: str, cls: type) -> str:
+    def struct_function(self, prefix: str, cls: type[Struct]) -> str:
         """Name of the function for struct ``cls``, generated later if not yet done."""
         if cls not in self.seen:
             self.seen.add(cls)
@@ -157,7 +169,7 @@ class _Module:
             self.class_ref(cls)
         return f"{prefix}_{cls.__name__}"
 
-    def split_fields(self, cls: type) -> tuple[list[Field], list[Field], list[Field]]:
+    def split_fields(self, cls: type[Struct]) -> tuple[list[Field], list[Field], list[Field]]:
         """(inline fields in wire order, tagged fields by tag, fields absent from this version)."""
         inline, tagged, absent = [], [], []
         for f in cls._fields:
@@ -167,7 +179,7 @@ class _Module:
                 tagged.append(f)
             else:
                 inline.append(f)
-        tagged.sort(key=lambda f: f.tag)
+        tagged.sort(key=_tag)
         return inline, tagged, absent
 
     def nullable(self, f: Field) -> bool:
@@ -184,7 +196,7 @@ class _Module:
         if f.fresh_default is list:
             return "[]"
         if f.fresh_default is not None:
-            return f"{self.class_ref(f.struct)}()"
+            return f"{self.class_ref(_struct(f))}()"
         if f.default is None or isinstance(f.default, (bool, int, float, str, bytes)):
             return repr(f.default)
         return self.const(f.default)
@@ -204,7 +216,7 @@ class _Module:
 
 
 class _DecoderModule(_Module):
-    def build(self, cls: type) -> None:
+    def build(self, cls: type[Struct]) -> None:
         out = _Lines()
         run = _Run(self, out)
         out.emit(f"o = new(C_{cls.__name__})")
@@ -292,7 +304,7 @@ class _DecoderModule(_Module):
         elif f.type in FIXED_FORMATS:
             run.add(FIXED_FORMATS[f.type], target)
         elif f.type == "struct":
-            function = self.struct_function("d", f.struct)
+            function = self.struct_function("d", _struct(f))
             if self.nullable(f) and not f.array:
                 flag = self.var("f")
                 run.add("b", flag)
@@ -348,7 +360,7 @@ class _DecoderModule(_Module):
 
 
 class _EncoderModule(_Module):
-    def build(self, cls: type) -> None:
+    def build(self, cls: type[Struct]) -> None:
         out = _Lines()
         run = _Run(self, out)
         inline, tagged, _ = self.split_fields(cls)
@@ -414,7 +426,7 @@ class _EncoderModule(_Module):
         elif f.type in FIXED_FORMATS:
             run.add(FIXED_FORMATS[f.type], value)
         elif f.type == "struct":
-            function = self.struct_function("e", f.struct)
+            function = self.struct_function("e", _struct(f))
             run.flush_write(buf)
             if self.nullable(f) and not f.array:
                 with out.block(f"if {value} is None:"):
@@ -477,7 +489,7 @@ class _EncoderModule(_Module):
                 if fmt is not None and not f.array:
                     # Fixed width: the size is known, so write straight into b.
                     size = struct.calcsize(">" + fmt)
-                    out.emit(f"b += {self.const(write_uvarint(f.tag) + write_uvarint(size))}")
+                    out.emit(f"b += {self.const(write_uvarint(_tag(f)) + write_uvarint(size))}")
                     run = _Run(self, out)
                     self.write_value(f, f"o.{f.attr}", run, "b")
                     run.flush_write("b")
@@ -487,7 +499,7 @@ class _EncoderModule(_Module):
                 run = _Run(self, out)
                 self.write_field(f, f"o.{f.attr}", run, value)
                 run.flush_write(value)
-                out.emit(f"b += {self.const(write_uvarint(f.tag))}")
+                out.emit(f"b += {self.const(write_uvarint(_tag(f)))}")
                 self.write_uvarint(out, "b", f"len({value})")
                 out.emit(f"b += {value}")
 
@@ -500,19 +512,19 @@ class _EncoderModule(_Module):
         if f.fresh_default is list:
             return f"{value} != []"
         if f.fresh_default is not None:
-            parts = [self.differs_from_default(sub, f"{value}.{sub.attr}") for sub in f.struct._fields]
+            parts = [self.differs_from_default(sub, f"{value}.{sub.attr}") for sub in _struct(f)._fields]
             return f"({' or '.join(parts)})" if parts else "False"
         return f"{value} != {self.default_expr(f)}"
 
 
-def build_decoder(cls: type, version: int):
+def build_decoder(cls: type[Struct], version: int):
     """Compile ``d_<cls>(buf, p, end) -> (obj, p)`` for ``cls`` at ``version``."""
     module = _DecoderModule(cls, version)
     entry = module.struct_function("d", cls)
     return module.compile(entry, module.build)
 
 
-def build_encoder(cls: type, version: int):
+def build_encoder(cls: type[Struct], version: int):
     """Compile ``e_<cls>(obj, b, big)`` for ``cls`` at ``version``."""
     module = _EncoderModule(cls, version)
     entry = module.struct_function("e", cls)

@@ -17,9 +17,11 @@ Rules (as Kafka's StandardAuthorizer applies them):
      `allow.everyone.if.no.acl.found` decides (false by default); otherwise what A4/A5 did not
      allow is denied.
  A7. "May the caller do OP on some resource of this type?" (Kafka's authorizeByResourceType,
-     used for idempotent producers and topic creation) is yes for a super user, and otherwise
-     when an ALLOW for OP applies to some resource of the type that no DENY covers whole; when the
-     type has no ACLs at all, `allow.everyone.if.no.acl.found` decides.
+     used for idempotent producers) is yes when OP is authorized (A1-A6) on a resource named
+     `hardcode` (so for super users, and by `allow.everyone.if.no.acl.found` when no ACL names
+     that); otherwise no when the caller's DENY for OP (or ALL, nothing implied) names `*`, yes
+     when an ALLOW names `*`, and yes when an ALLOW names a literal name no literal DENY names,
+     or any pattern no PREFIXED DENY covers (a prefix of it or itself).
  A8. CreateAcls refuses UNKNOWN/ANY codes, a pattern type other than LITERAL/PREFIXED, an empty
      resource name, a principal that is not `Type:name`, and a CLUSTER resource not named
      `kafka-cluster` (INVALID_REQUEST, with Kafka's messages).
@@ -82,6 +84,9 @@ class Permission(IntEnum):
 CLUSTER_NAME = "kafka-cluster"
 WILDCARD = "*"
 WILDCARD_PRINCIPAL = "User:*"
+# Kafka's authorizeByResourceType first authorizes a resource of this name, so that super users
+# and allow.everyone.if.no.acl.found allow it whatever the ACLs of the type.
+_PROBE_NAME = "hardcode"
 _IMPLIED_BY = {
     Operation.DESCRIBE: {Operation.DESCRIBE, Operation.READ, Operation.WRITE, Operation.DELETE,
                          Operation.ALTER},
@@ -206,30 +211,26 @@ class Authorizer:
     def authorize_any(self, principal: str, host: str, operation: Operation,
                       resource_type: ResourceType) -> bool:
         """Rule A7: may the caller do `operation` on at least one resource of the type?"""
-        if principal in self.super_users:
+        if self.authorize(principal, host, operation, resource_type, _PROBE_NAME):
             return True
-        of_type = [acl for acl in self._acls if acl.resource_type == resource_type]
-        if not of_type:
-            return self.allow_if_no_acl
-        mine = [acl for acl in of_type if acl.applies_to_caller(principal, host)]
-        denied_everywhere = any(
-            acl.permission == Permission.DENY and acl.denies(operation)
-            and acl.pattern_type == PatternType.LITERAL and acl.resource_name == WILDCARD for acl in mine)
-        if denied_everywhere:
+        allowed: dict[PatternType, set[str]] = {PatternType.LITERAL: set(), PatternType.PREFIXED: set()}
+        denied: dict[PatternType, set[str]] = {PatternType.LITERAL: set(), PatternType.PREFIXED: set()}
+        for acl in self._acls:
+            # The operation itself or ALL counts here, nothing implied.
+            if acl.resource_type == resource_type and acl.applies_to_caller(principal, host) \
+                    and acl.denies(operation):
+                (denied if acl.permission == Permission.DENY else allowed)[acl.pattern_type].add(
+                    acl.resource_name)
+        if WILDCARD in denied[PatternType.LITERAL]:
             return False
-        return any(acl.permission == Permission.ALLOW and acl.allows(operation)
-                   and not self._denied_whole(acl, mine, operation) for acl in mine)
-
-    @staticmethod
-    def _denied_whole(allow: AclBinding, mine: list[AclBinding], operation: Operation) -> bool:
-        """Whether a DENY covers every resource the ALLOW names (so it allows nothing)."""
-        for deny in mine:
-            if deny.permission != Permission.DENY or not deny.denies(operation):
-                continue
-            if deny.pattern_type == PatternType.LITERAL and deny.resource_name == allow.resource_name:
-                return True
-            if deny.pattern_type == PatternType.PREFIXED and allow.resource_name.startswith(deny.resource_name):
-                return True
+        if WILDCARD in allowed[PatternType.LITERAL]:
+            return True
+        for pattern_type, names in allowed.items():
+            for name in names:
+                if pattern_type == PatternType.LITERAL and name in denied[PatternType.LITERAL]:
+                    continue
+                if not any(name[:end] in denied[PatternType.PREFIXED] for end in range(1, len(name) + 1)):
+                    return True
         return False
 
     def create(self, acl: AclBinding) -> None:

@@ -35,6 +35,7 @@ from kbroker.groups.coordinator import java_string_hash
 from kbroker.log import PartitionLog
 from kbroker.protocol import coordinator_records as crecords
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.protocol.exceptions import ProtocolError
 from kbroker.protocol.records import Record, iter_records
 from kbroker.share import records
 from kbroker.share.group import ShareGroup, ShareGroups, ShareGroupSettings
@@ -326,10 +327,13 @@ class ShareCoordinator:
             if written is not None and not force_snapshot and \
                     (written.start_offset, written.batches) == (sp.start_offset, batches):
                 continue
-            snapshot = force_snapshot or written is None or written.updates >= per_snapshot
+            if force_snapshot or written is None or written.updates >= per_snapshot:
+                snapshot, updates = True, 0
+            else:
+                snapshot, updates = False, written.updates + 1
             records.append((self._state_partition(key), self._state_record(key, sp.start_offset, batches,
                                                                             snapshot, now)))
-            self._written[key] = _Written(sp.start_offset, batches, 0 if snapshot else written.updates + 1)
+            self._written[key] = _Written(sp.start_offset, batches, updates)
         self._append(records)
         return bool(records)
 
@@ -367,6 +371,8 @@ class ShareCoordinator:
         for index, base_offset, batch in self.topic.replay():
             try:
                 for record in iter_records(batch):
+                    if record.key is None:
+                        raise ValueError("record without a key")
                     key = crecords.decode_key("share", record.key)
                     pkey = PartitionKey(key.group_id, key.topic_id, key.partition)
                     if record.value is None:
@@ -376,7 +382,7 @@ class ShareCoordinator:
                     state[pkey] = (value.start_offset, [
                         StateBatch(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
                         for b in value.state_batches])
-            except (KafkaError, ValueError, struct.error, UnicodeDecodeError) as exc:
+            except (KafkaError, ProtocolError, ValueError, struct.error, UnicodeDecodeError) as exc:
                 log.warning("skipping unreadable batch at %s-%d offset %d: %s",
                             self.topic.name, index, base_offset, exc)
         for key, (start, batches) in state.items():

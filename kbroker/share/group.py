@@ -105,12 +105,12 @@ class ShareGroups:
         member = group.members.get(member_id) if group else None
         interval = self.settings.heartbeat_interval_ms(group_id)
         if member_epoch == LEAVE_EPOCH:
-            if member is None:
+            if member is None or group is None:
                 raise KafkaError(ErrorCode.UNKNOWN_MEMBER_ID,
                                  f"Member {member_id} is not a member of group {group_id}.")
             self._remove(group, member_id, topics)
             return HeartbeatResult(member_id, LEAVE_EPOCH, interval, None)
-        if member is None:
+        if member is None or group is None:
             if member_epoch != JOIN_EPOCH:
                 raise KafkaError(ErrorCode.UNKNOWN_MEMBER_ID,
                                  f"Member {member_id} is not a member of group {group_id}.")

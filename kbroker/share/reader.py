@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from kbroker.log import PartitionLog
 from kbroker.protocol.records import batch_headers
+from kbroker.protocol.region import FileRegion
 
 
 class LogRead(NamedTuple):
@@ -33,7 +34,7 @@ def read_batches(partition_log: PartitionLog, offset: int, max_bytes: int, commi
     if offset >= upper:
         return NOTHING
     region = partition_log.read(offset, max_bytes, upper, min_one_batch=True).records
-    if not region:
+    if not isinstance(region, FileRegion):  # b"": nothing readable
         return NOTHING
     data = os.pread(region.fd, region.size, region.position)
     headers = [header for position, header in batch_headers(data)

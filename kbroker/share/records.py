@@ -11,14 +11,9 @@ since the last write is written; a member that leaves, and a deleted group, leav
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from kbroker.protocol.coordinator_records import (
-    decode_key,
-    decode_value,
-    encode_key,
-    encode_value,
-    record_class,
-)
+from kbroker.protocol.coordinator_records import decode_key, decode_value, encode_key, encode_value, record_class
 from kbroker.protocol.records import Record
 from kbroker.share.group import Assignment, ShareGroup, ShareMember
 
@@ -26,7 +21,7 @@ _TYPES = frozenset({10, 11, 12, 13, 14})
 STABLE_MEMBER_STATE = 0
 
 
-def _cls(name: str) -> type:
+def _cls(name: str) -> Any:  # record classes are built at run time (see coordinator_records)
     return record_class("group", name)
 
 

@@ -61,6 +61,8 @@ def encode(metadata: TxnMetadata, now_ms: int) -> Record:
 
 
 def decode_key(key: bytes | None) -> str:
+    if key is None:
+        raise CorruptRecord("record without a key")
     try:
         return decode_record_key("transaction", key).transactional_id
     except (ProtocolError, TypeError, ValueError) as exc:
@@ -96,7 +98,7 @@ def _decode_legacy(transactional_id: str, value: bytes) -> TxnMetadata:
     position = _LEGACY_HEAD.size
     (topics,) = struct.unpack_from(">i", value, position)
     position += 4
-    partitions = set()
+    partitions: set[tuple[str, int]] = set()
     for _ in range(topics):
         (length,) = struct.unpack_from(">h", value, position)
         topic = bytes(value[position + 2:position + 2 + length]).decode()
