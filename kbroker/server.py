@@ -74,6 +74,9 @@ class BoundListener:
     port: int
     tls: ssl.SSLContext | None
     principals: PrincipalMapper | None  # ssl.principal.mapping.rules, with TLS
+    # With TLS: where a connection receives encrypted bytes, handed to its TLS layer before the
+    # task yields, so the connections of a listener (one trio loop) can share it.
+    encrypted_input: memoryview = memoryview(b"")
 
     @property
     def advertised(self) -> tuple[str, int]:
@@ -335,6 +338,7 @@ class TlsConnection(Connection):
         if listener.tls is None or listener.principals is None:
             raise ValueError(f"listener {listener.config.name} has no TLS")
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._raw = listener.encrypted_input
         self._tls = listener.tls.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._principals = listener.principals
 
@@ -359,15 +363,10 @@ class TlsConnection(Connection):
 
     async def _fill(self) -> None:
         """Hand the TLS layer the next bytes the client sent."""
-        while True:
-            try:
-                data = self.sock.recv(_RECEIVE_CHUNK)
-                break
-            except BlockingIOError:
-                await self._wait_readable()
-        if not data:
+        received = await super()._receive_into(self._raw)  # from the socket itself
+        if received == 0:
             raise ConnectionClosed
-        self._incoming.write(data)
+        self._incoming.write(self._raw[:received])
 
     async def _flush(self) -> None:
         """Send what the TLS layer has written."""
@@ -470,7 +469,8 @@ class Server:
             raise CannotListen(f"cannot listen on {_address(host, listener.port)} (listeners): "
                                f"{exc.strerror}") from None
         sock.listen(512)
-        return BoundListener(listener, host, sock.getsockname()[1], tls, principals), sock
+        encrypted_input = memoryview(bytearray(_RECEIVE_CHUNK if tls else 0))
+        return BoundListener(listener, host, sock.getsockname()[1], tls, principals, encrypted_input), sock
 
     async def _accept_connections(self, listener: BoundListener, sock) -> None:
         kind = Connection if listener.tls is None else TlsConnection
