@@ -16,6 +16,7 @@ import trio
 from kbroker.api_usage import ApiUsage
 from kbroker.clock import Clock
 from kbroker.config import SASL_JAAS_SETTING, Config
+from kbroker.faults import FaultInjector
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
@@ -34,6 +35,7 @@ from kbroker.sasl import SaslUsers, users_from_jaas
 from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
 from kbroker.telemetry import Subscriptions, Telemetry
+from kbroker.throttling import Throttles
 from kbroker.txn.coordinator import TRANSACTION_STATE_CONFIGS, TRANSACTION_STATE_TOPIC, TransactionCoordinator
 
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, SHARE_STATE_TOPIC})
@@ -74,13 +76,16 @@ class Broker:
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir, self.node_id)
-        self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
+        self.quotas = ClientQuotas(self.data_dir)
+        self.throttles = Throttles(self.quotas, config["quota.window.num"],
+                                   config["quota.window.size.seconds"] * 1000)
         self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.api_usage = ApiUsage(None if api_usage_path is None else Path(api_usage_path))
         self.metrics = Metrics()  # counters for the HTTP /metrics page
+        self.faults = FaultInjector()  # requests to answer with an error, late or not at all
         # Set by the server once its listeners are bound: every listener's (name, host, port),
         # and the first one's advertised (host, port). Handlers answer with their client's own.
         self.listening: list[tuple[str, str, int]] = []

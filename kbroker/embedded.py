@@ -18,6 +18,7 @@ import trio
 
 from kbroker.client import Cluster, admin, run_sync
 from kbroker.client.consumer import ConsumedRecord, read_range
+from kbroker.control import Control
 
 
 def topic_configs(configs: dict) -> dict[str, str]:
@@ -50,6 +51,28 @@ class BrokerConveniences:
     """What tests want of a running broker at `self.bootstrap`, as blocking calls."""
 
     bootstrap: str
+    http: str | None
+
+    def control(self) -> Control:
+        """The broker's HTTP control API (it must serve an HTTP port: `--http-port 0`)."""
+        if self.http is None:
+            raise RuntimeError("this broker serves no HTTP port: start it with --http-port 0")
+        return Control(self.http)
+
+    def add_fault(self, api: str, error: str | None = None, *, times: int | None = None,
+                  client_id: str | None = None, broker: int | None = None, delay_ms: int = 0,
+                  disconnect: bool = False) -> str:
+        """Make the broker answer `api` requests with `error`, late or by disconnecting
+        (kbroker/faults.py); returns the fault's id."""
+        return self.control().add_fault(api, error, times=times, client_id=client_id,
+                                        broker=broker, delay_ms=delay_ms, disconnect=disconnect)
+
+    def faults(self) -> list[dict]:
+        """Every fault with how many requests it hit ("hits")."""
+        return self.control().faults()
+
+    def delete_fault(self, fault_id: str) -> None:
+        self.control().delete_fault(fault_id)
 
     def create_topic(self, name: str, partitions: int = 1, **configs) -> None:
         """Create a topic; configs by Kafka name with dots as underscores (retention_ms=1000)."""

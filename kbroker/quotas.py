@@ -1,4 +1,5 @@
-"""Client quotas (KIP-546): stored, altered and described as Kafka's controller does; not enforced.
+"""Client quotas (KIP-546): stored, altered and described as Kafka's controller does (enforced by
+kbroker/throttling.py).
 
 An entity maps entity types (`user`, `client-id`, `ip`) to a name, or to None for the type's
 default entity. Rules, from Kafka's ClientQuotaControlManager and ClientQuotasImage:

@@ -1,12 +1,13 @@
-"""The everyday command line tools (`kbroker topic|produce|consume|group`), on kbroker.client.
+"""The everyday command line tools (`kbroker topic|produce|consume|group`), on kbroker.client,
+and `kbroker ctl` on the broker's HTTP control API (kbroker.control).
 
 Each module adds its subcommand with `add_parser(commands)`, which sets the function that runs
 it as the parser's `handler` default.
 """
 
-from kbroker.commands import consume, group, produce, topic
+from kbroker.commands import consume, ctl, group, produce, topic
 
-MODULES = (topic, produce, consume, group)
+MODULES = (topic, produce, consume, group, ctl)
 
 
 def add_parsers(commands) -> None:

@@ -13,7 +13,7 @@ import contextlib
 from kbroker.client import Cluster
 from kbroker.client.sasl import SaslCredentials
 from kbroker.config import SASL_JAAS_SETTING
-from kbroker.http import console, prometheus
+from kbroker.http import console, faults, prometheus
 from kbroker.http.server import Request, Response, Routes
 from kbroker.sasl import users_from_jaas
 
@@ -64,6 +64,7 @@ class HttpApp:
         routes = Routes()
         routes.add("GET", "/metrics", self.metrics_page)
         console.add_routes(routes, self)
+        faults.add_routes(routes, self.broker.faults)
         return routes
 
     async def metrics_page(self, request: Request) -> Response:

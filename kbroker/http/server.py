@@ -1,6 +1,7 @@
 """A small HTTP/1.1 server on trio: keep-alive, Content-Length bodies, a routing table.
 
-Routes are exact (method, path) pairs; the query string is parsed into `Request.query`. A
+Routes are (method, path) pairs, exact or with `{name}` segments that match any one segment
+and land in `Request.params` (`/api/faults/{id}`); the query string is parsed into `Request.query`. A
 handler that raises answers 500 and costs only its own request: nothing here may take the
 broker down.
 """
@@ -11,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import trio
 
@@ -31,6 +32,7 @@ class Request:
     query: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)  # names in lower case
     body: bytes = b""
+    params: dict[str, str] = field(default_factory=dict)  # the route's {name} segments
 
 
 @dataclass
@@ -59,12 +61,23 @@ class Routes:
     def add(self, method: str, path: str, handler: Handler) -> None:
         self.table[(method, path)] = handler
 
+    def _find(self, method: str, path: str) -> tuple[Handler | None, dict[str, str]]:
+        handler = self.table.get((method, path))
+        if handler is not None:
+            return handler, {}
+        segments = path.split("/")
+        for (route_method, route), candidate in self.table.items():
+            params = _segment_params(route, segments)
+            if route_method == method and params is not None:
+                return candidate, params
+        return None, {}
+
     async def dispatch(self, request: Request) -> Response:
-        handler = self.table.get((request.method, request.path))
+        handler, request.params = self._find(request.method, request.path)
         if handler is None and request.method == "HEAD":
-            handler = self.table.get(("GET", request.path))
+            handler, request.params = self._find("GET", request.path)
         if handler is None:
-            if any(path == request.path for _, path in self.table):
+            if any(_segment_params(path, request.path.split("/")) is not None for _, path in self.table):
                 return text_response(HTTPStatus.METHOD_NOT_ALLOWED)
             return text_response(HTTPStatus.NOT_FOUND)
         try:
@@ -72,6 +85,20 @@ class Routes:
         except Exception:
             log.exception("HTTP %s %s failed", request.method, request.path)
             return text_response(HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+def _segment_params(route: str, segments: list[str]) -> dict[str, str] | None:
+    """The {name} segments of `route` if the path's segments match it, else None."""
+    pattern = route.split("/")
+    if "{" not in route or len(pattern) != len(segments):
+        return None if route != "/".join(segments) else {}
+    params = {}
+    for expected, actual in zip(pattern, segments):
+        if expected.startswith("{") and expected.endswith("}") and actual:
+            params[expected[1:-1]] = unquote(actual)
+        elif expected != actual:
+            return None
+    return params
 
 
 def text_response(status: HTTPStatus, text: str | None = None) -> Response:
