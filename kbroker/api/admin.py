@@ -24,6 +24,7 @@ import os
 import uuid
 
 from kbroker.api.authorization import (
+    allowed_cluster,
     allowed_topic,
     authorized_operations,
     may_create_topic,
@@ -406,6 +407,9 @@ async def handle_describe_cluster(ctx: RequestContext,
 async def handle_describe_log_dirs(ctx: RequestContext,
                                    request: DescribeLogDirsRequest) -> DescribeLogDirsResponse:
     broker = ctx.broker
+    if not allowed_cluster(ctx, Operation.DESCRIBE):
+        return DescribeLogDirsResponse(throttle_time_ms=0, results=[],
+                                       error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
     Topic = DescribeLogDirsResponse.DescribeLogDirsTopic
     Partition = DescribeLogDirsResponse.DescribeLogDirsPartition
     wanted = None if request.topics is None else {
@@ -455,8 +459,11 @@ async def handle_alter_replica_log_dirs(
                 destinations[(topic.name, partition)] = log_dir.path
     Result = AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult
     by_topic: dict[str, list] = {}
+    altering_allowed = allowed_cluster(ctx, Operation.ALTER)
     for (topic, partition), destination in destinations.items():
         try:
+            if not altering_allowed:
+                raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
             _move_replica(ctx.broker, topic, partition, destination)
             code = ErrorCode.NONE
         except KafkaError as exc:
@@ -481,7 +488,8 @@ async def handle_describe_topic_partitions(
     after = cursor.topic_name if cursor is not None else ""
     everything = not request.topics
     names = sorted(broker.logs.topics) if everything else sorted({t.name for t in request.topics})
-    names = [name for name in names if name >= after]
+    names = [name for name in names if name >= after
+             and (not everything or allowed_topic(ctx, Operation.DESCRIBE, name))]
     if cursor is not None and (cursor.partition_index < 0 or (not everything and after not in names)):
         # Kafka throws InvalidRequestException: every requested topic gets the error.
         return Response(topics=[Response.DescribeTopicPartitionsResponseTopic(
@@ -493,6 +501,11 @@ async def handle_describe_topic_partitions(
             next_cursor = Response.Cursor(topic_name=name, partition_index=0)
             break
         info = broker.logs.topics.get(name)
+        if not allowed_topic(ctx, Operation.DESCRIBE, name):
+            topics.append(Response.DescribeTopicPartitionsResponseTopic(
+                error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, name=name, topic_id=ZERO_UUID,
+                partitions=[], topic_authorized_operations=OPERATIONS_NOT_REQUESTED))
+            continue
         if info is None:
             if not everything:
                 try:
@@ -549,11 +562,16 @@ async def handle_elect_leaders(ctx: RequestContext,
     Result = ElectLeadersResponse.ReplicaElectionResult
     PartitionResult = ElectLeadersResponse.PartitionResult
     election = request.election_type if ctx.api_version >= 1 else PREFERRED
-    if election not in (PREFERRED, UNCLEAN):
-        message = f"Unknown election type {election}"
-        return ElectLeadersResponse(error_code=ErrorCode.INVALID_REQUEST, replica_election_results=[
+    refusal = None
+    if not allowed_cluster(ctx, Operation.ALTER):
+        refusal = ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed."
+    elif election not in (PREFERRED, UNCLEAN):
+        refusal = ErrorCode.INVALID_REQUEST, f"Unknown election type {election}"
+    if refusal is not None:
+        error, message = refusal
+        return ElectLeadersResponse(error_code=error, replica_election_results=[
             Result(topic=topic.topic, partition_result=[
-                PartitionResult(partition_id=p, error_code=ErrorCode.INVALID_REQUEST, error_message=message)
+                PartitionResult(partition_id=p, error_code=error, error_message=message)
                 for p in topic.partitions])
             for topic in request.topic_partitions or []])
     if request.topic_partitions is None:
@@ -576,7 +594,9 @@ async def handle_elect_leaders(ctx: RequestContext,
 async def handle_list_partition_reassignments(
         ctx: RequestContext,
         request: ListPartitionReassignmentsRequest) -> ListPartitionReassignmentsResponse:
-    return ListPartitionReassignmentsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
+    error = ErrorCode.NONE if allowed_cluster(ctx, Operation.DESCRIBE) \
+        else ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+    return ListPartitionReassignmentsResponse(throttle_time_ms=0, error_code=error,
                                               error_message=None, topics=[])
 
 
@@ -594,6 +614,10 @@ async def handle_alter_partition_reassignments(
         ctx: RequestContext,
         request: AlterPartitionReassignmentsRequest) -> AlterPartitionReassignmentsResponse:
     Response = AlterPartitionReassignmentsResponse
+    if not allowed_cluster(ctx, Operation.ALTER):
+        return Response(throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                        error_message=None, responses=[],
+                        allow_replication_factor_change=request.allow_replication_factor_change)
     topics = []
     for topic in request.topics:
         answers = []
