@@ -105,8 +105,7 @@ class Connection:
         except OSError as exc:
             raise ClientError(f"cannot connect to {address}: {exc.strerror or exc}") from None
         sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
-        connection = cls(sock if tls is None else await TlsSocket.wrap(sock, tls, host.strip("[]")),
-                         client_id)
+        connection = cls(sock if tls is None else await TlsSocket.wrap(sock, tls, host.strip("[]")), client_id)
         await connection._negotiate_versions()
         if sasl is not None:
             await connection._authenticate(sasl)
