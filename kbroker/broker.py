@@ -20,39 +20,23 @@ from kbroker.faults import FaultInjector
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
-from kbroker.groups.coordinator import (
-    OFFSETS_TOPIC,
-    OFFSETS_TOPIC_CONFIGS,
-    GroupCoordinator,
-)
+from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
 from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
-    AclStore,
-    BrokerIdentity,
-    DynamicBrokerConfigs,
-    MetadataOffset,
-    ProducerIdAllocator,
+    AclStore, BrokerIdentity, DynamicBrokerConfigs, MetadataOffset, ProducerIdAllocator,
     ScramCredentials,
 )
 from kbroker.metrics import Metrics
 from kbroker.oauthbearer import OAuthBearer, jaas_options
 from kbroker.quotas import ClientQuotas
 from kbroker.sasl import SaslUsers, users_from_jaas
-from kbroker.share.coordinator import (
-    SHARE_STATE_CONFIGS,
-    SHARE_STATE_TOPIC,
-    ShareCoordinator,
-)
+from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
 from kbroker.telemetry import Subscriptions, Telemetry
 from kbroker.throttling import Throttles
-from kbroker.txn.coordinator import (
-    TRANSACTION_STATE_CONFIGS,
-    TRANSACTION_STATE_TOPIC,
-    TransactionCoordinator,
-)
+from kbroker.txn.coordinator import TRANSACTION_STATE_CONFIGS, TRANSACTION_STATE_TOPIC, TransactionCoordinator
 
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, SHARE_STATE_TOPIC})
 

@@ -35,7 +35,7 @@ MATCH_EXACT, MATCH_DEFAULT, MATCH_SPECIFIED = 0, 1, 2
 _LONG_MAX = 2.0**63 - 1
 _CLIENT_KEYS = {"producer_byte_rate": _LONG_MAX, "consumer_byte_rate": _LONG_MAX,
                 "request_percentage": None, "controller_mutation_rate": None}  # None: a double
-_IP_KEYS = {"connection_creation_rate": 2.0**31 - 1}
+_IP_KEYS: dict[str, float | None] = {"connection_creation_rate": 2.0**31 - 1}
 
 Entity = tuple[tuple[str, str | None], ...]  # (type, name) pairs in _ENTITY_TYPES order
 

@@ -22,18 +22,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Hashable, Iterable, TypeVar
 
-from kbroker.api.authorization import (
-    allowed_cluster,
-    allowed_topic,
-    authorized_operations,
-    may_create_topic,
-)
-from kbroker.api.common import (
-    CLUSTER_OPERATIONS,
-    OPERATIONS_NOT_REQUESTED,
-    TOPIC_OPERATIONS,
-)
+from kbroker.api.authorization import allowed_cluster, allowed_topic, authorized_operations, may_create_topic
+from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
 from kbroker.api.configs import check_topic_configs, topic_config_entries
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
@@ -67,6 +59,7 @@ from kbroker.protocol.messages import (
 from kbroker.security.authorizer import CLUSTER_NAME, Operation, ResourceType
 
 ZERO_UUID = uuid.UUID(int=0)
+T = TypeVar("T", bound=Hashable)
 HIGH_WATERMARK = -1  # DeleteRecords: "up to the high watermark"
 BROKER_ENDPOINT = 1  # DescribeCluster endpoint types: 1 brokers, 2 controllers
 PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
@@ -107,8 +100,9 @@ def check_replica_list(broker_ids: list[int], node_id: int, expected: int | None
                          f"partitions, which have {expected} replica(s).")
 
 
-def _duplicates(names) -> set:
-    seen, twice = set(), set()
+def _duplicates(names: Iterable[T]) -> set[T]:
+    seen: set[T] = set()
+    twice: set[T] = set()
     for name in names:
         (twice if name in seen else seen).add(name)
     return twice
@@ -421,6 +415,7 @@ async def handle_describe_log_dirs(ctx: RequestContext,
             if wanted is not None and (name, index) not in wanted:
                 continue
             partition_log = broker.logs.partition(name, index)
+            assert partition_log is not None  # the topic has it
             by_topic.setdefault(name, []).append(Partition(
                 partition_index=index, partition_size=partition_log.size_bytes, offset_lag=0,
                 is_future_key=False))
@@ -460,15 +455,15 @@ async def handle_alter_replica_log_dirs(
     Result = AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult
     by_topic: dict[str, list] = {}
     altering_allowed = allowed_cluster(ctx, Operation.ALTER)
-    for (topic, partition), destination in destinations.items():
+    for (topic_name, partition), destination in destinations.items():
         try:
             if not altering_allowed:
                 raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
-            _move_replica(ctx.broker, topic, partition, destination)
+            _move_replica(ctx.broker, topic_name, partition, destination)
             code = ErrorCode.NONE
         except KafkaError as exc:
             code = exc.code
-        by_topic.setdefault(topic, []).append(
+        by_topic.setdefault(topic_name, []).append(
             AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult(partition_index=partition,
                                                                           error_code=code))
     return AlterReplicaLogDirsResponse(throttle_time_ms=0, results=[

@@ -35,7 +35,7 @@ class TopicInfo:
     topic_id: str
     internal: bool
     partitions: list[PartitionInfo] = field(default_factory=list)
-    configs: dict[str, str] = field(default_factory=dict)
+    configs: dict[str, str | None] = field(default_factory=dict)  # None: no value shown (unset or sensitive)
 
 
 @dataclass
@@ -141,7 +141,7 @@ async def describe_topic(cluster: Cluster, name: str, all_configs: bool = False)
     return info
 
 
-async def topic_configs(cluster: Cluster, name: str, only_overrides: bool = False) -> dict[str, str]:
+async def topic_configs(cluster: Cluster, name: str, only_overrides: bool = False) -> dict[str, str | None]:
     return {c.name: c.value for c in await describe_configs(cluster, TOPIC_RESOURCE, name)
             if not only_overrides or c.source == "DYNAMIC_TOPIC_CONFIG"}
 
@@ -229,7 +229,7 @@ async def committed_offsets(cluster: Cluster, group: str,
         topics = [Request.OffsetFetchRequestTopic(name=topic, partition_indexes=partitions)]
     if coordinator.version("OffsetFetch") >= 8:  # one group of a batch: tansu needs this form
         response = await coordinator.request("OffsetFetch", Request(groups=[
-            Request.OffsetFetchRequestGroup(group_id=group, topics=topics and [
+            Request.OffsetFetchRequestGroup(group_id=group, topics=None if topics is None else [
                 Request.OffsetFetchRequestTopics(name=t.name, partition_indexes=t.partition_indexes)
                 for t in topics])]))
         (response,) = response.groups
