@@ -20,38 +20,23 @@ from kbroker.faults import FaultInjector
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
-from kbroker.groups.coordinator import (
-    OFFSETS_TOPIC,
-    OFFSETS_TOPIC_CONFIGS,
-    GroupCoordinator,
-)
+from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
 from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
-    AclStore,
-    BrokerIdentity,
-    DynamicBrokerConfigs,
-    MetadataOffset,
-    ProducerIdAllocator,
+    AclStore, BrokerIdentity, DynamicBrokerConfigs, MetadataOffset, ProducerIdAllocator,
     ScramCredentials,
 )
 from kbroker.metrics import Metrics
 from kbroker.oauthbearer import OAuthBearer, jaas_options
 from kbroker.quotas import ClientQuotas
 from kbroker.sasl import SaslUsers, users_from_jaas
-from kbroker.share.coordinator import (
-    SHARE_STATE_CONFIGS,
-    SHARE_STATE_TOPIC,
-    ShareCoordinator,
-)
+from kbroker.share.coordinator import SHARE_STATE_CONFIGS, SHARE_STATE_TOPIC, ShareCoordinator
 from kbroker.storage import LogTopic, Storage
 from kbroker.telemetry import Subscriptions, Telemetry
-from kbroker.txn.coordinator import (
-    TRANSACTION_STATE_CONFIGS,
-    TRANSACTION_STATE_TOPIC,
-    TransactionCoordinator,
-)
+from kbroker.throttling import Throttles
+from kbroker.txn.coordinator import TRANSACTION_STATE_CONFIGS, TRANSACTION_STATE_TOPIC, TransactionCoordinator
 
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, SHARE_STATE_TOPIC})
 
@@ -91,7 +76,9 @@ class Broker:
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir, self.node_id)
-        self.quotas = ClientQuotas(self.data_dir)  # stored and described; not enforced yet
+        self.quotas = ClientQuotas(self.data_dir)
+        self.throttles = Throttles(self.quotas, config["quota.window.num"],
+                                   config["quota.window.size.seconds"] * 1000)
         self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))

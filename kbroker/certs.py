@@ -13,7 +13,9 @@ import argparse
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Sequence
 
 _KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
@@ -39,7 +41,7 @@ def _alt_name(host: str) -> str:
     return f"IP:{host}" if host.replace(".", "").isdigit() or ":" in host else f"DNS:{host}"
 
 
-def make_certificates(directory: Path, hosts: list[str] = (), client: str = "CN=alice,OU=dev,O=kbroker",
+def make_certificates(directory: Path, hosts: Sequence[str] = (), client: str = "CN=alice,OU=dev,O=kbroker",
                       days: int = 365) -> None:
     """Write the files; RuntimeError with openssl's message when it fails."""
     directory.mkdir(parents=True, exist_ok=True)

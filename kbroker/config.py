@@ -138,6 +138,10 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "ACLs, separated by semicolons (User:admin;User:ops)."),
     Setting("allow.everyone.if.no.acl.found", "boolean", False, "Whether an operation on a "
             "resource no ACL names is allowed (by default it is denied)."),
+    # Client quotas (set with AlterClientQuotas), measured as Kafka measures them.
+    Setting("quota.window.num", "int", 11, "Samples a client's rate is measured over.", low=1),
+    Setting("quota.window.size.seconds", "int", 1, "Time span of each sample of a client's rate.",
+            low=1),
     # Limits on connections and requests.
     Setting("socket.request.max.bytes", "int", 104857600, "Largest request frame accepted; a larger "
             "size closes the connection before anything is allocated.", low=1),

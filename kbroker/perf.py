@@ -23,13 +23,7 @@ from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.primitives import write_varint
 from kbroker.protocol.records import (
-    ATTRIBUTES_OFFSET,
-    CRC_OFFSET,
-    HEADER,
-    HEADER_SIZE,
-    LOG_OVERHEAD,
-    crc32c,
-    iter_batches,
+    ATTRIBUTES_OFFSET, CRC_OFFSET, HEADER, HEADER_SIZE, LOG_OVERHEAD, crc32c, iter_batches,
 )
 
 _NULL_KEY = write_varint(-1)

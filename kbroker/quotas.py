@@ -1,4 +1,5 @@
-"""Client quotas (KIP-546): stored, altered and described as Kafka's controller does; not enforced.
+"""Client quotas (KIP-546): stored, altered and described as Kafka's controller does (enforced by
+kbroker/throttling.py).
 
 An entity maps entity types (`user`, `client-id`, `ip`) to a name, or to None for the type's
 default entity. Rules, from Kafka's ClientQuotaControlManager and ClientQuotasImage:
@@ -34,7 +35,7 @@ MATCH_EXACT, MATCH_DEFAULT, MATCH_SPECIFIED = 0, 1, 2
 _LONG_MAX = 2.0**63 - 1
 _CLIENT_KEYS = {"producer_byte_rate": _LONG_MAX, "consumer_byte_rate": _LONG_MAX,
                 "request_percentage": None, "controller_mutation_rate": None}  # None: a double
-_IP_KEYS = {"connection_creation_rate": 2.0**31 - 1}
+_IP_KEYS: dict[str, float | None] = {"connection_creation_rate": 2.0**31 - 1}
 
 Entity = tuple[tuple[str, str | None], ...]  # (type, name) pairs in _ENTITY_TYPES order
 

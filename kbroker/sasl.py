@@ -20,7 +20,7 @@ import os
 import re
 from collections import ChainMap
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Mapping, Sequence
 
 from kbroker.protocol.errors import ErrorCode
 
@@ -105,12 +105,13 @@ def _attributes(message: str) -> dict[str, str]:
 class Scram(Mechanism):
     """RFC 5802 server side: client-first, server-first, client-final, server-final."""
 
-    def __init__(self, hash_name: str, credentials: dict[str, ScramCredential]):
+    def __init__(self, hash_name: str, credentials: Mapping[str, ScramCredential]):
         self.name = f"SCRAM-SHA-{hash_name[3:]}"
         self._hash = hash_name
         self._credentials = credentials
         self._expect_final = False
-        self._state: tuple | None = None
+        # (user, credential, client-first bare, server-first, nonce) once the first message is read
+        self._state: tuple[str, ScramCredential, str, str, str] | None = None
 
     def step(self, token: bytes) -> bytes:
         if self.done:
@@ -138,6 +139,7 @@ class Scram(Mechanism):
         return server_first.encode()
 
     def _final(self, message: str) -> bytes:
+        assert self._state is not None  # _first set it before it expected the final message
         user, credential, client_first_bare, server_first, nonce = self._state
         try:
             without_proof, proof_text = message.rsplit(",p=", 1)
@@ -205,7 +207,7 @@ class ScramStore:
         counts: dict[str, int] = {}
         for name in names:
             counts[name] = counts.get(name, 0) + 1
-        results = []
+        results: list[tuple[str, int, str | None, list[tuple[int, int]]]] = []
         for name, count in counts.items():
             if count > 1:
                 results.append((name, ErrorCode.DUPLICATE_RESOURCE, _DESCRIBED_TWICE + name, []))
@@ -235,7 +237,8 @@ class ScramStore:
         accepted: dict[str, ScramChange] = {}
         errors: dict[str, tuple[int, str | None]] = {}
         order: dict[str, None] = {}
-        alterations = [(name, mechanism, None) for name, mechanism in deletions]
+        alterations: list[tuple[str, int, tuple[int, bytes, bytes] | None]] = [
+            (name, mechanism, None) for name, mechanism in deletions]
         alterations += [(name, mechanism, (iterations, bytes(salt), bytes(salted)))
                         for name, mechanism, iterations, salt, salted in upsertions]
         for name, type_code, upsertion in alterations:
@@ -287,7 +290,7 @@ class ScramStore:
 
     # -- persistence -----------------------------------------------------------------------------
 
-    def dumps(self, pending: list[ScramChange] = ()) -> str:
+    def dumps(self, pending: Sequence[ScramChange] = ()) -> str:
         """The store as JSON text (bytes in base64), with `pending` changes applied."""
         state = {mechanism: dict(users) for mechanism, users in self.by_mechanism.items()}
         _apply(state, pending)
@@ -319,7 +322,7 @@ def _check_name_and_mechanism(name: str, type_code: int) -> tuple[int, str] | No
     return None
 
 
-def _apply(by_mechanism: dict[str, dict[str, ScramCredential]], changes) -> None:
+def _apply(by_mechanism: dict[str, dict[str, ScramCredential]], changes: Iterable[ScramChange]) -> None:
     for change in changes:
         users = by_mechanism.setdefault(change.mechanism, {})
         if change.credential is None:

@@ -22,6 +22,7 @@ import trio
 
 import kbroker.api  # noqa: F401  (registers every handler)
 from kbroker.api.context import ClientSession, RequestContext
+from kbroker.api.quotas import apply_request_quota
 from kbroker.api.registry import HANDLERS, CloseConnection
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
@@ -73,6 +74,9 @@ class BoundListener:
     port: int
     tls: ssl.SSLContext | None
     principals: PrincipalMapper | None  # ssl.principal.mapping.rules, with TLS
+    # With TLS: where a connection receives encrypted bytes, handed to its TLS layer before the
+    # task yields, so the connections of a listener (one trio loop) can share it.
+    encrypted_input: memoryview = memoryview(b"")
 
     @property
     def advertised(self) -> tuple[str, int]:
@@ -116,8 +120,10 @@ class Connection:
                     self.waiting_since = trio.current_time()
                     frame = await self._receive_frame()
                     self.waiting_since = None
-                    await self._handle_frame(frame)
+                    muted_ms = await self._handle_frame(frame)
                     self._release_memory()
+                    if muted_ms:  # a quota's throttle (KIP-219): the next request waits
+                        await trio.sleep(muted_ms / 1000)
                     if not self._waited:
                         await trio.lowlevel.checkpoint()
                     self._waited = False
@@ -212,7 +218,8 @@ class Connection:
             except BlockingIOError:
                 await self._wait_readable()
 
-    async def _handle_frame(self, frame: memoryview) -> None:
+    async def _handle_frame(self, frame: memoryview) -> int:
+        """Handle one request; returns how long (ms) a quota mutes the connection after it."""
         started = time.perf_counter()
         try:
             header, body_offset = codec.decode_request_header(frame)
@@ -226,7 +233,7 @@ class Connection:
                 await self._send(codec.encode_response(
                     _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response()
                 ))
-                return
+                return 0
             client = self.session.client_software or f"client-id:{header.client_id}"
             name = entry.name if entry is not None else f"api key {header.request_api_key}"
             self.broker.api_usage.record_unsupported(client, name, header.request_api_version)
@@ -256,7 +263,7 @@ class Connection:
         )
         context = RequestContext(
             self.broker, self.session, header.request_api_version, header.correlation_id,
-            header.client_id or "",
+            header.client_id or "", request_bytes=len(frame),
         )
         faults = self.broker.faults
         if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.broker.node_id)):
@@ -264,6 +271,8 @@ class Connection:
                                            partial(entry.handle, context, request))
         else:
             response = await entry.handle(context, request)
+        if self.broker.throttles.active:
+            apply_request_quota(context, response, time.perf_counter() - started)
         if response is not None:
             await self._send(codec.encode_response(
                 entry.api_key, header.request_api_version, header.correlation_id, response
@@ -272,6 +281,7 @@ class Connection:
                                          time.perf_counter() - started, response)
         if context.close_after_response:
             raise ConnectionClosed
+        return context.throttle_ms
 
     async def _send(self, parts: list) -> None:
         """Send a response: runs of buffers with one sendmsg (writev), FileRegions with sendfile."""
@@ -328,11 +338,16 @@ class TlsConnection(Connection):
         if listener.tls is None or listener.principals is None:
             raise ValueError(f"listener {listener.config.name} has no TLS")
         self._incoming, self._outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self._raw = listener.encrypted_input
         self._tls = listener.tls.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._principals = listener.principals
 
     async def _start(self) -> None:
-        """The TLS handshake; a client certificate names the principal (kbroker/security/principal.py)."""
+        """The TLS handshake; a client certificate names the principal (kbroker/security/principal.py).
+
+        A failed handshake (no or an untrusted client certificate, not TLS at all) sends its TLS
+        alert and closes after connection.failed.authentication.delay.ms, as Kafka does.
+        """
         while True:
             try:
                 self._tls.do_handshake()
@@ -340,6 +355,10 @@ class TlsConnection(Connection):
             except ssl.SSLWantReadError:
                 await self._flush()
                 await self._fill()
+            except ssl.SSLError:
+                await self._flush()
+                await trio.sleep(self.broker.config["connection.failed.authentication.delay.ms"] / 1000)
+                raise
         await self._flush()
         certificate = self._tls.getpeercert()
         if certificate:
@@ -352,15 +371,10 @@ class TlsConnection(Connection):
 
     async def _fill(self) -> None:
         """Hand the TLS layer the next bytes the client sent."""
-        while True:
-            try:
-                data = self.sock.recv(_RECEIVE_CHUNK)
-                break
-            except BlockingIOError:
-                await self._wait_readable()
-        if not data:
+        received = await super()._receive_into(self._raw)  # from the socket itself
+        if received == 0:
             raise ConnectionClosed
-        self._incoming.write(data)
+        self._incoming.write(self._raw[:received])
 
     async def _flush(self) -> None:
         """Send what the TLS layer has written."""
@@ -463,7 +477,8 @@ class Server:
             raise CannotListen(f"cannot listen on {_address(host, listener.port)} (listeners): "
                                f"{exc.strerror}") from None
         sock.listen(512)
-        return BoundListener(listener, host, sock.getsockname()[1], tls, principals), sock
+        encrypted_input = memoryview(bytearray(_RECEIVE_CHUNK if tls else 0))
+        return BoundListener(listener, host, sock.getsockname()[1], tls, principals, encrypted_input), sock
 
     async def _accept_connections(self, listener: BoundListener, sock) -> None:
         kind = Connection if listener.tls is None else TlsConnection

@@ -115,6 +115,9 @@ def _load_keystore(context: ssl.SSLContext, settings: _Settings) -> None:
         raise TlsSetupError(f"{settings.listener.security_protocol} needs a key store: set "
                             "ssl.keystore.location or ssl.keystore.certificate.chain and ssl.keystore.key")
     _require_pem(settings, "keystore")
+    if settings["ssl.keystore.password"]:
+        raise TlsSetupError(f"{settings.name('ssl.keystore.password')}: SSL key store password cannot "
+                            "be specified with PEM format, only key password may be specified")
     password = settings["ssl.key.password"]
     what = settings.name("ssl.keystore.location") if location else settings.name("ssl.keystore.key")
     try:

@@ -10,14 +10,8 @@ from hypothesis import strategies as st
 
 from kbroker.protocol import codec, messages
 from kbroker.protocol.codec import (
-    CorruptFrame,
-    ProtocolError,
-    UnsupportedVersion,
-    decode_request,
-    decode_request_header,
-    decode_response,
-    encode_request,
-    encode_response,
+    CorruptFrame, ProtocolError, UnsupportedVersion, decode_request, decode_request_header,
+    decode_response, encode_request, encode_response,
 )
 from tests.test_protocol_roundtrip import sample_struct
 

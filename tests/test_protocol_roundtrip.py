@@ -13,11 +13,7 @@ import pytest
 
 from kbroker.protocol import codec, messages
 from kbroker.protocol.codec import (
-    decode_request,
-    decode_request_header,
-    decode_response,
-    encode_request,
-    encode_response,
+    decode_request, decode_request_header, decode_response, encode_request, encode_response,
 )
 from kbroker.protocol.specs import in_range
 

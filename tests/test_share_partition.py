@@ -6,19 +6,8 @@ import pytest
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.share.partition import (
-    ACCEPT,
-    ACKNOWLEDGED,
-    ACQUIRED,
-    ARCHIVED,
-    AVAILABLE,
-    GAP,
-    REJECT,
-    RELEASE,
-    RENEW,
-    AckBatch,
-    Acquired,
-    SharePartition,
-    StateBatch,
+    ACCEPT, ACKNOWLEDGED, ACQUIRED, ARCHIVED, AVAILABLE, GAP, REJECT, RELEASE, RENEW, AckBatch,
+    Acquired, SharePartition, StateBatch,
 )
 
 LOCK = 30_000

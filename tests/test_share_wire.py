@@ -8,16 +8,9 @@ import pytest
 
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    AlterShareGroupOffsetsRequest,
-    DeleteShareGroupOffsetsRequest,
-    DeleteTopicsRequest,
-    DescribeConfigsRequest,
-    DescribeShareGroupOffsetsRequest,
-    IncrementalAlterConfigsRequest,
-    JoinGroupRequest,
-    MetadataRequest,
-    ShareAcknowledgeRequest,
-    ShareFetchRequest,
+    AlterShareGroupOffsetsRequest, DeleteShareGroupOffsetsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeShareGroupOffsetsRequest, IncrementalAlterConfigsRequest,
+    JoinGroupRequest, MetadataRequest, ShareAcknowledgeRequest, ShareFetchRequest,
 )
 from kbroker.testing import running_broker
 from tests.wire import WireClient

@@ -22,17 +22,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import Hashable, Iterable, TypeVar
 
-from kbroker.api.authorization import (
-    allowed_topic,
-    authorized_operations,
-    may_create_topic,
-)
-from kbroker.api.common import (
-    CLUSTER_OPERATIONS,
-    OPERATIONS_NOT_REQUESTED,
-    TOPIC_OPERATIONS,
-)
+from kbroker.api.authorization import allowed_cluster, allowed_topic, authorized_operations, may_create_topic
+from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
 from kbroker.api.configs import check_topic_configs, topic_config_entries
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
@@ -66,6 +59,7 @@ from kbroker.protocol.messages import (
 from kbroker.security.authorizer import CLUSTER_NAME, Operation, ResourceType
 
 ZERO_UUID = uuid.UUID(int=0)
+T = TypeVar("T", bound=Hashable)
 HIGH_WATERMARK = -1  # DeleteRecords: "up to the high watermark"
 BROKER_ENDPOINT = 1  # DescribeCluster endpoint types: 1 brokers, 2 controllers
 PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
@@ -106,8 +100,9 @@ def check_replica_list(broker_ids: list[int], node_id: int, expected: int | None
                          f"partitions, which have {expected} replica(s).")
 
 
-def _duplicates(names) -> set:
-    seen, twice = set(), set()
+def _duplicates(names: Iterable[T]) -> set[T]:
+    seen: set[T] = set()
+    twice: set[T] = set()
     for name in names:
         (twice if name in seen else seen).add(name)
     return twice
@@ -406,6 +401,9 @@ async def handle_describe_cluster(ctx: RequestContext,
 async def handle_describe_log_dirs(ctx: RequestContext,
                                    request: DescribeLogDirsRequest) -> DescribeLogDirsResponse:
     broker = ctx.broker
+    if not allowed_cluster(ctx, Operation.DESCRIBE):
+        return DescribeLogDirsResponse(throttle_time_ms=0, results=[],
+                                       error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
     Topic = DescribeLogDirsResponse.DescribeLogDirsTopic
     Partition = DescribeLogDirsResponse.DescribeLogDirsPartition
     wanted = None if request.topics is None else {
@@ -417,6 +415,7 @@ async def handle_describe_log_dirs(ctx: RequestContext,
             if wanted is not None and (name, index) not in wanted:
                 continue
             partition_log = broker.logs.partition(name, index)
+            assert partition_log is not None  # the topic has it
             by_topic.setdefault(name, []).append(Partition(
                 partition_index=index, partition_size=partition_log.size_bytes, offset_lag=0,
                 is_future_key=False))
@@ -455,13 +454,16 @@ async def handle_alter_replica_log_dirs(
                 destinations[(topic.name, partition)] = log_dir.path
     Result = AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult
     by_topic: dict[str, list] = {}
-    for (topic, partition), destination in destinations.items():
+    altering_allowed = allowed_cluster(ctx, Operation.ALTER)
+    for (topic_name, partition), destination in destinations.items():
         try:
-            _move_replica(ctx.broker, topic, partition, destination)
+            if not altering_allowed:
+                raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
+            _move_replica(ctx.broker, topic_name, partition, destination)
             code = ErrorCode.NONE
         except KafkaError as exc:
             code = exc.code
-        by_topic.setdefault(topic, []).append(
+        by_topic.setdefault(topic_name, []).append(
             AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult(partition_index=partition,
                                                                           error_code=code))
     return AlterReplicaLogDirsResponse(throttle_time_ms=0, results=[
@@ -481,7 +483,8 @@ async def handle_describe_topic_partitions(
     after = cursor.topic_name if cursor is not None else ""
     everything = not request.topics
     names = sorted(broker.logs.topics) if everything else sorted({t.name for t in request.topics})
-    names = [name for name in names if name >= after]
+    names = [name for name in names if name >= after
+             and (not everything or allowed_topic(ctx, Operation.DESCRIBE, name))]
     if cursor is not None and (cursor.partition_index < 0 or (not everything and after not in names)):
         # Kafka throws InvalidRequestException: every requested topic gets the error.
         return Response(topics=[Response.DescribeTopicPartitionsResponseTopic(
@@ -493,6 +496,11 @@ async def handle_describe_topic_partitions(
             next_cursor = Response.Cursor(topic_name=name, partition_index=0)
             break
         info = broker.logs.topics.get(name)
+        if not allowed_topic(ctx, Operation.DESCRIBE, name):
+            topics.append(Response.DescribeTopicPartitionsResponseTopic(
+                error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, name=name, topic_id=ZERO_UUID,
+                partitions=[], topic_authorized_operations=OPERATIONS_NOT_REQUESTED))
+            continue
         if info is None:
             if not everything:
                 try:
@@ -549,11 +557,16 @@ async def handle_elect_leaders(ctx: RequestContext,
     Result = ElectLeadersResponse.ReplicaElectionResult
     PartitionResult = ElectLeadersResponse.PartitionResult
     election = request.election_type if ctx.api_version >= 1 else PREFERRED
-    if election not in (PREFERRED, UNCLEAN):
-        message = f"Unknown election type {election}"
-        return ElectLeadersResponse(error_code=ErrorCode.INVALID_REQUEST, replica_election_results=[
+    refusal = None
+    if not allowed_cluster(ctx, Operation.ALTER):
+        refusal = ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed."
+    elif election not in (PREFERRED, UNCLEAN):
+        refusal = ErrorCode.INVALID_REQUEST, f"Unknown election type {election}"
+    if refusal is not None:
+        error, message = refusal
+        return ElectLeadersResponse(error_code=error, replica_election_results=[
             Result(topic=topic.topic, partition_result=[
-                PartitionResult(partition_id=p, error_code=ErrorCode.INVALID_REQUEST, error_message=message)
+                PartitionResult(partition_id=p, error_code=error, error_message=message)
                 for p in topic.partitions])
             for topic in request.topic_partitions or []])
     if request.topic_partitions is None:
@@ -576,7 +589,9 @@ async def handle_elect_leaders(ctx: RequestContext,
 async def handle_list_partition_reassignments(
         ctx: RequestContext,
         request: ListPartitionReassignmentsRequest) -> ListPartitionReassignmentsResponse:
-    return ListPartitionReassignmentsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
+    error = ErrorCode.NONE if allowed_cluster(ctx, Operation.DESCRIBE) \
+        else ErrorCode.CLUSTER_AUTHORIZATION_FAILED
+    return ListPartitionReassignmentsResponse(throttle_time_ms=0, error_code=error,
                                               error_message=None, topics=[])
 
 
@@ -594,6 +609,10 @@ async def handle_alter_partition_reassignments(
         ctx: RequestContext,
         request: AlterPartitionReassignmentsRequest) -> AlterPartitionReassignmentsResponse:
     Response = AlterPartitionReassignmentsResponse
+    if not allowed_cluster(ctx, Operation.ALTER):
+        return Response(throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                        error_message=None, responses=[],
+                        allow_replication_factor_change=request.allow_replication_factor_change)
     topics = []
     for topic in request.topics:
         answers = []

@@ -12,8 +12,9 @@ everything and costs one attribute test. The checks, per API (resource, operatio
   OffsetFetch              GROUP DESCRIBE, then TOPIC DESCRIBE (unauthorized topics: per partition
                            when named, hidden when all are asked for)
   OffsetDelete             GROUP DELETE, then TOPIC READ
-  JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ConsumerGroupHeartbeat, ShareGroupHeartbeat
-                           GROUP READ -> GROUP_AUTHORIZATION_FAILED
+  JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ConsumerGroupHeartbeat, ShareGroupHeartbeat,
+  ShareFetch, ShareAcknowledge, AlterShareGroupOffsets   GROUP READ -> GROUP_AUTHORIZATION_FAILED
+  DescribeShareGroupOffsets GROUP DESCRIBE;  DeleteShareGroupOffsets GROUP DELETE
   FindCoordinator          GROUP DESCRIBE / TRANSACTIONAL_ID DESCRIBE
   ListGroups               GROUP DESCRIBE (filtered), or CLUSTER DESCRIBE for all
   DescribeGroups, ConsumerGroupDescribe, ShareGroupDescribe   GROUP DESCRIBE
@@ -29,11 +30,15 @@ everything and costs one attribute test. The checks, per API (resource, operatio
   CreatePartitions         TOPIC ALTER
   DescribeConfigs          CLUSTER / TOPIC / GROUP DESCRIBE_CONFIGS
   AlterConfigs, IncrementalAlterConfigs   CLUSTER / TOPIC / GROUP ALTER_CONFIGS
-  DescribeCluster, DescribeAcls, DescribeLogDirs, DescribeClientQuotas,
-  DescribeUserScramCredentials, ListPartitionReassignments   CLUSTER DESCRIBE
-  CreateAcls, DeleteAcls, AlterClientQuotas, AlterUserScramCredentials, UpdateFeatures,
-  ElectLeaders, AlterPartitionReassignments, AlterReplicaLogDirs   CLUSTER ALTER
+  DescribeTopicPartitions  TOPIC DESCRIBE (all: hidden; named: TOPIC_AUTHORIZATION_FAILED)
+  DescribeAcls, DescribeLogDirs, DescribeUserScramCredentials, ListPartitionReassignments
+                           CLUSTER DESCRIBE
+  CreateAcls, DeleteAcls, AlterUserScramCredentials, UpdateFeatures, ElectLeaders,
+  AlterPartitionReassignments, AlterReplicaLogDirs   CLUSTER ALTER
+  DescribeClientQuotas / AlterClientQuotas   CLUSTER DESCRIBE_CONFIGS / ALTER_CONFIGS
   (cluster checks fail with CLUSTER_AUTHORIZATION_FAILED)
+  Metadata, DescribeCluster, DescribeGroups, ... with authorized operations asked for: the bit
+  set of what the caller may do (DescribeCluster itself needs nothing, as in Kafka)
 """
 
 from __future__ import annotations

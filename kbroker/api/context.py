@@ -50,3 +50,6 @@ class RequestContext:
     correlation_id: int
     client_id: str
     close_after_response: bool = False  # Kafka answers, then closes the connection
+    request_bytes: int = 0  # size of the request frame
+    throttle_ms: int = 0  # set by quotas: the connection is muted this long after the response
+    waited_seconds: float = 0.0  # long polling, left out of the request quota's time

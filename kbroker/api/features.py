@@ -7,11 +7,13 @@ error only, as Kafka 4 does.
 
 from __future__ import annotations
 
+from kbroker.api.authorization import allowed_cluster
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.features import SAFE_DOWNGRADE, UPGRADE
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import UpdateFeaturesRequest, UpdateFeaturesResponse
+from kbroker.security.authorizer import Operation
 
 
 @serves("UpdateFeatures", 0, 2)
@@ -26,6 +28,8 @@ async def handle_update_features(ctx: RequestContext,
         updates[update.feature] = (update.max_version_level, upgrade_type)
     error = None
     try:
+        if not allowed_cluster(ctx, Operation.ALTER):
+            raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed.")
         ctx.broker.features.update(updates, request.validate_only)
     except KafkaError as exc:
         error = exc

@@ -18,6 +18,7 @@ from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import FetchRequest, FetchResponse
 from kbroker.protocol.primitives import INT32_MAX
 from kbroker.security.authorizer import Operation
+from kbroker.throttling import quota_user
 
 READ_COMMITTED = 1
 _NONE: frozenset[str] = frozenset()
@@ -171,9 +172,13 @@ async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchRespo
         if total >= request.min_bytes or has_error or remaining <= 0 or not watched:
             break
         await broker.storage.wakeups.wait_for_data(watched, remaining)
+        ctx.waited_seconds += trio.current_time() - deadline + remaining
     if session_id:
         _remember_sent(positions, topics)
+    if broker.throttles.active:  # consumer_byte_rate counts the records sent
+        ctx.throttle_ms = broker.throttles.fetch.record(
+            quota_user(ctx.session.principal), ctx.client_id, total, broker.clock.now_ms())
     return FetchResponse(
-        throttle_time_ms=0, error_code=ErrorCode.NONE, session_id=session_id,
+        throttle_time_ms=ctx.throttle_ms, error_code=ErrorCode.NONE, session_id=session_id,
         responses=list(topics.values()),
     )

@@ -17,6 +17,7 @@ from kbroker.log.validator import RecordErrors
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceRequest, ProduceResponse
 from kbroker.security.authorizer import Operation
+from kbroker.throttling import quota_user
 
 log = logging.getLogger("kbroker.produce")
 
@@ -126,6 +127,9 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
                 for data in topic.partition_data
             ]))
     await broker.storage.flush_if_due(appended_to)
+    if broker.throttles.active:  # producer_byte_rate counts the request's bytes, as Kafka's
+        ctx.throttle_ms = broker.throttles.produce.record(
+            quota_user(ctx.session.principal), ctx.client_id, ctx.request_bytes, broker.clock.now_ms())
     if request.acks == 0:
         failed = [
             (topic.name or topic.topic_id, partition.index, partition.error_code)
@@ -137,4 +141,4 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
             log.info("acks=0 produce failed %s; closing the connection", failed)
             raise CloseConnection
         return None
-    return ProduceResponse(responses=responses)
+    return ProduceResponse(responses=responses, throttle_time_ms=ctx.throttle_ms)

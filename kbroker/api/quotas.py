@@ -1,5 +1,6 @@
 """DescribeClientQuotas and AlterClientQuotas: client quotas stored and described as Kafka does
-(kbroker/quotas.py has the rules). kbroker does not enforce them yet."""
+(kbroker/quotas.py has the rules); the request quota applied to every response (the byte rates
+are recorded by Produce and Fetch; kbroker/throttling.py has the rules)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
     AlterClientQuotasRequest,
     AlterClientQuotasResponse,
+    ApiVersionsResponse,
     DescribeClientQuotasRequest,
     DescribeClientQuotasResponse,
+    SaslAuthenticateResponse,
+    SaslHandshakeResponse,
 )
 from kbroker.quotas import IP
 from kbroker.security.authorizer import Operation
+from kbroker.throttling import quota_user
 
 
 async def _resolvable(names: set[str]) -> set[str]:
@@ -86,3 +91,20 @@ async def handle_describe_client_quotas(
                     for entity_type, name in entity],
             values=[Response.ValueData(key=key, value=value) for key, value in values.items()])
         for entity, values in matching])
+
+
+# Kafka's request quota leaves out what a client needs before it can be throttled at all.
+_NOT_THROTTLED = (ApiVersionsResponse, SaslHandshakeResponse, SaslAuthenticateResponse)
+
+
+def apply_request_quota(ctx: RequestContext, response, handle_seconds: float) -> None:
+    """Record the time a request took against the client's request_percentage quota (rule Q5 of
+    kbroker/throttling.py); a response then carries the longest throttle time of its request."""
+    if isinstance(response, _NOT_THROTTLED):
+        return
+    throttle_ms = ctx.broker.throttles.request.record(
+        quota_user(ctx.session.principal), ctx.client_id, (handle_seconds - ctx.waited_seconds) * 100,
+        ctx.broker.clock.now_ms())
+    ctx.throttle_ms = max(ctx.throttle_ms, throttle_ms)
+    if ctx.throttle_ms and response is not None and hasattr(response, "throttle_time_ms"):
+        response.throttle_time_ms = ctx.throttle_ms

@@ -40,6 +40,7 @@ from kbroker.security.authorizer import (
 )
 
 log = logging.getLogger("kbroker.sasl")
+CLUSTER_AUTHORIZATION_MESSAGE = "Cluster authorization failed."  # Kafka's default (Errors.java)
 
 
 @serves("SaslHandshake", 1, 1)
@@ -112,13 +113,17 @@ def _session_lifetime_ms(ctx: RequestContext, exchange: Mechanism) -> int:
     return min(limits, default=0)
 
 
-# SCRAM credentials (KIP-554). Without an authorizer every principal may describe and alter them,
-# as in Kafka; the rules and messages are Kafka's (see kbroker.sasl.ScramStore).
+# SCRAM credentials (KIP-554): CLUSTER DESCRIBE / ALTER, so without an authorizer every principal
+# may describe and alter them, as in Kafka; the rules and messages are Kafka's (see kbroker.sasl.ScramStore).
 
 @serves("DescribeUserScramCredentials", 0, 0)
 async def handle_describe_user_scram_credentials(
         ctx: RequestContext,
         request: DescribeUserScramCredentialsRequest) -> DescribeUserScramCredentialsResponse:
+    if not allowed_cluster(ctx, Operation.DESCRIBE):
+        return DescribeUserScramCredentialsResponse(
+            error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+            error_message=CLUSTER_AUTHORIZATION_MESSAGE, results=[])
     names = None if request.users is None else [user.name for user in request.users]
     Result = DescribeUserScramCredentialsResponse.DescribeUserScramCredentialsResult
     Info = DescribeUserScramCredentialsResponse.CredentialInfo
@@ -133,11 +138,16 @@ async def handle_describe_user_scram_credentials(
 async def handle_alter_user_scram_credentials(
         ctx: RequestContext,
         request: AlterUserScramCredentialsRequest) -> AlterUserScramCredentialsResponse:
+    Result = AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult
+    if not allowed_cluster(ctx, Operation.ALTER):
+        users = dict.fromkeys([*(d.name for d in request.deletions), *(u.name for u in request.upsertions)])
+        return AlterUserScramCredentialsResponse(results=[
+            Result(user=user, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                   error_message=CLUSTER_AUTHORIZATION_MESSAGE) for user in users])
     results = ctx.broker.scram.alter(
         [(deletion.name, deletion.mechanism) for deletion in request.deletions],
         [(upsertion.name, upsertion.mechanism, upsertion.iterations, bytes(upsertion.salt),
           bytes(upsertion.salted_password)) for upsertion in request.upsertions])
-    Result = AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult
     return AlterUserScramCredentialsResponse(results=[
         Result(user=user, error_code=error, error_message=message) for user, error, message in results])
 
@@ -146,7 +156,6 @@ async def handle_alter_user_scram_credentials(
 # operation is allowed and they answer SECURITY_DISABLED, as Kafka then does, so admin tools get
 # Kafka's error rather than an unsupported version.
 _NO_AUTHORIZER = "No Authorizer is configured."
-CLUSTER_AUTHORIZATION_MESSAGE = "Cluster authorization failed."  # Kafka's default (Errors.java)
 
 
 def _code(kind, value: int):

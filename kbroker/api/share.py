@@ -173,6 +173,8 @@ async def handle_share_fetch(ctx: RequestContext, request: ShareFetchRequest) ->
     try:
         if not group_id or not member_id:
             raise KafkaError(ErrorCode.INVALID_REQUEST, "The group id and member id must be set.")
+        if not allowed_group(ctx, Operation.READ, group_id):
+            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
         session, replaced = share.sessions.for_fetch(group_id, member_id, epoch, wanted, forgotten, bool(acks))
     except KafkaError as exc:
         return ShareFetchResponse(throttle_time_ms=0, error_code=exc.code, error_message=exc.message,
@@ -214,6 +216,8 @@ async def handle_share_acknowledge(ctx: RequestContext,
     try:
         if not group_id or not member_id:
             raise KafkaError(ErrorCode.INVALID_REQUEST, "The group id and member id must be set.")
+        if not allowed_group(ctx, Operation.READ, group_id):
+            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
         share.sessions.for_acknowledge(group_id, member_id, epoch)
     except KafkaError as exc:
         return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[],

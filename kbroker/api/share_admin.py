@@ -134,6 +134,8 @@ async def handle_describe_share_group_offsets(
     groups = []
     for group in request.groups:
         try:
+            if not allowed_group(ctx, Operation.DESCRIBE, group.group_id):
+                raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
             _share_group(ctx.broker, group.group_id)
         except KafkaError as exc:
             groups.append(R.DescribeShareGroupOffsetsResponseGroup(
@@ -163,6 +165,8 @@ async def handle_alter_share_group_offsets(
     R = AlterShareGroupOffsetsResponse
     broker = ctx.broker
     try:
+        if not allowed_group(ctx, Operation.READ, request.group_id):
+            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
         _empty_share_group(broker, request.group_id, create=True)
     except KafkaError as exc:
         return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])
@@ -198,6 +202,8 @@ async def handle_delete_share_group_offsets(
     R = DeleteShareGroupOffsetsResponse
     broker = ctx.broker
     try:
+        if not allowed_group(ctx, Operation.DELETE, request.group_id):
+            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
         _empty_share_group(broker, request.group_id, create=False)
     except KafkaError as exc:
         return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])

@@ -132,7 +132,7 @@ class Cluster:
                 self._addresses[response.node_id] = f"{response.host}:{response.port}"
                 return await self.node(response.node_id)
             await trio.sleep(RETRY_BACKOFF_S)
-        check(response.error_code, response.error_message, f"group {group}")
+        raise error(response.error_code, response.error_message, f"group {group}")
 
     async def close(self) -> None:
         self.bootstrap.close()

@@ -27,7 +27,7 @@ WANTED_VERSIONS = {
     "ListOffsets": 7, "InitProducerId": 4, "FindCoordinator": 3, "ListGroups": 4,
     "DescribeGroups": 5, "OffsetFetch": 8, "OffsetCommit": 8, "DeleteGroups": 2,
     "DescribeLogDirs": 4, "SaslHandshake": 1, "SaslAuthenticate": 2,
-    "JoinGroup": 7, "SyncGroup": 5, "Heartbeat": 4, "LeaveGroup": 4,
+    "JoinGroup": 7, "SyncGroup": 5, "Heartbeat": 4, "LeaveGroup": 4, "ConsumerGroupDescribe": 1,
 }
 
 
@@ -64,7 +64,7 @@ class TlsSocket:
         await self._stream.send_all(data)
         return len(data)
 
-    async def recv(self, size: int) -> bytes:
+    async def recv(self, size: int) -> bytes | bytearray:
         try:
             return await self._stream.receive_some(size)
         except trio.BrokenResourceError as exc:
@@ -82,7 +82,7 @@ class TlsSocket:
 class Connection:
     """One broker connection; requests may be pipelined, Kafka answers them in order."""
 
-    def __init__(self, sock: trio.socket.SocketType, client_id: str):
+    def __init__(self, sock: trio.socket.SocketType | TlsSocket, client_id: str):
         self.sock = sock
         self.client_id = client_id
         self.versions: dict[str, int] = {}
@@ -105,9 +105,7 @@ class Connection:
         except OSError as exc:
             raise ClientError(f"cannot connect to {address}: {exc.strerror or exc}") from None
         sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY, 1)
-        if tls is not None:
-            sock = await TlsSocket.wrap(sock, tls, host.strip("[]"))
-        connection = cls(sock, client_id)
+        connection = cls(sock if tls is None else await TlsSocket.wrap(sock, tls, host.strip("[]")), client_id)
         await connection._negotiate_versions()
         if sasl is not None:
             await connection._authenticate(sasl)

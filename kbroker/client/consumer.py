@@ -112,10 +112,12 @@ class Consumer:
                         for r in iter_records(batch)):
                     aborting.discard(header.producer_id)
             elif not (header.is_transactional and header.producer_id in aborting):
-                found += [ConsumedRecord(self.topic, partition, header.base_offset + r.offset_delta,
+                # (the ignores: records read from a batch always have their offset_delta)
+                found += [ConsumedRecord(self.topic, partition,
+                                         header.base_offset + r.offset_delta,  # type: ignore[operator]
                                          r.timestamp, r.key, r.value, r.headers)
                           for r in iter_records(batch)
-                          if header.base_offset + r.offset_delta >= position]
+                          if header.base_offset + r.offset_delta >= position]  # type: ignore[operator]
             position = header.last_offset + 1
         return found, position
 

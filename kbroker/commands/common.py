@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from typing import NoReturn
 
 import trio
 
@@ -72,7 +73,7 @@ def run(command, args) -> int:
     return 1
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """A usage mistake found after parsing: exits like argparse does."""
     print(f"kbroker: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -83,7 +84,7 @@ def print_json(value) -> None:
 
 
 def as_plain(value):
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, list):
         return [as_plain(v) for v in value]

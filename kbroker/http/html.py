@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from html import escape
+from typing import AbstractSet
 from urllib.parse import urlencode
 
 NAV = (("/", "Topics"), ("/groups", "Consumer groups"), ("/clients", "Clients"),
@@ -36,8 +37,8 @@ def link(path: str, text, **query) -> str:
     return f'<a href="{escape(target)}">{escape(str(text))}</a>'
 
 
-def table(columns: list[str], rows: list[list], numeric: set[str] = frozenset(),
-          raw: set[str] = frozenset()) -> str:
+def table(columns: list[str], rows: list[list], numeric: AbstractSet[str] = frozenset(),
+          raw: AbstractSet[str] = frozenset()) -> str:
     """An HTML table; cells are escaped unless their column is in `raw` (already HTML)."""
     if not rows:
         return '<p class="muted">(none)</p>'

@@ -43,6 +43,8 @@ import weakref
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
 from kbroker.log.files import read_if_exists, unlink_quietly, write_file
 from kbroker.log.handles import OpenFiles
@@ -57,6 +59,9 @@ from kbroker.protocol.records import (
     CONTROL_BIT, CRC_OFFSET, HEADER, HEADER_SIZE, LOG_OVERHEAD, MAGIC, TIMESTAMP_TYPE_BIT,
     TRANSACTIONAL_BIT, BatchHeader, build_batch, compute_crc, iter_records,
 )
+
+if TYPE_CHECKING:  # the partition's loader uses this module
+    from kbroker.log.partition import PartitionLog
 
 log = logging.getLogger("kbroker.cleaner")
 
@@ -203,7 +208,7 @@ class CleaningJob:
     """Compaction of one log's range [log start, end): built on the event loop, `clean` runs in
     a worker thread, the LogCleaner swaps the result in on the event loop."""
 
-    log: object  # the PartitionLog
+    log: PartitionLog
     first_dirty: int
     end: int
     now_ms: int
@@ -217,7 +222,7 @@ class CleaningJob:
     _yielded: float = 0.0
 
     @classmethod
-    def plan(cls, partition_log, first_dirty: int, end: int, now_ms: int) -> CleaningJob:
+    def plan(cls, partition_log: PartitionLog, first_dirty: int, end: int, now_ms: int) -> CleaningJob:
         segments = partition_log.segments
         bases = partition_log.base_offsets
         sources = []
@@ -278,7 +283,7 @@ class CleaningJob:
                     transactions.on_marker(header, batch)
                 elif not transactions.on_data(header) and header.last_offset >= self.first_dirty:
                     for record in iter_records(batch):
-                        offset = header.base_offset + record.offset_delta
+                        offset = header.base_offset + record.offset_delta  # type: ignore[operator]  # set when read
                         if record.key is None or offset < self.first_dirty:
                             continue
                         digest = key_digest(record.key)
@@ -371,7 +376,7 @@ class CleaningJob:
             kept = list(iter_records(batch))
         else:
             for record in iter_records(batch):
-                offset = header.base_offset + record.offset_delta
+                offset = header.base_offset + record.offset_delta  # type: ignore[operator]  # set when read
                 alive = record.value is not None or horizon is None or now < horizon
                 if record.key is not None and alive \
                         and offset >= latest.get(key_digest(record.key), -1):
@@ -490,16 +495,17 @@ class LogCleaner:
         return None
 
     def next_job(self, now_ms: int) -> CleaningJob | None:
-        best, best_log = None, None
+        best: tuple[_Span, PartitionLog] | None = None
         for partition_log in self.logs.logs():
             if not partition_log.config.compact or partition_log in self._uncleanable:
                 continue
             span = self._span(partition_log, now_ms)
-            if span is not None and (best is None or span.ratio > best.ratio):
-                best, best_log = span, partition_log
+            if span is not None and (best is None or span.ratio > best[0].ratio):
+                best = span, partition_log
         if best is None:
             return None
-        return CleaningJob.plan(best_log, best.first_dirty, best.end, now_ms)
+        span, best_log = best
+        return CleaningJob.plan(best_log, span.first_dirty, span.end, now_ms)
 
     def finish(self, job: CleaningJob, now_ms: int) -> None:
         """Swap a finished job's segments in, unless the log changed under it."""
@@ -516,8 +522,8 @@ class LogCleaner:
                 base, next_base = group[0].segment.base_offset, group[-1].next_base
                 partition_log.replace_segments(
                     [source.segment for source in group], now_ms,
-                    lambda: _install(partition_log.directory, base, next_base, interval,
-                                     partition_log.log_dir.files))
+                    partial(_install, partition_log.directory, base, next_base, interval,
+                            partition_log.log_dir.files))
             self._first_dirty[partition_log] = job.next_dirty
             # Not fsynced: a lost or torn checkpoint only means cleaning from the log start again.
             write_file(os.path.join(partition_log.directory, CHECKPOINT_FILE),

@@ -87,8 +87,9 @@ def _recover_segments(segments: list[LogSegment], name: str,
         below_recovery_point = recovery_point is None or (
             next_base is not None and next_base <= recovery_point)
         if below_recovery_point:
-            end = segment.load_indexes(next_base)
-            if end is not None:
+            loaded_end = segment.load_indexes(next_base)
+            if loaded_end is not None:
+                end = loaded_end
                 i += 1
                 continue
         size = segment.size

@@ -237,7 +237,7 @@ def _read_segment(segment: LogSegment, offset: int, max_bytes: int, upper: int,
     looked for from the entry below `offset`, the last from the entry below the byte limit.
     """
     slot = segment.index.floor(offset - segment.base_offset)
-    for start, header in segment.headers(segment.index.values[slot] if slot >= 0 else 0):
+    for start, header in segment.headers(segment.index.values[slot] if slot >= 0 else 0):  # noqa: B007 (used below)
         if header.last_offset >= offset:
             break
     else:

@@ -107,7 +107,7 @@ class ProducerStateManager:
                                  f"Invalid sequence number for new epoch of producer {pid}: {epoch} "
                                  f"(request epoch), {first_seq} (seq. number), {current_epoch} "
                                  "(current producer epoch)")
-        elif current_epoch != NO_PRODUCER_EPOCH and not _in_sequence(entry.last_seq, first_seq):
+        elif entry is not None and current_epoch != NO_PRODUCER_EPOCH and not _in_sequence(entry.last_seq, first_seq):
             raise KafkaError(ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
                              f"Out of order sequence number for producer {pid}: {first_seq} (incoming "
                              f"seq. number), {entry.last_seq} (current end sequence number)")

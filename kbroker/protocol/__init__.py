@@ -1,13 +1,8 @@
 """Sans-IO Kafka protocol: message classes and codecs generated from protocol_specs/."""
 
 from kbroker.protocol.codec import (
-    decode_data,
-    decode_request,
-    decode_request_header,
-    decode_response,
-    encode_data,
-    encode_request,
-    encode_response,
+    decode_data, decode_request, decode_request_header, decode_response, encode_data,
+    encode_request, encode_response,
 )
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.exceptions import CorruptFrame, ProtocolError, UnsupportedVersion

@@ -8,6 +8,7 @@ complete frames, size prefix included. Decoders and encoders are compiled per
 from __future__ import annotations
 
 import struct
+from typing import TypeVar
 
 from kbroker.protocol.codegen import build_decoder, build_encoder, records_size
 from kbroker.protocol.exceptions import CorruptFrame, ProtocolError, UnsupportedVersion
@@ -26,6 +27,7 @@ CONTROLLED_SHUTDOWN_KEY = 7  # its v0 is the only user of request header v0
 _KEY_VERSION = struct.Struct(">hh")
 _SIZE = struct.Struct(">i")
 _INT16 = struct.Struct(">h")
+S = TypeVar("S", bound=Struct)
 _HEADER_V0 = struct.Struct(">ii")  # size, correlation id
 _HEADER_V1 = struct.Struct(">iiB")  # size, correlation id, empty tagged section
 
@@ -213,7 +215,7 @@ def encode_data(obj, version: int, prefix: int | None = None) -> bytes:
     return bytes(buf)
 
 
-def decode_data(cls: type[Struct], data) -> tuple[int, object]:
+def decode_data(cls: type[S], data) -> tuple[int, S]:
     """Parse an embedded format: (version written, object).
 
     A version newer than we know is parsed with our newest one and its extra trailing

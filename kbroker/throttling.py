@@ -1,0 +1,126 @@
+"""Client quota enforcement as Kafka's ClientQuotaManager does it: rates and throttle times.
+
+A plain state machine (no sockets, no clock of its own): handlers record what a client did and
+get the time, in ms, its connection must stay muted (KIP-219: the response goes out at once with
+that throttle_time_ms, and the connection's next request is read only after it).
+
+Rules (Kafka's ClientQuotaManager, Sensor, Rate and QuotaUtils):
+ Q1. A client is known by its user principal's name (or "ANONYMOUS") and its client id. The quota
+     that applies to it is the first entity, in this order, that sets the quota's key
+     (producer_byte_rate, consumer_byte_rate, request_percentage):
+     user+client-id, user+default client-id, user, default user+client-id, default user+default
+     client-id, default user, client-id, default client-id. None: the client is not limited.
+ Q2. Usage is shared by the clients the entity covers: a user quota counts all that user's
+     clients together; a default entity counts each actual user (or client id) on its own.
+ Q3. Usage is a rate per second over `quota.window.num` samples of `quota.window.size.seconds`:
+     the sum of the samples still in the window, divided by the time since the oldest of them
+     began, but by no less than (samples - 1) windows.
+ Q4. After recording a value, a rate above the quota makes the throttle time
+     (rate - quota) / quota * the window the rate was measured over; otherwise 0.
+ Q5. request_percentage measures the time handling the client's requests took, as a percentage
+     of one second (1 ms = 0.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kbroker.quotas import CLIENT_ID, USER, ClientQuotas, Entity
+
+PRODUCER_BYTE_RATE = "producer_byte_rate"
+CONSUMER_BYTE_RATE = "consumer_byte_rate"
+REQUEST_PERCENTAGE = "request_percentage"
+
+
+def _precedence(user: str, client_id: str) -> list[Entity]:
+    """Rule Q1's order of the entities that may set a client's quota."""
+    return [((USER, user), (CLIENT_ID, client_id)), ((USER, user), (CLIENT_ID, None)),
+            ((USER, user),), ((USER, None), (CLIENT_ID, client_id)),
+            ((USER, None), (CLIENT_ID, None)), ((USER, None),),
+            ((CLIENT_ID, client_id),), ((CLIENT_ID, None),)]
+
+
+@dataclass(slots=True)
+class SampledRate:
+    """Rule Q3: a rate over a fixed number of time windows."""
+
+    samples: int
+    window_ms: int
+    _starts: list[int] = field(default_factory=list)  # start of each sample kept, oldest first
+    _values: list[float] = field(default_factory=list)
+
+    def record(self, value: float, now_ms: int) -> None:
+        if not self._starts or now_ms >= self._starts[-1] + self.window_ms:
+            self._starts.append(now_ms)
+            self._values.append(0.0)
+        self._values[-1] += value
+        self._expire(now_ms)
+
+    def _expire(self, now_ms: int) -> None:
+        horizon = now_ms - self.samples * self.window_ms
+        while self._starts and self._starts[0] + self.window_ms <= horizon:
+            del self._starts[0], self._values[0]
+        while len(self._starts) > self.samples:
+            del self._starts[0], self._values[0]
+
+    def window_size_ms(self, now_ms: int) -> int:
+        elapsed = now_ms - self._starts[0] if self._starts else 0
+        return max(elapsed, (self.samples - 1) * self.window_ms)
+
+    def rate(self, now_ms: int) -> float:
+        self._expire(now_ms)
+        return sum(self._values) * 1000 / self.window_size_ms(now_ms)
+
+
+class ClientQuotaManager:
+    """The usage and throttle times of one quota key (e.g. producer_byte_rate) for every client."""
+
+    def __init__(self, key: str, store: ClientQuotas, samples: int, window_ms: int):
+        self.key = key
+        self.store = store
+        self.samples, self.window_ms = samples, window_ms
+        self._rates: dict[Entity, SampledRate] = {}
+
+    def _quota_of(self, user: str, client_id: str) -> tuple[Entity, float] | None:
+        """Rule Q1, with the usage key of rule Q2 (defaults replaced by the actual names)."""
+        for entity in _precedence(user, client_id):
+            value = self.store.quotas.get(entity, {}).get(self.key)
+            if value is not None:
+                actual = {USER: user, CLIENT_ID: client_id}
+                return tuple((kind, actual[kind]) for kind, _ in entity), value
+        return None
+
+    def record(self, user: str, client_id: str, value: float, now_ms: int) -> int:
+        """Record what the client did; the ms its connection must be muted (rule Q4)."""
+        found = self._quota_of(user, client_id)
+        if found is None:
+            return 0
+        usage_key, quota = found
+        rate = self._rates.get(usage_key)
+        if rate is None:
+            rate = self._rates[usage_key] = SampledRate(self.samples, self.window_ms)
+        rate.record(value, now_ms)
+        observed = rate.rate(now_ms)
+        if observed <= quota:
+            return 0
+        return int((observed - quota) / quota * rate.window_size_ms(now_ms))
+
+
+class Throttles:
+    """The quota managers of a broker: producer and consumer byte rates, request time."""
+
+    def __init__(self, store: ClientQuotas, samples: int, window_ms: int):
+        self.store = store
+        self.produce = ClientQuotaManager(PRODUCER_BYTE_RATE, store, samples, window_ms)
+        self.fetch = ClientQuotaManager(CONSUMER_BYTE_RATE, store, samples, window_ms)
+        self.request = ClientQuotaManager(REQUEST_PERCENTAGE, store, samples, window_ms)
+
+    @property
+    def active(self) -> bool:
+        """Whether any quota is set (else nothing is measured: no cost per request)."""
+        return bool(self.store.quotas)
+
+
+def quota_user(principal: str) -> str:
+    """The user name quotas know a principal by: User:alice is alice."""
+    return principal.partition(":")[2]

@@ -1,0 +1,68 @@
+"""Client quota enforcement: the rates and throttle times of kbroker/throttling.py, and a real
+producer held to its producer_byte_rate by throttling (KIP-219)."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Producer
+
+from kbroker.quotas import ClientQuotas
+from kbroker.testing import running_broker
+from kbroker.throttling import PRODUCER_BYTE_RATE, ClientQuotaManager, SampledRate
+from tests.test_client_quotas import alter, alteration
+from tests.wire import WireClient
+
+
+def test_the_rate_is_measured_over_at_least_samples_minus_one_windows():
+    rate = SampledRate(samples=11, window_ms=1000)
+    rate.record(10_000, now_ms=0)
+    assert rate.rate(0) == 1000  # 10000 bytes over the minimum of 10 windows
+    rate.record(10_000, now_ms=15_000)
+    assert rate.rate(15_000) == 1000  # the first sample expired
+    for second in range(16, 31):
+        rate.record(1000, now_ms=second * 1000)
+    assert rate.rate(30_000) == 11 * 1000 / 10  # 11 samples left, 10 s since the oldest began
+
+
+def _manager(tmp_path, quotas: dict) -> ClientQuotaManager:
+    store = ClientQuotas(tmp_path)
+    store.quotas = quotas
+    return ClientQuotaManager(PRODUCER_BYTE_RATE, store, samples=11, window_ms=1000)
+
+
+def test_throttle_time_and_the_order_of_quota_entities(tmp_path):
+    user_quota = {(("user", "alice"),): {PRODUCER_BYTE_RATE: 1000.0},
+                  (("client-id", None),): {PRODUCER_BYTE_RATE: 100.0}}
+    manager = _manager(tmp_path, user_quota)
+    assert manager.record("alice", "app", 10_000, now_ms=0) == 0  # 1000 B/s: at the quota
+    # 20000 bytes in 10 s is 2000 B/s, twice the quota: throttled for one more window span.
+    assert manager.record("alice", "other-app", 10_000, now_ms=0) == 10_000
+    # Bob has no user quota: the default client-id quota applies, counted per client id.
+    assert manager.record("bob", "app", 1000, now_ms=0) == 0
+    assert manager.record("bob", "app", 1000, now_ms=0) == 10_000
+    assert manager.record("bob", "tool", 1000, now_ms=0) == 0
+    assert _manager(tmp_path, {}).record("alice", "app", 10**9, now_ms=0) == 0
+
+
+def test_a_producer_byte_rate_quota_slows_a_real_producer(tmp_path):
+    """512000 B/s for the client id: 10 MB take about 10 s (Kafka's windows let the first
+    ~5 MB through before the throttle builds up), not the fraction of a second they take unlimited."""
+    with running_broker(data_dir=tmp_path) as broker:
+        with WireClient(broker.bootstrap) as client:
+            assert alter(client, alteration({"client-id": "slow-producer"},
+                                            producer_byte_rate=512000.0)) == [(0, None)]
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "client.id": "slow-producer",
+                             "linger.ms": 5, "batch.size": 256 * 1024, "compression.type": "none"})
+        payload = bytes(10_000)
+        started = time.monotonic()
+        for _ in range(1000):  # 10 MB
+            while True:
+                try:
+                    producer.produce("throttled", value=payload)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+        assert producer.flush(120) == 0
+        assert time.monotonic() - started >= 5
