@@ -26,6 +26,7 @@ def test_named_listeners_with_advertised_addresses():
         "inter.broker.listener.name": "INTERNAL",
         "listener.name.external.ssl.client.auth": "required",
         "listener.name.external.plain.sasl.jaas.config": 'x user_bob="pw";',
+        "listener.name.external.oauthbearer.connections.max.reauth.ms": "60000",
     })
     internal, external = config.listeners()  # the controller listener is not opened
     assert (internal.name, internal.security_protocol, internal.advertised_host) == ("INTERNAL", "PLAINTEXT", "127.0.0.1")
@@ -35,6 +36,8 @@ def test_named_listeners_with_advertised_addresses():
     assert config.for_listener(internal, "ssl.client.auth") == "none"
     assert config.for_listener(external, "sasl.jaas.config", "PLAIN") == 'x user_bob="pw";'
     assert config.for_listener(external, "sasl.jaas.config", "SCRAM-SHA-256") is None
+    assert config.for_listener(external, "connections.max.reauth.ms", "OAUTHBEARER") == 60000
+    assert config.for_listener(external, "connections.max.reauth.ms", "PLAIN") == 0
 
 
 @pytest.mark.parametrize("settings,message", [
