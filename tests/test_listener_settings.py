@@ -29,7 +29,8 @@ def test_named_listeners_with_advertised_addresses():
         "listener.name.external.oauthbearer.connections.max.reauth.ms": "60000",
     })
     internal, external = config.listeners()  # the controller listener is not opened
-    assert (internal.name, internal.security_protocol, internal.advertised_host) == ("INTERNAL", "PLAINTEXT", "127.0.0.1")
+    assert (internal.name, internal.security_protocol, internal.advertised_host) == \
+        ("INTERNAL", "PLAINTEXT", "127.0.0.1")
     assert (external.security_protocol, external.host, external.advertised_host, external.advertised_port) == \
         ("SASL_SSL", "", "kafka.example.com", 19093)
     assert config.for_listener(external, "ssl.client.auth") == "required"
