@@ -36,13 +36,17 @@ import struct
 import uuid
 from typing import Any
 
-from kbroker.groups.classic import (
+from kbroker.groups.classic_model import (
     CONSUMER_PROTOCOL_TYPE, ClassicGroup, GroupSnapshot, JoinRequest, JoinResult, StoredMember,
     SyncResult,
 )
 from kbroker.groups.consumer_member import ClassicMeta, Member, MemberState, TopicMeta
 from kbroker.groups.consumer_records import (
-    CurrentAssignmentRecord, GroupEpochRecord, MemberRecord, TargetEpochRecord, TargetMemberRecord,
+    CurrentAssignmentRecord,
+    GroupEpochRecord,
+    MemberRecord,
+    TargetEpochRecord,
+    TargetMemberRecord,
 )
 from kbroker.groups.records import GroupEntry
 from kbroker.protocol import codec, messages

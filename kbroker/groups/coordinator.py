@@ -25,9 +25,9 @@ import trio
 
 from kbroker.config import Config
 from kbroker.groups import records
-from kbroker.groups.classic import (
-    EMPTY, STABLE, ClassicGroup, ClassicGroups, GroupSettings, JoinRequest,
-    JoinResult, Outcome, SyncResult,
+from kbroker.groups.classic import ClassicGroups
+from kbroker.groups.classic_model import (
+    EMPTY, STABLE, ClassicGroup, GroupSettings, JoinRequest, JoinResult, Outcome, SyncResult,
 )
 from kbroker.groups.consumer_coordinator import ConsumerGroupCoordinator, consumer_settings
 from kbroker.groups.consumer_records import CONSUMER_RECORD_TYPES
