@@ -304,12 +304,12 @@ BROKER_RULES = (
 
 _LISTENER_SETTING = re.compile(
     r"listener\.name\.[^.]+\.(?:(?:plain|scram-sha-256|scram-sha-512|oauthbearer|gssapi)\.)?"
-    r"((?:ssl|sasl)\..+)")
+    r"((?:ssl|sasl)\..+|connections\.max\.reauth\.ms)")
 
 
 def per_listener_setting(name: str) -> Setting | None:
     """The setting a listener.name.NAME.[MECHANISM.]SETTING override stands for (Kafka's
-    per-listener ssl.* and sasl.* settings), else None."""
+    per-listener ssl.*, sasl.* and connections.max.reauth.ms settings), else None."""
     match = _LISTENER_SETTING.fullmatch(name)
     base = SETTINGS_BY_NAME.get(match.group(1)) if match else None
     return None if base is None else dataclasses.replace(base, name=name, dynamic=False)

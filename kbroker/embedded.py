@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -47,6 +48,12 @@ async def stored_records(bootstrap: str, topic: str) -> list[ConsumedRecord]:
         await cluster.close()
 
 
+def control(http: str | None) -> Control:
+    if http is None:
+        raise RuntimeError("this broker serves no HTTP port: start it with --http-port 0")
+    return Control(http)
+
+
 class BrokerConveniences:
     """What tests want of a running broker at `self.bootstrap`, as blocking calls."""
 
@@ -55,9 +62,7 @@ class BrokerConveniences:
 
     def control(self) -> Control:
         """The broker's HTTP control API (it must serve an HTTP port: `--http-port 0`)."""
-        if self.http is None:
-            raise RuntimeError("this broker serves no HTTP port: start it with --http-port 0")
-        return Control(self.http)
+        return control(self.http)
 
     def add_fault(self, api: str, error: str | None = None, *, times: int | None = None,
                   client_id: str | None = None, broker: int | None = None, delay_ms: int = 0,
@@ -104,6 +109,16 @@ class NurseryBroker:
 
     async def records(self, topic: str) -> list[ConsumedRecord]:
         return await stored_records(self.bootstrap, topic)
+
+    async def add_fault(self, api: str, error: str | None = None, **options) -> str:
+        """BrokerConveniences.add_fault, in a worker thread."""
+        return await trio.to_thread.run_sync(partial(control(self.http).add_fault, api, error, **options))
+
+    async def faults(self) -> list[dict]:
+        return await trio.to_thread.run_sync(control(self.http).faults)
+
+    async def delete_fault(self, fault_id: str) -> None:
+        await trio.to_thread.run_sync(control(self.http).delete_fault, fault_id)
 
 
 def _broker(data_dir: str | os.PathLike, overrides: dict[str, str] | None):

@@ -343,7 +343,11 @@ class TlsConnection(Connection):
         self._principals = listener.principals
 
     async def _start(self) -> None:
-        """The TLS handshake; a client certificate names the principal (kbroker/security/principal.py)."""
+        """The TLS handshake; a client certificate names the principal (kbroker/security/principal.py).
+
+        A failed handshake (no or an untrusted client certificate, not TLS at all) sends its TLS
+        alert and closes after connection.failed.authentication.delay.ms, as Kafka does.
+        """
         while True:
             try:
                 self._tls.do_handshake()
@@ -351,6 +355,10 @@ class TlsConnection(Connection):
             except ssl.SSLWantReadError:
                 await self._flush()
                 await self._fill()
+            except ssl.SSLError:
+                await self._flush()
+                await trio.sleep(self.broker.config["connection.failed.authentication.delay.ms"] / 1000)
+                raise
         await self._flush()
         certificate = self._tls.getpeercert()
         if certificate:

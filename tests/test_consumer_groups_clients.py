@@ -6,12 +6,14 @@ so that the group as a whole must see every record exactly once.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 
 import pytest
 
+from tests.cli_brokers import kbroker_command
 from tests.polling import wait_for
 from tests.test_groups_clients import ConfluentMember, assert_exactly_once, produce
 
@@ -189,6 +191,10 @@ def test_groups_are_listed_described_and_deleted(broker, topic_name):
     assert all(g.type == ConsumerGroupType.CONSUMER for g in listed.valid)
     classic = admin.list_consumer_groups(types={ConsumerGroupType.CLASSIC}).result(10)
     assert group not in {g.group_id for g in classic.valid}
+    # kbroker's own tool describes it through ConsumerGroupDescribe (DescribeGroups calls it Dead).
+    shown = json.loads(kbroker_command(broker.bootstrap, "group", "describe", group, "--json").stdout)
+    assert shown["state"] == "Stable" and shown["protocol_type"] == "consumer"
+    assert [sorted(m["assignment"][topic_name]) for m in shown["members"]] == [sorted(ALL)]
     with pytest.raises(Exception, match="NON_EMPTY_GROUP"):
         admin.delete_consumer_groups([group])[group].result(10)
     member.stop()

@@ -134,3 +134,49 @@ def test_kbroker_ctl_adds_lists_and_deletes_faults(broker):
     assert fault_id not in [f["id"] for f in broker.faults()]
     refused = _ctl(broker, "add", "--api", "Heartbeat", "--error", "NO_SUCH_ERROR")
     assert refused.returncode == 1 and "unknown error" in refused.stderr
+
+
+def test_a_group_consumer_rides_out_coordinator_errors(broker, topic_name):
+    from confluent_kafka import Consumer
+
+    producer = confluent_producer(broker.bootstrap)
+    for i in range(RECORDS):
+        producer.produce(topic_name, value=b"%d" % i)
+    assert producer.flush(30) == 0
+    lookups = broker.add_fault("FindCoordinator", "COORDINATOR_NOT_AVAILABLE", times=2, client_id="grouped")
+    joins = broker.add_fault("JoinGroup", "COORDINATOR_LOAD_IN_PROGRESS", times=1, client_id="grouped")
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"g-{topic_name}",
+                         "client.id": "grouped", "auto.offset.reset": "earliest"})
+    try:
+        consumer.subscribe([topic_name])
+        values, deadline = [], time.monotonic() + 60
+        while len(values) < RECORDS and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+    finally:
+        consumer.close()
+    assert values == [b"%d" % i for i in range(RECORDS)]
+    assert [_hits(broker, fault) for fault in (lookups, joins)] == [2, 1]
+
+
+def test_brokers_in_a_trio_nursery_take_faults_too():
+    import trio
+
+    from kbroker.protocol.errors import ErrorCode, KafkaError
+    from kbroker.testing import serve_in_nursery
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            async with serve_in_nursery(nursery) as broker:
+                fault = await broker.add_fault("CreateTopics", "POLICY_VIOLATION", times=1)
+                with pytest.raises(KafkaError) as refused:
+                    await broker.create_topic("refused-once")
+                assert refused.value.code == ErrorCode.POLICY_VIOLATION
+                await broker.create_topic("refused-once")
+                assert [(f["id"], f["hits"]) for f in await broker.faults()] == [(fault, 1)]
+                await broker.delete_fault(fault)
+                assert await broker.faults() == []
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)

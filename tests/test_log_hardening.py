@@ -103,7 +103,7 @@ def test_cut_after_a_crash_is_logged_with_offsets_and_bytes(tmp_path):
     broker = BrokerProcess(tmp_path).start()
     try:
         producer = confluent_producer(broker.bootstrap, **{"linger.ms": 0})
-        for i in range(5):
+        for _ in range(5):
             producer.produce("cut", value=b"x" * 100)
             producer.flush(10)
         broker.kill()

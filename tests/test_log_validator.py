@@ -24,7 +24,10 @@ def batch(*values, keys=None, **kw) -> bytes:
                         for i, (k, v) in enumerate(zip(keys, values))], **kw)
 
 
-def error_of(records, config=LogConfig(), now=NOW) -> ErrorCode:
+DEFAULTS = LogConfig()
+
+
+def error_of(records, config=DEFAULTS, now=NOW) -> ErrorCode:
     with pytest.raises(KafkaError) as err:
         validate_produce_batch(memoryview(records), config, now, "t-0")
     return err.value.code

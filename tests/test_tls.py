@@ -212,6 +212,28 @@ def test_mtls_principal_is_the_certificate_name(secure_broker, certs):
     producer.flush(1)
 
 
+def test_principal_mapping_rules_rename_certificate_clients(tmp_path, certs):
+    args = ["--override", "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0", "--http-port", "0"]
+    for setting in ("ssl.keystore.type=PEM", f"ssl.keystore.location={certs / 'broker.pem'}",
+                    "ssl.client.auth=required", "ssl.truststore.type=PEM",
+                    f"ssl.truststore.location={certs / 'ca.pem'}",
+                    "ssl.principal.mapping.rules=RULE:^CN=(.*?),OU=(.*?),.*$/$1-$2/U,DEFAULT"):
+        args += ["--override", setting]
+    with running_broker(*args, data_dir=tmp_path / "data") as started:
+        consumer = KafkaConsumer(bootstrap_servers=started.listeners["SSL"], security_protocol="SSL",
+                                 ssl_cafile=str(certs / "ca.pem"), ssl_certfile=str(certs / "client.crt"),
+                                 ssl_keyfile=str(certs / "client.key"))
+        try:
+            assert consumer.topics() is not None  # connected
+
+            def clients_page() -> str:
+                return urllib.request.urlopen(f"{started.http}/clients", timeout=10).read().decode()
+
+            wait_for(lambda: "User:ALICE-DEV" in clients_page(), what="the mapped principal")
+        finally:
+            consumer.close()
+
+
 def test_client_without_certificate_is_refused_by_mtls(secure_broker, certs):
     config = confluent_config(secure_broker, certs, "SSL")
     config["bootstrap.servers"] = secure_broker.listeners["MTLS"]

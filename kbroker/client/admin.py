@@ -269,18 +269,40 @@ async def describe_group(cluster: Cluster, group: str) -> GroupInfo:
     response = await coordinator.request("DescribeGroups", messages.DescribeGroupsRequest(
         groups=[group]))
     (described,) = response.groups
-    check(described.error_code, None, f"group {group}")
-    info = GroupInfo(group, described.group_state, described.protocol_type, described.protocol_data)
-    for member in described.members:
-        info.members.append(MemberInfo(
-            member.member_id, member.client_id, member.client_host, member.group_instance_id,
-            _assignment(member.member_assignment) if described.protocol_type == "consumer" else {}))
+    if described.group_state == "Dead" or described.error_code == ErrorCode.GROUP_ID_NOT_FOUND:
+        # A KIP-848 consumer group is not a classic group: only ConsumerGroupDescribe shows it.
+        info = await _describe_consumer_group(coordinator, group)
+    else:
+        check(described.error_code, None, f"group {group}")
+        info = GroupInfo(group, described.group_state, described.protocol_type, described.protocol_data)
+        for member in described.members:
+            info.members.append(MemberInfo(
+                member.member_id, member.client_id, member.client_host, member.group_instance_id,
+                _assignment(member.member_assignment) if described.protocol_type == "consumer" else {}))
     committed = await committed_offsets(cluster, group)
     for topic in sorted({t for t, _ in committed}):
         partitions = {p: o for (t, p), o in committed.items() if t == topic}
         latest = await list_offsets(cluster, topic, dict.fromkeys(partitions, LATEST))
         info.offsets += [PartitionLag(topic, p, o, latest[p], max(latest[p] - o, 0))
                          for p, o in sorted(partitions.items())]
+    return info
+
+
+async def _describe_consumer_group(coordinator, group: str) -> GroupInfo:
+    """A consumer-protocol group, or GROUP_ID_NOT_FOUND's error when there is none of either kind."""
+    if "ConsumerGroupDescribe" not in coordinator.versions:
+        return GroupInfo(group, "Dead", "", "")
+    response = await coordinator.request("ConsumerGroupDescribe", messages.ConsumerGroupDescribeRequest(
+        group_ids=[group]))
+    (described,) = response.groups
+    if described.error_code == ErrorCode.GROUP_ID_NOT_FOUND:
+        return GroupInfo(group, "Dead", "", "")
+    check(described.error_code, described.error_message, f"group {group}")
+    info = GroupInfo(group, described.group_state, "consumer", described.assignor_name)
+    for member in described.members:
+        info.members.append(MemberInfo(
+            member.member_id, member.client_id, member.client_host, member.instance_id,
+            {t.topic_name: sorted(t.partitions) for t in member.assignment.topic_partitions}))
     return info
 
 

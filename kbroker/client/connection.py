@@ -27,7 +27,7 @@ WANTED_VERSIONS = {
     "ListOffsets": 7, "InitProducerId": 4, "FindCoordinator": 3, "ListGroups": 4,
     "DescribeGroups": 5, "OffsetFetch": 8, "OffsetCommit": 8, "DeleteGroups": 2,
     "DescribeLogDirs": 4, "SaslHandshake": 1, "SaslAuthenticate": 2,
-    "JoinGroup": 7, "SyncGroup": 5, "Heartbeat": 4, "LeaveGroup": 4,
+    "JoinGroup": 7, "SyncGroup": 5, "Heartbeat": 4, "LeaveGroup": 4, "ConsumerGroupDescribe": 1,
 }
 
 
