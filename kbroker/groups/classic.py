@@ -295,6 +295,7 @@ class ClassicGroups:
                                new_id: str, now_ms: int) -> None:
         """J4."""
         instance_id = request.group_instance_id
+        assert instance_id is not None  # a static member's join
         old_id = group.static_members[instance_id]
         previous_leader = group.leader_id or ""
         old = group.members.pop(old_id)
@@ -480,6 +481,7 @@ class ClassicGroups:
         if error != ErrorCode.NONE:
             self._reply(waiter, SyncResult(error))
             return self._take()
+        assert group is not None  # without one, S1 answered
         member = group.members[member_id]
         group.pending_sync.discard(member_id)
         if not group.pending_sync:
