@@ -283,6 +283,7 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
 def _topic_default(topic: Setting) -> Setting:
     """The broker setting giving a topic setting its default: same type, bounds and docs; always
     dynamic, as Kafka's DynamicLogConfig makes them."""
+    assert topic.broker_name is not None, topic.name
     return dataclasses.replace(topic, name=topic.broker_name, broker_name=None, topic_name=topic.name,
                                dynamic=True)
 
@@ -388,7 +389,8 @@ class Config:
 
     def sources(self, name: str) -> list[tuple[ConfigSource, str | None]]:
         """(source, text) of every layer that gives `name` a value, the one in effect first."""
-        found = [(layer, values[name][0]) for layer, values in self._layers.items() if name in values]
+        found: list[tuple[ConfigSource, str | None]] = [
+            (layer, values[name][0]) for layer, values in self._layers.items() if name in values]
         setting = SETTINGS_BY_NAME.get(name)
         if setting is not None and setting.default is not None:
             found.append((ConfigSource.DEFAULT_CONFIG, setting.render(setting.default)))
@@ -411,7 +413,7 @@ class Config:
 
     def log_defaults(self) -> LogConfig:
         """The per-topic settings every topic starts from (log.segment.bytes -> segment.bytes...)."""
-        return LogConfig(**{setting.field: self[setting.name] for setting in TOPIC_DEFAULT_SETTINGS.values()})
+        return LogConfig(**{setting.log_field: self[setting.name] for setting in TOPIC_DEFAULT_SETTINGS.values()})
 
     def _check_rules(self) -> None:
         for rule in BROKER_RULES:

@@ -317,3 +317,23 @@ def test_kbroker_perf_over_ssl(secure_broker, certs):
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.startswith(f"2000 records {'sent' if command == 'produce' else 'consumed'}"), done.stdout
+
+
+def test_command_line_tools_over_sasl_ssl_and_mtls(secure_broker, certs):
+    ca = ["--ssl-cafile", str(certs / "ca.pem")]
+    sasl = ["-b", secure_broker.listeners["SASL_SSL"], *ca, "--sasl-username", "alice",
+            "--sasl-password", "alice-secret", "--sasl-mechanism", "SCRAM-SHA-256"]
+    mtls = ["-b", secure_broker.listeners["MTLS"], *ca, "--ssl-certfile", str(certs / "client.crt"),
+            "--ssl-keyfile", str(certs / "client.key")]
+
+    def kbroker(*args: str, stdin: str = "") -> str:
+        done = subprocess.run([sys.executable, "-m", "kbroker", *args], input=stdin,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    kbroker("topic", "create", "tls-tools", "-p", "2", *sasl)
+    assert "tls-tools" in kbroker("topic", "list", *mtls)
+    kbroker("produce", "tls-tools", *mtls, stdin="one\ntwo\n")
+    consumed = kbroker("consume", "tls-tools", "--from-beginning", "-n", "2", *sasl)
+    assert sorted(consumed.split()) == ["one", "two"]

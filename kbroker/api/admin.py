@@ -577,9 +577,9 @@ async def handle_elect_leaders(ctx: RequestContext,
         for topic in request.topic_partitions:
             answers = []
             for partition in topic.partitions:
-                error = _leader_question(ctx.broker, topic.topic, partition)
-                answers.append(PartitionResult(partition_id=partition, error_code=error.code,
-                                               error_message=error.message))
+                reason = _leader_question(ctx.broker, topic.topic, partition)
+                answers.append(PartitionResult(partition_id=partition, error_code=reason.code,
+                                               error_message=reason.message))
             results.append(Result(topic=topic.topic, partition_result=answers))
     return ElectLeadersResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
                                 replica_election_results=results)
