@@ -17,7 +17,9 @@ Rules (Kafka's ClientQuotaManager, Sensor, Rate and QuotaUtils):
      began, but by no less than (samples - 1) windows.
  Q4. After recording a value, a rate above the quota makes the throttle time
      (rate - quota) / quota * the window the rate was measured over; otherwise 0.
- Q5. request_percentage measures the time handling the client's requests took, as a percentage
+ Q5. A consumer over consumer_byte_rate gets an empty fetch response (its bytes taken back
+     from the rate), and a fetch asks for at most what the quota allows over its window.
+ Q6. request_percentage measures the time handling the client's requests took, as a percentage
      of one second (1 ms = 0.1).
 """
 
@@ -96,6 +98,19 @@ class ClientQuotaManager:
                 actual = {USER: user, CLIENT_ID: client_id}
                 return tuple((kind, actual[kind]) for kind, _ in entity), value
         return None
+
+    def max_value_in_window(self, user: str, client_id: str) -> float | None:
+        """What the quota allows over its window (Kafka caps a fetch's max_bytes to it, so that a
+        consumer's fetch always fits in its quota); None without a quota."""
+        found = self._quota_of(user, client_id)
+        return None if found is None else found[1] * (self.samples - 1) * self.window_ms / 1000
+
+    def unrecord(self, user: str, client_id: str, value: float, now_ms: int) -> None:
+        """Take back a recorded value (a throttled fetch is answered empty, its bytes not sent)."""
+        found = self._quota_of(user, client_id)
+        rate = None if found is None else self._rates.get(found[0])
+        if rate is not None:
+            rate.record(-value, now_ms)
 
     def record(self, user: str, client_id: str, value: float, now_ms: int) -> int:
         """Record what the client did; the ms its connection must be muted (rule Q4)."""
