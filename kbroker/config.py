@@ -157,6 +157,10 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("max.connections.per.ip.overrides", "string", "", "Per-address exceptions to "
             "max.connections.per.ip, as host:count pairs separated by commas "
             "(127.0.0.1:200,10.0.0.7:5).", dynamic=True, validator=parse_ip_overrides),
+    Setting("max.connection.creation.rate", "int", INT_MAX, "Most new connections per second, "
+            "measured over the quota windows; beyond it the broker waits before accepting more "
+            "(up to quota.window.size.seconds at a time), as Kafka's acceptor does.", low=0,
+            dynamic=True),
     Setting("connections.max.idle.ms", "long", 600000, "Idle connections are closed after this long.",
             low=1),
     Setting("telemetry.max.bytes", "int", 1024 * 1024, "Largest metrics payload a client may push "

@@ -71,6 +71,13 @@ class SampledRate:
         self._expire(now_ms)
         return sum(self._values) * 1000 / self.window_size_ms(now_ms)
 
+    def throttle_ms(self, quota: float, now_ms: int) -> int:
+        """Rule Q4: how long usage at this rate must pause to come back to the quota."""
+        observed = self.rate(now_ms)
+        if observed <= quota:
+            return 0
+        return int((observed - quota) / quota * self.window_size_ms(now_ms))
+
 
 class ClientQuotaManager:
     """The usage and throttle times of one quota key (e.g. producer_byte_rate) for every client."""
@@ -100,10 +107,7 @@ class ClientQuotaManager:
         if rate is None:
             rate = self._rates[usage_key] = SampledRate(self.samples, self.window_ms)
         rate.record(value, now_ms)
-        observed = rate.rate(now_ms)
-        if observed <= quota:
-            return 0
-        return int((observed - quota) / quota * rate.window_size_ms(now_ms))
+        return rate.throttle_ms(quota, now_ms)
 
 
 class Throttles:

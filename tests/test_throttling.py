@@ -66,3 +66,16 @@ def test_a_producer_byte_rate_quota_slows_a_real_producer(tmp_path):
             producer.poll(0)
         assert producer.flush(120) == 0
         assert time.monotonic() - started >= 5
+
+
+def test_max_connection_creation_rate_makes_the_acceptor_wait(tmp_path):
+    """5 connections a second over two 1 s windows: the 15th is answered a second or more after
+    the first, where unlimited they all take milliseconds. None is refused."""
+    with running_broker("--override", "max.connection.creation.rate=5", "--override",
+                        "quota.window.num=2", data_dir=tmp_path) as broker:
+        started = time.monotonic()
+        for _ in range(15):
+            with WireClient(broker.bootstrap) as client:
+                assert client.request("ApiVersions", 3, client_software_name="t",
+                                      client_software_version="1").error_code == 0
+        assert time.monotonic() - started >= 1
