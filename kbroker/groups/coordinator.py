@@ -142,8 +142,7 @@ class GroupCoordinator:
     def _replay_batch(self, base_offset: int, batch: bytes, index: int, now_ms: int) -> None:
         """Apply one stored batch; what cannot be read is skipped, so the broker still starts."""
         try:
-            entries = [records.decode(record.key, record.value,
-                                      base_offset + record.offset_delta)  # type: ignore[operator]  # set when read
+            entries = [records.decode(record.key, record.value, base_offset + record.offset_delta)
                        or decode_consumer_record(record.key, record.value)
                        for record in iter_records(batch)]
         except (KafkaError, ValueError, struct.error, UnicodeDecodeError) as exc:
