@@ -84,6 +84,10 @@ async def handle_metadata(ctx: RequestContext, request: MetadataRequest) -> Meta
                     topics.append(Topic(error_code=ErrorCode.UNKNOWN_TOPIC_ID, name=None,
                                         topic_id=wanted.topic_id))
                     continue
+                if not allowed_topic(ctx, Operation.DESCRIBE, info.name):  # its name stays hidden
+                    topics.append(Topic(error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, name=None,
+                                        topic_id=wanted.topic_id))
+                    continue
                 name = info.name
             topics.append(_requested_topic(ctx, name, may_create, include_operations))
     host, port = ctx.session.advertised
