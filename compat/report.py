@@ -55,7 +55,8 @@ class Matrix:
             for c in self.clients:
                 r = self.results[s, c]
                 if r["status"] in ("FAIL", "FLAKY", "XFAIL", "XPASS"):
-                    why = r["reason"] if r["status"] != "XPASS" else f"passes, but listed as expected to fail: {r['expected']}"
+                    why = r["reason"] if r["status"] != "XPASS" else \
+                        f"passes, but listed as expected to fail: {r['expected']}"
                     problems.setdefault((r["status"], c, why), []).append(s)
         if problems:
             lines.append("")

@@ -103,7 +103,8 @@ def kbroker_version() -> str:
     except metadata.PackageNotFoundError:
         version = ""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return " ".join(filter(None, ["kbroker", version, f"(git {commit.stdout.strip()})" if commit.returncode == 0 else ""]))
+    described = f"(git {commit.stdout.strip()})" if commit.returncode == 0 else ""
+    return " ".join(filter(None, ["kbroker", version, described]))
 
 
 def hello(spec: ClientSpec, bootstrap: str, log_dir: Path) -> dict:

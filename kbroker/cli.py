@@ -122,9 +122,10 @@ def _serve(args: argparse.Namespace) -> int:
         cannot_listen, rest = group.split(CannotListen)
         if cannot_listen is None or rest is not None:
             raise
-        while isinstance(cannot_listen, BaseExceptionGroup):
-            cannot_listen = cannot_listen.exceptions[0]
-        print(f"kbroker: {cannot_listen}", file=sys.stderr)
+        first: BaseException = cannot_listen
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        print(f"kbroker: {first}", file=sys.stderr)
         return 1
     finally:
         broker.close()
@@ -182,6 +183,6 @@ def main(argv: list[str] | None = None) -> None:
     commands = {"serve": _serve, "apis": _apis, "configs": lambda _: _print_configs(),
                 "perf": perf.main}
     try:
-        sys.exit(commands.get(args.command, getattr(args, "handler", None))(args))
+        sys.exit((commands.get(args.command) or args.handler)(args))
     except BrokenPipeError:  # `kbroker configs | head` is fine
         sys.exit(0)

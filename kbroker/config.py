@@ -157,6 +157,10 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("max.connections.per.ip.overrides", "string", "", "Per-address exceptions to "
             "max.connections.per.ip, as host:count pairs separated by commas "
             "(127.0.0.1:200,10.0.0.7:5).", dynamic=True, validator=parse_ip_overrides),
+    Setting("max.connection.creation.rate", "int", INT_MAX, "Most new connections per second, "
+            "measured over the quota windows; beyond it the broker waits before accepting more "
+            "(up to quota.window.size.seconds at a time), as Kafka's acceptor does.", low=0,
+            dynamic=True),
     Setting("connections.max.idle.ms", "long", 600000, "Idle connections are closed after this long.",
             low=1),
     Setting("telemetry.max.bytes", "int", 1024 * 1024, "Largest metrics payload a client may push "
@@ -279,6 +283,7 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
 def _topic_default(topic: Setting) -> Setting:
     """The broker setting giving a topic setting its default: same type, bounds and docs; always
     dynamic, as Kafka's DynamicLogConfig makes them."""
+    assert topic.broker_name is not None, topic.name
     return dataclasses.replace(topic, name=topic.broker_name, broker_name=None, topic_name=topic.name,
                                dynamic=True)
 
@@ -300,12 +305,12 @@ BROKER_RULES = (
 
 _LISTENER_SETTING = re.compile(
     r"listener\.name\.[^.]+\.(?:(?:plain|scram-sha-256|scram-sha-512|oauthbearer|gssapi)\.)?"
-    r"((?:ssl|sasl)\..+)")
+    r"((?:ssl|sasl)\..+|connections\.max\.reauth\.ms)")
 
 
 def per_listener_setting(name: str) -> Setting | None:
     """The setting a listener.name.NAME.[MECHANISM.]SETTING override stands for (Kafka's
-    per-listener ssl.* and sasl.* settings), else None."""
+    per-listener ssl.*, sasl.* and connections.max.reauth.ms settings), else None."""
     match = _LISTENER_SETTING.fullmatch(name)
     base = SETTINGS_BY_NAME.get(match.group(1)) if match else None
     return None if base is None else dataclasses.replace(base, name=name, dynamic=False)
@@ -384,7 +389,8 @@ class Config:
 
     def sources(self, name: str) -> list[tuple[ConfigSource, str | None]]:
         """(source, text) of every layer that gives `name` a value, the one in effect first."""
-        found = [(layer, values[name][0]) for layer, values in self._layers.items() if name in values]
+        found: list[tuple[ConfigSource, str | None]] = [
+            (layer, values[name][0]) for layer, values in self._layers.items() if name in values]
         setting = SETTINGS_BY_NAME.get(name)
         if setting is not None and setting.default is not None:
             found.append((ConfigSource.DEFAULT_CONFIG, setting.render(setting.default)))
@@ -407,7 +413,7 @@ class Config:
 
     def log_defaults(self) -> LogConfig:
         """The per-topic settings every topic starts from (log.segment.bytes -> segment.bytes...)."""
-        return LogConfig(**{setting.field: self[setting.name] for setting in TOPIC_DEFAULT_SETTINGS.values()})
+        return LogConfig(**{setting.log_field: self[setting.name] for setting in TOPIC_DEFAULT_SETTINGS.values()})
 
     def _check_rules(self) -> None:
         for rule in BROKER_RULES:

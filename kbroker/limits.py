@@ -6,7 +6,9 @@
   back on the client). Like Kafka's non-strict memory pool, one request may take the total over
   the bound when anything is left, so a request of socket.request.max.bytes always gets through.
 - `ConnectionQuotas` is `max.connections`, `max.connections.per.ip` and
-  `max.connections.per.ip.overrides`: a connection counts from the moment it is accepted.
+  `max.connections.per.ip.overrides`: a connection counts from the moment it is accepted; and
+  `max.connection.creation.rate`: beyond it the acceptor waits (Kafka's connection throttling,
+  at most one quota window at a time) instead of refusing.
 - `RepeatedWarnings` logs one warning per kind and client at most once a minute, with a count of
   those held back, so one misbehaving client cannot flood the log.
 """
@@ -20,6 +22,8 @@ from typing import Callable
 import trio
 
 from kbroker.config import parse_ip_overrides
+from kbroker.log.config import INT_MAX
+from kbroker.throttling import SampledRate
 
 
 class RequestMemory:
@@ -50,6 +54,17 @@ class ConnectionQuotas:
         self._config = config
         self.total = 0
         self.by_ip: dict[str, int] = {}
+        self._window_ms = config["quota.window.size.seconds"] * 1000
+        self._creations = SampledRate(config["quota.window.num"], self._window_ms)
+
+    def creation_delay_ms(self, now_ms: int) -> int:
+        """Count a new connection against max.connection.creation.rate; the ms the acceptor must
+        wait before the next one (rule Q4 of kbroker/throttling.py, bounded by one window)."""
+        limit = self._config["max.connection.creation.rate"]
+        if limit >= INT_MAX:
+            return 0
+        self._creations.record(1, now_ms)
+        return min(self._creations.throttle_ms(limit, now_ms), self._window_ms)
 
     def refusal(self, ip: str) -> str | None:
         """Why a new connection from `ip` must be refused, or None to let it in."""

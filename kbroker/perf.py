@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import ssl
 import struct
 import time
 
 import trio
 
 from kbroker.client.connection import ClientError, Connection
+from kbroker.commands.common import add_tls_options, tls_context
 from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.primitives import write_varint
@@ -151,16 +151,6 @@ class BatchMaker:
         crc = crc32c(body, crc32c(memoryview(header)[ATTRIBUTES_OFFSET:]))
         struct.pack_into(">I", header, CRC_OFFSET, crc)
         return bytes(header) + body
-
-
-def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
-    """A client TLS context when --ssl-cafile is given (with a client certificate for mTLS)."""
-    if args.ssl_cafile is None:
-        return None
-    context = ssl.create_default_context(cafile=args.ssl_cafile)
-    if args.ssl_certfile:
-        context.load_cert_chain(args.ssl_certfile, args.ssl_keyfile)
-    return context
 
 
 async def run_produce(args: argparse.Namespace) -> Stats:
@@ -298,10 +288,7 @@ def add_parser(commands) -> None:
         test.add_argument("-b", "--bootstrap", default="127.0.0.1:9092", help="host:port of the broker")
         test.add_argument("--topic", default="perf")
         test.add_argument("--num-records", type=int, default=1_000_000)
-        test.add_argument("--ssl-cafile", metavar="PEM", help="connect with TLS (an SSL listener), "
-                          "trusting these CA certificates")
-        test.add_argument("--ssl-certfile", metavar="PEM", help="client certificate, for mTLS")
-        test.add_argument("--ssl-keyfile", metavar="PEM", help="its private key")
+        add_tls_options(test)
         if name == "produce":
             test.add_argument("--record-size", type=int, default=1024, help="bytes of each value")
             test.add_argument("--throughput", type=float, default=-1,

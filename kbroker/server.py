@@ -499,6 +499,9 @@ class Server:
                     self.quotas.opened(ip)
                     self.open_connections.add(connection)
                     nursery.start_soon(self._run_connection, connection, ip)
+                    delay_ms = self.quotas.creation_delay_ms(int(time.monotonic() * 1000))
+                    if delay_ms:  # max.connection.creation.rate: accept the next one later
+                        await trio.sleep(delay_ms / 1000)
 
     async def _accept(self, listener) -> tuple[socket.socket, tuple]:
         """The next connection. Running out of file descriptors (EMFILE, ENFILE) or kernel

@@ -75,6 +75,7 @@ class BrokerProcess(BrokerConveniences):
         return self
 
     def _pump_output(self, process: subprocess.Popen, ready: threading.Event) -> None:
+        assert process.stdout is not None  # started with stdout=PIPE
         for line in process.stdout:
             self.output.append(line)
             if HTTP_MARKER in line:

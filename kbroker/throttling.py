@@ -17,7 +17,9 @@ Rules (Kafka's ClientQuotaManager, Sensor, Rate and QuotaUtils):
      began, but by no less than (samples - 1) windows.
  Q4. After recording a value, a rate above the quota makes the throttle time
      (rate - quota) / quota * the window the rate was measured over; otherwise 0.
- Q5. request_percentage measures the time handling the client's requests took, as a percentage
+ Q5. A consumer over consumer_byte_rate gets an empty fetch response (its bytes taken back
+     from the rate), and a fetch asks for at most what the quota allows over its window.
+ Q6. request_percentage measures the time handling the client's requests took, as a percentage
      of one second (1 ms = 0.1).
 """
 
@@ -71,6 +73,13 @@ class SampledRate:
         self._expire(now_ms)
         return sum(self._values) * 1000 / self.window_size_ms(now_ms)
 
+    def throttle_ms(self, quota: float, now_ms: int) -> int:
+        """Rule Q4: how long usage at this rate must pause to come back to the quota."""
+        observed = self.rate(now_ms)
+        if observed <= quota:
+            return 0
+        return int((observed - quota) / quota * self.window_size_ms(now_ms))
+
 
 class ClientQuotaManager:
     """The usage and throttle times of one quota key (e.g. producer_byte_rate) for every client."""
@@ -90,6 +99,19 @@ class ClientQuotaManager:
                 return tuple((kind, actual[kind]) for kind, _ in entity), value
         return None
 
+    def max_value_in_window(self, user: str, client_id: str) -> float | None:
+        """What the quota allows over its window (Kafka caps a fetch's max_bytes to it, so that a
+        consumer's fetch always fits in its quota); None without a quota."""
+        found = self._quota_of(user, client_id)
+        return None if found is None else found[1] * (self.samples - 1) * self.window_ms / 1000
+
+    def unrecord(self, user: str, client_id: str, value: float, now_ms: int) -> None:
+        """Take back a recorded value (a throttled fetch is answered empty, its bytes not sent)."""
+        found = self._quota_of(user, client_id)
+        rate = None if found is None else self._rates.get(found[0])
+        if rate is not None:
+            rate.record(-value, now_ms)
+
     def record(self, user: str, client_id: str, value: float, now_ms: int) -> int:
         """Record what the client did; the ms its connection must be muted (rule Q4)."""
         found = self._quota_of(user, client_id)
@@ -100,10 +122,7 @@ class ClientQuotaManager:
         if rate is None:
             rate = self._rates[usage_key] = SampledRate(self.samples, self.window_ms)
         rate.record(value, now_ms)
-        observed = rate.rate(now_ms)
-        if observed <= quota:
-            return 0
-        return int((observed - quota) / quota * rate.window_size_ms(now_ms))
+        return rate.throttle_ms(quota, now_ms)
 
 
 class Throttles:

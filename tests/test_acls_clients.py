@@ -18,7 +18,7 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import (
     ACL,
     ACLFilter,
@@ -29,7 +29,11 @@ from kafka.admin import (
     ResourcePatternFilter,
 )
 from kafka.admin import ResourceType as KpResourceType
-from kafka.errors import ClusterAuthorizationFailedError
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+)
 
 from kbroker.testing import running_broker
 
@@ -271,3 +275,42 @@ def test_acls_survive_a_restart(tmp_path):
     with running_broker(*BROKER_ARGS, data_dir=tmp_path) as second:
         admin = _admin(second, "admin")
         assert admin.describe_acls(every).result(15) == [binding]
+
+
+def _kafka_python_credentials(user: str) -> dict:
+    return dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+                sasl_plain_username=user, sasl_plain_password=f"{user}-secret")
+
+
+def test_kafka_python_producer_and_consumer_get_kafkas_errors(tmp_path):
+    """A producer without ACLs is refused its topic's metadata (TOPIC_AUTHORIZATION_FAILED);
+    with WRITE on one topic, writing another fails the same way. A consumer without GROUP READ
+    gets GROUP_AUTHORIZATION_FAILED."""
+    with running_broker(*BROKER_ARGS, data_dir=tmp_path) as broker:
+        allowed, denied, group = _unique("kp-allowed"), _unique("kp-denied"), _unique("kp-group")
+        _create_topic(broker, allowed)
+        _create_topic(broker, denied)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_block_ms=10000,
+                                 **_kafka_python_credentials("alice"))
+        try:
+            with pytest.raises(TopicAuthorizationFailedError):
+                producer.send(allowed, b"no ACL yet").get(15)
+        finally:
+            producer.close()
+        _allow(broker, ResourceType.TOPIC, allowed, AclOperation.WRITE)
+        _allow(broker, ResourceType.TOPIC, allowed, AclOperation.READ)
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, max_block_ms=10000,
+                                 **_kafka_python_credentials("alice"))
+        try:
+            producer.send(allowed, b"allowed").get(15)
+            with pytest.raises(TopicAuthorizationFailedError):
+                producer.send(denied, b"denied").get(15)
+        finally:
+            producer.close()
+        consumer = KafkaConsumer(allowed, bootstrap_servers=broker.bootstrap, group_id=group,
+                                 auto_offset_reset="earliest", **_kafka_python_credentials("alice"))
+        try:
+            with pytest.raises(GroupAuthorizationFailedError):
+                consumer.poll(10000)
+        finally:
+            consumer.close(autocommit=False)

@@ -92,7 +92,7 @@ def test_kafka_python_topic_lifecycle(admin_broker, topic_name):
 
 def test_kafka_python_cluster_log_dirs_and_topic_partitions(admin_broker, topic_name):
     producer = confluent_producer(admin_broker.bootstrap)
-    for i in range(20):
+    for _ in range(20):
         producer.produce(topic_name, key=b"k", value=b"x" * 100, partition=0)
     assert producer.flush(10) == 0
     admin = KafkaAdminClient(bootstrap_servers=admin_broker.bootstrap)
@@ -189,7 +189,8 @@ def test_aiokafka_admin(admin_broker, topic_name):
         admin = AIOKafkaAdminClient(bootstrap_servers=admin_broker.bootstrap)
         await admin.start()
         try:
-            response = await admin.create_topics([AioNewTopic(topic_name, 2, 1, topic_configs={"retention.ms": "60000"})])
+            response = await admin.create_topics([AioNewTopic(topic_name, 2, 1,
+                                                              topic_configs={"retention.ms": "60000"})])
             assert response.topic_errors[0][1] == 0
             response = await admin.create_topics([AioNewTopic(topic_name, 2, 1)])
             assert response.topic_errors[0][1] == ErrorCode.TOPIC_ALREADY_EXISTS

@@ -11,8 +11,8 @@ import trio
 
 from kbroker.clock import Clock
 from kbroker.config import Config
-from kbroker.groups.classic import GroupState as ClassicState
-from kbroker.groups.classic import JoinRequest
+from kbroker.groups.classic_model import GroupState as ClassicState
+from kbroker.groups.classic_model import JoinRequest
 from kbroker.groups.consumer import GroupState, Heartbeat
 from kbroker.groups.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetToCommit
 from kbroker.protocol import codec, messages

@@ -24,9 +24,9 @@ class Cluster:
     """A machine plus the topics it sees; every answer's records are replayed, as the
     coordinator does after writing them."""
 
-    def __init__(self, settings=ConsumerSettings(), **sizes):
+    def __init__(self, settings: ConsumerSettings | None = None, **sizes):
         counter = itertools.count(1)
-        self.machine = ConsumerGroups(settings, new_member_id=lambda: f"gen-{next(counter)}")
+        self.machine = ConsumerGroups(settings or ConsumerSettings(), new_member_id=lambda: f"gen-{next(counter)}")
         self.topics = topics(**sizes)
         self.now = 0
         self.written = []
@@ -238,7 +238,6 @@ def test_records_encode_decode_and_replay_rebuild_the_groups():
 def test_offset_commit_and_fetch_checks():
     c = Cluster(t=1)
     c.send("m1", 0)
-    m = c.machine
     assert offset_commit_error(c.group.members, "m1", 1, 9) == ErrorCode.NONE
     assert offset_commit_error(c.group.members, "m1", 0, 9) == ErrorCode.STALE_MEMBER_EPOCH
     assert offset_commit_error(c.group.members, "m1", 1, 8) == ErrorCode.UNSUPPORTED_VERSION
@@ -256,6 +255,5 @@ def test_classic_members_commit_with_their_generation():
     member = c.group.members["m1"]
     c.group.members["m1"] = type(member)(**{**{f: getattr(member, f) for f in member.__slots__},
                                             "classic": ClassicMeta(6000, (("range", b""),))})
-    m = c.machine
     assert offset_commit_error(c.group.members, "m1", 1, 2) == ErrorCode.NONE
     assert offset_commit_error(c.group.members, "m1", 0, 8) == ErrorCode.ILLEGAL_GENERATION

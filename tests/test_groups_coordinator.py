@@ -13,7 +13,7 @@ import trio
 
 from kbroker.clock import Clock
 from kbroker.config import Config
-from kbroker.groups.classic import GroupState, JoinRequest
+from kbroker.groups.classic_model import GroupState, JoinRequest
 from kbroker.groups.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetToCommit, java_string_hash
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.records import Record

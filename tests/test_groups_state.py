@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kbroker.groups.classic import (
-    ClassicGroups, GroupSettings, GroupState, JoinRequest, JoinResult, SyncResult,
-)
+from kbroker.groups.classic import ClassicGroups
+from kbroker.groups.classic_model import GroupSettings, GroupState, JoinRequest, JoinResult, SyncResult
 from kbroker.protocol.errors import ErrorCode
 
 SESSION = 10_000

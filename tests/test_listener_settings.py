@@ -26,15 +26,19 @@ def test_named_listeners_with_advertised_addresses():
         "inter.broker.listener.name": "INTERNAL",
         "listener.name.external.ssl.client.auth": "required",
         "listener.name.external.plain.sasl.jaas.config": 'x user_bob="pw";',
+        "listener.name.external.oauthbearer.connections.max.reauth.ms": "60000",
     })
     internal, external = config.listeners()  # the controller listener is not opened
-    assert (internal.name, internal.security_protocol, internal.advertised_host) == ("INTERNAL", "PLAINTEXT", "127.0.0.1")
+    assert (internal.name, internal.security_protocol, internal.advertised_host) == \
+        ("INTERNAL", "PLAINTEXT", "127.0.0.1")
     assert (external.security_protocol, external.host, external.advertised_host, external.advertised_port) == \
         ("SASL_SSL", "", "kafka.example.com", 19093)
     assert config.for_listener(external, "ssl.client.auth") == "required"
     assert config.for_listener(internal, "ssl.client.auth") == "none"
     assert config.for_listener(external, "sasl.jaas.config", "PLAIN") == 'x user_bob="pw";'
     assert config.for_listener(external, "sasl.jaas.config", "SCRAM-SHA-256") is None
+    assert config.for_listener(external, "connections.max.reauth.ms", "OAUTHBEARER") == 60000
+    assert config.for_listener(external, "connections.max.reauth.ms", "PLAIN") == 0
 
 
 @pytest.mark.parametrize("settings,message", [

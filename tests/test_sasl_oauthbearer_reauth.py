@@ -99,8 +99,9 @@ def test_reauthentication_renews_the_session(sasl_broker):
 
 def test_reauthentication_cannot_change_the_principal(sasl_broker):
     with WireClient(sasl_broker.bootstrap) as client:
-        authenticate(client, "OAUTHBEARER", bearer(unsecured_token({"sub": "alice", "exp": time.time() + 60})))
-        other = authenticate(client, "OAUTHBEARER", bearer(unsecured_token({"sub": "mallory", "exp": time.time() + 60})))
+        expires = time.time() + 60
+        authenticate(client, "OAUTHBEARER", bearer(unsecured_token({"sub": "alice", "exp": expires})))
+        other = authenticate(client, "OAUTHBEARER", bearer(unsecured_token({"sub": "mallory", "exp": expires})))
         assert other.error_code == ErrorCode.SASL_AUTHENTICATION_FAILED
         assert other.error_message == ("Cannot change principals during re-authentication from "
                                        "User:alice: User:mallory")

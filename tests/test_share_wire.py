@@ -293,7 +293,8 @@ def test_auto_offset_reset_decides_where_a_new_group_starts(broker, wire, topic_
     produce(3)
     recent = "recent-" + topic_name
     wire.request("IncrementalAlterConfigs", 1, validate_only=False, resources=[
-        IncrementalAlterConfigsRequest.AlterConfigsResource(resource_type=GROUP_RESOURCE, resource_name=recent, configs=[
+        IncrementalAlterConfigsRequest.AlterConfigsResource(
+            resource_type=GROUP_RESOURCE, resource_name=recent, configs=[
             IncrementalAlterConfigsRequest.AlterableConfig(name="share.auto.offset.reset", config_operation=0,
                                                            value="by_duration:PT1H")])])
     assert acquired(recent, 0) == [(0, 2)]  # every record is younger than an hour

@@ -212,6 +212,28 @@ def test_mtls_principal_is_the_certificate_name(secure_broker, certs):
     producer.flush(1)
 
 
+def test_principal_mapping_rules_rename_certificate_clients(tmp_path, certs):
+    args = ["--override", "listeners=PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0", "--http-port", "0"]
+    for setting in ("ssl.keystore.type=PEM", f"ssl.keystore.location={certs / 'broker.pem'}",
+                    "ssl.client.auth=required", "ssl.truststore.type=PEM",
+                    f"ssl.truststore.location={certs / 'ca.pem'}",
+                    "ssl.principal.mapping.rules=RULE:^CN=(.*?),OU=(.*?),.*$/$1-$2/U,DEFAULT"):
+        args += ["--override", setting]
+    with running_broker(*args, data_dir=tmp_path / "data") as started:
+        consumer = KafkaConsumer(bootstrap_servers=started.listeners["SSL"], security_protocol="SSL",
+                                 ssl_cafile=str(certs / "ca.pem"), ssl_certfile=str(certs / "client.crt"),
+                                 ssl_keyfile=str(certs / "client.key"))
+        try:
+            assert consumer.topics() is not None  # connected
+
+            def clients_page() -> str:
+                return urllib.request.urlopen(f"{started.http}/clients", timeout=10).read().decode()
+
+            wait_for(lambda: "User:ALICE-DEV" in clients_page(), what="the mapped principal")
+        finally:
+            consumer.close()
+
+
 def test_client_without_certificate_is_refused_by_mtls(secure_broker, certs):
     config = confluent_config(secure_broker, certs, "SSL")
     config["bootstrap.servers"] = secure_broker.listeners["MTLS"]
@@ -295,3 +317,23 @@ def test_kbroker_perf_over_ssl(secure_broker, certs):
                               capture_output=True, text=True, timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert done.stdout.startswith(f"2000 records {'sent' if command == 'produce' else 'consumed'}"), done.stdout
+
+
+def test_command_line_tools_over_sasl_ssl_and_mtls(secure_broker, certs):
+    ca = ["--ssl-cafile", str(certs / "ca.pem")]
+    sasl = ["-b", secure_broker.listeners["SASL_SSL"], *ca, "--sasl-username", "alice",
+            "--sasl-password", "alice-secret", "--sasl-mechanism", "SCRAM-SHA-256"]
+    mtls = ["-b", secure_broker.listeners["MTLS"], *ca, "--ssl-certfile", str(certs / "client.crt"),
+            "--ssl-keyfile", str(certs / "client.key")]
+
+    def kbroker(*args: str, stdin: str = "") -> str:
+        done = subprocess.run([sys.executable, "-m", "kbroker", *args], input=stdin,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    kbroker("topic", "create", "tls-tools", "-p", "2", *sasl)
+    assert "tls-tools" in kbroker("topic", "list", *mtls)
+    kbroker("produce", "tls-tools", *mtls, stdin="one\ntwo\n")
+    consumed = kbroker("consume", "tls-tools", "--from-beginning", "-n", "2", *sasl)
+    assert sorted(consumed.split()) == ["one", "two"]

@@ -215,7 +215,7 @@ def test_t1_timed_out_transactions(machine):
 
 
 def test_t2_idle_ids_expire(machine):
-    meta = init(machine, now=100)
+    init(machine, now=100)
     assert machine.expired(1099, 1000) == []
     (dead,) = machine.expired(1100, 1000)
     assert dead.state is TxnState.DEAD

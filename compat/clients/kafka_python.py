@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition

@@ -37,7 +37,10 @@ def parse_record(line: str) -> Rec | None:
     except ValueError:
         return None
     headers = obj.get("headers") or []
-    encode = (lambda s: None if s is None else s.encode())
+
+    def encode(s):
+        return None if s is None else s.encode()
+
     return Rec(key=encode(obj.get("key")), value=encode(obj.get("payload")),
                headers=tuple((headers[i], encode(headers[i + 1])) for i in range(0, len(headers), 2)),
                timestamp=obj.get("ts"), partition=obj.get("partition"), offset=obj.get("offset"))
@@ -95,7 +98,7 @@ class Running:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                raise RuntimeError("kcat did not exit on SIGTERM within 20 s")
+                raise RuntimeError("kcat did not exit on SIGTERM within 20 s") from None
 
 
 class Driver:
@@ -124,7 +127,8 @@ class Driver:
 
     def op_hello(self):
         return {"client": self.name, "version": self.kcat_version, "detail": f"librdkafka {self.librdkafka}",
-                "features": ["idempotence", "repeated_headers"] + [f"compression:{c}" for c in ("gzip", "snappy", "lz4", "zstd")]}
+                "features": ["idempotence", "repeated_headers"]
+                + [f"compression:{c}" for c in ("gzip", "snappy", "lz4", "zstd")]}
 
     def op_metadata(self):
         meta = json.loads(self.run(self.base("-L", "-J")))

@@ -2,5 +2,5 @@
 
 from kbroker.api import (  # noqa: F401
     admin, configs, consumer_groups, features, fetch, groups, metadata, offsets, produce, quorum,
-    quotas, security, share, share_admin, telemetry, transactions, versions,
+    quotas, replicas, security, share, share_admin, telemetry, transactions, versions,
 )

@@ -14,17 +14,15 @@ Rules (Kafka's ControllerApis / ReplicationControlManager, ReplicaManager, Kafka
 - CreatePartitions: the count must grow (INVALID_PARTITIONS), assignments must match the count.
 - DeleteRecords: -1 means the high watermark; beyond it or negative -> OFFSET_OUT_OF_RANGE; a
   topic without the delete policy -> POLICY_VIOLATION; internal topics -> INVALID_TOPIC_EXCEPTION.
-- Leadership: this broker leads every partition with epoch 0, so preferred/unclean elections are
-  never needed and no reassignment is ever in progress.
+Leadership, reassignments and log dirs are in kbroker/api/replicas.py.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import Hashable, Iterable, TypeVar
 
-from kbroker.api.authorization import allowed_cluster, allowed_topic, authorized_operations, may_create_topic
+from kbroker.api.authorization import allowed_topic, authorized_operations, may_create_topic
 from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
 from kbroker.api.configs import check_topic_configs, topic_config_entries
 from kbroker.api.context import RequestContext
@@ -33,10 +31,6 @@ from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log import LEADER_EPOCH, validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterPartitionReassignmentsRequest,
-    AlterPartitionReassignmentsResponse,
-    AlterReplicaLogDirsRequest,
-    AlterReplicaLogDirsResponse,
     CreatePartitionsRequest,
     CreatePartitionsResponse,
     CreateTopicsRequest,
@@ -47,14 +41,8 @@ from kbroker.protocol.messages import (
     DeleteTopicsResponse,
     DescribeClusterRequest,
     DescribeClusterResponse,
-    DescribeLogDirsRequest,
-    DescribeLogDirsResponse,
     DescribeTopicPartitionsRequest,
     DescribeTopicPartitionsResponse,
-    ElectLeadersRequest,
-    ElectLeadersResponse,
-    ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse,
 )
 from kbroker.security.authorizer import CLUSTER_NAME, Operation, ResourceType
 
@@ -62,7 +50,6 @@ ZERO_UUID = uuid.UUID(int=0)
 T = TypeVar("T", bound=Hashable)
 HIGH_WATERMARK = -1  # DeleteRecords: "up to the high watermark"
 BROKER_ENDPOINT = 1  # DescribeCluster endpoint types: 1 brokers, 2 controllers
-PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
 MAX_DESCRIBE_PARTITIONS = 2000  # Kafka's max.request.partition.size.limit default
 UNKNOWN_TOPIC_MESSAGE = "This server does not host this topic-partition."
 
@@ -395,81 +382,6 @@ async def handle_describe_cluster(ctx: RequestContext,
     )
 
 
-# -- DescribeLogDirs -------------------------------------------------------------------------
-
-@serves("DescribeLogDirs", 1, 5)
-async def handle_describe_log_dirs(ctx: RequestContext,
-                                   request: DescribeLogDirsRequest) -> DescribeLogDirsResponse:
-    broker = ctx.broker
-    if not allowed_cluster(ctx, Operation.DESCRIBE):
-        return DescribeLogDirsResponse(throttle_time_ms=0, results=[],
-                                       error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
-    Topic = DescribeLogDirsResponse.DescribeLogDirsTopic
-    Partition = DescribeLogDirsResponse.DescribeLogDirsPartition
-    wanted = None if request.topics is None else {
-        (topic.topic, index) for topic in request.topics for index in topic.partitions
-    }
-    by_topic: dict[str, list] = {}
-    for name, info in broker.logs.topics.items():
-        for index in range(info.partitions):
-            if wanted is not None and (name, index) not in wanted:
-                continue
-            partition_log = broker.logs.partition(name, index)
-            assert partition_log is not None  # the topic has it
-            by_topic.setdefault(name, []).append(Partition(
-                partition_index=index, partition_size=partition_log.size_bytes, offset_lag=0,
-                is_future_key=False))
-    disk = os.statvfs(broker.data_dir)
-    result = DescribeLogDirsResponse.DescribeLogDirsResult(
-        error_code=ErrorCode.NONE, log_dir=str(broker.data_dir.resolve()),
-        topics=[Topic(name=name, partitions=partitions) for name, partitions in by_topic.items()],
-        total_bytes=disk.f_blocks * disk.f_frsize, usable_bytes=disk.f_bavail * disk.f_frsize,
-    )
-    return DescribeLogDirsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, results=[result])
-
-
-def _move_replica(broker, topic: str, partition: int, destination: str) -> None:
-    """The checks of Kafka's ReplicaManager.alterReplicaLogDirs, in its order. There is one log
-    dir, so a replica that passes them is already where it is asked to be."""
-    if len(f"{topic}-{partition}.{uuid.UUID(int=0).hex}-future") > 255:
-        raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "The topic name is too long.")
-    data_dir = broker.data_dir
-    if destination not in (str(data_dir.absolute()), str(data_dir.resolve())):
-        raise KafkaError(ErrorCode.LOG_DIR_NOT_FOUND, f"Log dir {destination} is not found in the config.")
-    if broker.logs.log_dir.offline:
-        raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"Log directory {destination} is offline")
-    info = broker.logs.topics.get(topic)
-    if info is None or not 0 <= partition < info.partitions:
-        # Kafka answers NOT_LEADER_OR_FOLLOWER as REPLICA_NOT_AVAILABLE here, for old clients.
-        raise KafkaError(ErrorCode.REPLICA_NOT_AVAILABLE)
-
-
-@serves("AlterReplicaLogDirs", 1, 2)
-async def handle_alter_replica_log_dirs(
-        ctx: RequestContext, request: AlterReplicaLogDirsRequest) -> AlterReplicaLogDirsResponse:
-    destinations: dict[tuple[str, int], str] = {}  # the last dir named for a partition wins
-    for log_dir in request.dirs:
-        for topic in log_dir.topics:
-            for partition in topic.partitions:
-                destinations[(topic.name, partition)] = log_dir.path
-    Result = AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult
-    by_topic: dict[str, list] = {}
-    altering_allowed = allowed_cluster(ctx, Operation.ALTER)
-    for (topic_name, partition), destination in destinations.items():
-        try:
-            if not altering_allowed:
-                raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
-            _move_replica(ctx.broker, topic_name, partition, destination)
-            code = ErrorCode.NONE
-        except KafkaError as exc:
-            code = exc.code
-        by_topic.setdefault(topic_name, []).append(
-            AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult(partition_index=partition,
-                                                                          error_code=code))
-    return AlterReplicaLogDirsResponse(throttle_time_ms=0, results=[
-        Result(topic_name=topic, partitions=partitions) for topic, partitions in by_topic.items()])
-
-
 # -- DescribeTopicPartitions -----------------------------------------------------------------
 
 @serves("DescribeTopicPartitions", 0, 0)
@@ -528,107 +440,3 @@ async def handle_describe_topic_partitions(
             break
         remaining -= end - start
     return Response(throttle_time_ms=0, topics=topics, next_cursor=next_cursor)
-
-
-# -- ElectLeaders and reassignments ----------------------------------------------------------
-
-def _require_partition(broker, topic: str, partition: int, no_topic: str, no_partition: str) -> None:
-    """UNKNOWN_TOPIC_OR_PARTITION, in the caller's wording, unless the partition exists."""
-    info = broker.logs.topics.get(topic)
-    if info is None:
-        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, no_topic)
-    if not 0 <= partition < info.partitions:
-        raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, no_partition)
-
-
-def _leader_question(broker, topic: str, partition: int) -> KafkaError:
-    """Why no election is done for one partition: unknown, or its leader is already in place."""
-    try:
-        _require_partition(broker, topic, partition, f"No such topic as {topic}",
-                           f"No such partition as {topic}-{partition}")
-    except KafkaError as exc:
-        return exc
-    return KafkaError(ErrorCode.ELECTION_NOT_NEEDED, DEFAULT_MESSAGES[ErrorCode.ELECTION_NOT_NEEDED])
-
-
-@serves("ElectLeaders", 0, 2)
-async def handle_elect_leaders(ctx: RequestContext,
-                               request: ElectLeadersRequest) -> ElectLeadersResponse:
-    Result = ElectLeadersResponse.ReplicaElectionResult
-    PartitionResult = ElectLeadersResponse.PartitionResult
-    election = request.election_type if ctx.api_version >= 1 else PREFERRED
-    refusal = None
-    if not allowed_cluster(ctx, Operation.ALTER):
-        refusal = ErrorCode.CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed."
-    elif election not in (PREFERRED, UNCLEAN):
-        refusal = ErrorCode.INVALID_REQUEST, f"Unknown election type {election}"
-    if refusal is not None:
-        error, message = refusal
-        return ElectLeadersResponse(error_code=error, replica_election_results=[
-            Result(topic=topic.topic, partition_result=[
-                PartitionResult(partition_id=p, error_code=error, error_message=message)
-                for p in topic.partitions])
-            for topic in request.topic_partitions or []])
-    if request.topic_partitions is None:
-        # Every partition already has its preferred leader; those are left out of the answer.
-        results = [Result(topic=name, partition_result=[]) for name in ctx.broker.logs.topics]
-    else:
-        results = []
-        for topic in request.topic_partitions:
-            answers = []
-            for partition in topic.partitions:
-                error = _leader_question(ctx.broker, topic.topic, partition)
-                answers.append(PartitionResult(partition_id=partition, error_code=error.code,
-                                               error_message=error.message))
-            results.append(Result(topic=topic.topic, partition_result=answers))
-    return ElectLeadersResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
-                                replica_election_results=results)
-
-
-@serves("ListPartitionReassignments", 0, 0)
-async def handle_list_partition_reassignments(
-        ctx: RequestContext,
-        request: ListPartitionReassignmentsRequest) -> ListPartitionReassignmentsResponse:
-    error = ErrorCode.NONE if allowed_cluster(ctx, Operation.DESCRIBE) \
-        else ErrorCode.CLUSTER_AUTHORIZATION_FAILED
-    return ListPartitionReassignmentsResponse(throttle_time_ms=0, error_code=error,
-                                              error_message=None, topics=[])
-
-
-def _reassign(broker, topic: str, partition: int, replicas: list[int] | None) -> None:
-    _require_partition(broker, topic, partition, f"Unable to find a topic named {topic}.",
-                       f"Unable to find partition {topic}:{partition}.")
-    if replicas is None:
-        raise KafkaError(ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
-                         DEFAULT_MESSAGES[ErrorCode.NO_REASSIGNMENT_IN_PROGRESS])
-    check_replica_list(replicas, broker.node_id, None)  # [this broker]: nothing to move
-
-
-@serves("AlterPartitionReassignments", 0, 1)
-async def handle_alter_partition_reassignments(
-        ctx: RequestContext,
-        request: AlterPartitionReassignmentsRequest) -> AlterPartitionReassignmentsResponse:
-    Response = AlterPartitionReassignmentsResponse
-    if not allowed_cluster(ctx, Operation.ALTER):
-        return Response(throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
-                        error_message=None, responses=[],
-                        allow_replication_factor_change=request.allow_replication_factor_change)
-    topics = []
-    for topic in request.topics:
-        answers = []
-        for partition in topic.partitions:
-            try:
-                _reassign(ctx.broker, topic.name, partition.partition_index, partition.replicas)
-            except KafkaError as exc:
-                answers.append(Response.ReassignablePartitionResponse(
-                    partition_index=partition.partition_index, error_code=exc.code,
-                    error_message=exc.message))
-            else:
-                answers.append(Response.ReassignablePartitionResponse(
-                    partition_index=partition.partition_index, error_code=ErrorCode.NONE,
-                    error_message=None))
-        topics.append(Response.ReassignableTopicResponse(name=topic.name, partitions=answers))
-    # One broker: the only valid target is the current replica list, so the replication factor
-    # never changes and v1's AllowReplicationFactorChange is only echoed, as Kafka does.
-    return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=topics,
-                    allow_replication_factor_change=request.allow_replication_factor_change)

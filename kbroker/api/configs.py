@@ -79,7 +79,7 @@ def topic_config_entries(broker, overrides: dict[str, str]) -> list[ConfigEntry]
     config = broker.logs.defaults.with_overrides(overrides)
     entries = []
     for name, setting in sorted(TOPIC_SETTINGS_BY_NAME.items()):
-        value = setting.render(getattr(config, setting.field))
+        value = setting.render(getattr(config, setting.log_field))
         synonyms = [(name, value, ConfigSource.TOPIC_CONFIG)] if name in overrides else []
         if setting.broker_name is not None:
             synonyms += [(setting.broker_name, text, source)
@@ -289,7 +289,7 @@ def _list_default(resource_type: int, key: str, operation: int) -> str:
         if setting is None or setting.kind != "list":
             raise KafkaError(ErrorCode.INVALID_CONFIG,
                              f"Can't {_OPERATION_NAMES[operation]} to key {key} because its type is not LIST.")
-        return setting.render(setting.default)
+        return setting.render(setting.default) or ""
     setting = SETTINGS_BY_NAME.get(key)
     if setting is None or setting.kind != "list":
         raise KafkaError(ErrorCode.INVALID_CONFIG, f"Config value {_OPERATION_NAMES[operation].lower()} "
@@ -335,7 +335,8 @@ def _check_request_shape(resource, twice: set, incremental: bool) -> None:
 
 def _alter_all(ctx: RequestContext, request, incremental: bool, Response):
     broker = ctx.broker
-    seen, twice = set(), set()
+    seen: set[tuple[int, str]] = set()
+    twice: set[tuple[int, str]] = set()
     for resource in request.resources:
         key = (resource.resource_type, resource.resource_name)
         (twice if key in seen else seen).add(key)

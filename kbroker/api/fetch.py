@@ -161,6 +161,14 @@ async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchRespo
         session_id = session.session_id if session is not None else 0
     committed = request.isolation_level == READ_COMMITTED
     max_bytes = request.max_bytes if version >= 3 else INT32_MAX
+    min_bytes = request.min_bytes
+    user = None
+    if broker.throttles.active:  # rule Q5 of kbroker/throttling.py
+        user = quota_user(ctx.session.principal)
+        allowed_bytes = broker.throttles.fetch.max_value_in_window(user, ctx.client_id)
+        if allowed_bytes is not None:
+            max_bytes = min(max_bytes, int(allowed_bytes))
+            min_bytes = min(min_bytes, max_bytes)
     deadline = trio.current_time() + max(request.max_wait_ms, 0) / 1000
     watched = [(p.topic, p.partition) for p in positions if p.topic is not None]
     unreadable = _NONE if broker.acls is None else frozenset(
@@ -169,15 +177,19 @@ async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchRespo
         topics, total, has_error = _read_all(broker, positions, committed, max_bytes, incremental,
                                              unreadable)
         remaining = deadline - trio.current_time()
-        if total >= request.min_bytes or has_error or remaining <= 0 or not watched:
+        if total >= min_bytes or has_error or remaining <= 0 or not watched:
             break
         await broker.storage.wakeups.wait_for_data(watched, remaining)
         ctx.waited_seconds += trio.current_time() - deadline + remaining
+    if user is not None:  # consumer_byte_rate counts the records sent
+        now_ms = broker.clock.now_ms()
+        ctx.throttle_ms = broker.throttles.fetch.record(user, ctx.client_id, total, now_ms)
+        if ctx.throttle_ms:  # answered empty, as Kafka does: the records are fetched again later
+            broker.throttles.fetch.unrecord(user, ctx.client_id, total, now_ms)
+            return FetchResponse(throttle_time_ms=ctx.throttle_ms, error_code=ErrorCode.NONE,
+                                 session_id=session_id, responses=[])
     if session_id:
         _remember_sent(positions, topics)
-    if broker.throttles.active:  # consumer_byte_rate counts the records sent
-        ctx.throttle_ms = broker.throttles.fetch.record(
-            quota_user(ctx.session.principal), ctx.client_id, total, broker.clock.now_ms())
     return FetchResponse(
         throttle_time_ms=ctx.throttle_ms, error_code=ErrorCode.NONE, session_id=session_id,
         responses=list(topics.values()),

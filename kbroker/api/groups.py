@@ -17,7 +17,7 @@ from kbroker.api.authorization import (
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
-from kbroker.groups.classic import STABLE, JoinRequest
+from kbroker.groups.classic_model import STABLE, JoinRequest
 from kbroker.groups.coordinator import OffsetToCommit
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (

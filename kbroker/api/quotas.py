@@ -98,7 +98,7 @@ _NOT_THROTTLED = (ApiVersionsResponse, SaslHandshakeResponse, SaslAuthenticateRe
 
 
 def apply_request_quota(ctx: RequestContext, response, handle_seconds: float) -> None:
-    """Record the time a request took against the client's request_percentage quota (rule Q5 of
+    """Record the time a request took against the client's request_percentage quota (rule Q6 of
     kbroker/throttling.py); a response then carries the longest throttle time of its request."""
     if isinstance(response, _NOT_THROTTLED):
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import ssl
 import trio
 
 from kbroker.client.connection import ClientError, Connection
@@ -59,24 +60,26 @@ class Cluster:
     """One connection per broker, the bootstrap's first, the others opened when needed."""
 
     def __init__(self, bootstrap: Connection, client_id: str, single_node: bool = False,
-                 sasl: SaslCredentials | None = None):
+                 sasl: SaslCredentials | None = None, tls: ssl.SSLContext | None = None):
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.sasl = sasl
+        self.tls = tls
         self.single_node = single_node  # every broker is reached through the bootstrap connection
         self._connections: dict[int, Connection] = {}
         self._addresses: dict[int, str] = {}
 
     @classmethod
     async def open(cls, bootstrap: str, client_id: str = "kbroker-cli", single_node: bool = False,
-                   sasl: SaslCredentials | None = None) -> Cluster:
-        """Connect to the first reachable of comma-separated `host:port`s. `single_node` is for
-        a client of the one broker it runs in, which reaches it whatever it advertises."""
+                   sasl: SaslCredentials | None = None, tls: ssl.SSLContext | None = None) -> Cluster:
+        """Connect to the first reachable of comma-separated `host:port`s (over TLS with `tls`).
+        `single_node` is for a client of the one broker it runs in, which reaches it whatever
+        it advertises."""
         failures = []
         for address in bootstrap.split(","):
             try:
-                connection = await Connection.open(address.strip(), client_id, sasl)
-                return cls(connection, client_id, single_node, sasl)
+                connection = await Connection.open(address.strip(), client_id, sasl, tls)
+                return cls(connection, client_id, single_node, sasl, tls)
             except ClientError as exc:
                 failures.append(str(exc))
         raise ClientError("; ".join(failures))
@@ -113,7 +116,7 @@ class Cluster:
             address = self._addresses.get(node_id)
             if address is None:
                 raise ClientError(f"broker {node_id} is not in the cluster's metadata")
-            connection = await Connection.open(address, self.client_id, self.sasl)
+            connection = await Connection.open(address, self.client_id, self.sasl, self.tls)
             self._connections[node_id] = connection
         return connection
 

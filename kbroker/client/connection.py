@@ -44,6 +44,17 @@ class ClientError(Exception):
     """The conversation with a broker failed (closed, refused, an API it does not serve)."""
 
 
+def client_tls_context(cafile: str | None, certfile: str | None = None,
+                       keyfile: str | None = None) -> ssl.SSLContext | None:
+    """A client's TLS context trusting `cafile` (None: no TLS), with a certificate for mTLS."""
+    if cafile is None:
+        return None
+    context = ssl.create_default_context(cafile=cafile)
+    if certfile:
+        context.load_cert_chain(certfile, keyfile)
+    return context
+
+
 class TlsSocket:
     """A TLS stream with the few socket methods Connection uses (send, recv, recv_into, close)."""
 

@@ -112,12 +112,10 @@ class Consumer:
                         for r in iter_records(batch)):
                     aborting.discard(header.producer_id)
             elif not (header.is_transactional and header.producer_id in aborting):
-                # (the ignores: records read from a batch always have their offset_delta)
-                found += [ConsumedRecord(self.topic, partition,
-                                         header.base_offset + r.offset_delta,  # type: ignore[operator]
+                found += [ConsumedRecord(self.topic, partition, header.base_offset + r.offset_delta,
                                          r.timestamp, r.key, r.value, r.headers)
                           for r in iter_records(batch)
-                          if header.base_offset + r.offset_delta >= position]  # type: ignore[operator]
+                          if header.base_offset + r.offset_delta >= position]
             position = header.last_offset + 1
         return found, position
 

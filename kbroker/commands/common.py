@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import ssl
 import sys
 import time
 from typing import NoReturn
@@ -12,6 +13,7 @@ from typing import NoReturn
 import trio
 
 from kbroker.client import ClientError, Cluster
+from kbroker.client.connection import client_tls_context
 from kbroker.client.consumer import timestamp_from_iso
 from kbroker.client.sasl import MECHANISMS, SaslCredentials
 from kbroker.protocol.errors import KafkaError
@@ -24,7 +26,7 @@ MiB = 1024 * 1024
 
 
 def add_bootstrap(parser) -> None:
-    """-b/--bootstrap and the SASL options every command takes."""
+    """-b/--bootstrap and the SASL and TLS options every command takes."""
     parser.add_argument("-b", "--bootstrap", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
                         help=f"a broker of the cluster (default {DEFAULT_BOOTSTRAP})")
     parser.add_argument("--sasl-username", metavar="NAME", help="authenticate with SASL as NAME")
@@ -32,6 +34,19 @@ def add_bootstrap(parser) -> None:
                         default=os.environ.get(PASSWORD_VARIABLE),
                         help=f"the SASL password (default: ${PASSWORD_VARIABLE})")
     parser.add_argument("--sasl-mechanism", choices=MECHANISMS, default="PLAIN")
+    add_tls_options(parser)
+
+
+def add_tls_options(parser) -> None:
+    """--ssl-cafile (TLS, trusting these CAs), --ssl-certfile/--ssl-keyfile (mTLS)."""
+    parser.add_argument("--ssl-cafile", metavar="PEM", help="connect with TLS (an SSL or SASL_SSL "
+                        "listener), trusting these CA certificates")
+    parser.add_argument("--ssl-certfile", metavar="PEM", help="client certificate, for mTLS")
+    parser.add_argument("--ssl-keyfile", metavar="PEM", help="its private key")
+
+
+def tls_context(args) -> ssl.SSLContext | None:
+    return client_tls_context(args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile)
 
 
 def sasl_credentials(args) -> SaslCredentials | None:
@@ -50,9 +65,13 @@ def run(command, args) -> int:
     """Run `command(cluster, args)` against the cluster; a Kafka error or a broken conversation
     is printed as `kbroker: ERROR_NAME: message` and gives exit code 1."""
     credentials = sasl_credentials(args)
+    try:
+        tls = tls_context(args)
+    except OSError as exc:
+        fail(f"cannot load the TLS files: {exc}")
 
     async def with_cluster():
-        cluster = await Cluster.open(args.bootstrap, sasl=credentials)
+        cluster = await Cluster.open(args.bootstrap, sasl=credentials, tls=tls)
         try:
             return await command(cluster, args)
         finally:

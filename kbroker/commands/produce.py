@@ -41,7 +41,8 @@ async def _produce(cluster, args) -> None:
     await producer.start()
     progress = Progress("produced")
     line_number = 0
-    with open(args.file, "rb") if args.file else contextlib.nullcontext(sys.stdin.buffer) as stream:
+    file = await trio.to_thread.run_sync(open, args.file, "rb") if args.file else None  # a FIFO blocks
+    with file if file is not None else contextlib.nullcontext(sys.stdin.buffer) as stream:
         async for lines in _line_chunks(stream):
             records = []
             for line in lines:

@@ -515,13 +515,14 @@ class ConsumerGroups(ClassicMembers):
         match record:
             case GroupEpochRecord(group_id, None):
                 self.groups.pop(group_id, None)
-            case GroupEpochRecord(group_id, epoch):
+            case GroupEpochRecord(group_id, epoch) if epoch is not None:
                 self._group(group_id).group_epoch = epoch
             case MemberRecord(group_id, member_id, None):
                 group = self.groups.get(group_id)
                 if group is not None:
                     old = group.members.pop(member_id, None)
-                    if old is not None and group.static_members.get(old.instance_id) == member_id:
+                    if old is not None and old.instance_id is not None \
+                            and group.static_members.get(old.instance_id) == member_id:
                         del group.static_members[old.instance_id]
             case MemberRecord(group_id, member_id, member):
                 group = self._group(group_id)
@@ -536,7 +537,7 @@ class ConsumerGroups(ClassicMembers):
             case TargetMemberRecord(group_id, member_id, None):
                 if (group := self.groups.get(group_id)) is not None:
                     group.target.pop(member_id, None)
-            case TargetMemberRecord(group_id, member_id, assignment):
+            case TargetMemberRecord(group_id, member_id, assignment) if assignment is not None:
                 self._group(group_id).target[member_id] = assignment
             case TargetEpochRecord(group_id, epoch, _):
                 if (group := self.groups.get(group_id) if epoch is None else self._group(group_id)):
@@ -546,7 +547,7 @@ class ConsumerGroups(ClassicMembers):
             case RegexRecord(group_id, regex, None):
                 if (group := self.groups.get(group_id)) is not None:
                     group.regexes.pop(regex, None)
-            case RegexRecord(group_id, regex, topics):
+            case RegexRecord(group_id, regex, topics) if topics is not None:
                 self._group(group_id).regexes[regex] = topics
 
     def _replay_assignment(self, group_id: str, member_id: str, member: Member | None) -> None:

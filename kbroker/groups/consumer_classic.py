@@ -34,20 +34,28 @@ from __future__ import annotations
 import dataclasses
 import struct
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
-from kbroker.groups.classic import (
+from kbroker.groups.classic_model import (
     CONSUMER_PROTOCOL_TYPE, ClassicGroup, GroupSnapshot, JoinRequest, JoinResult, StoredMember,
     SyncResult,
 )
 from kbroker.groups.consumer_member import ClassicMeta, Member, MemberState, TopicMeta
 from kbroker.groups.consumer_records import (
-    CurrentAssignmentRecord, GroupEpochRecord, MemberRecord, TargetEpochRecord, TargetMemberRecord,
+    CurrentAssignmentRecord,
+    GroupEpochRecord,
+    MemberRecord,
+    TargetEpochRecord,
+    TargetMemberRecord,
 )
 from kbroker.groups.records import GroupEntry
 from kbroker.protocol import codec, messages
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.exceptions import CorruptFrame, UnsupportedVersion
+
+if TYPE_CHECKING:
+    from kbroker.groups.consumer import ConsumerGroup, ConsumerSettings
+    from kbroker.groups.timers import Timers
 
 UPGRADE_POLICIES = ("upgrade", "bidirectional")
 DOWNGRADE_POLICIES = ("downgrade", "bidirectional")
@@ -86,6 +94,20 @@ def encode_assignment(assigned: dict, metadata: dict[str, TopicMeta]) -> bytes:
 
 class ClassicMembers:
     """The classic-protocol side of ConsumerGroups (mixed in)."""
+
+    if TYPE_CHECKING:  # what ConsumerGroups, which this class is mixed into, provides
+        settings: ConsumerSettings
+        groups: dict[str, ConsumerGroup]
+        timers: Timers
+
+        def _advance(self, group: ConsumerGroup, member: Member, updated: Member, members: dict,
+                     targets: dict, topics, now_ms: int, owned, records: list) -> Member: ...
+        def fence(self, group: ConsumerGroup, member_id: str, now_ms: int) -> list: ...
+        def schedule_session(self, group_id: str, member: Member, now_ms: int) -> None: ...
+        def _cancel_timers(self, group_id: str, member_id: str) -> None: ...
+        def _fence_due(self, group_id: str, member_id: str, now_ms: int) -> None: ...
+        def _replayed(self, records: list) -> list: ...
+        def deletion_records(self, group: ConsumerGroup, with_members: bool = False) -> list: ...
 
     # -- M1 ----------------------------------------------------------------------------------------
 
@@ -131,9 +153,9 @@ class ClassicMembers:
         if len(group.members) >= self.settings.max_size and member_id not in group.members:
             raise KafkaError(ErrorCode.GROUP_MAX_SIZE_REACHED)
         names = [name for name, _ in request.protocols]
-        classic_members = [m for m in group.members.values() if m.classic is not None]
+        classics = [m.classic for m in group.members.values() if m.classic is not None]
         if request.protocol_type != CONSUMER_PROTOCOL_TYPE or not names or not any(
-                all(name in {n for n, _ in m.classic.protocols} for m in classic_members) for name in names):
+                all(name in {n for n, _ in c.protocols} for c in classics) for name in names):
             raise KafkaError(ErrorCode.INCONSISTENT_GROUP_PROTOCOL)
         if not request.member_id and request.group_instance_id is None and request.require_known_member_id:
             return JoinResult(error=ErrorCode.MEMBER_ID_REQUIRED, member_id=member_id), []
@@ -165,7 +187,7 @@ class ClassicMembers:
     # -- M3, M4 ------------------------------------------------------------------------------------
 
     def _classic_member(self, group_id: str, member_id: str, instance_id: str | None,
-                        generation_id: int) -> tuple[Any, Member]:
+                        generation_id: int) -> tuple[ConsumerGroup, Member]:
         group = self.groups[group_id]
         member = group.members.get(member_id)
         if member is None or member.classic is None:
@@ -198,6 +220,7 @@ class ClassicMembers:
                      protocol_type: str | None, protocol_name: str | None, now_ms: int) -> SyncResult:
         try:
             group, member = self._classic_member(group_id, member_id, instance_id, generation_id)
+            assert member.classic is not None  # _classic_member checked it
             own = member.classic.protocols[0][0]
             if (protocol_type is not None and protocol_type != CONSUMER_PROTOCOL_TYPE) or \
                     (protocol_name is not None and protocol_name != own):
@@ -230,7 +253,7 @@ class ClassicMembers:
             found = None if group is None else (
                 group.members.get(member_id) if instance_id is None
                 else group.members.get(group.static_members.get(instance_id, "")))
-            if found is None:
+            if found is None or group is None:
                 errors.append(ErrorCode.UNKNOWN_MEMBER_ID)
             elif member_id and found.member_id != member_id:
                 errors.append(ErrorCode.FENCED_INSTANCE_ID)

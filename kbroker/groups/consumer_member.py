@@ -154,7 +154,7 @@ def offset_fetch_error(members: Mapping[str, Member], member_id: str | None,
     """OffsetFetch v9+: without member id and epoch anyone may fetch; else as for commits."""
     if member_id is None and member_epoch < 0:
         return ErrorCode.NONE
-    member = members.get(member_id)
+    member = None if member_id is None else members.get(member_id)
     if member is None:
         return ErrorCode.UNKNOWN_MEMBER_ID
     return _epoch_error(member, member_epoch)

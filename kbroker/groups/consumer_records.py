@@ -14,8 +14,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from typing import Mapping
+from typing import Any, Mapping
 
 from kbroker.groups.assignors import Assignment
 from kbroker.groups.consumer_member import ClassicMeta, Member, MemberState, TopicMeta
@@ -79,7 +78,7 @@ CONSUMER_RECORD_TYPES = (GroupEpochRecord, MemberRecord, SubscriptionMetadataRec
                          TargetMemberRecord, TargetEpochRecord, CurrentAssignmentRecord, RegexRecord)
 
 
-def _cls(name: str) -> type:
+def _cls(name: str) -> Any:  # record classes are built at run time (see coordinator_records)
     return record_class("group", name)
 
 
@@ -217,7 +216,7 @@ def _regex(key, value):
                        0 if value is None else value.timestamp)
 
 
-def decode(key_bytes: bytes, value_bytes: bytes | None):
+def decode(key_bytes: bytes | None, value_bytes: bytes | None):
     """The consumer group record stored under this key, or None for other record types.
 
     Raises CorruptFrame (or ValueError) for bytes it cannot read."""

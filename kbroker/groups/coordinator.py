@@ -25,9 +25,9 @@ import trio
 
 from kbroker.config import Config
 from kbroker.groups import records
-from kbroker.groups.classic import (
-    EMPTY, STABLE, ClassicGroup, ClassicGroups, GroupSettings, JoinRequest,
-    JoinResult, Outcome, SyncResult,
+from kbroker.groups.classic import ClassicGroups
+from kbroker.groups.classic_model import (
+    EMPTY, STABLE, ClassicGroup, GroupSettings, JoinRequest, JoinResult, Outcome, SyncResult,
 )
 from kbroker.groups.consumer_coordinator import ConsumerGroupCoordinator, consumer_settings
 from kbroker.groups.consumer_records import CONSUMER_RECORD_TYPES
@@ -125,7 +125,7 @@ class GroupCoordinator:
         by_partition: dict[int, list[Record]] = {}
         for index, record in routed:
             by_partition.setdefault(index, []).append(record._replace(timestamp=now_ms))
-        bases = {}
+        bases: dict[int, int] = {}
         for index, partition_records in by_partition.items():
             for chunk in _chunks(partition_records):
                 bases.setdefault(index, self.topic.append(index, chunk, now_ms))
@@ -159,12 +159,12 @@ class GroupCoordinator:
         match entry:
             case records.OffsetCommitEntry(group_id, partition, None):
                 self.offsets.remove(group_id, partition)
-            case records.OffsetCommitEntry(group_id, partition, value):
+            case records.OffsetCommitEntry(group_id, partition, value) if value is not None:
                 self._ensure_group(group_id, now_ms)
                 self.offsets.put(group_id, partition, value)
             case records.GroupEntry(group_id, None):
                 self.groups.drop(group_id)
-            case records.GroupEntry(_, snapshot):
+            case records.GroupEntry(_, snapshot) if snapshot is not None:
                 self.groups.load(snapshot)
             case records.PendingOffsetEntry(producer_id, group_id, partition, value):
                 self._ensure_group(group_id, now_ms)
@@ -191,7 +191,8 @@ class GroupCoordinator:
         return ErrorCode.NONE
 
     def _route(self, entries: Iterable[records.Entry]) -> list[tuple[int, records.Entry]]:
-        return [(self.partition_for(entry.group_id), entry) for entry in entries]
+        # (the ignore: transaction ends are routed by their producer's groups, never through here)
+        return [(self.partition_for(entry.group_id), entry) for entry in entries]  # type: ignore[union-attr]
 
     def _write_entries(self, routed: list[tuple[int, records.Entry]], now_ms: int) -> None:
         """Write (partition, entry) pairs, then apply them with their record offsets.
@@ -306,6 +307,7 @@ class GroupCoordinator:
         now = self.clock()
         await self._settle(self.groups.join(waiter, request, now), now)
         await waiter.event.wait()
+        assert isinstance(waiter.result, JoinResult)  # the classic group answered a join
         return waiter.result
 
     async def sync(self, group_id: str, member_id: str, instance_id: str | None, generation_id: int,
@@ -320,6 +322,7 @@ class GroupCoordinator:
                                    protocol_type, protocol_name, assignments, now)
         await self._settle(outcome, now)
         await waiter.event.wait()
+        assert isinstance(waiter.result, SyncResult)  # the classic group answered a sync
         return waiter.result
 
     async def heartbeat(self, group_id: str, member_id: str, instance_id: str | None,
@@ -424,7 +427,7 @@ class GroupCoordinator:
             wanted = list(by_topic.items())
         answer = []
         for topic, partitions in wanted:
-            entries = []
+            entries: list[tuple[int, CommittedOffset | None, ErrorCode]] = []
             for partition in partitions:
                 if require_stable and self.offsets.has_pending(group_id, (topic, partition)):
                     entries.append((partition, None, ErrorCode.UNSTABLE_OFFSET_COMMIT))
@@ -581,16 +584,16 @@ def _encode(entry: records.Entry) -> Record:
 
 
 def _with_record_offset(entry: records.Entry, record_offset: int) -> records.Entry:
-    value = getattr(entry, "value", None)
-    if isinstance(value, CommittedOffset):
-        return dataclasses.replace(entry, value=dataclasses.replace(value, record_offset=record_offset))
+    if isinstance(entry, (records.OffsetCommitEntry, records.PendingOffsetEntry)) and entry.value is not None:
+        return dataclasses.replace(entry, value=dataclasses.replace(entry.value, record_offset=record_offset))
     return entry
 
 
 def _chunks(batch_records: list[Record]) -> Iterator[list[Record]]:
-    chunk, size = [], 0
+    chunk: list[Record] = []
+    size = 0
     for record in batch_records:
-        record_size = len(record.key) + len(record.value or b"") + 32
+        record_size = len(record.key or b"") + len(record.value or b"") + 32
         if chunk and size + record_size > WRITE_BATCH_BYTES:
             yield chunk
             chunk, size = [], 0

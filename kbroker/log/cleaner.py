@@ -283,7 +283,7 @@ class CleaningJob:
                     transactions.on_marker(header, batch)
                 elif not transactions.on_data(header) and header.last_offset >= self.first_dirty:
                     for record in iter_records(batch):
-                        offset = header.base_offset + record.offset_delta  # type: ignore[operator]  # set when read
+                        offset = header.base_offset + record.offset_delta
                         if record.key is None or offset < self.first_dirty:
                             continue
                         digest = key_digest(record.key)
@@ -376,7 +376,7 @@ class CleaningJob:
             kept = list(iter_records(batch))
         else:
             for record in iter_records(batch):
-                offset = header.base_offset + record.offset_delta  # type: ignore[operator]  # set when read
+                offset = header.base_offset + record.offset_delta
                 alive = record.value is not None or horizon is None or now < horizon
                 if record.key is not None and alive \
                         and offset >= latest.get(key_digest(record.key), -1):

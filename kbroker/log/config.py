@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.primitives import INT32_MAX as INT_MAX
@@ -28,7 +28,7 @@ CLEANUP_POLICIES = ("compact", "delete")
 _INTEGER_LIMITS = {"int": INT_MAX, "long": LONG_MAX}
 
 
-def invalid(name: str, text: str, why: str) -> KafkaError:
+def invalid(name: str, text: str | None, why: str) -> KafkaError:
     """Kafka's ConfigException message, for every setting."""
     return KafkaError(ErrorCode.INVALID_CONFIG, f"Invalid value {text} for configuration {name}: {why}")
 
@@ -58,9 +58,16 @@ class Setting:
     sensitive: bool = False  # a secret: DescribeConfigs shows no value
     empty_list_ok: bool = False  # a list with choices that may be empty (cleanup.policy)
 
+    @property
+    def log_field(self) -> str:
+        """The LogConfig field a topic setting fills."""
+        assert self.field is not None, f"{self.name} is not a topic setting"
+        return self.field
+
     def parse(self, text: str) -> Any:
         """The value of `text`, or KafkaError(INVALID_CONFIG) naming this setting."""
         stripped = text.strip()
+        value: Any
         if self.kind in _INTEGER_LIMITS:
             limit = _INTEGER_LIMITS[self.kind]
             try:
@@ -220,7 +227,13 @@ TOPIC_SETTINGS: tuple[Setting, ...] = (
            "tiered storage is turned off (no tiered storage here)."),
 )
 TOPIC_SETTINGS_BY_NAME: dict[str, Setting] = {setting.name: setting for setting in TOPIC_SETTINGS}
-_DEFAULTS = {setting.field: setting.default for setting in TOPIC_SETTINGS}
+_DEFAULTS = {setting.log_field: setting.default for setting in TOPIC_SETTINGS}
+
+
+class SettingValues(Protocol):
+    """Values by setting name: a dict, or the broker's Config."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +244,7 @@ class AtMost:
     upper: str
     scope: str = "topic"  # as Kafka's message says: "conflict topic config setting ..."
 
-    def check(self, values: Mapping[str, Any], named: Callable[[str], str] = str) -> None:
+    def check(self, values: SettingValues, named: Callable[[str], str] = str) -> None:
         low, high = values[self.lower], values[self.upper]
         if low > high:
             raise KafkaError(ErrorCode.INVALID_CONFIG, f"conflict {self.scope} config setting "
@@ -299,13 +312,13 @@ class LogConfig:
 
         Raises KafkaError(INVALID_CONFIG) for unknown names and bad values.
         """
-        changes = {}
+        changes: dict[str, Any] = {}
         for name, text in overrides.items():
             setting = TOPIC_SETTINGS_BY_NAME.get(name)
             if setting is None:
                 raise KafkaError(ErrorCode.INVALID_CONFIG, f"Unknown topic config name: {name}")
             if text is not None:
-                changes[setting.field] = setting.parse(text)
+                changes[setting.log_field] = setting.parse(text)
         return dataclasses.replace(self, **changes)
 
     def check_rules(self, named: Callable[[str], str] = str) -> LogConfig:
@@ -318,8 +331,8 @@ class LogConfig:
 
     def values(self) -> dict[str, Any]:
         """Every topic setting's value by Kafka name."""
-        return {setting.name: getattr(self, setting.field) for setting in TOPIC_SETTINGS}
+        return {setting.name: getattr(self, setting.log_field) for setting in TOPIC_SETTINGS}
 
-    def to_kafka(self) -> dict[str, str]:
+    def to_kafka(self) -> dict[str, str | None]:
         """Every topic setting by Kafka name, as Kafka renders it (DescribeConfigs)."""
         return {name: TOPIC_SETTINGS_BY_NAME[name].render(value) for name, value in self.values().items()}

@@ -214,6 +214,16 @@ class Record(NamedTuple):
     headers: tuple = ()
 
 
+class StoredRecord(NamedTuple):
+    """A record read from a batch (iter_records): unlike a Record to build, its offset delta is known."""
+
+    offset_delta: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple
+
+
 def _encode_bytes(data) -> bytes:
     return write_varint(-1) if data is None else write_varint(len(data)) + bytes(data)
 
@@ -278,7 +288,7 @@ def _decode_bytes(buf, pos: int) -> tuple[bytes | None, int]:
     return bytes(buf[pos:end]), end
 
 
-def _decode_record(buf, pos: int, header: BatchHeader) -> tuple[Record, int]:
+def _decode_record(buf, pos: int, header: BatchHeader) -> tuple[StoredRecord, int]:
     length, pos = read_varint(buf, pos)
     end = pos + length
     pos += 1  # attributes
@@ -302,10 +312,10 @@ def _decode_record(buf, pos: int, header: BatchHeader) -> tuple[Record, int]:
         timestamp = header.max_timestamp
     else:
         timestamp = header.base_timestamp + timestamp_delta
-    return Record(offset_delta, timestamp, key, value, tuple(headers)), pos
+    return StoredRecord(offset_delta, timestamp, key, value, tuple(headers)), pos
 
 
-def iter_records(batch) -> Iterator[Record]:
+def iter_records(batch) -> Iterator[StoredRecord]:
     """Decode the records of one batch (cold path: tests, internal topics, compaction)."""
     header = BatchHeader.parse(batch)
     if header.magic != MAGIC:

@@ -92,7 +92,7 @@ class RunningBroker:
                 break
             except OSError:
                 if process.poll() is not None or time.perf_counter() - started > 30:
-                    raise RuntimeError(f"{spec.name} did not start: {shlex.join(command)}")
+                    raise RuntimeError(f"{spec.name} did not start: {shlex.join(command)}") from None
                 time.sleep(0.001)
         startup_ms = (time.perf_counter() - started) * 1000
         return cls(spec, process, f"127.0.0.1:{port}", data_dir, startup_ms)
