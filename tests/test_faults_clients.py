@@ -14,6 +14,7 @@ import pytest
 
 from kbroker.testing import running_broker
 from tests.kafka_clients import (
+    confluent_consume,
     confluent_producer,
     kafka_python_consume,
     kafka_python_producer,
@@ -72,6 +73,21 @@ def test_a_delayed_fetch_is_answered_late_and_in_full(broker, topic_name):
     assert time.monotonic() - started >= 1.5  # the injected delay happened (a lower bound)
     assert [r.value for r in records] == [b"%d" % i for i in range(RECORDS)]
     assert _hits(broker, fault) == 1
+
+
+@pytest.mark.parametrize("consume, client_setting", [(kafka_python_consume, "client_id"),
+                                                     (confluent_consume, "client.id")],
+                         ids=["kafka-python", "confluent-kafka"])
+def test_consumers_fetch_again_after_not_leader(broker, topic_name, consume, client_setting):
+    producer = confluent_producer(broker.bootstrap)
+    for i in range(RECORDS):
+        producer.produce(topic_name, value=b"%d" % i)
+    assert producer.flush(30) == 0
+    fault = broker.add_fault("Fetch", "NOT_LEADER_OR_FOLLOWER", times=2, client_id=topic_name)
+    records = consume(broker.bootstrap, topic_name, RECORDS, **{client_setting: topic_name})
+    assert [r.value() if callable(r.value) else r.value for r in records] == \
+        [b"%d" % i for i in range(RECORDS)]
+    assert _hits(broker, fault) == 2
 
 
 def test_a_fault_for_one_client_id_leaves_the_others_alone(broker, topic_name):
