@@ -10,6 +10,8 @@ reaches the broker's timestamps (as they reach Kafka's) within a second.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import trio
 
 from kbroker.log.clock import wall_clock_ms
@@ -46,3 +48,31 @@ class Clock:
             await trio.sleep(RESYNC_INTERVAL_S)
             if abs(wall_clock_ms() - self.now_ms()) >= _TOLERANCE_MS:
                 self.anchor()
+
+
+class DeadlineSleeper:
+    """A coordinator's timer task sleeps here until its earliest deadline, and is woken early
+    when a nearer deadline appears. `next_deadline` gives that earliest deadline (None: none),
+    in the milliseconds of `clock`."""
+
+    def __init__(self, clock: Callable[[], int], next_deadline: Callable[[], int | None]) -> None:
+        self._clock = clock
+        self._next_deadline = next_deadline
+        self._changed = trio.Event()
+        self._sleeping_until: int | None = None  # the deadline the task sleeps for
+
+    def wake(self, deadline: int | None = None) -> None:
+        """Wake the sleeper if `deadline` (by default the earliest now) comes before its own."""
+        if deadline is None:
+            deadline = self._next_deadline()
+        if deadline is not None and (self._sleeping_until is None or deadline < self._sleeping_until):
+            self._changed.set()
+
+    async def sleep(self) -> None:
+        """Until the earliest deadline has passed, or wake() found a nearer one."""
+        self._changed = trio.Event()
+        self._sleeping_until = deadline = self._next_deadline()
+        wait_s = float("inf") if deadline is None else max(deadline - self._clock(), 0) / 1000
+        with trio.move_on_after(wait_s):
+            await self._changed.wait()
+        self._sleeping_until = None

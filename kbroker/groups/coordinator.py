@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import trio
 
+from kbroker.clock import DeadlineSleeper
 from kbroker.config import Config
 from kbroker.groups import records
 from kbroker.groups.classic import ClassicGroups
@@ -105,8 +106,7 @@ class GroupCoordinator:
         self.num_partitions = topic.partitions
         self.retention_ms = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_s = config["offsets.retention.check.interval.ms"] / 1000
-        self._timer_changed = trio.Event()
-        self._sleeping_until: int | None = None  # the deadline the timer task waits for
+        self._sleeper = DeadlineSleeper(clock, self._next_deadline)
         self._replay()
 
     # -- the log ---------------------------------------------------------------------------------
@@ -274,17 +274,11 @@ class GroupCoordinator:
 
     def wake_timers(self) -> None:
         """Wake the timer task if some deadline now comes before the one it waits for."""
-        deadline = self._next_deadline()
-        if deadline is not None and (self._sleeping_until is None or deadline < self._sleeping_until):
-            self._timer_changed.set()
+        self._sleeper.wake()
 
     async def _run_timers(self) -> None:
         while True:
-            self._timer_changed = trio.Event()
-            self._sleeping_until = deadline = self._next_deadline()
-            wait_s = float("inf") if deadline is None else max(deadline - self.clock(), 0) / 1000
-            with trio.move_on_after(wait_s):
-                await self._timer_changed.wait()
+            await self._sleeper.sleep()
             now = self.clock()
             await self._settle(self.groups.expire(now), now)
 

@@ -27,8 +27,7 @@ import struct
 import uuid
 from typing import Callable, Iterable, NamedTuple
 
-import trio
-
+from kbroker.clock import DeadlineSleeper
 from kbroker.config import Config
 from kbroker.group_configs import GroupConfigs
 from kbroker.groups.coordinator import java_string_hash
@@ -116,8 +115,7 @@ class ShareCoordinator:
         self._by_group: dict[str, set[PartitionKey]] = {}
         self._written: dict[PartitionKey, _Written] = {}
         self._lock_deadlines: list[tuple[int, PartitionKey]] = []
-        self._timer_changed = trio.Event()
-        self._sleeping_until: int | None = None
+        self._sleeper = DeadlineSleeper(clock, self._next_deadline)
         self._group_images: dict[str, records.GroupImage] = {}
         self._replay()
         self._replay_groups()
@@ -144,7 +142,7 @@ class ShareCoordinator:
         """ShareGroupHeartbeat; raises KafkaError as the group's rules say."""
         result = self.groups.heartbeat(group_id, member_id, member_epoch, rack_id, subscribed,
                                        client_id, client_host, self.clock(), self.topic_metadata)
-        self._wake_timers(self.groups.next_deadline())
+        self._sleeper.wake(self.groups.next_deadline())
         await self._store_groups([group_id])
         return result
 
@@ -242,7 +240,7 @@ class ShareCoordinator:
         deadline = sp.next_deadline()
         if deadline is not None:
             heapq.heappush(self._lock_deadlines, (deadline, key))
-            self._wake_timers(deadline)
+            self._sleeper.wake(deadline)
 
     def acknowledge(self, key: PartitionKey, member_id: str, batches: list[AckBatch]) -> ErrorCode:
         """Apply an acknowledgement in memory; the caller persists the keys it acknowledged."""
@@ -392,10 +390,6 @@ class ShareCoordinator:
 
     # -- timers ----------------------------------------------------------------------------------
 
-    def _wake_timers(self, deadline: int | None) -> None:
-        if deadline is not None and (self._sleeping_until is None or deadline < self._sleeping_until):
-            self._timer_changed.set()
-
     def _next_deadline(self) -> int | None:
         deadlines = [d for d in (self.groups.next_deadline(),
                                  self._lock_deadlines[0][0] if self._lock_deadlines else None) if d is not None]
@@ -404,12 +398,7 @@ class ShareCoordinator:
     async def run(self) -> None:
         """Lock and session deadlines, until cancelled."""
         while True:
-            self._timer_changed = trio.Event()
-            self._sleeping_until = deadline = self._next_deadline()
-            wait_s = float("inf") if deadline is None else max(deadline - self.clock(), 0) / 1000
-            with trio.move_on_after(wait_s):
-                await self._timer_changed.wait()
-            self._sleeping_until = None
+            await self._sleeper.sleep()
             await self._expire(self.clock())
 
     async def _expire(self, now_ms: int) -> None:
