@@ -16,19 +16,9 @@ import re
 from typing import Any
 
 from kbroker.listeners import (
-    DEFAULT_PROTOCOL_MAP,
-    ListenerConfig,
-    listener_configs,
-    parse_endpoints,
-    parse_protocol_map,
+    DEFAULT_PROTOCOL_MAP, ListenerConfig, listener_configs, parse_endpoints, parse_protocol_map,
 )
-from kbroker.log.config import (
-    INT_MAX,
-    TOPIC_SETTINGS,
-    AtMost,
-    LogConfig,
-    Setting,
-)
+from kbroker.log.config import INT_MAX, TOPIC_SETTINGS, AtMost, LogConfig, Setting
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 

@@ -32,11 +32,7 @@ from kbroker.limits import ConnectionQuotas, RepeatedWarnings, RequestMemory
 from kbroker.listeners import ListenerConfig
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
-from kbroker.security.principal import (
-    NoMatchingRule,
-    PrincipalMapper,
-    distinguished_name,
-)
+from kbroker.security.principal import NoMatchingRule, PrincipalMapper, distinguished_name
 from kbroker.tls import TlsSetupError, principal_mapper, server_context
 
 log = logging.getLogger("kbroker.server")

@@ -3,12 +3,7 @@
 import pytest
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.security.authorizer import (
-    AclBinding,
-    AclFilter,
-    Authorizer,
-    Permission,
-)
+from kbroker.security.authorizer import AclBinding, AclFilter, Authorizer, Permission
 from kbroker.security.authorizer import (
     Operation as Op,
 )

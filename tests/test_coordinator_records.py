@@ -7,13 +7,7 @@ import pytest
 from kbroker.groups import records as group_records
 from kbroker.groups.classic_model import GroupSnapshot, StoredMember
 from kbroker.groups.offsets import CommittedOffset
-from kbroker.protocol.coordinator_records import (
-    decode_key,
-    decode_value,
-    encode_key,
-    encode_value,
-    record_class,
-)
+from kbroker.protocol.coordinator_records import decode_key, decode_value, encode_key, encode_value, record_class
 from kbroker.protocol.exceptions import CorruptFrame
 
 

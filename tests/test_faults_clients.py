@@ -13,12 +13,7 @@ import urllib.request
 import pytest
 
 from kbroker.testing import running_broker
-from tests.kafka_clients import (
-    confluent_consume,
-    confluent_producer,
-    kafka_python_consume,
-    kafka_python_producer,
-)
+from tests.kafka_clients import confluent_consume, confluent_producer, kafka_python_consume, kafka_python_producer
 
 RECORDS = 30
 

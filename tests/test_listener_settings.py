@@ -6,11 +6,7 @@ import pytest
 
 from kbroker.config import Config
 from kbroker.protocol.errors import KafkaError
-from kbroker.security.principal import (
-    NoMatchingRule,
-    PrincipalMapper,
-    distinguished_name,
-)
+from kbroker.security.principal import NoMatchingRule, PrincipalMapper, distinguished_name
 from kbroker.tls import openssl_cipher_name
 
 SUBJECT = ((("countryName", "US"),), (("organizationName", "kbroker"),),

@@ -14,9 +14,7 @@ from kbroker.api.registry import serves
 from kbroker.groups.consumer import Heartbeat
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    ConsumerGroupDescribeRequest,
-    ConsumerGroupDescribeResponse,
-    ConsumerGroupHeartbeatRequest,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
     ConsumerGroupHeartbeatResponse,
 )
 from kbroker.security.authorizer import Operation

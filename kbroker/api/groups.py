@@ -8,11 +8,7 @@ before the coordinator is asked.
 from __future__ import annotations
 
 from kbroker.api.authorization import (
-    allowed_cluster,
-    allowed_group,
-    allowed_topic,
-    allowed_transactional_id,
-    authorized_operations,
+    allowed_cluster, allowed_group, allowed_topic, allowed_transactional_id, authorized_operations,
 )
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
 from kbroker.api.context import RequestContext
@@ -21,27 +17,11 @@ from kbroker.groups.classic_model import STABLE, JoinRequest
 from kbroker.groups.coordinator import OffsetToCommit
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    DeleteGroupsRequest,
-    DeleteGroupsResponse,
-    DescribeGroupsRequest,
-    DescribeGroupsResponse,
-    FindCoordinatorRequest,
-    FindCoordinatorResponse,
-    HeartbeatRequest,
-    HeartbeatResponse,
-    JoinGroupRequest,
-    JoinGroupResponse,
-    LeaveGroupRequest,
-    LeaveGroupResponse,
-    ListGroupsRequest,
-    ListGroupsResponse,
-    OffsetCommitRequest,
-    OffsetCommitResponse,
-    OffsetDeleteRequest,
-    OffsetDeleteResponse,
-    OffsetFetchRequest,
-    OffsetFetchResponse,
-    SyncGroupRequest,
+    DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
+    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
+    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
     SyncGroupResponse,
 )
 from kbroker.security.authorizer import Operation, ResourceType

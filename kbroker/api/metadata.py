@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from kbroker.api.authorization import (
-    allowed_topic,
-    authorized_operations,
-    may_create_topic,
-)
-from kbroker.api.common import (
-    CLUSTER_OPERATIONS,
-    OPERATIONS_NOT_REQUESTED,
-    TOPIC_OPERATIONS,
-)
+from kbroker.api.authorization import allowed_topic, authorized_operations, may_create_topic
+from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS

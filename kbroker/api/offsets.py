@@ -8,9 +8,7 @@ from kbroker.api.registry import serves
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    ListOffsetsRequest,
-    ListOffsetsResponse,
-    OffsetForLeaderEpochRequest,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse,
 )
 from kbroker.security.authorizer import Operation

@@ -7,11 +7,7 @@ import logging
 from kbroker.api.authorization import allowed_topic, allowed_transactional_id
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import CloseConnection, serves
-from kbroker.api.transactions import (
-    TxnWrite,
-    check_transactional_write,
-    transactional_batch,
-)
+from kbroker.api.transactions import TxnWrite, check_transactional_write, transactional_batch
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log.validator import RecordErrors
 from kbroker.protocol.errors import ErrorCode, KafkaError

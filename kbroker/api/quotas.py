@@ -13,12 +13,8 @@ from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AlterClientQuotasRequest,
-    AlterClientQuotasResponse,
-    ApiVersionsResponse,
-    DescribeClientQuotasRequest,
-    DescribeClientQuotasResponse,
-    SaslAuthenticateResponse,
+    AlterClientQuotasRequest, AlterClientQuotasResponse, ApiVersionsResponse,
+    DescribeClientQuotasRequest, DescribeClientQuotasResponse, SaslAuthenticateResponse,
     SaslHandshakeResponse,
 )
 from kbroker.quotas import IP

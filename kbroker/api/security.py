@@ -14,30 +14,13 @@ from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    AlterUserScramCredentialsRequest,
-    AlterUserScramCredentialsResponse,
-    CreateAclsRequest,
-    CreateAclsResponse,
-    DeleteAclsRequest,
-    DeleteAclsResponse,
-    DescribeAclsRequest,
-    DescribeAclsResponse,
-    DescribeUserScramCredentialsRequest,
-    DescribeUserScramCredentialsResponse,
-    SaslAuthenticateRequest,
-    SaslAuthenticateResponse,
-    SaslHandshakeRequest,
-    SaslHandshakeResponse,
+    AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse, CreateAclsRequest,
+    CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse, DescribeAclsRequest,
+    DescribeAclsResponse, DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 )
 from kbroker.sasl import AuthenticationFailed, Mechanism
-from kbroker.security.authorizer import (
-    AclBinding,
-    AclFilter,
-    Operation,
-    PatternType,
-    Permission,
-    ResourceType,
-)
+from kbroker.security.authorizer import AclBinding, AclFilter, Operation, PatternType, Permission, ResourceType
 
 log = logging.getLogger("kbroker.sasl")
 CLUSTER_AUTHORIZATION_MESSAGE = "Cluster authorization failed."  # Kafka's default (Errors.java)

@@ -12,11 +12,7 @@ import re
 
 from kbroker.api.admin import UNKNOWN_TOPIC_MESSAGE
 from kbroker.api.authorization import (
-    allowed_cluster,
-    allowed_group,
-    allowed_on_some,
-    allowed_topic,
-    allowed_transactional_id,
+    allowed_cluster, allowed_group, allowed_on_some, allowed_topic, allowed_transactional_id,
 )
 from kbroker.api.common import topic_names
 from kbroker.api.context import RequestContext
@@ -26,31 +22,13 @@ from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
 from kbroker.log import validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
-    AddOffsetsToTxnRequest,
-    AddOffsetsToTxnResponse,
-    AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse,
-    DescribeProducersRequest,
-    DescribeProducersResponse,
-    DescribeTransactionsRequest,
-    DescribeTransactionsResponse,
-    EndTxnRequest,
-    EndTxnResponse,
-    InitProducerIdRequest,
-    InitProducerIdResponse,
-    ListTransactionsRequest,
-    ListTransactionsResponse,
-    TxnOffsetCommitRequest,
-    TxnOffsetCommitResponse,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 )
-from kbroker.protocol.records import (
-    ATTRIBUTES_OFFSET,
-    HEADER_SIZE,
-    MAGIC,
-    MAGIC_OFFSET,
-    TRANSACTIONAL_BIT,
-    BatchHeader,
-)
+from kbroker.protocol.records import ATTRIBUTES_OFFSET, HEADER_SIZE, MAGIC, MAGIC_OFFSET, TRANSACTIONAL_BIT, BatchHeader
 from kbroker.security.authorizer import Operation, ResourceType
 from kbroker.txn.state import NO_PRODUCER_EPOCH, NO_PRODUCER_ID
 

@@ -14,12 +14,7 @@ import sys
 import trio
 
 from kbroker.client import admin
-from kbroker.client.consumer import (
-    READ_COMMITTED,
-    READ_UNCOMMITTED,
-    ConsumedRecord,
-    Consumer,
-)
+from kbroker.client.consumer import READ_COMMITTED, READ_UNCOMMITTED, ConsumedRecord, Consumer
 from kbroker.client.group_member import GroupMember
 from kbroker.commands.common import Progress, add_bootstrap, fail, run, timestamp_ms
 

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from kbroker.client import ClientError, admin
-from kbroker.commands.common import (
-    add_bootstrap,
-    add_json,
-    print_json,
-    print_table,
-    run,
-    timestamp_ms,
-)
+from kbroker.commands.common import add_bootstrap, add_json, print_json, print_table, run, timestamp_ms
 
 
 def add_parser(commands) -> None:

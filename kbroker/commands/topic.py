@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from kbroker.client import admin
-from kbroker.commands.common import (
-    add_bootstrap,
-    add_json,
-    key_values,
-    print_json,
-    print_table,
-    run,
-)
+from kbroker.commands.common import add_bootstrap, add_json, key_values, print_json, print_table, run
 
 
 def add_parser(commands) -> None:

@@ -42,11 +42,7 @@ from kbroker.groups.classic_model import (
 )
 from kbroker.groups.consumer_member import ClassicMeta, Member, MemberState, TopicMeta
 from kbroker.groups.consumer_records import (
-    CurrentAssignmentRecord,
-    GroupEpochRecord,
-    MemberRecord,
-    TargetEpochRecord,
-    TargetMemberRecord,
+    CurrentAssignmentRecord, GroupEpochRecord, MemberRecord, TargetEpochRecord, TargetMemberRecord,
 )
 from kbroker.groups.records import GroupEntry
 from kbroker.protocol import codec, messages

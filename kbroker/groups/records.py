@@ -22,13 +22,7 @@ from dataclasses import dataclass
 from kbroker.groups.classic_model import GroupSnapshot, StoredMember
 from kbroker.groups.offsets import CommittedOffset, TopicPartition
 from kbroker.protocol.codec import decode_struct
-from kbroker.protocol.coordinator_records import (
-    decode_key,
-    decode_value,
-    encode_key,
-    encode_value,
-    record_class,
-)
+from kbroker.protocol.coordinator_records import decode_key, decode_value, encode_key, encode_value, record_class
 from kbroker.protocol.exceptions import ProtocolError
 from kbroker.protocol.records import Record
 
