@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! python -c "import kbroker, kafka, aiokafka, confluent_kafka, pytest, pytest_trio, cramjam, lz4, zstandard, snappy, prometheus_client" \
+if ! python -c "import kbroker, kafka, aiokafka, confluent_kafka, pytest, pytest_trio, cramjam, lz4, zstandard, snappy, prometheus_client, ruff, mypy" \
         2>/dev/null || ! pip show kbroker >/dev/null 2>&1; then
     pip install -q -e '.[test]'
 fi
