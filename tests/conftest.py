@@ -25,3 +25,18 @@ def topic_name(request) -> str:
     """A topic name unique to this test."""
     base = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")[:80]
     return f"t-{os.getpid()}-{next(_names)}-{base}"
+
+
+@pytest.fixture
+def client(broker):
+    """A raw wire connection to the module's broker."""
+    from tests.wire import WireClient
+
+    with WireClient(broker.bootstrap) as wire:
+        yield wire
+
+
+@pytest.fixture
+def txn_id(request) -> str:
+    """A transactional id unique to this test."""
+    return f"txn-{os.getpid()}-{next(_names)}-{request.node.name}"

@@ -4,29 +4,15 @@ to the transaction, EndTxn v5 bumps the epoch of every transaction it ends."""
 
 from __future__ import annotations
 
-import itertools
 import uuid
 
-import pytest
 
 from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode
 from tests.test_transactions_wire import control_batches, create, fetch, init, produce, txn_batch
-from tests.wire import WireClient
 
 E = ErrorCode
-_ids = itertools.count()
 
-
-@pytest.fixture
-def client(broker):
-    with WireClient(broker.bootstrap) as wire:
-        yield wire
-
-
-@pytest.fixture
-def txn_id(request) -> str:
-    return f"tv2-{request.node.name}-{next(_ids)}"
 
 
 def end_v5(client, txn_id, pid, epoch, commit):

@@ -3,10 +3,8 @@ last stable offsets and the aborted-transaction list."""
 
 from __future__ import annotations
 
-import itertools
 import time
 
-import pytest
 
 from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode
@@ -14,18 +12,7 @@ from kbroker.protocol.records import Record, build_batch, iter_batches
 from tests.wire import WireClient
 
 E = ErrorCode
-_ids = itertools.count()
 
-
-@pytest.fixture
-def client(broker):
-    with WireClient(broker.bootstrap) as wire:
-        yield wire
-
-
-@pytest.fixture
-def txn_id(request) -> str:
-    return f"wire-{request.node.name}-{next(_ids)}"
 
 
 def create(client: WireClient, topic: str, partitions: int = 2) -> str:
