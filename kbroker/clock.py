@@ -17,7 +17,7 @@ import trio
 from kbroker.log.clock import wall_clock_ms
 
 RESYNC_INTERVAL_S = 1.0
-_TOLERANCE_MS = 10  # drift smaller than this is left alone, so time does not jitter backwards
+TOLERANCE_MS = 10  # drift smaller than this is left alone, so time does not jitter backwards
 
 
 class Clock:
@@ -46,7 +46,7 @@ class Clock:
         self.anchor()
         while True:
             await trio.sleep(RESYNC_INTERVAL_S)
-            if abs(wall_clock_ms() - self.now_ms()) >= _TOLERANCE_MS:
+            if abs(wall_clock_ms() - self.now_ms()) >= TOLERANCE_MS:
                 self.anchor()
 
 

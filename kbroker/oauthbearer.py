@@ -114,7 +114,7 @@ def validate_unsecured_token(token: str, now_ms: int, principal_claim: str = "su
             raise InvalidToken(f"The provided scope ({sorted(scope)}) was missing a required scope "
                                f"({element}).  All required scope elements: {list(required_scope)}",
                                scope=str(list(required_scope)))
-    return principal, round(expiration * 1000)
+    return principal, int(expiration * 1000)  # truncated, as Kafka's long conversion does
 
 
 def _scope(value, claim: str) -> set[str]:
