@@ -87,7 +87,9 @@ class Broker:
         self.features = FinalizedFeatures(self.data_dir, self.node_id)
         self.quotas = ClientQuotas(self.data_dir)
         self.throttles = Throttles(self.quotas, config["quota.window.num"],
-                                   config["quota.window.size.seconds"] * 1000)
+                                   config["quota.window.size.seconds"] * 1000,
+                                   config["controller.quota.window.num"],
+                                   config["controller.quota.window.size.seconds"] * 1000)
         self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))

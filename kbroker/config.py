@@ -150,6 +150,11 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("quota.window.num", "int", 11, "Samples a client's rate is measured over.", low=1),
     Setting("quota.window.size.seconds", "int", 1, "Time span of each sample of a client's rate.",
             low=1),
+    Setting("controller.quota.window.num", "int", 11, "Samples of a client's controller mutation "
+            "rate (KIP-599): with the window size, how many seconds of its quota it may use at once.",
+            low=1),
+    Setting("controller.quota.window.size.seconds", "int", 1, "Time span of each sample of a "
+            "client's controller mutation rate.", low=1),
     # Limits on connections and requests.
     Setting("socket.request.max.bytes", "int", 104857600, "Largest request frame accepted; a larger "
             "size closes the connection before anything is allocated.", low=1),
