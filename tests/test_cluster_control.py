@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -156,24 +157,38 @@ def test_a_stopped_broker_drops_its_connections_and_its_leaderships_and_coordina
         assert sorted(p["isr"]) == [1, 2, 3]
 
 
-def _stop_and_start(cluster, topic):
+def _stop_and_start(cluster, topic) -> list[tuple[str, dict]]:
     leader = partition(cluster, topic)["leader"]
-    cluster.stop_broker(leader)
-    yield
-    cluster.start_broker(leader)
+    return [(f"/api/brokers/{leader}/stop", {}), (f"/api/brokers/{leader}/start", {})]
 
 
-def _move_leader_twice(cluster, topic):
+def _move_leader_twice(cluster, topic) -> list[tuple[str, dict]]:
     first = partition(cluster, topic)
-    cluster.move_leader(topic, 0, next(n for n in first["isr"] if n != first["leader"]))
-    yield
-    cluster.move_leader(topic, 0, first["leader"])
+    other = next(n for n in first["isr"] if n != first["leader"])
+    path = f"/api/partitions/{topic}/0/leader"
+    return [(path, {"node": other}), (path, {"node": first["leader"]})]
 
 
+# Two HTTP calls, each made between two chunks of 100 records.
 DISRUPTIONS = {"stop-start": _stop_and_start, "move-leader": _move_leader_twice}
 
 
-def _confluent_run(cluster, topic, disruption) -> list[bytes]:
+def _post(url: str, body: bytes = b"{}") -> tuple[int, dict]:
+    request = urllib.request.Request(url, body, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _step(cluster, steps: list[tuple[str, dict]], chunk: int) -> None:
+    if chunk:
+        path, body = steps[chunk - 1]
+        assert _post(cluster.http + path, json.dumps(body).encode())[0] == 200
+
+
+def _confluent_run(cluster, topic, steps) -> list[bytes]:
     """An idempotent producer writes 3 x 100 records and a group consumer reads them; between the
     chunks the partition's leader (and maybe the group's coordinator) goes away and comes back."""
     producer = confluent_producer(cluster.bootstrap, **{"enable.idempotence": True, "acks": "all"})
@@ -182,39 +197,31 @@ def _confluent_run(cluster, topic, disruption) -> list[bytes]:
                          "auto.commit.interval.ms": 100})
     consumer.subscribe([topic])
     seen: list[bytes] = []
-
-    def read(count: int) -> None:
-        deadline = time.monotonic() + 60
-        while len(seen) < count and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and not message.error():
-                seen.append(message.value())
-
-    steps = disruption(cluster, topic)
     try:
         for chunk in range(3):
-            if chunk:
-                next(steps, None)
+            _step(cluster, steps, chunk)
             for i in range(100):
                 producer.produce(topic, value=b"%d" % (chunk * 100 + i), partition=0)
             assert producer.flush(60) == 0
-            read((chunk + 1) * 100)
+            deadline = time.monotonic() + 60
+            while len(seen) < (chunk + 1) * 100 and time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is not None and not message.error():
+                    seen.append(message.value())
     finally:
         consumer.close()
     return seen
 
 
-def _kafka_python_run(cluster, topic, disruption) -> list[bytes]:
+def _kafka_python_run(cluster, topic, steps) -> list[bytes]:
     producer = KafkaProducer(bootstrap_servers=cluster.bootstrap, enable_idempotence=True, acks="all",
                              retries=20, retry_backoff_ms=100)
     consumer = KafkaConsumer(topic, bootstrap_servers=cluster.bootstrap, group_id=topic + "-g",
                              auto_offset_reset="earliest", auto_commit_interval_ms=100)
     seen: list[bytes] = []
-    steps = disruption(cluster, topic)
     try:
         for chunk in range(3):
-            if chunk:
-                next(steps, None)
+            _step(cluster, steps, chunk)
             futures = [producer.send(topic, value=b"%d" % (chunk * 100 + i), partition=0) for i in range(100)]
             producer.flush(60)
             assert all(f.succeeded() for f in futures)
@@ -228,12 +235,55 @@ def _kafka_python_run(cluster, topic, disruption) -> list[bytes]:
     return seen
 
 
+KAFKAJS = Path(__file__).resolve().parent.parent / "compat" / "node" / "node_modules" / "kafkajs"
+KAFKAJS_RUN = """
+const { Kafka, logLevel } = require(process.argv[1]);
+const [bootstrap, http, topic, steps] = [...process.argv.slice(2, 5), JSON.parse(process.argv[5])];
+const kafka = new Kafka({ brokers: [bootstrap], logLevel: logLevel.NOTHING,
+                          retry: { retries: 30, initialRetryTime: 100, maxRetryTime: 1000 } });
+const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+const consumer = kafka.consumer({ groupId: topic + "-g", maxWaitTimeInMs: 100 });
+const seen = [];
+const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
+(async () => {
+  await producer.connect();
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({ eachMessage: async ({ message }) => { seen.push(message.value.toString()); } });
+  for (let chunk = 0; chunk < 3; chunk++) {
+    if (chunk) {
+      const [path, body] = steps[chunk - 1];
+      const answer = await fetch(http + path, { method: "POST", body: JSON.stringify(body) });
+      if (!answer.ok) throw new Error(await answer.text());
+    }
+    const messages = Array.from({ length: 100 }, (_, i) => ({ value: String(chunk * 100 + i), partition: 0 }));
+    await producer.send({ topic, acks: -1, messages });
+    const deadline = Date.now() + 60000;
+    while (seen.length < (chunk + 1) * 100 && Date.now() < deadline) await sleep(50);
+  }
+  await consumer.disconnect();
+  await producer.disconnect();
+  process.stdout.write(JSON.stringify(seen) + "\\n");
+})().catch(error => { console.error(error); process.exit(1); });
+"""
+
+
+def _kafkajs_run(cluster, topic, steps) -> list[bytes]:
+    if not KAFKAJS.exists():
+        pytest.skip("kafkajs is installed by scripts/install_test_tools.sh")
+    done = subprocess.run(["node", "-e", KAFKAJS_RUN, str(KAFKAJS), cluster.bootstrap, cluster.http, topic,
+                           json.dumps(steps)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    return [value.encode() for value in json.loads(done.stdout)]
+
+
 @pytest.mark.parametrize("disruption", DISRUPTIONS)
-@pytest.mark.parametrize("run", [_confluent_run, _kafka_python_run], ids=["confluent", "kafka-python"])
+@pytest.mark.parametrize("run", [_confluent_run, _kafka_python_run, _kafkajs_run],
+                         ids=["confluent", "kafka-python", "kafkajs"])
 def test_clients_produce_and_consume_through_leader_changes_without_loss_or_duplicates(
         cluster, topic_name, run, disruption):
     create(cluster, topic_name)
-    seen = run(cluster, topic_name, DISRUPTIONS[disruption])
+    seen = run(cluster, topic_name, DISRUPTIONS[disruption](cluster, topic_name))
     assert seen == [b"%d" % i for i in range(300)]
     stored = [r.value for r in cluster.records(topic_name)]
     assert stored == [b"%d" % i for i in range(300)]  # the idempotent producer wrote each once
@@ -378,15 +428,6 @@ def test_a_reassignment_may_refuse_a_replication_factor_change(cluster, topic_na
 
 
 # -- the HTTP API's refusals and `kbroker ctl` -------------------------------------------------
-
-def _post(url: str, body: bytes = b"{}") -> tuple[int, dict]:
-    request = urllib.request.Request(url, body, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
 
 def test_unknown_brokers_and_partitions_bad_bodies_and_ineligible_leaders_are_refused(cluster, topic_name):
     create(cluster, topic_name, assignment=[[1, 2]])

@@ -1,5 +1,5 @@
 """`kbroker ctl faults|cluster|broker|leader`: the broker's HTTP control API (`serve --http-port`):
-fault injection, and the simulated cluster of `serve --brokers N` (see kbroker/http/cluster.py)."""
+fault injection, and the simulated cluster of `serve --brokers N` (see kbroker/http/cluster_control.py)."""
 
 from __future__ import annotations
 

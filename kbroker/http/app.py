@@ -13,7 +13,7 @@ import contextlib
 from kbroker.client import Cluster
 from kbroker.client.sasl import SaslCredentials
 from kbroker.config import SASL_JAAS_SETTING
-from kbroker.http import console, faults, prometheus
+from kbroker.http import cluster_control, console, faults, prometheus
 from kbroker.http.server import Request, Response, Routes
 from kbroker.sasl import users_from_jaas
 
@@ -35,8 +35,9 @@ def _console_credentials(config, listener) -> SaslCredentials | None:
 class HttpApp:
     """The broker, its open connections and how to reach its listener, for the pages."""
 
-    def __init__(self, broker, sessions, bootstrap: str, listener):
+    def __init__(self, broker, sessions, bootstrap: str, listener, nodes: cluster_control.NodeListeners):
         self.broker = broker
+        self.nodes = nodes  # the server: stops and starts the simulated brokers' listeners
         self._sessions = sessions  # () -> the ClientSession of each open connection
         self.bootstrap = bootstrap  # of `listener` (a ListenerConfig without TLS)
         self._credentials = _console_credentials(broker.config, listener)
@@ -65,6 +66,7 @@ class HttpApp:
         routes.add("GET", "/metrics", self.metrics_page)
         console.add_routes(routes, self)
         faults.add_routes(routes, self.broker.faults)
+        cluster_control.add_routes(routes, self.broker.cluster, self.nodes)
         return routes
 
     async def metrics_page(self, request: Request) -> Response:
