@@ -35,9 +35,8 @@ def _console_credentials(config, listener) -> SaslCredentials | None:
 class HttpApp:
     """The broker, its open connections and how to reach its listener, for the pages."""
 
-    def __init__(self, broker, sessions, bootstrap: str, listener, nodes: cluster_control.NodeListeners):
+    def __init__(self, broker, sessions, bootstrap: str, listener):
         self.broker = broker
-        self.nodes = nodes  # the server: stops and starts the simulated brokers' listeners
         self._sessions = sessions  # () -> the ClientSession of each open connection
         self.bootstrap = bootstrap  # of `listener` (a ListenerConfig without TLS)
         self._credentials = _console_credentials(broker.config, listener)
@@ -66,7 +65,7 @@ class HttpApp:
         routes.add("GET", "/metrics", self.metrics_page)
         console.add_routes(routes, self)
         faults.add_routes(routes, self.broker.faults)
-        cluster_control.add_routes(routes, self.broker.cluster, self.nodes)
+        cluster_control.add_routes(routes, self.broker.cluster, lambda: self.broker.node_switch)
         return routes
 
     async def metrics_page(self, request: Request) -> Response:

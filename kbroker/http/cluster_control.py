@@ -7,8 +7,9 @@ kbroker/cluster.py, the listeners in kbroker/server.py):
                                                               "isr": [1, 2, 3], ...}, ..]}}
     POST /api/brokers/{id}/stop         -> the broker's entry; its leaderships move to other ISR
                                            members, it leaves the ISRs, then its listeners close
-                                           and its connections drop
-    POST /api/brokers/{id}/start        -> the broker's entry; it listens again, then rejoins
+                                           and its connections drop (the server's stop_node)
+    POST /api/brokers/{id}/start        -> the broker's entry; it listens again on the same
+                                           ports, then rejoins the ISRs (start_node)
     POST /api/partitions/{topic}/{partition}/leader  {"node": 2}
                                         -> the partition's entry, led by node 2 (a live ISR
                                            member) with a new leader epoch
@@ -21,10 +22,11 @@ that cannot lead (not a live ISR member) 409, each with {"error": "..."}.
 from __future__ import annotations
 
 import json
+from functools import partial
 from http import HTTPStatus
-from typing import Protocol
+from typing import Callable
 
-from kbroker.cluster import Cluster, PartitionState
+from kbroker.cluster import Cluster, NodeSwitch, PartitionState
 from kbroker.http.faults import json_response
 from kbroker.http.server import Request, Response, Routes
 from kbroker.protocol.errors import ErrorCode, KafkaError
@@ -32,14 +34,6 @@ from kbroker.protocol.errors import ErrorCode, KafkaError
 _STATUS = {ErrorCode.BROKER_NOT_AVAILABLE: HTTPStatus.NOT_FOUND,
            ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: HTTPStatus.NOT_FOUND,
            ErrorCode.PREFERRED_LEADER_NOT_AVAILABLE: HTTPStatus.CONFLICT}
-
-
-class NodeListeners(Protocol):
-    """The server's side of stopping a broker: its listeners and connections."""
-
-    async def stop_node(self, node_id: int) -> None: ...  # close its listeners, drop its connections
-
-    async def start_node(self, node_id: int) -> None: ...  # listen again on the same ports
 
 
 def describe_partition(index: int, state: PartitionState) -> dict:
@@ -63,7 +57,8 @@ def _error(exc: KafkaError) -> Response:
                          _STATUS.get(exc.code, HTTPStatus.BAD_REQUEST))
 
 
-def add_routes(routes: Routes, cluster: Cluster, listeners: NodeListeners) -> None:
+def add_routes(routes: Routes, cluster: Cluster, node_switch: Callable[[], NodeSwitch]) -> None:
+    """`node_switch` gives the server's NodeSwitch (set once its listeners are open)."""
     def broker_entry(node_id: int) -> dict:
         return next(b for b in describe_cluster(cluster)["brokers"] if b["id"] == node_id)
 
@@ -73,28 +68,16 @@ def add_routes(routes: Routes, cluster: Cluster, listeners: NodeListeners) -> No
             raise KafkaError(ErrorCode.BROKER_NOT_AVAILABLE, f"no broker {text}")
         return int(text)
 
+    async def switch(request: Request, stop: bool) -> Response:
+        try:
+            node_id = node_param(request)
+            await (node_switch().stop_node if stop else node_switch().start_node)(node_id)
+        except KafkaError as exc:
+            return _error(exc)
+        return json_response(broker_entry(node_id))
+
     async def show(request: Request) -> Response:
         return json_response(describe_cluster(cluster))
-
-    async def stop(request: Request) -> Response:
-        try:
-            node_id = node_param(request)
-        except KafkaError as exc:
-            return _error(exc)
-        if cluster.is_up(node_id):
-            cluster.stop_broker(node_id)  # leaders move first: clients that reconnect find them
-            await listeners.stop_node(node_id)
-        return json_response(broker_entry(node_id))
-
-    async def start(request: Request) -> Response:
-        try:
-            node_id = node_param(request)
-        except KafkaError as exc:
-            return _error(exc)
-        if not cluster.is_up(node_id):
-            await listeners.start_node(node_id)  # reachable before the metadata names it again
-            cluster.start_broker(node_id)
-        return json_response(broker_entry(node_id))
 
     async def move_leader(request: Request) -> Response:
         topic, text = request.params["topic"], request.params["partition"]
@@ -116,6 +99,6 @@ def add_routes(routes: Routes, cluster: Cluster, listeners: NodeListeners) -> No
         return json_response(describe_partition(int(text), state))
 
     routes.add("GET", "/api/cluster", show)
-    routes.add("POST", "/api/brokers/{id}/stop", stop)
-    routes.add("POST", "/api/brokers/{id}/start", start)
+    routes.add("POST", "/api/brokers/{id}/stop", partial(switch, stop=True))
+    routes.add("POST", "/api/brokers/{id}/start", partial(switch, stop=False))
     routes.add("POST", "/api/partitions/{topic}/{partition}/leader", move_leader)
