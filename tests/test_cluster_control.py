@@ -34,7 +34,8 @@ GROUP_KEY = 0  # FindCoordinator key types
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with running_broker("--brokers", "3", "--http-port", "0",
+    # Leaders stay where the tests put them: no preferred-leader rebalancing behind their back.
+    with running_broker("--brokers", "3", "--http-port", "0", "--override", "auto.leader.rebalance.enable=false",
                         data_dir=tmp_path_factory.mktemp("cluster")) as started:
         yield started
 
@@ -125,7 +126,7 @@ def test_the_cluster_shows_three_brokers_and_every_partitions_leader_and_isr(clu
 def test_a_stopped_broker_drops_its_connections_and_its_leaderships_and_coordinators_move(cluster, topic_name):
     create(cluster, topic_name, partitions=3)
     group = topic_name + "-group"
-    with WireClient(cluster.bootstrap) as wire:
+    with WireClient(address(cluster, 1)) as wire:
         victim = coordinator(wire, group)
     before = {p["partition"]: p for p in cluster.cluster()["topics"][topic_name]}
     victim_address = address(cluster, victim)
@@ -413,7 +414,7 @@ def test_a_reassignment_may_refuse_a_replication_factor_change(cluster, topic_na
     create(cluster, topic_name, assignment=[[1, 2]])
     Topic = AlterPartitionReassignmentsRequest.ReassignableTopic
     Partition = AlterPartitionReassignmentsRequest.ReassignablePartition
-    with WireClient(cluster.bootstrap) as wire:
+    with WireClient(address(cluster, 1)) as wire:
         response = wire.request("AlterPartitionReassignments", 1, timeout_ms=5000,
                                 allow_replication_factor_change=False, topics=[Topic(name=topic_name, partitions=[
                                     Partition(partition_index=0, replicas=[1, 2, 3])])])
