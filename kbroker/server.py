@@ -433,7 +433,7 @@ class Server:
     def __init__(self, broker: Broker):
         self.broker = broker
         self.open_connections: set[Connection] = set()
-        self.quotas = ConnectionQuotas(broker.config)
+        self.quotas = ConnectionQuotas(broker.config, broker.quotas)
         self.memory = RequestMemory(broker.config["queued.max.request.bytes"])
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -487,6 +487,10 @@ class Server:
                     if refusal is not None:
                         repeated_warnings.warning(("refused", ip), "%s, closing %s", refusal, address)
                         accepted.close()
+                        continue
+                    throttle_ms = self.quotas.ip_throttle_ms(ip, int(time.monotonic() * 1000))
+                    if throttle_ms:  # over its ip's connection_creation_rate: closed later
+                        nursery.start_soon(_close_later, accepted, throttle_ms)
                         continue
                     accepted.setblocking(False)
                     accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -572,6 +576,14 @@ async def serve(broker: Broker, *, http_port: int | None = None,
                 raise CannotListen(f"cannot listen on {host}:{http_port} (--http-port): "
                                    f"{exc.strerror}") from None
         task_status.started((host, port, http_port))
+
+
+async def _close_later(sock: socket.socket, delay_ms: int) -> None:
+    """Kafka's delayed close of a throttled connection: the client cannot retry at once."""
+    try:
+        await trio.sleep(delay_ms / 1000)
+    finally:
+        sock.close()
 
 
 def _address(host: str, port: int) -> str:
