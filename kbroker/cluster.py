@@ -103,7 +103,7 @@ class Cluster:
 
     Reads: `brokers`, `topics[name][index]` (a PartitionState), leader(), live_nodes(),
     offline_replicas(), coordinator_node(), reassignments(). Changes: sync_topic(), add_topic(),
-    remove_topic(), stop_broker(), start_broker(), move_leader(), elect_preferred(),
+    remove_topics(), stop_broker(), start_broker(), move_leader(), elect_preferred(),
     elect_unclean(), reassign(), rebalance_leaders(). Errors are KafkaError with Kafka's code.
     """
 
@@ -233,8 +233,9 @@ class Cluster:
         else:
             self.add_topic(topic, lists)
 
-    def remove_topic(self, topic: str) -> None:
-        if self.topics.pop(topic, None) is not None:
+    def remove_topics(self, topics: Iterable[str]) -> None:
+        removed = [self.topics.pop(topic, None) for topic in topics]
+        if any(partitions is not None for partitions in removed):
             self._changed()
 
     # -- broker changes (B2, B3) --------------------------------------------------------------

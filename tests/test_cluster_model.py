@@ -181,7 +181,7 @@ def test_sync_topic_places_only_what_is_missing():
     assert len(changes) == 1
     cluster.sync_topic("t", 4, replication_factor=1)
     assert [len(state.replicas) for state in cluster.topics["t"]] == [3, 3, 1, 1]
-    cluster.remove_topic("t")
+    cluster.remove_topics(["t"])
     assert cluster.partition("t", 0) is None and cluster.leader("t", 0) == NO_LEADER
 
 
