@@ -63,6 +63,7 @@ class Broker:
 
     def __init__(self, config: Config, api_usage_path: Path | str | None = None):
         self.config = config
+        self.release = config.release  # the older Kafka release it acts as (--as-version), or None
         self.clock = Clock()
         self.data_dir = Path(config["log.dirs"])
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import trio
 import kbroker.api  # noqa: F401  (registers every handler)
 from kbroker.api.context import ClientSession, RequestContext
 from kbroker.api.quotas import apply_request_quota
-from kbroker.api.registry import HANDLERS, CloseConnection
+from kbroker.api.registry import HANDLERS, CloseConnection, api_versions
 from kbroker.api.routing import misdirected
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
@@ -86,6 +86,7 @@ class Connection:
     def __init__(self, broker: Broker, sock: socket.socket, peer: str, memory: RequestMemory,
                  listener: BoundListener):
         self.broker = broker
+        self._api_versions = api_versions(broker.release)
         self.sock = sock
         self.peer = peer
         self._memory = memory
@@ -219,10 +220,10 @@ class Connection:
                              self.peer, exc)
             raise ConnectionClosed from None
         entry = HANDLERS.get(header.request_api_key)
-        if entry is None or not entry.supports(header.request_api_version):
+        if entry is None or not self._api_versions.serves(entry.api_key, header.request_api_version):
             if header.request_api_key == _API_VERSIONS_KEY:
                 await self._send(codec.encode_response(
-                    _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response()
+                    _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response(self._api_versions)
                 ))
                 return 0
             client = self.session.client_software or f"client-id:{header.client_id}"

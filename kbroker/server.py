@@ -44,7 +44,7 @@ class Server:
     def __init__(self, broker: Broker):
         self.broker = broker
         self.open_connections: set[Connection] = set()
-        self.quotas = ConnectionQuotas(broker.config)
+        self.quotas = ConnectionQuotas(broker.config, broker.quotas)
         self.memory = RequestMemory(broker.config["queued.max.request.bytes"])
         self.nodes: dict[int, list[BoundListener]] = {}  # every node's listeners, in node order
         self._serving: dict[int, trio.CancelScope] = {}  # the nodes accepting connections
@@ -145,6 +145,10 @@ class Server:
                         repeated_warnings.warning(("refused", ip), "%s, closing %s", refusal, address)
                         accepted.close()
                         continue
+                    throttle_ms = self.quotas.ip_throttle_ms(ip, int(time.monotonic() * 1000))
+                    if throttle_ms:  # over its ip's connection_creation_rate: closed later
+                        nursery.start_soon(_close_later, accepted, throttle_ms)
+                        continue
                     accepted.setblocking(False)
                     accepted.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     connection = kind(self.broker, accepted, f"{ip}:{address[1]}", self.memory, listener)
@@ -238,6 +242,14 @@ def _node_listener(settings: ListenerConfig, index: int) -> ListenerConfig:
         return settings
     return replace(settings, port=settings.port and settings.port + index,
                    advertised_port=settings.advertised_port and settings.advertised_port + index)
+
+
+async def _close_later(sock: socket.socket, delay_ms: int) -> None:
+    """Kafka's delayed close of a throttled connection: the client cannot retry at once."""
+    try:
+        await trio.sleep(delay_ms / 1000)
+    finally:
+        sock.close()
 
 
 def _address(host: str, port: int) -> str:

@@ -175,7 +175,7 @@ def _create_topic(broker, topic, validate_only: bool, version: int, quota):
     return result
 
 
-@serves("CreateTopics", 2, 7)
+@serves("CreateTopics", 2, 7, oldest=0)
 async def handle_create_topics(ctx: RequestContext,
                                request: CreateTopicsRequest) -> CreateTopicsResponse:
     twice = _duplicates(topic.name for topic in request.topics)
@@ -197,7 +197,7 @@ async def handle_create_topics(ctx: RequestContext,
 
 # -- DeleteTopics ----------------------------------------------------------------------------
 
-@serves("DeleteTopics", 1, 6)
+@serves("DeleteTopics", 1, 6, oldest=0)
 async def handle_delete_topics(ctx: RequestContext,
                                request: DeleteTopicsRequest) -> DeleteTopicsResponse:
     broker = ctx.broker
