@@ -9,7 +9,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from kbroker import certs, perf
+from kbroker import certs, perf, versions
 from kbroker import commands as tools
 from kbroker.config import SASL_JAAS_SETTING
 from kbroker.listeners import parse_endpoints
@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--advertised-host", help="host name given to clients (default: --host)")
     serve.add_argument("--data-dir", default="./kbroker-data", help="where data is kept")
     serve.add_argument("--node-id", type=int, default=1)
+    serve.add_argument("--brokers", type=int, default=1, metavar="N",
+                       help="simulate a cluster of N brokers in this process: node ids --node-id.., "
+                            "ports --port.. (simulated.brokers)")
     serve.add_argument("--num-partitions", type=int, default=1,
                        help="partitions of auto-created topics")
     serve.add_argument("--auto-create-topics", action=argparse.BooleanOptionalAction, default=True,
@@ -52,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve /metrics (Prometheus) and the web console on this port; 0 picks one")
     serve.add_argument("--api-usage-file", type=Path,
                        help="record which API versions each client used, as JSON, here")
+    serve.add_argument("--as-version", metavar="X.Y",
+                       help="act as that Apache Kafka release (2.1 ... 4.2): its API versions, "
+                            "including those Kafka 4.0 removed, and its defaults")
     serve.add_argument("--log-level", default="INFO")
 
     apis = commands.add_parser("apis", help="print the supported APIs and versions as Markdown")
@@ -71,6 +77,7 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
         "listeners": f"PLAINTEXT://{host}:{args.port}",
         "log.dirs": args.data_dir,
         "node.id": str(args.node_id),
+        "simulated.brokers": str(args.brokers),
         "num.partitions": str(args.num_partitions),
         "auto.create.topics.enable": "true" if args.auto_create_topics else "false",
     }
@@ -102,7 +109,12 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = Config(serve_overrides(args))
+        release = versions.release(args.as_version) if args.as_version else None
+    except ValueError as exc:
+        print(f"kbroker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        config = Config(serve_overrides(args), release)
     except KafkaError as exc:
         print(f"kbroker: {exc.message}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from kbroker.listeners import (
 )
 from kbroker.log.config import INT_MAX, TOPIC_SETTINGS, AtMost, LogConfig, Setting
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.versions import Release
 
 
 @functools.lru_cache(maxsize=8)  # read at every accept
@@ -355,9 +356,13 @@ _LAYERS = (ConfigSource.DYNAMIC_BROKER_CONFIG, ConfigSource.DYNAMIC_DEFAULT_BROK
 class Config:
     """Broker settings by Kafka name: dynamic, then static values, then the defaults."""
 
-    def __init__(self, overrides: dict[str, str] | None = None):
+    def __init__(self, overrides: dict[str, str] | None = None, release: Release | None = None):
         """The static settings (the command line); KafkaError(INVALID_CONFIG) naming the
-        setting as given when one is unknown, bad, or conflicts with another."""
+        setting as given when one is unknown, bad, or conflicts with another. An older
+        `release` (--as-version) brings the defaults it had."""
+        self.release = release
+        self._defaults = {name: SETTINGS_BY_NAME[name].parse(text)
+                          for name, text in (release.config_defaults() if release else {}).items()}
         self._layers: dict[ConfigSource, dict[str, tuple[str, Any]]] = {layer: {} for layer in _LAYERS}
         self._values: dict[str, Any] = {}
         static = self._layers[ConfigSource.STATIC_BROKER_CONFIG]
@@ -409,8 +414,8 @@ class Config:
         found: list[tuple[ConfigSource, str | None]] = [
             (layer, values[name][0]) for layer, values in self._layers.items() if name in values]
         setting = SETTINGS_BY_NAME.get(name)
-        if setting is not None and setting.default is not None:
-            found.append((ConfigSource.DEFAULT_CONFIG, setting.render(setting.default)))
+        if setting is not None and (default := self.default(name)) is not None:
+            found.append((ConfigSource.DEFAULT_CONFIG, setting.render(default)))
         return found
 
     def _merge(self) -> None:
@@ -423,7 +428,11 @@ class Config:
     def __getitem__(self, name: str) -> Any:
         if name in self._values:
             return self._values[name]
-        return SETTINGS_BY_NAME[name].default
+        return self.default(name)
+
+    def default(self, name: str) -> Any:
+        """A setting's default: Kafka's, or the --as-version release's where it differed."""
+        return self._defaults[name] if name in self._defaults else SETTINGS_BY_NAME[name].default
 
     def is_default(self, name: str) -> bool:
         return name not in self._values

@@ -22,13 +22,16 @@ import trio
 import kbroker.api  # noqa: F401  (registers every handler)
 from kbroker.api.context import ClientSession, RequestContext
 from kbroker.api.quotas import apply_request_quota
-from kbroker.api.registry import HANDLERS, CloseConnection
+from kbroker.api.registry import HANDLERS, CloseConnection, api_versions
+from kbroker.api.routing import misdirected
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
 from kbroker.limits import RepeatedWarnings, RequestMemory
 from kbroker.listeners import ListenerConfig
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
+from kbroker.protocol.error_responses import error_response
+from kbroker.protocol.errors import ErrorCode
 from kbroker.security.principal import NoMatchingRule, PrincipalMapper, distinguished_name
 
 log = logging.getLogger("kbroker.server")
@@ -60,6 +63,7 @@ class BoundListener:
     port: int
     tls: ssl.SSLContext | None
     principals: PrincipalMapper | None  # ssl.principal.mapping.rules, with TLS
+    node_id: int  # the simulated broker (--brokers N) this listener belongs to
     # With TLS: where a connection receives encrypted bytes, handed to its TLS layer before the
     # task yields, so the connections of a listener (one trio loop) can share it.
     encrypted_input: memoryview = memoryview(b"")
@@ -82,13 +86,15 @@ class Connection:
     def __init__(self, broker: Broker, sock: socket.socket, peer: str, memory: RequestMemory,
                  listener: BoundListener):
         self.broker = broker
+        self._api_versions = api_versions(broker.release)
         self.sock = sock
         self.peer = peer
         self._memory = memory
         self._reserved = 0  # bytes of `memory` the request being read or handled holds
         self._ip = peer.rpartition(":")[0]  # what repeated warnings are counted by
         self.session = ClientSession(peer, listener.config.name, listener.config.security_protocol,
-                                     listener.advertised, authenticated=not listener.config.uses_sasl)
+                                     listener.advertised, authenticated=not listener.config.uses_sasl,
+                                     node_id=listener.node_id)
         self._sasl = listener.config.uses_sasl  # requests must wait for (re-)authentication
         self.waiting_since: float | None = None  # when it began to wait for a request, if it is
         self.cancel_scope = trio.CancelScope()  # cancelled to close an idle connection
@@ -214,10 +220,10 @@ class Connection:
                              self.peer, exc)
             raise ConnectionClosed from None
         entry = HANDLERS.get(header.request_api_key)
-        if entry is None or not entry.supports(header.request_api_version):
+        if entry is None or not self._api_versions.serves(entry.api_key, header.request_api_version):
             if header.request_api_key == _API_VERSIONS_KEY:
                 await self._send(codec.encode_response(
-                    _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response()
+                    _API_VERSIONS_KEY, 0, header.correlation_id, unsupported_version_response(self._api_versions)
                 ))
                 return 0
             client = self.session.client_software or f"client-id:{header.client_id}"
@@ -252,9 +258,12 @@ class Connection:
             header.client_id or "", request_bytes=len(frame),
         )
         faults = self.broker.faults
-        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.broker.node_id)):
+        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.session.node_id)):
             response = await faults.answer(fault, entry.api_key, context, request,
                                            partial(entry.handle, context, request))
+        elif self.broker.several_brokers and misdirected(entry.api_key, request, context):
+            response = error_response(entry.api_key, header.request_api_version, request,
+                                      ErrorCode.NOT_COORDINATOR)
         else:
             response = await entry.handle(context, request)
         if self.broker.throttles.active:
