@@ -151,7 +151,7 @@ async def handle_elect_leaders(ctx: RequestContext,
             for topic in request.topic_partitions or []])
     cluster = ctx.broker.cluster
 
-    def answer(topic: str, partition: int) -> PartitionResult:
+    def answer(topic: str, partition: int) -> ElectLeadersResponse.PartitionResult:
         failure = _elect(cluster, topic, partition, election)
         return PartitionResult(partition_id=partition, error_code=failure.code if failure else ErrorCode.NONE,
                                error_message=failure.message if failure else None)
