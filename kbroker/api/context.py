@@ -25,6 +25,7 @@ class ClientSession:
     authenticated: bool
     client_software: str | None = None  # "name version" from ApiVersions v3+
     sasl: Mechanism | None = None  # the SASL exchange under way, from SaslHandshake
+    sasl_raw_tokens: bool = False  # after SaslHandshake v0: tokens come bare, not in SaslAuthenticate
     principal: str = ANONYMOUS  # Kafka's principal: User:alice, User:CN=alice,O=example
     sasl_mechanism: str | None = None  # of the last successful authentication
     sasl_version: int = 0  # SaslAuthenticate version it used; re-authentication needs 1+
