@@ -15,7 +15,7 @@ import trio
 
 from kbroker.api_usage import ApiUsage
 from kbroker.clock import Clock
-from kbroker.config import SASL_JAAS_SETTING, Config
+from kbroker.config import SASL_JAAS_SETTING, SIMULATED_BROKERS, Config
 from kbroker.faults import FaultInjector
 from kbroker.features import FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
@@ -26,7 +26,7 @@ from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
 from kbroker.metadata_store import (
     AclStore, BrokerIdentity, DynamicBrokerConfigs, MetadataOffset, ProducerIdAllocator,
-    ScramCredentials,
+    ScramCredentials, open_cluster,
 )
 from kbroker.metrics import Metrics
 from kbroker.oauthbearer import OAuthBearer, jaas_options
@@ -62,6 +62,7 @@ class Broker:
 
     def __init__(self, config: Config, api_usage_path: Path | str | None = None):
         self.config = config
+        self.release = config.release  # the older Kafka release it acts as (--as-version), or None
         self.clock = Clock()
         self.data_dir = Path(config["log.dirs"])
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,12 +74,23 @@ class Broker:
                                open_files_max=config["log.open.files.max"])
         self.storage = Storage(self.logs, self.clock.now_ms, config["num.partitions"])
         self.metadata_offset = MetadataOffset(self.data_dir)
+        # The simulated brokers (`--brokers N`): which node leads and replicates each partition.
+        # With one broker (several_brokers False) handlers skip every routing check.
+        self.node_ids = list(range(self.node_id, self.node_id + config[SIMULATED_BROKERS]))
+        self.several_brokers = len(self.node_ids) > 1
+        self.cluster = open_cluster(self.data_dir, self.node_ids)
+        for info in self.logs.topics.values():
+            self._place(info.name)
+        self.storage.creation_listeners.append(self._place)
+        self.storage.deletion_listeners.append(self.cluster.remove_topics)
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir, self.node_id)
         self.quotas = ClientQuotas(self.data_dir)
         self.throttles = Throttles(self.quotas, config["quota.window.num"],
-                                   config["quota.window.size.seconds"] * 1000)
+                                   config["quota.window.size.seconds"] * 1000,
+                                   config["controller.quota.window.num"],
+                                   config["controller.quota.window.size.seconds"] * 1000)
         self.telemetry = Telemetry(Subscriptions(self.data_dir), config["telemetry.max.bytes"])
         self.housekeeping = LogHousekeeping(config, self.storage, LogCleaner(self.logs, key_map_capacity(
             config["log.cleaner.dedupe.buffer.size"], config["log.cleaner.io.buffer.load.factor"])))
@@ -125,6 +137,20 @@ class Broker:
             nursery.start_soon(self.transactions.run)
             nursery.start_soon(self.share.run)
             nursery.start_soon(self.api_usage.run)
+            if self.several_brokers and self.config["auto.leader.rebalance.enable"]:
+                nursery.start_soon(self._rebalance_leaders)
+
+    def _place(self, topic: str) -> None:
+        """Give a topic's partitions the logs hold replicas and leaders in the cluster model."""
+        factor = (self.cluster.default_replication_factor if topic in INTERNAL_TOPICS
+                  else self.config["default.replication.factor"])
+        self.cluster.sync_topic(topic, self.logs.topics[topic].partitions, factor)
+
+    async def _rebalance_leaders(self) -> None:
+        """auto.leader.rebalance.enable: preferred leaders back, every check interval."""
+        while True:
+            await trio.sleep(self.config["leader.imbalance.check.interval.seconds"])
+            self.cluster.rebalance_leaders()
 
     @property
     def node_id(self) -> int:

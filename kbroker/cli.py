@@ -9,7 +9,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from kbroker import certs, perf
+from kbroker import certs, perf, versions
 from kbroker import commands as tools
 from kbroker.config import SASL_JAAS_SETTING
 from kbroker.listeners import parse_endpoints
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serve /metrics (Prometheus) and the web console on this port; 0 picks one")
     serve.add_argument("--api-usage-file", type=Path,
                        help="record which API versions each client used, as JSON, here")
+    serve.add_argument("--as-version", metavar="X.Y",
+                       help="act as that Apache Kafka release (2.1 ... 4.2): its API versions, "
+                            "including those Kafka 4.0 removed, and its defaults")
     serve.add_argument("--log-level", default="INFO")
 
     apis = commands.add_parser("apis", help="print the supported APIs and versions as Markdown")
@@ -102,7 +105,12 @@ def _serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = Config(serve_overrides(args))
+        release = versions.release(args.as_version) if args.as_version else None
+    except ValueError as exc:
+        print(f"kbroker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        config = Config(serve_overrides(args), release)
     except KafkaError as exc:
         print(f"kbroker: {exc.message}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from kbroker.listeners import (
 )
 from kbroker.log.config import INT_MAX, TOPIC_SETTINGS, AtMost, LogConfig, Setting
 from kbroker.protocol.errors import ErrorCode, KafkaError
+from kbroker.versions import Release
 
 
 @functools.lru_cache(maxsize=8)  # read at every accept
@@ -40,6 +41,14 @@ def parse_ip_overrides(text: str) -> dict[str, int]:
 
 _DAY_MS = 24 * 3600 * 1000
 SASL_JAAS_SETTING = "sasl.jaas.config"
+SIMULATED_BROKERS = "simulated.brokers"
+# The defaults that follow the simulated cluster's size N when it is over 1 (kbroker/cluster.py).
+_CLUSTER_DEFAULTS = {
+    "default.replication.factor": lambda n: min(3, n),
+    "offsets.topic.num.partitions": lambda n: n,
+    "transaction.state.log.num.partitions": lambda n: n,
+    "share.coordinator.state.topic.num.partitions": lambda n: n,
+}
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _ALL_MECHANISMS = (*_MECHANISMS, "OAUTHBEARER")
 AUTHORIZER_CLASSES = ("", "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -51,6 +60,16 @@ CONSUMER_ASSIGNORS = ("org.apache.kafka.coordinator.group.assignor.UniformAssign
 _BROKER_SETTINGS: tuple[Setting, ...] = (
     # Identity and listeners.
     Setting("node.id", "int", 1, "The id of this broker in the cluster.", low=0),
+    Setting(SIMULATED_BROKERS, "int", 1, "kbroker's own (`kbroker serve --brokers N`): brokers "
+            "this process simulates, node ids node.id.. and every listener's port + 0..N-1; "
+            "replicas, ISRs and leaders are modelled (kbroker/cluster.py), the data is stored "
+            "once. Over 1, default.replication.factor defaults to min(3, N) and the internal "
+            "topics' partition counts to N.", low=1, high=64),
+    Setting("auto.leader.rebalance.enable", "boolean", True, "With several brokers: give "
+            "partitions back to their preferred leader (the first replica) once it is an in-sync "
+            "replica again, checked every leader.imbalance.check.interval.seconds."),
+    Setting("leader.imbalance.check.interval.seconds", "long", 300, "How often preferred leaders "
+            "are restored (auto.leader.rebalance.enable).", low=1),
     Setting("log.dirs", "string", "./kbroker-data", "Directory holding topic data and broker state."),
     Setting("listeners", "string", "PLAINTEXT://127.0.0.1:9092", "The listeners, as "
             "NAME://HOST:PORT entries separated by commas; NAME is a security protocol "
@@ -132,6 +151,11 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("quota.window.num", "int", 11, "Samples a client's rate is measured over.", low=1),
     Setting("quota.window.size.seconds", "int", 1, "Time span of each sample of a client's rate.",
             low=1),
+    Setting("controller.quota.window.num", "int", 11, "Samples of a client's controller mutation "
+            "rate (KIP-599): with the window size, how many seconds of its quota it may use at once.",
+            low=1),
+    Setting("controller.quota.window.size.seconds", "int", 1, "Time span of each sample of a "
+            "client's controller mutation rate.", low=1),
     # Limits on connections and requests.
     Setting("socket.request.max.bytes", "int", 104857600, "Largest request frame accepted; a larger "
             "size closes the connection before anything is allocated.", low=1),
@@ -332,9 +356,13 @@ _LAYERS = (ConfigSource.DYNAMIC_BROKER_CONFIG, ConfigSource.DYNAMIC_DEFAULT_BROK
 class Config:
     """Broker settings by Kafka name: dynamic, then static values, then the defaults."""
 
-    def __init__(self, overrides: dict[str, str] | None = None):
+    def __init__(self, overrides: dict[str, str] | None = None, release: Release | None = None):
         """The static settings (the command line); KafkaError(INVALID_CONFIG) naming the
-        setting as given when one is unknown, bad, or conflicts with another."""
+        setting as given when one is unknown, bad, or conflicts with another. An older
+        `release` (--as-version) brings the defaults it had."""
+        self.release = release
+        self._defaults = {name: SETTINGS_BY_NAME[name].parse(text)
+                          for name, text in (release.config_defaults() if release else {}).items()}
         self._layers: dict[ConfigSource, dict[str, tuple[str, Any]]] = {layer: {} for layer in _LAYERS}
         self._values: dict[str, Any] = {}
         static = self._layers[ConfigSource.STATIC_BROKER_CONFIG]
@@ -343,6 +371,10 @@ class Config:
             if setting is None:
                 raise KafkaError(ErrorCode.INVALID_CONFIG, f"Unknown broker config name: {name}")
             static[name] = (text, setting.parse(text))
+        brokers = static.get(SIMULATED_BROKERS, (None, 1))[1]
+        if brokers > 1:
+            for name, default in _CLUSTER_DEFAULTS.items():
+                static.setdefault(name, (str(default(brokers)), default(brokers)))
         self._merge()
         self._check_rules()
         self.listeners()
@@ -382,8 +414,8 @@ class Config:
         found: list[tuple[ConfigSource, str | None]] = [
             (layer, values[name][0]) for layer, values in self._layers.items() if name in values]
         setting = SETTINGS_BY_NAME.get(name)
-        if setting is not None and setting.default is not None:
-            found.append((ConfigSource.DEFAULT_CONFIG, setting.render(setting.default)))
+        if setting is not None and (default := self.default(name)) is not None:
+            found.append((ConfigSource.DEFAULT_CONFIG, setting.render(default)))
         return found
 
     def _merge(self) -> None:
@@ -396,7 +428,11 @@ class Config:
     def __getitem__(self, name: str) -> Any:
         if name in self._values:
             return self._values[name]
-        return SETTINGS_BY_NAME[name].default
+        return self.default(name)
+
+    def default(self, name: str) -> Any:
+        """A setting's default: Kafka's, or the --as-version release's where it differed."""
+        return self._defaults[name] if name in self._defaults else SETTINGS_BY_NAME[name].default
 
     def is_default(self, name: str) -> bool:
         return name not in self._values

@@ -8,14 +8,19 @@
 - `ConnectionQuotas` is `max.connections`, `max.connections.per.ip` and
   `max.connections.per.ip.overrides`: a connection counts from the moment it is accepted; and
   `max.connection.creation.rate`: beyond it the acceptor waits (Kafka's connection throttling,
-  at most one quota window at a time) instead of refusing.
+  at most one quota window at a time) instead of refusing; and the `ip` entities'
+  `connection_creation_rate` client quotas (KIP-612): a connection from an address over its
+  rate is not counted, and is closed after the time the rate needs to come back to the quota
+  (at most one quota window), as Kafka's acceptor does.
 - `RepeatedWarnings` logs one warning per kind and client at most once a minute, with a count of
   those held back, so one misbehaving client cannot flood the log.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import time
 from typing import Callable
 
@@ -23,7 +28,11 @@ import trio
 
 from kbroker.config import parse_ip_overrides
 from kbroker.log.config import INT_MAX
+from kbroker.quotas import IP, ClientQuotas
 from kbroker.throttling import SampledRate
+
+CONNECTION_CREATION_RATE = "connection_creation_rate"
+_IP_RATES_KEPT = 10_000  # beyond this many addresses, those without recent connections are forgotten
 
 
 class RequestMemory:
@@ -50,12 +59,16 @@ class RequestMemory:
 class ConnectionQuotas:
     """Counts open connections, in total and by client address, against the configured limits."""
 
-    def __init__(self, config):
+    def __init__(self, config, client_quotas: ClientQuotas | None = None):
         self._config = config
         self.total = 0
         self.by_ip: dict[str, int] = {}
         self._window_ms = config["quota.window.size.seconds"] * 1000
         self._creations = SampledRate(config["quota.window.num"], self._window_ms)
+        self._client_quotas = client_quotas
+        self._ip_limits_of: dict | None = None  # the quotas the limits below were read from
+        self._ip_limits: dict[str | None, float] = {}  # address (None: the default) -> rate
+        self._ip_creations: dict[str, SampledRate] = {}
 
     def creation_delay_ms(self, now_ms: int) -> int:
         """Count a new connection against max.connection.creation.rate; the ms the acceptor must
@@ -65,6 +78,35 @@ class ConnectionQuotas:
             return 0
         self._creations.record(1, now_ms)
         return min(self._creations.throttle_ms(limit, now_ms), self._window_ms)
+
+    def ip_throttle_ms(self, ip: str, now_ms: int) -> int:
+        """Count a new connection from `ip` against its connection_creation_rate; when over it,
+        take the connection back and return the ms after which it must be closed (else 0)."""
+        limit = self._ip_limit(ip)
+        if limit is None:
+            return 0
+        rate = self._ip_creations.get(ip)
+        if rate is None:
+            if len(self._ip_creations) >= _IP_RATES_KEPT:
+                self._ip_creations = {address: kept for address, kept in self._ip_creations.items()
+                                      if kept.rate(now_ms) > 0}
+            rate = self._ip_creations[ip] = SampledRate(self._config["quota.window.num"], self._window_ms)
+        rate.record(1, now_ms)
+        delay_ms = min(rate.throttle_ms(limit, now_ms), self._window_ms)
+        if delay_ms:
+            rate.record(-1, now_ms)
+        return delay_ms
+
+    def _ip_limit(self, ip: str) -> float | None:
+        store = self._client_quotas
+        if store is None or not store.quotas:
+            return None
+        if self._ip_limits_of is not store.quotas:
+            self._ip_limits = _ip_limits(store)
+            self._ip_limits_of = store.quotas
+        if not self._ip_limits:
+            return None
+        return self._ip_limits.get(_normalized(ip), self._ip_limits.get(None))
 
     def refusal(self, ip: str) -> str | None:
         """Why a new connection from `ip` must be refused, or None to let it in."""
@@ -88,6 +130,36 @@ class ConnectionQuotas:
             self.by_ip[ip] = left
         else:
             del self.by_ip[ip]
+
+
+def _normalized(address: str) -> str:
+    try:
+        return ipaddress.ip_address(address).compressed
+    except ValueError:
+        return address
+
+
+def _ip_limits(store: ClientQuotas) -> dict[str | None, float]:
+    """The connection_creation_rate of each ip entity by address, host names resolved as Kafka
+    resolves them when the quota is set (a name that no longer resolves is left out)."""
+    limits: dict[str | None, float] = {}
+    for entity, values in store.quotas.items():
+        rate = values.get(CONNECTION_CREATION_RATE)
+        if rate is None or entity[0][0] != IP:
+            continue
+        name = entity[0][1]
+        if name is None:
+            limits[None] = rate
+            continue
+        try:
+            addresses = {ipaddress.ip_address(name).compressed}
+        except ValueError:
+            try:
+                addresses = {_normalized(str(info[4][0])) for info in socket.getaddrinfo(name, None)}
+            except OSError:
+                continue
+        limits.update(dict.fromkeys(addresses, rate))
+    return limits
 
 
 class RepeatedWarnings:

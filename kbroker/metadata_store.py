@@ -1,6 +1,6 @@
 """What Kafka keeps in meta.properties and its metadata log, kept as small files in the data dir:
-the broker's identity, producer-id blocks, dynamic broker configs, SCRAM credentials, ACLs and
-the offset of the last metadata change.
+the broker's identity, producer-id blocks, dynamic broker configs, SCRAM credentials, ACLs, the
+simulated cluster's partition assignments and the offset of the last metadata change.
 
 Every file is replaced atomically (temp file, fsync, rename, directory fsync), so a crash
 leaves the old or the new content, never a torn one.
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from kbroker.cluster import Cluster
 from kbroker.config import Config, ConfigSource
 from kbroker.log import LogConfig
 from kbroker.log.files import read_if_exists, write_atomically
@@ -29,6 +30,7 @@ log = logging.getLogger("kbroker")
 DYNAMIC_CONFIGS_FILE = "dynamic-broker-configs.json"
 SCRAM_CREDENTIALS_FILE = "scram-credentials.json"  # AlterUserScramCredentials' store
 ACLS_FILE = "acls.json"  # CreateAcls' and DeleteAcls' store
+CLUSTER_FILE = "cluster.json"  # the simulated cluster's replicas, leaders and epochs (--brokers N)
 # Keys of the two dynamic layers in DYNAMIC_CONFIGS_FILE (Kafka keeps them in its metadata log).
 _DYNAMIC_LAYERS = {ConfigSource.DYNAMIC_BROKER_CONFIG: "broker",
                    ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG: "cluster-default"}
@@ -202,3 +204,20 @@ class AclStore:
 
     def _save(self) -> None:
         _write_text(self._path, self.authorizer.dumps())
+
+
+def open_cluster(data_dir: Path, node_ids: list[int]) -> Cluster:
+    """The simulated cluster (kbroker/cluster.py) as stored, saved at every change, so a restart
+    keeps replicas, leaders and epochs. One broker keeps no file: its model is derived anew."""
+    if len(node_ids) == 1:
+        return Cluster(node_ids)
+    path = data_dir / CLUSTER_FILE
+    stored = read_if_exists(str(path))
+    try:
+        data = json.loads(stored) if stored else {}
+    except ValueError:
+        log.warning("%s is damaged; partitions are placed anew", path)
+        data = {}
+    cluster = Cluster.restore(data, node_ids)
+    cluster.on_change = lambda: _write_text(path, json.dumps(cluster.snapshot()))
+    return cluster

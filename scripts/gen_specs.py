@@ -205,7 +205,7 @@ def generate_records(reference: Path, out_dir: Path) -> list[str]:
 
 def remove_stale(out_dir: Path, written: list[str]) -> None:
     """Drop spec files of messages the reference no longer has (e.g. a renamed API)."""
-    keep = {f"{name}.json" for name in written} | {"errors.json"}
+    keep = {f"{name}.json" for name in written} | {"errors.json", "releases.json"}
     for path in out_dir.rglob("*.json"):
         if path.relative_to(out_dir).as_posix().removeprefix("records/") not in keep:
             path.unlink()

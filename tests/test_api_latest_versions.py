@@ -24,9 +24,12 @@ NARROWER_THAN_KAFKA: dict[str, tuple[int, int]] = {}
 
 
 def stable_range(api_key: int) -> tuple[int, int]:
-    """The versions Kafka advertises: the schema's range without a latest unstable version."""
+    """The versions Kafka advertises: the schema's range without a latest unstable version
+    and without the versions Kafka 4.0 removed (KIP-896, kept in the specs for --as-version)."""
     request = specs.api_specs()[api_key]["request"]
     low, high = request["valid_versions"]
+    if request.get("removed_versions"):
+        low = request["removed_versions"][1] + 1
     return low, high - 1 if request["latest_version_unstable"] else high
 
 

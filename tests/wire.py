@@ -13,9 +13,11 @@ from kbroker.protocol import codec, messages
 class WireClient:
     """One blocking connection speaking raw Kafka requests."""
 
-    def __init__(self, bootstrap: str, timeout_s: float = 10.0, client_id: str = "wire-test"):
+    def __init__(self, bootstrap: str, timeout_s: float = 10.0, client_id: str = "wire-test",
+                 source_address: tuple[str, int] | None = None):
         host, port = bootstrap.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout_s,
+                                             source_address=source_address)
         self.client_id = client_id
         self._correlation = itertools.count(1)
 

@@ -12,6 +12,9 @@ Rules (Kafka's ControllerApis / ReplicationControlManager, ReplicaManager, Kafka
   UNKNOWN_TOPIC_ID; delete.topic.enable=false -> INVALID_REQUEST for v0-2, else
   TOPIC_DELETION_DISABLED. Files go after file.delete.delay.ms.
 - CreatePartitions: the count must grow (INVALID_PARTITIONS), assignments must match the count.
+- All three charge the client's controller_mutation_rate (KIP-599) with the partitions each
+  topic creates or deletes, once the topic passed every other check; a strict quota refuses a
+  topic with THROTTLING_QUOTA_EXCEEDED (kbroker/throttling.py, rules M1-M4).
 - DeleteRecords: -1 means the high watermark; beyond it or negative -> OFFSET_OUT_OF_RANGE; a
   topic without the delete policy -> POLICY_VIOLATION; internal topics -> INVALID_TOPIC_EXCEPTION.
 Leadership, reassignments and log dirs are in kbroker/api/replicas.py.
@@ -26,6 +29,7 @@ from kbroker.api.authorization import allowed_topic, authorized_operations, may_
 from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
 from kbroker.api.configs import check_topic_configs, topic_config_entries
 from kbroker.api.context import RequestContext
+from kbroker.api.quotas import mutation_quota, mutation_throttle_ms
 from kbroker.api.registry import serves
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log import LEADER_EPOCH, validate_topic_name
@@ -127,8 +131,9 @@ def _partition_count(broker, topic) -> int:
     return broker.config["num.partitions"] if topic.num_partitions == -1 else topic.num_partitions
 
 
-def _create_topic(broker, topic, validate_only: bool, version: int):
-    """Create (or only validate) one topic; returns its result entry."""
+def _create_topic(broker, topic, validate_only: bool, version: int, quota):
+    """Create (or only validate, charged all the same, as Kafka's controller does) one topic;
+    returns its result entry."""
     Result = CreateTopicsResponse.CreatableTopicResult
     name = topic.name
     try:
@@ -142,6 +147,7 @@ def _create_topic(broker, topic, validate_only: bool, version: int):
         overrides = {config.name: config.value for config in topic.configs}
         check_topic_configs(broker, overrides)
         count = _partition_count(broker, topic)
+        quota.charge(count, broker.clock.now_ms())
         if validate_only:
             info = broker.logs.create_topic(name, count, overrides, validate_only=True)
         else:
@@ -160,12 +166,13 @@ def _create_topic(broker, topic, validate_only: bool, version: int):
     return result
 
 
-@serves("CreateTopics", 2, 7)
+@serves("CreateTopics", 2, 7, oldest=0)
 async def handle_create_topics(ctx: RequestContext,
                                request: CreateTopicsRequest) -> CreateTopicsResponse:
     twice = _duplicates(topic.name for topic in request.topics)
+    quota = mutation_quota(ctx, strict_since=6)
     results = [
-        _create_topic(ctx.broker, topic, request.validate_only, ctx.api_version)
+        _create_topic(ctx.broker, topic, request.validate_only, ctx.api_version, quota)
         if may_create_topic(ctx, topic.name) else CreateTopicsResponse.CreatableTopicResult(
             name=topic.name, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
             error_message="Authorization failed.")
@@ -176,12 +183,12 @@ async def handle_create_topics(ctx: RequestContext,
             name=name, error_code=ErrorCode.INVALID_REQUEST, error_message="Duplicate topic name.")
         for name in sorted(twice)
     )
-    return CreateTopicsResponse(throttle_time_ms=0, topics=results)
+    return CreateTopicsResponse(throttle_time_ms=mutation_throttle_ms(ctx, quota), topics=results)
 
 
 # -- DeleteTopics ----------------------------------------------------------------------------
 
-@serves("DeleteTopics", 1, 6)
+@serves("DeleteTopics", 1, 6, oldest=0)
 async def handle_delete_topics(ctx: RequestContext,
                                request: DeleteTopicsRequest) -> DeleteTopicsResponse:
     broker = ctx.broker
@@ -242,15 +249,22 @@ async def handle_delete_topics(ctx: RequestContext,
                  "The provided topic name maps to an ID that was already supplied.")
         else:
             doomed[name] = info.topic_id
+    quota = mutation_quota(ctx, strict_since=5)
+    for name, topic_id in list(doomed.items()):
+        try:
+            quota.charge(broker.logs.topics[name].partitions, broker.clock.now_ms())
+        except KafkaError as exc:
+            del doomed[name]
+            fail(name, topic_id, exc.code, exc.message)
     broker.storage.delete_topics(list(doomed))
     results.extend(Result(name=name, topic_id=topic_id, error_code=ErrorCode.NONE)
                    for name, topic_id in doomed.items())
-    return DeleteTopicsResponse(throttle_time_ms=0, responses=results)
+    return DeleteTopicsResponse(throttle_time_ms=mutation_throttle_ms(ctx, quota), responses=results)
 
 
 # -- CreatePartitions ------------------------------------------------------------------------
 
-def _grow_topic(broker, topic, validate_only: bool) -> None:
+def _grow_topic(broker, topic, validate_only: bool, quota) -> None:
     info = broker.logs.topics.get(topic.name)
     if info is None:
         raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_MESSAGE)
@@ -267,6 +281,8 @@ def _grow_topic(broker, topic, validate_only: bool) -> None:
             raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                              f"Attempted to add {additional} additional partition(s), but only "
                              f"{len(topic.assignments)} assignment(s) were specified.")
+    quota.charge(additional, broker.clock.now_ms())
+    if topic.assignments is not None:
         for assignment in topic.assignments:
             check_replica_list(assignment.broker_ids, broker.node_id, 1)
     if not validate_only:
@@ -278,6 +294,7 @@ async def handle_create_partitions(ctx: RequestContext,
                                    request: CreatePartitionsRequest) -> CreatePartitionsResponse:
     Result = CreatePartitionsResponse.CreatePartitionsTopicResult
     twice = _duplicates(topic.name for topic in request.topics)
+    quota = mutation_quota(ctx, strict_since=3)
     results = [Result(name=name, error_code=ErrorCode.INVALID_REQUEST,
                       error_message="Duplicate topic name.") for name in sorted(twice)]
     for topic in request.topics:
@@ -288,12 +305,12 @@ async def handle_create_partitions(ctx: RequestContext,
                                   error_message=DEFAULT_MESSAGES.get(ErrorCode.TOPIC_AUTHORIZATION_FAILED)))
             continue
         try:
-            _grow_topic(ctx.broker, topic, request.validate_only)
+            _grow_topic(ctx.broker, topic, request.validate_only, quota)
         except KafkaError as exc:
             results.append(Result(name=topic.name, error_code=exc.code, error_message=exc.message))
         else:
             results.append(Result(name=topic.name, error_code=ErrorCode.NONE))
-    return CreatePartitionsResponse(throttle_time_ms=0, results=results)
+    return CreatePartitionsResponse(throttle_time_ms=mutation_throttle_ms(ctx, quota), results=results)
 
 
 # -- DeleteRecords ---------------------------------------------------------------------------

@@ -12,12 +12,20 @@ everything and costs one attribute test. The checks, per API (resource, operatio
   OffsetFetch              GROUP DESCRIBE, then TOPIC DESCRIBE (unauthorized topics: per partition
                            when named, hidden when all are asked for)
   OffsetDelete             GROUP DELETE, then TOPIC READ
-  JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ConsumerGroupHeartbeat, ShareGroupHeartbeat,
-  ShareFetch, ShareAcknowledge, AlterShareGroupOffsets   GROUP READ -> GROUP_AUTHORIZATION_FAILED
-  DescribeShareGroupOffsets GROUP DESCRIBE;  DeleteShareGroupOffsets GROUP DELETE
+  JoinGroup, SyncGroup, Heartbeat, LeaveGroup, ConsumerGroupHeartbeat
+                           GROUP READ -> GROUP_AUTHORIZATION_FAILED
+  ShareGroupHeartbeat      GROUP READ, then TOPIC DESCRIBE on every subscribed topic (else
+                           TOPIC_AUTHORIZATION_FAILED for the request)
+  ShareFetch, ShareAcknowledge   GROUP READ, then TOPIC READ (per partition, fetch and
+                           acknowledgement alike)
+  ShareGroupDescribe       GROUP DESCRIBE, then TOPIC DESCRIBE on every assigned topic (else
+                           TOPIC_AUTHORIZATION_FAILED for the group, without members)
+  DescribeShareGroupOffsets   GROUP DESCRIBE, then TOPIC DESCRIBE (named: per partition; all: hidden)
+  AlterShareGroupOffsets   GROUP READ, then TOPIC READ (per topic)
+  DeleteShareGroupOffsets  GROUP DELETE, then TOPIC READ (per topic)
   FindCoordinator          GROUP DESCRIBE / TRANSACTIONAL_ID DESCRIBE
   ListGroups               GROUP DESCRIBE (filtered), or CLUSTER DESCRIBE for all
-  DescribeGroups, ConsumerGroupDescribe, ShareGroupDescribe   GROUP DESCRIBE
+  DescribeGroups, ConsumerGroupDescribe   GROUP DESCRIBE
   DeleteGroups             GROUP DELETE
   InitProducerId           transactional: TRANSACTIONAL_ID WRITE; idempotent: CLUSTER
                            IDEMPOTENT_WRITE or WRITE on some topic

@@ -209,6 +209,7 @@ def _describe(ctx: RequestContext, resource, synonyms: bool,
         resource_name=resource.resource_name,
         configs=[Entry(
             name=entry.name, value=entry.value, read_only=entry.read_only, config_source=entry.source,
+            is_default=entry.source == ConfigSource.DEFAULT_CONFIG,  # v0 only
             is_sensitive=entry.sensitive,
             synonyms=[Synonym(name=name, value=value, source=source) for name, value, source in entry.synonyms]
             if synonyms else [],
@@ -217,7 +218,7 @@ def _describe(ctx: RequestContext, resource, synonyms: bool,
     )
 
 
-@serves("DescribeConfigs", 1, 4)
+@serves("DescribeConfigs", 1, 4, oldest=0)
 async def handle_describe_configs(ctx: RequestContext,
                                   request: DescribeConfigsRequest) -> DescribeConfigsResponse:
     version = ctx.api_version

@@ -7,6 +7,8 @@ wake-ups of the partitions it reads (no polling loop).
 
 from __future__ import annotations
 
+import os
+
 import trio
 
 from kbroker.api.authorization import allowed_topic
@@ -14,6 +16,7 @@ from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.fetch_sessions import FetchPosition, position_key
 from kbroker.log import LEADER_EPOCH
+from kbroker.log.message_formats import down_convert
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import FetchRequest, FetchResponse
 from kbroker.protocol.primitives import INT32_MAX
@@ -143,7 +146,25 @@ def _remember_sent(positions, topics) -> None:
                                    data.log_start_offset)
 
 
-@serves("Fetch", 4, 18)
+def _down_convert(topics, positions, version: int) -> None:
+    """Fetch v0-3 (--as-version before 4.0): the stored batches as messages of format v0
+    (Fetch v0-1) or v1 (v2-3), within each partition's max bytes."""
+    wanted = {(p.topic, p.partition): p for p in positions}
+    for topic in topics.values():
+        for data in topic.partitions:
+            if data.records is NO_RECORDS:
+                continue
+            position = wanted[(topic.topic, data.partition_index)]
+            region = data.records
+            try:
+                data.records = down_convert(os.pread(region.fd, region.size, region.position),
+                                            0 if version < 2 else 1, position.fetch_offset,
+                                            position.max_bytes)
+            except KafkaError as exc:
+                data.error_code, data.records = exc.code, NO_RECORDS
+
+
+@serves("Fetch", 4, 18, oldest=0)
 async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchResponse:
     broker = ctx.broker
     version = ctx.api_version
@@ -190,6 +211,8 @@ async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchRespo
                                  session_id=session_id, responses=[])
     if session_id:
         _remember_sent(positions, topics)
+    if version < 4:
+        _down_convert(topics, positions, version)
     return FetchResponse(
         throttle_time_ms=ctx.throttle_ms, error_code=ErrorCode.NONE, session_id=session_id,
         responses=list(topics.values()),

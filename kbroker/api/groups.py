@@ -173,7 +173,7 @@ async def handle_leave_group(ctx: RequestContext, request: LeaveGroupRequest) ->
     ])
 
 
-@serves("OffsetCommit", 2, 10)
+@serves("OffsetCommit", 2, 10, oldest=0)
 async def handle_offset_commit(ctx: RequestContext,
                                request: OffsetCommitRequest) -> OffsetCommitResponse:
     version = ctx.api_version
@@ -270,7 +270,7 @@ def _fetch_group(ctx: RequestContext, group_id: str, topics, require_stable: boo
     ]
 
 
-@serves("OffsetFetch", 1, 10)
+@serves("OffsetFetch", 1, 10, oldest=0)
 async def handle_offset_fetch(ctx: RequestContext,
                               request: OffsetFetchRequest) -> OffsetFetchResponse:
     """Several groups from v8; a null topic list (v2+) means every committed partition."""

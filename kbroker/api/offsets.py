@@ -16,7 +16,7 @@ from kbroker.security.authorizer import Operation
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED = -1, -2, -3, -4, -5
 EARLIEST_PENDING_UPLOAD = -6
 # The first request version that may ask for each special timestamp (Kafka's ReplicaManager).
-_FIRST_VERSION_OF = {LATEST: 1, EARLIEST: 1, MAX_TIMESTAMP: 7, EARLIEST_LOCAL: 8, LATEST_TIERED: 9,
+_FIRST_VERSION_OF = {LATEST: 0, EARLIEST: 0, MAX_TIMESTAMP: 7, EARLIEST_LOCAL: 8, LATEST_TIERED: 9,
                      EARLIEST_PENDING_UPLOAD: 11}
 READ_COMMITTED = 1
 NO_TIMESTAMP = -1
@@ -63,9 +63,11 @@ def _partition_log_or_error(logs, topic: str, partition: int, current_leader_epo
     return (partition_log if error == ErrorCode.NONE else None), error
 
 
-@serves("ListOffsets", 1, 11)
+@serves("ListOffsets", 1, 11, oldest=0)
 async def handle_list_offsets(ctx: RequestContext,
                               request: ListOffsetsRequest) -> ListOffsetsResponse:
+    """v0 (--as-version before 4.0) answers a list of up to MaxNumOffsets offsets: the one
+    found, as later versions find it (Kafka listed segment base offsets after it too)."""
     logs = ctx.broker.logs
     committed = ctx.api_version >= 2 and request.isolation_level == READ_COMMITTED
     topics = []
@@ -84,12 +86,15 @@ async def handle_list_offsets(ctx: RequestContext,
             if partition_log is not None:
                 answer.offset, answer.timestamp = _lookup(partition_log, asked.timestamp, committed)
                 answer.leader_epoch = LEADER_EPOCH if answer.offset >= 0 else -1
+                if ctx.api_version == 0:
+                    answer.old_style_offsets = [answer.offset][:max(asked.max_num_offsets, 0)] \
+                        if answer.offset >= 0 else []
             answers.append(answer)
         topics.append(ListTopic(name=topic.name, partitions=answers))
     return ListOffsetsResponse(throttle_time_ms=0, topics=topics)
 
 
-@serves("OffsetForLeaderEpoch", 2, 4)
+@serves("OffsetForLeaderEpoch", 2, 4, oldest=0)
 async def handle_offset_for_leader_epoch(
         ctx: RequestContext, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse:
     logs = ctx.broker.logs

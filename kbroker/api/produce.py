@@ -9,6 +9,7 @@ from kbroker.api.context import RequestContext
 from kbroker.api.registry import CloseConnection, serves
 from kbroker.api.transactions import TxnWrite, check_transactional_write, transactional_batch
 from kbroker.broker import INTERNAL_TOPICS
+from kbroker.log.message_formats import up_convert
 from kbroker.log.validator import RecordErrors
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import ProduceRequest, ProduceResponse
@@ -39,6 +40,12 @@ async def _append(broker, topic: str, partition: int, records, timestamp_ms: int
     if records is None:
         return PartitionResponse(index=partition, error_code=ErrorCode.CORRUPT_MESSAGE,
                                  error_message="no records")
+    if version < 3:  # message format v0/v1 (--as-version before 4.0): appended as one v2 batch
+        try:
+            records = up_convert(records)
+        except KafkaError as exc:
+            return PartitionResponse(index=partition, error_code=exc.code, base_offset=-1,
+                                     error_message=exc.message)
     required = partition_log.config.min_insync_replicas
     if acks == -1 and required > 1:  # one broker: the in-sync replicas are this one alone
         return PartitionResponse(
@@ -86,7 +93,7 @@ def _failed_topic(topic, error: ErrorCode) -> TopicResponse:
     ])
 
 
-@serves("Produce", 3, 13)
+@serves("Produce", 3, 13, oldest=0)
 async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> ProduceResponse | None:
     """v12+ transactional batches join their transaction (transactions v2); v13 names topics by
     id, and an id not known gets UNKNOWN_TOPIC_ID for each of its partitions."""

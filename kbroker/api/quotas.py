@@ -19,7 +19,7 @@ from kbroker.protocol.messages import (
 )
 from kbroker.quotas import IP
 from kbroker.security.authorizer import Operation
-from kbroker.throttling import quota_user
+from kbroker.throttling import MutationQuota, quota_user
 
 
 async def _resolvable(names: set[str]) -> set[str]:
@@ -87,6 +87,19 @@ async def handle_describe_client_quotas(
                     for entity_type, name in entity],
             values=[Response.ValueData(key=key, value=value) for key, value in values.items()])
         for entity, values in matching])
+
+
+def mutation_quota(ctx: RequestContext, strict_since: int) -> MutationQuota:
+    """The request's controller_mutation_rate (KIP-599), strict from version `strict_since` on
+    (rules M1-M4 of kbroker/throttling.py)."""
+    return ctx.broker.throttles.mutation.for_request(
+        quota_user(ctx.session.principal), ctx.client_id, ctx.api_version >= strict_since)
+
+
+def mutation_throttle_ms(ctx: RequestContext, quota: MutationQuota) -> int:
+    """The throttle_time_ms of the response; the connection is muted as long."""
+    ctx.throttle_ms = max(ctx.throttle_ms, quota.throttle_ms(ctx.broker.clock.now_ms()))
+    return ctx.throttle_ms
 
 
 # Kafka's request quota leaves out what a client needs before it can be throttled at all.

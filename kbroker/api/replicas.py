@@ -29,7 +29,7 @@ PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
 
 # -- DescribeLogDirs -------------------------------------------------------------------------
 
-@serves("DescribeLogDirs", 1, 5)
+@serves("DescribeLogDirs", 1, 5, oldest=0)
 async def handle_describe_log_dirs(ctx: RequestContext,
                                    request: DescribeLogDirsRequest) -> DescribeLogDirsResponse:
     broker = ctx.broker
@@ -76,7 +76,7 @@ def _move_replica(broker, topic: str, partition: int, destination: str) -> None:
         raise KafkaError(ErrorCode.REPLICA_NOT_AVAILABLE)
 
 
-@serves("AlterReplicaLogDirs", 1, 2)
+@serves("AlterReplicaLogDirs", 1, 2, oldest=0)
 async def handle_alter_replica_log_dirs(
         ctx: RequestContext, request: AlterReplicaLogDirsRequest) -> AlterReplicaLogDirsResponse:
     destinations: dict[tuple[str, int], str] = {}  # the last dir named for a partition wins

@@ -178,7 +178,7 @@ def _acl_filter(entry) -> AclFilter | None:
 _UNKNOWN_FILTER = "The filter contains UNKNOWN elements"
 
 
-@serves("DescribeAcls", 1, 3)
+@serves("DescribeAcls", 1, 3, oldest=0)
 async def handle_describe_acls(ctx: RequestContext,
                                request: DescribeAclsRequest) -> DescribeAclsResponse:
     acls = ctx.broker.acls
@@ -204,7 +204,7 @@ async def handle_describe_acls(ctx: RequestContext,
         for (rtype, name, pattern), descriptions in by_resource.items()])
 
 
-@serves("CreateAcls", 1, 3)
+@serves("CreateAcls", 1, 3, oldest=0)
 async def handle_create_acls(ctx: RequestContext, request: CreateAclsRequest) -> CreateAclsResponse:
     Result = CreateAclsResponse.AclCreationResult
     acls = ctx.broker.acls
@@ -227,7 +227,7 @@ async def handle_create_acls(ctx: RequestContext, request: CreateAclsRequest) ->
         else Result(error_code=error.code, error_message=error.message) for error in errors])
 
 
-@serves("DeleteAcls", 1, 3)
+@serves("DeleteAcls", 1, 3, oldest=0)
 async def handle_delete_acls(ctx: RequestContext, request: DeleteAclsRequest) -> DeleteAclsResponse:
     FilterResult = DeleteAclsResponse.DeleteAclsFilterResult
     acls = ctx.broker.acls

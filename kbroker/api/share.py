@@ -7,6 +7,11 @@ partitions: each partition's log is read from its next fetch offset and the shar
 acquires what that read returned, in the same step, so no other fetch sees the records in
 between. Without records the request waits, as Fetch does, for data or released records on its
 partitions (the coordinator wakes the same waiters), up to MaxWaitMs.
+
+Authorization (Kafka's KafkaApis): GROUP READ for all three; ShareGroupHeartbeat also needs TOPIC
+DESCRIBE on every subscribed topic (else TOPIC_AUTHORIZATION_FAILED for the request), ShareFetch
+and ShareAcknowledge TOPIC READ on each partition's topic (else TOPIC_AUTHORIZATION_FAILED for
+that partition's fetch or acknowledgement; nothing is acquired or acknowledged there).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from kbroker.api.authorization import allowed_group
+from kbroker.api.authorization import allowed_group, allowed_topic
 from kbroker.api.context import RequestContext
 from kbroker.api.groups import _client_host as client_host
 from kbroker.api.registry import serves
@@ -44,6 +49,11 @@ async def handle_share_group_heartbeat(
         return R(throttle_time_ms=0, error_code=ErrorCode.GROUP_AUTHORIZATION_FAILED,
                  error_message=None, member_id=None, member_epoch=0, heartbeat_interval_ms=0,
                  assignment=None)
+    if request.subscribed_topic_names and not all(
+            allowed_topic(ctx, Operation.DESCRIBE, name) for name in set(request.subscribed_topic_names)):
+        return R(throttle_time_ms=0, error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED,
+                 error_message=None, member_id=None, member_epoch=0, heartbeat_interval_ms=0,
+                 assignment=None)
     try:
         result = await ctx.broker.share.heartbeat(
             request.group_id, request.member_id, request.member_epoch, request.rack_id,
@@ -69,15 +79,32 @@ def _acknowledgements(topics) -> dict[TopicIdPartition, list[AckBatch]]:
     }
 
 
-async def _apply_acknowledgements(broker, group_id: str, member_id: str,
+def _unreadable(ctx: RequestContext, topic_ids) -> set[uuid.UUID]:
+    """The existing topics among `topic_ids` the caller may not READ."""
+    if ctx.broker.acls is None:
+        return set()
+    denied = set()
+    for topic_id in set(topic_ids):
+        info = ctx.broker.logs.topic_by_id(topic_id)
+        if info is not None and not allowed_topic(ctx, Operation.READ, info.name):
+            denied.add(topic_id)
+    return denied
+
+
+async def _apply_acknowledgements(ctx: RequestContext, group_id: str, member_id: str,
                                   acks: dict[TopicIdPartition, list[AckBatch]]) -> dict[TopicIdPartition, ErrorCode]:
     """Each partition's acknowledgement applied, then written before anybody is answered."""
+    broker = ctx.broker
     share = broker.share
     errors = {}
     acknowledged = []
+    denied = _unreadable(ctx, (topic_id for topic_id, _ in acks))
     for (topic_id, partition), batches in acks.items():
         if broker.logs.topic_by_id(topic_id) is None:
             errors[(topic_id, partition)] = ErrorCode.UNKNOWN_TOPIC_ID
+            continue
+        if topic_id in denied:
+            errors[(topic_id, partition)] = ErrorCode.TOPIC_AUTHORIZATION_FAILED
             continue
         key = PartitionKey(group_id, topic_id, partition)
         errors[(topic_id, partition)] = share.acknowledge(key, member_id, batches)
@@ -177,27 +204,34 @@ async def handle_share_fetch(ctx: RequestContext, request: ShareFetchRequest) ->
                                   responses=[], node_endpoints=[])
     if replaced:  # a new session: what the member held under the old one goes back
         await share.release(group_id, member_id)
-    ack_errors = await _apply_acknowledgements(broker, group_id, member_id, acks)
+    ack_errors = await _apply_acknowledgements(ctx, group_id, member_id, acks)
     if epoch == FINAL_EPOCH:
         if share.sessions.close(group_id, member_id):
             await share.release(group_id, member_id)
         return _fetch_response(broker, version, group_id, [], {}, ack_errors, False)
     positions = list(session.partitions)
+    denied_topics = _unreadable(ctx, (topic_id for topic_id, _ in positions))
+    denied: dict[TopicIdPartition, tuple[ErrorCode, bytes, list]] = {
+        position: (ErrorCode.TOPIC_AUTHORIZATION_FAILED, NO_RECORDS, [])
+        for position in positions if position[0] in denied_topics}
+    readable = [position for position in positions if position not in denied]
     strict = version >= 2 and request.share_acquire_mode == RECORD_LIMIT
     renew_only = version >= 2 and request.is_renew_ack
     deadline = time.monotonic() + max(request.max_wait_ms, 0) / 1000
     watched = []
-    for topic_id, partition in positions:
+    for topic_id, partition in readable:
         info = broker.logs.topic_by_id(topic_id)
         if info is not None:
             watched.append((info.name, partition))
     while True:
-        fetched = {} if renew_only else _acquire_all(broker, request, group_id, member_id, positions, strict)
+        fetched = {} if renew_only else _acquire_all(broker, request, group_id, member_id, readable, strict)
         remaining = deadline - time.monotonic()
-        if renew_only or remaining <= 0 or any(
+        if renew_only or remaining <= 0 or (denied and not readable) or any(
                 acquired or error != ErrorCode.NONE for error, _, acquired in fetched.values()):
             break
         await broker.storage.wakeups.wait_for_data(watched, remaining)  # no partitions: max_wait_ms
+    if not renew_only:
+        fetched.update(denied)
     return _fetch_response(broker, version, group_id, positions, fetched, ack_errors,
                            full=epoch == INITIAL_EPOCH)
 
@@ -218,7 +252,7 @@ async def handle_share_acknowledge(ctx: RequestContext,
     except KafkaError as exc:
         return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[],
                  node_endpoints=[])
-    ack_errors = await _apply_acknowledgements(broker, group_id, member_id, _acknowledgements(request.topics))
+    ack_errors = await _apply_acknowledgements(ctx, group_id, member_id, _acknowledgements(request.topics))
     if epoch == FINAL_EPOCH and share.sessions.close(group_id, member_id):
         await share.release(group_id, member_id)
     by_topic: dict[uuid.UUID, list] = {}

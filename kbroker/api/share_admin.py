@@ -9,12 +9,18 @@ Rules (Kafka's GroupCoordinatorService and GroupMetadataManager):
   start offset to the high watermark that are not yet acknowledged or archived.
 - Altering or deleting offsets needs an empty group (NON_EMPTY_GROUP otherwise); altering may
   create the group's state; an unknown topic is UNKNOWN_TOPIC_OR_PARTITION for that topic.
+- Authorization (Kafka's KafkaApis): ShareGroupDescribe needs GROUP DESCRIBE, and a group whose
+  members are assigned a topic the caller may not DESCRIBE is answered TOPIC_AUTHORIZATION_FAILED
+  without members; DescribeShareGroupOffsets needs GROUP DESCRIBE and TOPIC DESCRIBE (a named
+  topic: TOPIC_AUTHORIZATION_FAILED per partition, listed after the others; all topics: the
+  undescribable ones left out); AlterShareGroupOffsets GROUP READ and TOPIC READ,
+  DeleteShareGroupOffsets GROUP DELETE and TOPIC READ (TOPIC_AUTHORIZATION_FAILED per topic).
 """
 
 from __future__ import annotations
 
-from kbroker.api.admin import ZERO_UUID
-from kbroker.api.authorization import allowed_group
+from kbroker.api.admin import DEFAULT_MESSAGES, UNKNOWN_TOPIC_MESSAGE, ZERO_UUID
+from kbroker.api.authorization import allowed_group, allowed_topic
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
@@ -31,6 +37,9 @@ from kbroker.share.group import ASSIGNOR_NAME
 from kbroker.share.partition import ACKNOWLEDGED, ARCHIVED
 
 NO_OFFSET = -1
+TOPIC_DENIED_MESSAGE = DEFAULT_MESSAGES[ErrorCode.TOPIC_AUTHORIZATION_FAILED]
+UNDESCRIBABLE_GROUP_MESSAGE = ("The group has described topic(s) that the client is not authorized "
+                               "to describe.")
 
 
 def _share_group(broker, group_id: str):
@@ -55,6 +64,10 @@ async def handle_share_group_describe(
             if not allowed_group(ctx, Operation.DESCRIBE, group_id):
                 raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
             group = _share_group(broker, group_id)
+            if broker.acls is not None and not all(
+                    allowed_topic(ctx, Operation.DESCRIBE, _topic_name(broker, topic_id))
+                    for member in group.members.values() for topic_id in member.assignment):
+                raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, UNDESCRIBABLE_GROUP_MESSAGE)
         except KafkaError as exc:
             described.append(R.DescribedGroup(error_code=exc.code, error_message=exc.message,
                                               group_id=group_id, authorized_operations=operations))
@@ -88,17 +101,22 @@ def _lag(broker, sp, topic: str, partition: int) -> int:
     return max(partition_log.high_watermark - sp.start_offset - done, 0)
 
 
-def _describe_offsets(broker, group_id: str, topics):
+def _describe_offsets(ctx: RequestContext, group_id: str, topics):
     R = DescribeShareGroupOffsetsResponse
+    broker = ctx.broker
     state = broker.share.group_partitions(group_id)
-    if topics is None:  # every partition the group holds state for
+    denied: dict[str, list[int]] = {}
+    if topics is None:  # every partition the group holds state for (that the caller may describe)
         wanted: dict[str, list[int]] = {}
         for key in sorted(state, key=lambda k: k.partition):
             name = _topic_name(broker, key.topic_id)
-            if name:
+            if name and allowed_topic(ctx, Operation.DESCRIBE, name):
                 wanted.setdefault(name, []).append(key.partition)
     else:
-        wanted = {topic.topic_name: list(topic.partitions) for topic in topics}
+        wanted = {}
+        for topic in topics:
+            allowed = allowed_topic(ctx, Operation.DESCRIBE, topic.topic_name)
+            (wanted if allowed else denied)[topic.topic_name] = list(topic.partitions)
     answered = []
     for name, partitions in wanted.items():
         info = broker.logs.topics.get(name)
@@ -110,7 +128,7 @@ def _describe_offsets(broker, group_id: str, topics):
                 error_code=ErrorCode.NONE, error_message=None)
             if info is None or not 0 <= partition < info.partitions:
                 entry.error_code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                entry.error_message = "This server does not host this topic-partition."
+                entry.error_message = UNKNOWN_TOPIC_MESSAGE
             else:
                 sp = state.get(PartitionKey(group_id, info.topic_id, partition))
                 if sp is not None:
@@ -118,6 +136,12 @@ def _describe_offsets(broker, group_id: str, topics):
                     entry.lag = _lag(broker, sp, name, partition)
             answer.partitions.append(entry)
         answered.append(answer)
+    answered.extend(R.DescribeShareGroupOffsetsResponseTopic(
+        topic_name=name, topic_id=ZERO_UUID, partitions=[R.DescribeShareGroupOffsetsResponsePartition(
+            partition_index=partition, start_offset=NO_OFFSET, leader_epoch=LEADER_EPOCH, lag=NO_OFFSET,
+            error_code=ErrorCode.TOPIC_AUTHORIZATION_FAILED, error_message=TOPIC_DENIED_MESSAGE)
+            for partition in partitions])
+        for name, partitions in denied.items())
     return answered
 
 
@@ -137,7 +161,7 @@ async def handle_describe_share_group_offsets(
                 group_id=group.group_id, topics=[], error_code=exc.code, error_message=exc.message))
             continue
         groups.append(R.DescribeShareGroupOffsetsResponseGroup(
-            group_id=group.group_id, topics=_describe_offsets(ctx.broker, group.group_id, group.topics),
+            group_id=group.group_id, topics=_describe_offsets(ctx, group.group_id, group.topics),
             error_code=ErrorCode.NONE, error_message=None))
     return R(throttle_time_ms=0, groups=groups)
 
@@ -172,14 +196,17 @@ async def handle_alter_share_group_offsets(
         answer = R.AlterShareGroupOffsetsResponseTopic(topic_name=topic.topic_name, partitions=[])
         if info is not None:
             answer.topic_id = info.topic_id
+        readable = allowed_topic(ctx, Operation.READ, topic.topic_name)
         for p in topic.partitions:
-            error = ErrorCode.NONE
-            if info is None or not 0 <= p.partition_index < info.partitions:
-                error = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+            error, message = ErrorCode.NONE, None
+            if not readable:
+                error, message = ErrorCode.TOPIC_AUTHORIZATION_FAILED, TOPIC_DENIED_MESSAGE
+            elif info is None or not 0 <= p.partition_index < info.partitions:
+                error, message = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_MESSAGE
             else:
                 offsets[(info.topic_id, p.partition_index)] = p.start_offset
             answer.partitions.append(R.AlterShareGroupOffsetsResponsePartition(
-                partition_index=p.partition_index, error_code=error, error_message=None))
+                partition_index=p.partition_index, error_code=error, error_message=message))
         answers.append(answer)
     if offsets:
         try:
@@ -209,9 +236,12 @@ async def handle_delete_share_group_offsets(
         info = broker.logs.topics.get(topic.topic_name)
         answer = R.DeleteShareGroupOffsetsResponseTopic(topic_name=topic.topic_name,
                                                         error_code=ErrorCode.NONE, error_message=None)
-        if info is None:
+        if not allowed_topic(ctx, Operation.READ, topic.topic_name):
+            answer.error_code = ErrorCode.TOPIC_AUTHORIZATION_FAILED
+            answer.error_message = TOPIC_DENIED_MESSAGE
+        elif info is None:
             answer.error_code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-            answer.error_message = "This server does not host this topic-partition."
+            answer.error_message = UNKNOWN_TOPIC_MESSAGE
         else:
             answer.topic_id = info.topic_id
             forgotten += [key for key in state if key.topic_id == info.topic_id]

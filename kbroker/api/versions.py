@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from kbroker.api.context import RequestContext
-from kbroker.api.registry import HANDLERS, serves, supported_apis
+from kbroker.api.registry import ApiVersions, api_versions, serves
 from kbroker.features import supported_features
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import API_KEYS, ApiVersionsRequest, ApiVersionsResponse
@@ -15,20 +15,16 @@ _API_VERSIONS_KEY = API_KEYS["ApiVersions"]
 _SOFTWARE_TEXT = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?")
 
 
-def _advertised(entries) -> list:
-    return [
-        ApiVersionsResponse.ApiVersion(
-            api_key=entry.api_key, min_version=entry.min_version, max_version=entry.max_version
-        )
-        for entry in entries
-    ]
+def _advertised(ranges: dict[int, tuple[int, int]]) -> list:
+    return [ApiVersionsResponse.ApiVersion(api_key=key, min_version=low, max_version=high)
+            for key, (low, high) in sorted(ranges.items())]
 
 
-def unsupported_version_response() -> ApiVersionsResponse:
+def unsupported_version_response(served: ApiVersions) -> ApiVersionsResponse:
     """The v0 answer to an ApiVersions request newer than we serve: our own range only."""
     return ApiVersionsResponse(
         error_code=ErrorCode.UNSUPPORTED_VERSION,
-        api_keys=_advertised([HANDLERS[_API_VERSIONS_KEY]]),
+        api_keys=_advertised({_API_VERSIONS_KEY: served.advertised[_API_VERSIONS_KEY]}),
     )
 
 
@@ -50,8 +46,11 @@ async def handle_api_versions(ctx: RequestContext,
     if ctx.api_version >= 3:
         ctx.session.client_software = f"{name} {version}"
     broker = ctx.broker
+    if broker.release is not None and not broker.release.has_features:
+        return ApiVersionsResponse(error_code=ErrorCode.NONE,
+                                   api_keys=_advertised(api_versions(broker.release).advertised))
     return ApiVersionsResponse(
-        error_code=ErrorCode.NONE, api_keys=_advertised(supported_apis()),
+        error_code=ErrorCode.NONE, api_keys=_advertised(api_versions(broker.release).advertised),
         supported_features=[
             ApiVersionsResponse.SupportedFeatureKey(
                 name=feature.name, min_version=feature.min_level, max_version=feature.max_level)

@@ -247,7 +247,8 @@ class ListOffsetsRequest(Struct):
         partition_index: int
         current_leader_epoch: int
         timestamp: int
-        def __init__(self, *, partition_index: int = ..., current_leader_epoch: int = ..., timestamp: int = ...) -> None: ...
+        max_num_offsets: int
+        def __init__(self, *, partition_index: int = ..., current_leader_epoch: int = ..., timestamp: int = ..., max_num_offsets: int = ...) -> None: ...
 
 class ListOffsetsResponse(Struct):
     throttle_time_ms: int
@@ -260,10 +261,11 @@ class ListOffsetsResponse(Struct):
     class ListOffsetsPartitionResponse(Struct):
         partition_index: int
         error_code: int
+        old_style_offsets: list[int]
         timestamp: int
         offset: int
         leader_epoch: int
-        def __init__(self, *, partition_index: int = ..., error_code: int = ..., timestamp: int = ..., offset: int = ..., leader_epoch: int = ...) -> None: ...
+        def __init__(self, *, partition_index: int = ..., error_code: int = ..., old_style_offsets: list[int] = ..., timestamp: int = ..., offset: int = ..., leader_epoch: int = ...) -> None: ...
 
 class MetadataRequest(Struct):
     topics: list[MetadataRequest.MetadataRequestTopic] | None
@@ -326,8 +328,9 @@ class OffsetCommitRequest(Struct):
         partition_index: int
         committed_offset: int
         committed_leader_epoch: int
+        commit_timestamp: int
         committed_metadata: str | None
-        def __init__(self, *, partition_index: int = ..., committed_offset: int = ..., committed_leader_epoch: int = ..., committed_metadata: str | None = ...) -> None: ...
+        def __init__(self, *, partition_index: int = ..., committed_offset: int = ..., committed_leader_epoch: int = ..., commit_timestamp: int = ..., committed_metadata: str | None = ...) -> None: ...
 
 class OffsetCommitResponse(Struct):
     throttle_time_ms: int
@@ -979,12 +982,13 @@ class DescribeConfigsResponse(Struct):
         name: str
         value: str | None
         read_only: bool
+        is_default: bool
         config_source: int
         is_sensitive: bool
         synonyms: list[DescribeConfigsResponse.DescribeConfigsSynonym]
         config_type: int
         documentation: str | None
-        def __init__(self, *, name: str = ..., value: str | None = ..., read_only: bool = ..., config_source: int = ..., is_sensitive: bool = ..., synonyms: list[DescribeConfigsResponse.DescribeConfigsSynonym] = ..., config_type: int = ..., documentation: str | None = ...) -> None: ...
+        def __init__(self, *, name: str = ..., value: str | None = ..., read_only: bool = ..., is_default: bool = ..., config_source: int = ..., is_sensitive: bool = ..., synonyms: list[DescribeConfigsResponse.DescribeConfigsSynonym] = ..., config_type: int = ..., documentation: str | None = ...) -> None: ...
     class DescribeConfigsSynonym(Struct):
         name: str
         value: str | None

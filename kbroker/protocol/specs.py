@@ -8,7 +8,7 @@ from functools import cache
 from kbroker.protocol.specs_path import SPECS_DIR
 
 NON_API_FILES = {"RequestHeader", "ResponseHeader", "ConsumerProtocolSubscription", "ConsumerProtocolAssignment",
-                 "errors"}
+                 "errors", "releases"}
 
 
 def in_range(versions: list | tuple | None, version: int) -> bool:
