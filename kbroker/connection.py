@@ -23,6 +23,7 @@ import kbroker.api  # noqa: F401  (registers every handler)
 from kbroker.api.context import ClientSession, RequestContext
 from kbroker.api.quotas import apply_request_quota
 from kbroker.api.registry import HANDLERS, CloseConnection, api_versions
+from kbroker.api.routing import misdirected
 from kbroker.api.security import exchange_raw_token
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
@@ -30,6 +31,8 @@ from kbroker.limits import RepeatedWarnings, RequestMemory
 from kbroker.listeners import ListenerConfig
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
+from kbroker.protocol.error_responses import error_response
+from kbroker.protocol.errors import ErrorCode
 from kbroker.security.principal import NoMatchingRule, PrincipalMapper, distinguished_name
 
 log = logging.getLogger("kbroker.server")
@@ -61,6 +64,7 @@ class BoundListener:
     port: int
     tls: ssl.SSLContext | None
     principals: PrincipalMapper | None  # ssl.principal.mapping.rules, with TLS
+    node_id: int  # the simulated broker (--brokers N) this listener belongs to
     # With TLS: where a connection receives encrypted bytes, handed to its TLS layer before the
     # task yields, so the connections of a listener (one trio loop) can share it.
     encrypted_input: memoryview = memoryview(b"")
@@ -90,7 +94,8 @@ class Connection:
         self._reserved = 0  # bytes of `memory` the request being read or handled holds
         self._ip = peer.rpartition(":")[0]  # what repeated warnings are counted by
         self.session = ClientSession(peer, listener.config.name, listener.config.security_protocol,
-                                     listener.advertised, authenticated=not listener.config.uses_sasl)
+                                     listener.advertised, authenticated=not listener.config.uses_sasl,
+                                     node_id=listener.node_id)
         self._sasl = listener.config.uses_sasl  # requests must wait for (re-)authentication
         self.waiting_since: float | None = None  # when it began to wait for a request, if it is
         self.cancel_scope = trio.CancelScope()  # cancelled to close an idle connection
@@ -256,9 +261,12 @@ class Connection:
             header.client_id or "", request_bytes=len(frame),
         )
         faults = self.broker.faults
-        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.broker.node_id)):
+        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.session.node_id)):
             response = await faults.answer(fault, entry.api_key, context, request,
                                            partial(entry.handle, context, request))
+        elif self.broker.several_brokers and misdirected(entry.api_key, request, context):
+            response = error_response(entry.api_key, header.request_api_version, request,
+                                      ErrorCode.NOT_COORDINATOR)
         else:
             response = await entry.handle(context, request)
         if self.broker.throttles.active:

@@ -14,8 +14,9 @@ import sys
 import pytest
 
 from tests.cli_brokers import kbroker_command
+from tests.broker_fixtures import broker_fixtures
 from tests.polling import wait_for
-from tests.test_groups_clients import ConfluentMember, assert_exactly_once, produce
+from tests.test_groups_clients import ConfluentMember, assert_exactly_once, exclusive_cover, produce
 
 SESSION_MS = 3000
 PARTITIONS = 4
@@ -29,20 +30,7 @@ BROKER_ARGS = (
 )
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    from kbroker.testing import running_broker
-
-    with running_broker(*BROKER_ARGS, data_dir=tmp_path_factory.mktemp("kip848")) as started:
-        yield started
-
-
-@pytest.fixture
-def restartable_broker(tmp_path):
-    from kbroker.testing import running_broker
-
-    with running_broker(*BROKER_ARGS, data_dir=tmp_path) as started:
-        yield started
+broker, restartable_broker = broker_fixtures(*BROKER_ARGS, name="kip848")
 
 
 class NewProtocolMember(ConfluentMember):
@@ -51,11 +39,6 @@ class NewProtocolMember(ConfluentMember):
     def __init__(self, bootstrap: str, topic: str, group: str, **config):
         super().__init__(bootstrap, topic, group, **{"group.protocol": "consumer",
                                                      "topic.metadata.refresh.interval.ms": 500, **config})
-
-
-def exclusive_cover(members, partitions=ALL) -> bool:
-    owned = [m.assigned for m in members]
-    return all(owned) and sum(map(len, owned)) == len(partitions) and frozenset().union(*owned) == partitions
 
 
 def describe(bootstrap: str, group: str):

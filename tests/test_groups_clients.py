@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.broker_fixtures import broker_fixtures
 from tests.polling import wait_for
 
 SESSION_MS = 6000
@@ -28,26 +29,13 @@ ALL = frozenset(range(PARTITIONS))
 BROKER_ARGS = ("--num-partitions", str(PARTITIONS), "--override", "group.min.session.timeout.ms=1000")
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    from kbroker.testing import running_broker
-
-    with running_broker(*BROKER_ARGS, data_dir=tmp_path_factory.mktemp("groups")) as started:
-        yield started
+broker, restartable_broker = broker_fixtures(*BROKER_ARGS, name="groups")
 
 
-@pytest.fixture
-def restartable_broker(tmp_path):
-    from kbroker.testing import running_broker
-
-    with running_broker(*BROKER_ARGS, data_dir=tmp_path) as started:
-        yield started
-
-
-def exclusive_cover(members) -> bool:
+def exclusive_cover(members, partitions=ALL) -> bool:
     """Every partition owned by exactly one member, and every member owns some."""
     owned = [m.assigned for m in members]
-    return all(owned) and sum(map(len, owned)) == PARTITIONS and frozenset().union(*owned) == ALL
+    return all(owned) and sum(map(len, owned)) == len(partitions) and frozenset().union(*owned) == partitions
 
 
 def create_topic(bootstrap: str, topic: str) -> str:
