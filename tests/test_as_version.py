@@ -5,9 +5,12 @@ speaking those old versions and by exact requests."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -36,6 +39,7 @@ NOT_SERVED = {
 # unframed after the handshake, which kbroker's server does not do (every client since 1.0 uses v1).
 NARROWER = {"SaslHandshake": (1, 1)}
 LONG_MAX = 9223372036854775807
+SARAMA_SOURCE = Path("/usr/share/gocode/src/github.com/Shopify/sarama")
 
 
 def release_table(name: str) -> dict[str, tuple[int, int]]:
@@ -222,3 +226,70 @@ def test_an_unknown_release_stops_the_start_with_one_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"kbroker: --as-version 1.0: not a Kafka release kbroker can act as; supported: "
         f"{', '.join(versions.release_names())}"]
+
+
+def test_pykafka_produces_and_consumes_in_a_balanced_group(broker_28, topic_name):
+    """pykafka 2.8 speaks Produce v0, Fetch v2, ListOffsets v0, JoinGroup v0, OffsetCommit v1."""
+    from pykafka import KafkaClient
+
+    client = KafkaClient(hosts=broker_28.bootstrap, broker_version="0.10.0")
+    topic = client.topics[topic_name]
+    with topic.get_sync_producer() as producer:
+        for i in range(3):
+            producer.produce(b"m%d" % i, partition_key=b"k%d" % i)
+    consumer = topic.get_balanced_consumer(consumer_group=b"g-" + topic_name.encode(),
+                                           auto_offset_reset=-2, consumer_timeout_ms=5000, managed=True)
+    try:
+        assert [(m.offset, m.partition_key, m.value) for m in consumer] == [
+            (i, b"k%d" % i, b"m%d" % i) for i in range(3)]
+        consumer.commit_offsets()
+    finally:
+        consumer.stop()
+    assert [r.value for r in broker_28.records(topic_name)] == [b"m0", b"m1", b"m2"]
+
+
+@pytest.fixture(scope="module")
+def old_sarama(tmp_path_factory) -> Path:
+    """tests/sarama_old built with Debian's sarama (skipped where Go or sarama is missing)."""
+    if shutil.which("go") is None or not SARAMA_SOURCE.is_dir():
+        pytest.skip("needs Go and Debian's golang-github-shopify-sarama-dev")
+    binary = tmp_path_factory.mktemp("sarama") / "sarama-old"
+    subprocess.run(["go", "build", "-o", str(binary), "main.go"], cwd=Path(__file__).parent / "sarama_old",
+                   env={**os.environ, "GO111MODULE": "off", "GOPATH": "/usr/share/gocode"},
+                   check=True, capture_output=True, timeout=600)
+    return binary
+
+
+@pytest.mark.parametrize("sarama_version, timestamps", [
+    ("0.8.2.0", False),  # Produce v0, Fetch v0, ListOffsets v0
+    ("0.9.0.0", False),  # Produce v1, Fetch v1
+    ("0.10.0.0", True),  # Produce v2 (message format v1), Fetch v2
+    ("0.10.2.0", True),  # Fetch v3, ListOffsets v1
+])
+def test_sarama_with_an_old_version_produces_and_consumes(broker_28, old_sarama, topic_name,
+                                                          sarama_version, timestamps):
+    broker_28.create_topic(topic_name)
+    started = int(time.time() * 1000)
+    done = subprocess.run([str(old_sarama), broker_28.bootstrap, topic_name, sarama_version],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    records = json.loads(done.stdout)
+    assert [(r["offset"], r["key"], r["value"]) for r in records] == [(i, f"k{i}", f"v{i}") for i in range(3)]
+    assert all(started - 1000 <= r["timestamp"] <= started + 60_000 for r in records) == timestamps
+
+
+def removed_versions() -> list[tuple[str, int]]:
+    from kbroker.protocol import specs
+
+    return [(spec["name"], version) for spec in specs.api_specs().values()
+            if spec["request"].get("removed_versions") and spec["name"] not in NOT_SERVED
+            for version in range(spec["request"]["removed_versions"][0],
+                                 spec["request"]["removed_versions"][1] + 1)]
+
+
+@pytest.mark.parametrize("api, version", removed_versions())
+def test_every_removed_version_is_answered_as_2_8(broker_28, api, version):
+    fields = {"acks": 1} if api == "Produce" else {}
+    with WireClient(broker_28.bootstrap) as wire:
+        response = wire.request(api, version, **fields)
+    assert type(response).__name__ == f"{api}Response"
