@@ -21,7 +21,8 @@ from kafka.admin import KafkaAdminClient
 
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    AlterPartitionReassignmentsRequest, FetchRequest, ProduceRequest,
+    AlterPartitionReassignmentsRequest, AlterReplicaLogDirsRequest, DescribeLogDirsRequest, FetchRequest,
+    ProduceRequest,
 )
 from kbroker.protocol.records import Record, build_batch
 from kbroker.testing import running_broker
@@ -159,6 +160,21 @@ def test_a_stopped_broker_drops_its_connections_and_its_leaderships_and_coordina
         assert coordinator(wire, group) != -1
     for p in cluster.cluster()["topics"][topic_name]:
         assert sorted(p["isr"]) == [1, 2, 3]
+
+
+def test_a_group_started_while_the_first_broker_is_stopped_finds_a_coordinator(tmp_path):
+    """Before __consumer_offsets exists the coordinator is a live node, not the stopped node 1."""
+    with running_broker("--brokers", "3", "--http-port", "0", data_dir=tmp_path) as fresh:
+        create(fresh, "orders")
+        fresh.stop_broker(1)
+        consumer = Consumer({"bootstrap.servers": address(fresh, 2), "group.id": "g",
+                             "auto.offset.reset": "earliest"})
+        try:
+            consumer.subscribe(["orders"])
+            assert wait_for(lambda: consumer.poll(0.2) is None and consumer.assignment(), 30,
+                            "the group's assignment")
+        finally:
+            consumer.close()
 
 
 def _stop_and_start(cluster, topic) -> list[tuple[str, dict]]:
@@ -431,6 +447,24 @@ def test_a_reassignment_may_refuse_a_replication_factor_change(cluster, topic_na
                                     Partition(partition_index=0, replicas=[2, 3])])])
         assert response.responses[0].partitions[0].error_code == ErrorCode.NONE
     assert partition(cluster, topic_name)["replicas"] == [2, 3]
+
+
+def test_each_broker_describes_and_moves_only_its_own_replicas(cluster, topic_name):
+    create(cluster, topic_name, assignment=[[1, 2], [2, 3]])
+    Topic = DescribeLogDirsRequest.DescribableLogDirTopic
+    hosted = {}
+    for node in (1, 2, 3):
+        with WireClient(address(cluster, node)) as wire:
+            response = wire.request("DescribeLogDirs", 4, topics=[Topic(topic=topic_name, partitions=[0, 1])])
+            hosted[node] = [p.partition_index for result in response.results for t in result.topics
+                            for p in t.partitions]
+            log_dir = response.results[0].log_dir
+            moved = wire.request("AlterReplicaLogDirs", 2, dirs=[AlterReplicaLogDirsRequest.AlterReplicaLogDir(
+                path=log_dir, topics=[AlterReplicaLogDirsRequest.AlterReplicaLogDirTopic(
+                    name=topic_name, partitions=[0])])])
+            assert moved.results[0].partitions[0].error_code == (
+                ErrorCode.NONE if 0 in hosted[node] else ErrorCode.REPLICA_NOT_AVAILABLE)
+    assert hosted == {1: [0], 2: [0, 1], 3: [1]}
 
 
 # -- the HTTP API's refusals and `kbroker ctl` -------------------------------------------------
