@@ -16,7 +16,7 @@ import contextlib
 from kbroker.client import ClientError, Cluster
 from kbroker.client.sasl import SaslCredentials
 from kbroker.config import SASL_JAAS_SETTING
-from kbroker.http import console, faults, prometheus
+from kbroker.http import cluster_control, console, faults, prometheus
 from kbroker.http.server import Request, Response, Routes
 from kbroker.sasl import users_from_jaas
 from kbroker.tls import own_client_context
@@ -75,6 +75,7 @@ class HttpApp:
         routes.add("GET", "/metrics", self.metrics_page)
         console.add_routes(routes, self)
         faults.add_routes(routes, self.broker.faults)
+        cluster_control.add_routes(routes, self.broker.cluster, lambda: self.broker.node_switch)
         return routes
 
     async def metrics_page(self, request: Request) -> Response:
