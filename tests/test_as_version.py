@@ -293,3 +293,16 @@ def test_every_removed_version_is_answered_as_2_8(broker_28, api, version):
     with WireClient(broker_28.bootstrap) as wire:
         response = wire.request(api, version, **fields)
     assert type(response).__name__ == f"{api}Response"
+
+
+def test_an_embedded_broker_acts_as_a_release_too():
+    from kbroker.testing import embedded_broker
+
+    with embedded_broker(as_version="2.8") as embedded:
+        producer = KafkaProducer(bootstrap_servers=embedded.bootstrap, api_version=(0, 10, 1))
+        producer.send("embedded-old", b"v1 message").get(10)
+        producer.close()
+        assert [r.value for r in embedded.records("embedded-old")] == [b"v1 message"]
+    with pytest.raises(ValueError, match="supported: 2.1"):
+        with embedded_broker(as_version="9.9"):
+            pass
