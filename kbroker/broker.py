@@ -15,9 +15,10 @@ import trio
 
 from kbroker.api_usage import ApiUsage
 from kbroker.clock import Clock
+from kbroker.cluster import NodeSwitch
 from kbroker.config import SASL_JAAS_SETTING, SIMULATED_BROKERS, Config
 from kbroker.faults import FaultInjector
-from kbroker.features import FinalizedFeatures
+from kbroker.features import ELIGIBLE_LEADER_REPLICAS_VERSION, FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
@@ -79,13 +80,15 @@ class Broker:
         self.node_ids = list(range(self.node_id, self.node_id + config[SIMULATED_BROKERS]))
         self.several_brokers = len(self.node_ids) > 1
         self.cluster = open_cluster(self.data_dir, self.node_ids)
+        self.node_switch: NodeSwitch | None = None  # set by the server: stop and start a node
         for info in self.logs.topics.values():
-            self._place(info.name)
-        self.storage.creation_listeners.append(self._place)
+            self.place_topic(info.name)
+        self.storage.creation_listeners.append(self.place_topic)
         self.storage.deletion_listeners.append(self.cluster.remove_topics)
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir, self.node_id)
+        self.on_features_finalized()
         self.quotas = ClientQuotas(self.data_dir)
         self.throttles = Throttles(self.quotas, config["quota.window.num"],
                                    config["quota.window.size.seconds"] * 1000,
@@ -128,6 +131,12 @@ class Broker:
             offsets_partition=self.groups.partition_for)
         self.storage.deletion_listeners.append(self.share.on_topics_deleted)
 
+    def on_features_finalized(self) -> None:
+        """What a finalized feature level brings with it (Kafka's controller on activation and on
+        UpdateFeatures): eligible leader replicas pin the cluster-level min.insync.replicas."""
+        if self.features.level(ELIGIBLE_LEADER_REPLICAS_VERSION) >= 1:
+            self.dynamic_configs.pin_cluster_min_insync_replicas()
+
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""
         async with trio.open_nursery() as nursery:
@@ -140,7 +149,7 @@ class Broker:
             if self.several_brokers and self.config["auto.leader.rebalance.enable"]:
                 nursery.start_soon(self._rebalance_leaders)
 
-    def _place(self, topic: str) -> None:
+    def place_topic(self, topic: str) -> None:
         """Give a topic's partitions the logs hold replicas and leaders in the cluster model."""
         factor = (self.cluster.default_replication_factor if topic in INTERNAL_TOPICS
                   else self.config["default.replication.factor"])

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--advertised-host", help="host name given to clients (default: --host)")
     serve.add_argument("--data-dir", default="./kbroker-data", help="where data is kept")
     serve.add_argument("--node-id", type=int, default=1)
+    serve.add_argument("--brokers", type=int, default=1, metavar="N",
+                       help="simulate a cluster of N brokers in this process: node ids --node-id.., "
+                            "ports --port.. (simulated.brokers)")
     serve.add_argument("--num-partitions", type=int, default=1,
                        help="partitions of auto-created topics")
     serve.add_argument("--auto-create-topics", action=argparse.BooleanOptionalAction, default=True,
@@ -74,6 +77,7 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
         "listeners": f"PLAINTEXT://{host}:{args.port}",
         "log.dirs": args.data_dir,
         "node.id": str(args.node_id),
+        "simulated.brokers": str(args.brokers),
         "num.partitions": str(args.num_partitions),
         "auto.create.topics.enable": "true" if args.auto_create_topics else "false",
     }

@@ -57,12 +57,22 @@ that no longer exist. Every mutation calls `on_change` (the broker saves the sna
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 NO_LEADER = -1
 MAX_DEFAULT_REPLICATION = 3  # default.replication.factor and the internal topics' factor: min(3, N)
+
+
+class NodeSwitch(Protocol):
+    """What the server offers to stop and start one simulated broker: stop_node closes its
+    listeners and connections and applies B2, start_node listens on the same ports again and
+    applies B3 (both raise KafkaError BROKER_NOT_AVAILABLE for an unknown node id)."""
+
+    async def stop_node(self, node_id: int) -> None: ...
+
+    async def start_node(self, node_id: int) -> None: ...
 
 
 @dataclass(slots=True)

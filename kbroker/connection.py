@@ -23,12 +23,16 @@ import kbroker.api  # noqa: F401  (registers every handler)
 from kbroker.api.context import ClientSession, RequestContext
 from kbroker.api.quotas import apply_request_quota
 from kbroker.api.registry import HANDLERS, CloseConnection, api_versions
+from kbroker.api.routing import misdirected
+from kbroker.api.security import exchange_raw_token
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
 from kbroker.limits import RepeatedWarnings, RequestMemory
 from kbroker.listeners import ListenerConfig
 from kbroker.protocol import FileRegion, codec, messages
 from kbroker.protocol.codec import ProtocolError
+from kbroker.protocol.error_responses import error_response
+from kbroker.protocol.errors import ErrorCode
 from kbroker.security.principal import NoMatchingRule, PrincipalMapper, distinguished_name
 
 log = logging.getLogger("kbroker.server")
@@ -60,6 +64,7 @@ class BoundListener:
     port: int
     tls: ssl.SSLContext | None
     principals: PrincipalMapper | None  # ssl.principal.mapping.rules, with TLS
+    node_id: int  # the simulated broker (--brokers N) this listener belongs to
     # With TLS: where a connection receives encrypted bytes, handed to its TLS layer before the
     # task yields, so the connections of a listener (one trio loop) can share it.
     encrypted_input: memoryview = memoryview(b"")
@@ -89,7 +94,8 @@ class Connection:
         self._reserved = 0  # bytes of `memory` the request being read or handled holds
         self._ip = peer.rpartition(":")[0]  # what repeated warnings are counted by
         self.session = ClientSession(peer, listener.config.name, listener.config.security_protocol,
-                                     listener.advertised, authenticated=not listener.config.uses_sasl)
+                                     listener.advertised, authenticated=not listener.config.uses_sasl,
+                                     node_id=listener.node_id)
         self._sasl = listener.config.uses_sasl  # requests must wait for (re-)authentication
         self.waiting_since: float | None = None  # when it began to wait for a request, if it is
         self.cancel_scope = trio.CancelScope()  # cancelled to close an idle connection
@@ -168,7 +174,7 @@ class Connection:
         limit, setting = self._max_frame, "socket.request.max.bytes"
         if not self.session.authenticated:
             limit, setting = min(limit, self._max_sasl_frame), "sasl.server.max.receive.size"
-        if size < 8 or size > limit:
+        if size < (1 if self.session.sasl_raw_tokens else 8) or size > limit:
             repeated_warnings.warning(
                 ("frame size", self._ip),
                 "connection %s: frame size %d outside 8..%d (%s), closing",
@@ -207,6 +213,8 @@ class Connection:
 
     async def _handle_frame(self, frame: memoryview) -> int:
         """Handle one request; returns how long (ms) a quota mutes the connection after it."""
+        if self.session.sasl_raw_tokens:
+            return await self._handle_raw_sasl_token(frame)
         started = time.perf_counter()
         try:
             header, body_offset = codec.decode_request_header(frame)
@@ -253,9 +261,12 @@ class Connection:
             header.client_id or "", request_bytes=len(frame),
         )
         faults = self.broker.faults
-        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.broker.node_id)):
+        if faults.by_api and (fault := faults.take(entry.api_key, context.client_id, self.session.node_id)):
             response = await faults.answer(fault, entry.api_key, context, request,
                                            partial(entry.handle, context, request))
+        elif self.broker.several_brokers and misdirected(entry.api_key, request, context):
+            response = error_response(entry.api_key, header.request_api_version, request,
+                                      ErrorCode.NOT_COORDINATOR)
         else:
             response = await entry.handle(context, request)
         if self.broker.throttles.active:
@@ -269,6 +280,15 @@ class Connection:
         if context.close_after_response:
             raise ConnectionClosed
         return context.throttle_ms
+
+    async def _handle_raw_sasl_token(self, frame: memoryview) -> int:
+        """After SaslHandshake v0 the SASL tokens travel bare in size-prefixed frames, both ways."""
+        context = RequestContext(self.broker, self.session, 0, 0, "", request_bytes=len(frame))
+        reply = await exchange_raw_token(context, bytes(frame))
+        if reply is None:
+            raise ConnectionClosed
+        await self._send([_SIZE.pack(len(reply)), reply])
+        return 0
 
     async def _send(self, parts: list) -> None:
         """Send a response: runs of buffers with one sendmsg (writev), FileRegions with sendfile."""

@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import time
+from dataclasses import replace
 from functools import partial
 
 import trio
@@ -32,32 +33,83 @@ class CannotListen(Exception):
 
 
 class Server:
-    """Accepts connections and runs each in a task of the server's nursery."""
+    """Accepts connections and runs each in a task of the server's nursery.
+
+    With `--brokers N` every listener is opened once per simulated node, on its port + the node's
+    index (port 0: a free one each); a connection's session knows its node. A node's accept loops
+    and connections run in one cancel scope, so stop_node() closes them all at once and
+    start_node() binds the same ports again (the broker's `node_switch`).
+    """
 
     def __init__(self, broker: Broker):
         self.broker = broker
         self.open_connections: set[Connection] = set()
         self.quotas = ConnectionQuotas(broker.config, broker.quotas)
         self.memory = RequestMemory(broker.config["queued.max.request.bytes"])
+        self.nodes: dict[int, list[BoundListener]] = {}  # every node's listeners, in node order
+        self._serving: dict[int, trio.CancelScope] = {}  # the nodes accepting connections
+        self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Open every listener, then accept on each; reports the BoundListeners once clients
-        can connect. A listener that cannot be set up stops it all with CannotListen."""
-        bound: list[tuple[BoundListener, trio.socket.SocketType]] = []
+        """Open every listener of every node, then accept on each; reports the BoundListeners
+        once clients can connect. A listener that cannot be set up stops it all with CannotListen."""
+        bound: dict[int, list[tuple[BoundListener, trio.socket.SocketType]]] = {}
         try:
-            for settings in self.broker.config.listeners():
-                bound.append(await self._open(settings))
+            for index, node_id in enumerate(self.broker.node_ids):
+                bound[node_id] = []
+                for settings in self.broker.config.listeners():
+                    bound[node_id].append(await self._open(_node_listener(settings, index), node_id))
         except BaseException:
-            for _, sock in bound:
-                sock.close()
+            for pairs in bound.values():
+                for _, sock in pairs:
+                    sock.close()
             raise
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._close_idle_connections)
-            for listener, sock in bound:
-                nursery.start_soon(self._accept_connections, listener, sock)
-            task_status.started([listener for listener, _ in bound])
+            for node_id, pairs in bound.items():
+                self.nodes[node_id] = [listener for listener, _ in pairs]
+                self.broker.cluster.brokers[node_id].endpoints = {
+                    listener.config.name: listener.advertised for listener in self.nodes[node_id]}
+                self._serving[node_id] = await nursery.start(self._serve_node, pairs)
+            self.broker.node_switch = self
+            task_status.started([listener for listeners in self.nodes.values() for listener in listeners])
 
-    async def _open(self, listener: ListenerConfig) -> tuple[BoundListener, trio.socket.SocketType]:
+    async def _serve_node(self, pairs, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                for listener, sock in pairs:
+                    nursery.start_soon(self._accept_connections, listener, sock)
+                task_status.started(scope)
+
+    async def stop_node(self, node_id: int) -> None:
+        """Stop one simulated broker: the model moves its leaderships (kbroker/cluster.py B2),
+        then its listeners close and its connections are dropped."""
+        self.broker.cluster.stop_broker(node_id)
+        scope = self._serving.pop(node_id, None)
+        if scope is not None:
+            scope.cancel()
+            log.info("node %d stopped", node_id)
+
+    async def start_node(self, node_id: int) -> None:
+        """Start a stopped simulated broker again on the ports it had; CannotListen when one of
+        them has been taken meanwhile."""
+        self.broker.cluster._broker(node_id)  # BROKER_NOT_AVAILABLE for an unknown node
+        if node_id in self._serving or self._nursery is None:
+            return
+        pairs = []
+        try:
+            for listener in self.nodes[node_id]:
+                pairs.append(await self._open(replace(listener.config, port=listener.port), node_id))
+        except BaseException:
+            for _, sock in pairs:
+                sock.close()
+            raise
+        self.broker.cluster.start_broker(node_id)
+        self._serving[node_id] = await self._nursery.start(self._serve_node, pairs)
+        log.info("node %d started", node_id)
+
+    async def _open(self, listener: ListenerConfig, node_id: int) -> tuple[BoundListener, trio.socket.SocketType]:
         tls = principals = None
         if listener.uses_tls:
             try:
@@ -78,7 +130,8 @@ class Server:
                                f"{exc.strerror}") from None
         sock.listen(512)
         encrypted_input = memoryview(bytearray(RECEIVE_CHUNK if tls else 0))
-        return BoundListener(listener, host, sock.getsockname()[1], tls, principals, encrypted_input), sock
+        return BoundListener(listener, host, sock.getsockname()[1], tls, principals, node_id,
+                             encrypted_input), sock
 
     async def _accept_connections(self, listener: BoundListener, sock) -> None:
         kind = Connection if listener.tls is None else TlsConnection
@@ -159,7 +212,8 @@ async def serve(broker: Broker, *, http_port: int | None = None,
 
     Reports (host, port, http_port or None) of the first listener through task_status once
     clients can connect (this is how embedders, kbroker.testing, run a broker inside their own
-    trio program); `broker.listening` then holds every listener's (name, host, port).
+    trio program); `broker.listening` then holds every listener's (name, host, port), node by
+    node with --brokers N.
     """
     server = Server(broker)
     async with trio.open_nursery() as nursery:
@@ -182,6 +236,14 @@ async def serve(broker: Broker, *, http_port: int | None = None,
         task_status.started((host, port, http_port))
 
 
+def _node_listener(settings: ListenerConfig, index: int) -> ListenerConfig:
+    """A listener as the index-th simulated node opens it: port (and advertised port) + index."""
+    if not index:
+        return settings
+    return replace(settings, port=settings.port and settings.port + index,
+                   advertised_port=settings.advertised_port and settings.advertised_port + index)
+
+
 async def _close_later(sock: socket.socket, delay_ms: int) -> None:
     """Kafka's delayed close of a throttled connection: the client cannot retry at once."""
     try:
@@ -195,10 +257,14 @@ def _address(host: str, port: int) -> str:
 
 
 def listening_line(listening: list[tuple[str, str, int]]) -> str:
-    """HOST:PORT of a single listener; HOST:PORT (NAME), ... of several."""
-    if len(listening) == 1:
-        return _address(*listening[0][1:])
-    return ", ".join(f"{_address(host, port)} ({name})" for name, host, port in listening)
+    """HOST:PORT of a single listener; HOST:PORT (NAME), ... of several; each listener's
+    addresses of the simulated nodes (--brokers N) joined by commas, a bootstrap list."""
+    by_name: dict[str, list[str]] = {}
+    for name, host, port in listening:
+        by_name.setdefault(name, []).append(_address(host, port))
+    if len(by_name) == 1:
+        return ",".join(*by_name.values())
+    return ", ".join(f"{','.join(addresses)} ({name})" for name, addresses in by_name.items())
 
 
 async def run_broker(broker: Broker, *, http_port: int | None = None, announce=print) -> None:
@@ -209,7 +275,9 @@ async def run_broker(broker: Broker, *, http_port: int | None = None, announce=p
             if http_port is not None:
                 announce(f"kbroker: metrics and console on http://{_address(host, http_port)}/",
                          flush=True)
-            announce(f"kbroker {broker.identity.cluster_id} node {broker.node_id}: "
+            nodes = (f"nodes {broker.node_ids[0]}-{broker.node_ids[-1]}" if broker.several_brokers
+                     else f"node {broker.node_id}")
+            announce(f"kbroker {broker.identity.cluster_id} {nodes}: "
                      f"accepting connections on {listening_line(broker.listening)}", flush=True)
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)

@@ -42,19 +42,25 @@ class BrokerProcess(BrokerConveniences):
     args: list[str] = field(default_factory=list)
     startup_timeout: float = 15.0
     process: subprocess.Popen | None = None
-    bootstrap: str = ""
+    bootstrap: str = ""  # HOST:PORT, or with --brokers N every node's, joined by commas
     http: str | None = None  # base URL of the HTTP port, when started with --http-port
     listeners: dict[str, str] = field(default_factory=dict)  # NAME -> HOST:PORT, when several
     output: list[str] = field(default_factory=list)
     preexec_fn: Callable[[], None] | None = None  # run in the child before exec (e.g. rlimits)
 
     @property
+    def addresses(self) -> list[str]:
+        """HOST:PORT of every simulated broker (one without --brokers), in node id order."""
+        return self.bootstrap.split(",")
+
+    @property
     def host(self) -> str:
-        return self.bootstrap.rsplit(":", 1)[0]
+        return self.addresses[0].rsplit(":", 1)[0]
 
     @property
     def port(self) -> int:
-        return int(self.bootstrap.rsplit(":", 1)[1])
+        """The first node's port; node i listens on port + i."""
+        return int(self.addresses[0].rsplit(":", 1)[1])
 
     def start(self, port: int = 0) -> "BrokerProcess":
         command = [
@@ -116,11 +122,13 @@ class BrokerProcess(BrokerConveniences):
 
 
 @contextlib.contextmanager
-def running_broker(*args: str, data_dir: str | os.PathLike | None = None):
-    """Yield a started BrokerProcess; extra args go to `kbroker serve` (e.g. "--override", "x=y")."""
+def running_broker(*args: str, data_dir: str | os.PathLike | None = None, brokers: int = 1):
+    """Yield a started BrokerProcess; extra args go to `kbroker serve` (e.g. "--override", "x=y").
+    brokers=3 simulates three brokers (`--brokers 3`): `addresses` lists them all."""
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="kbroker-"))
-        broker = BrokerProcess(Path(data_dir), list(args)).start()
+        extra = ["--brokers", str(brokers)] if brokers != 1 else []
+        broker = BrokerProcess(Path(data_dir), [*extra, *args]).start()
         stack.callback(broker.stop)
         yield broker

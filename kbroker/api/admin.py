@@ -4,14 +4,15 @@ Rules (Kafka's ControllerApis / ReplicationControlManager, ReplicaManager, Kafka
 - CreateTopics: a name given twice in one request -> INVALID_REQUEST for it; then per topic, in
   this order: illegal name (INVALID_TOPIC_EXCEPTION), existing topic (TOPIC_ALREADY_EXISTS),
   null config values and invalid configs (INVALID_CONFIG), then manual assignments (need
-  partitions and replication factor -1; every replica list must name this broker exactly once:
-  INVALID_REPLICA_ASSIGNMENT), or replication factor 0 or < -1 / above the one broker
-  (INVALID_REPLICATION_FACTOR) and partitions 0 or < -1 (INVALID_PARTITIONS); -1 takes the
-  broker default. validate_only answers the same without creating anything.
+  partitions and replication factor -1; replica lists checked by the cluster model, rule P4 of
+  kbroker/cluster.py: INVALID_REPLICA_ASSIGNMENT), or replication factor 0 or < -1 / above the
+  live brokers (INVALID_REPLICATION_FACTOR) and partitions 0 or < -1 (INVALID_PARTITIONS); -1
+  takes the broker default. validate_only answers the same without creating anything.
 - DeleteTopics: by name (v0-5 names, v6 name or id); unknown -> UNKNOWN_TOPIC_OR_PARTITION /
   UNKNOWN_TOPIC_ID; delete.topic.enable=false -> INVALID_REQUEST for v0-2, else
   TOPIC_DELETION_DISABLED. Files go after file.delete.delay.ms.
-- CreatePartitions: the count must grow (INVALID_PARTITIONS), assignments must match the count.
+- CreatePartitions: the count must grow (INVALID_PARTITIONS), assignments must match the count
+  and the topic's replication factor (P4).
 - All three charge the client's controller_mutation_rate (KIP-599) with the partitions each
   topic creates or deletes, once the topic passed every other check; a strict quota refuses a
   topic with THROTTLING_QUOTA_EXCEEDED (kbroker/throttling.py, rules M1-M4).
@@ -30,9 +31,11 @@ from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOP
 from kbroker.api.configs import check_topic_configs, topic_config_entries
 from kbroker.api.context import RequestContext
 from kbroker.api.quotas import mutation_quota, mutation_throttle_ms
+from kbroker.api.metadata import partition_fields
 from kbroker.api.registry import serves
+from kbroker.api.routing import controller_id, leader_error, live_brokers
 from kbroker.broker import INTERNAL_TOPICS
-from kbroker.log import LEADER_EPOCH, validate_topic_name
+from kbroker.log import validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
@@ -93,8 +96,10 @@ def _duplicates(names: Iterable[T]) -> set[T]:
 
 # -- CreateTopics ----------------------------------------------------------------------------
 
-def _partition_count(broker, topic) -> int:
-    """Partitions to create for one CreatableTopic (its assignments or counts checked)."""
+def _replica_lists(broker, topic) -> list[list[int]]:
+    """Each new partition's replicas for one CreatableTopic: its manual assignments checked
+    against the cluster (kbroker/cluster.py P4), or counts and a replication factor placed."""
+    cluster = broker.cluster
     if topic.assignments:
         if topic.replication_factor != -1:
             raise KafkaError(ErrorCode.INVALID_REQUEST, "A manual partition assignment was specified, "
@@ -102,18 +107,20 @@ def _partition_count(broker, topic) -> int:
         if topic.num_partitions != -1:
             raise KafkaError(ErrorCode.INVALID_REQUEST, "A manual partition assignment was specified, "
                              "but numPartitions was not set to -1.")
-        indexes: set[int] = set()
+        lists: dict[int, list[int]] = {}
         for assignment in topic.assignments:
-            if assignment.partition_index in indexes:
+            if assignment.partition_index in lists:
                 raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                                  "Found multiple manual partition assignments for partition "
                                  f"{assignment.partition_index}")
-            check_replica_list(assignment.broker_ids, broker.node_id, 1)
-            indexes.add(assignment.partition_index)
-        if indexes != set(range(len(indexes))):
+            first = next(iter(lists.values()), None)
+            cluster.check_assignment(assignment.broker_ids, first and len(first),
+                                     assignment.partition_index)
+            lists[assignment.partition_index] = list(assignment.broker_ids)
+        if set(lists) != set(range(len(lists))):
             raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
                              "partitions should be a consecutive 0-based integer sequence")
-        return len(indexes)
+        return [lists[index] for index in range(len(lists))]
     if topic.replication_factor < -1 or topic.replication_factor == 0:
         raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR,
                          "Replication factor must be larger than 0, or -1 to use the default value.")
@@ -123,12 +130,8 @@ def _partition_count(broker, topic) -> int:
     replicas = topic.replication_factor
     if replicas == -1:
         replicas = broker.config["default.replication.factor"]
-    if replicas > 1:
-        raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR,
-                         f"Unable to replicate the partition {replicas} time(s): The target "
-                         f"replication factor of {replicas} cannot be reached because only 1 "
-                         "broker(s) are registered.")
-    return broker.config["num.partitions"] if topic.num_partitions == -1 else topic.num_partitions
+    count = broker.config["num.partitions"] if topic.num_partitions == -1 else topic.num_partitions
+    return cluster.plan(count, replicas)
 
 
 def _create_topic(broker, topic, validate_only: bool, version: int, quota):
@@ -146,16 +149,22 @@ def _create_topic(broker, topic, validate_only: bool, version: int, quota):
                              "Null value not supported for topic configs: " + ",".join(nulls))
         overrides = {config.name: config.value for config in topic.configs}
         check_topic_configs(broker, overrides)
-        count = _partition_count(broker, topic)
+        replica_lists = _replica_lists(broker, topic)
+        count = len(replica_lists)
         quota.charge(count, broker.clock.now_ms())
         if validate_only:
             info = broker.logs.create_topic(name, count, overrides, validate_only=True)
         else:
-            info = broker.storage.create_topic(name, count, overrides)
+            broker.cluster.add_topic(name, replica_lists)  # placed before the logs tell the model
+            try:
+                info = broker.storage.create_topic(name, count, overrides)
+            except BaseException:
+                broker.cluster.remove_topics([name])
+                raise
     except KafkaError as exc:
         return Result(name=name, error_code=exc.code, error_message=exc.message)
     result = Result(name=name, topic_id=info.topic_id, error_code=ErrorCode.NONE,
-                    error_message=None, num_partitions=count, replication_factor=1)
+                    error_message=None, num_partitions=count, replication_factor=len(replica_lists[0]))
     if version >= 5:
         Config = CreateTopicsResponse.CreatableTopicConfigs
         result.configs = [
@@ -282,10 +291,16 @@ def _grow_topic(broker, topic, validate_only: bool, quota) -> None:
                              f"Attempted to add {additional} additional partition(s), but only "
                              f"{len(topic.assignments)} assignment(s) were specified.")
     quota.charge(additional, broker.clock.now_ms())
+    existing = broker.cluster.partition(topic.name, 0)
+    factor = len(existing.replicas) if existing is not None else 1
     if topic.assignments is not None:
-        for assignment in topic.assignments:
-            check_replica_list(assignment.broker_ids, broker.node_id, 1)
+        for index, assignment in enumerate(topic.assignments, info.partitions):
+            broker.cluster.check_assignment(assignment.broker_ids, factor, index)
+        lists = [list(assignment.broker_ids) for assignment in topic.assignments]
+    else:
+        lists = broker.cluster.plan(additional, factor, info.partitions)
     if not validate_only:
+        broker.cluster.add_partitions(topic.name, lists)
         broker.logs.add_partitions(topic.name, topic.count)
 
 
@@ -315,13 +330,16 @@ async def handle_create_partitions(ctx: RequestContext,
 
 # -- DeleteRecords ---------------------------------------------------------------------------
 
-def _delete_records(broker, topic: str, partition: int, offset: int) -> int:
+def _delete_records(ctx: RequestContext, topic: str, partition: int, offset: int) -> int:
     """Move one partition's log start offset; returns the new low watermark."""
+    broker = ctx.broker
     if topic in INTERNAL_TOPICS:
         raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"Cannot delete records of internal topic {topic}")
     partition_log = broker.logs.partition(topic, partition)
     if partition_log is None:
         raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_MESSAGE)
+    if broker.several_brokers and (error := leader_error(ctx, topic, partition)):
+        raise KafkaError(error, None)
     if not partition_log.config.delete:
         raise KafkaError(ErrorCode.POLICY_VIOLATION, f"Records of partition {topic}-{partition} can "
                          "not be deleted due to the configured policy")
@@ -351,7 +369,7 @@ async def handle_delete_records(ctx: RequestContext,
             try:
                 if not deletable:
                     raise KafkaError(ErrorCode.TOPIC_AUTHORIZATION_FAILED, None)
-                low = _delete_records(ctx.broker, topic.name, asked.partition_index, asked.offset)
+                low = _delete_records(ctx, topic.name, asked.partition_index, asked.offset)
             except KafkaError as exc:
                 answers.append(PartitionResult(partition_index=asked.partition_index, low_watermark=-1,
                                                error_code=exc.code))
@@ -379,12 +397,11 @@ async def handle_describe_cluster(ctx: RequestContext,
             error_code=ErrorCode.MISMATCHED_ENDPOINT_TYPE,
             error_message="The request was sent to an endpoint of type BROKER, but we wanted an "
                           "endpoint of type CONTROLLER")
-    host, port = ctx.session.advertised
     return DescribeClusterResponse(
         throttle_time_ms=0, error_code=ErrorCode.NONE, endpoint_type=BROKER_ENDPOINT,
-        cluster_id=broker.identity.cluster_id, controller_id=broker.node_id,
+        cluster_id=broker.identity.cluster_id, controller_id=controller_id(broker),
         brokers=[DescribeClusterResponse.DescribeClusterBroker(
-            broker_id=broker.node_id, host=host, port=port, rack=None)],
+            broker_id=node, host=host, port=port, rack=None) for node, host, port in live_brokers(ctx)],
         cluster_authorized_operations=(
             authorized_operations(ctx, ResourceType.CLUSTER, CLUSTER_NAME, CLUSTER_OPERATIONS)
             if request.include_cluster_authorized_operations else OPERATIONS_NOT_REQUESTED),
@@ -439,9 +456,7 @@ async def handle_describe_topic_partitions(
             error_code=ErrorCode.NONE, name=name, topic_id=info.topic_id,
             is_internal=name in INTERNAL_TOPICS,
             partitions=[Response.DescribeTopicPartitionsResponsePartition(
-                error_code=ErrorCode.NONE, partition_index=index, leader_id=broker.node_id,
-                leader_epoch=LEADER_EPOCH, replica_nodes=[broker.node_id], isr_nodes=[broker.node_id],
-                eligible_leader_replicas=[], last_known_elr=[], offline_replicas=[],
+                **partition_fields(broker, name, index), eligible_leader_replicas=[], last_known_elr=[],
             ) for index in range(start, end)],
             topic_authorized_operations=TOPIC_OPERATIONS))
         if end < info.partitions:

@@ -133,7 +133,8 @@ def _broker_entries(broker, cluster_default: bool) -> list[ConfigEntry]:
 
 
 def _broker_layer(broker, name: str, describing: bool = False) -> ConfigSource:
-    """Which dynamic layer a broker resource name means: "" all brokers, else this one."""
+    """Which dynamic layer a broker resource name means: "" all brokers, else this one (the
+    simulated brokers of --brokers N share one configuration)."""
     if not name:
         return ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG
     try:
@@ -141,7 +142,7 @@ def _broker_layer(broker, name: str, describing: bool = False) -> ConfigSource:
     except ValueError:
         raise KafkaError(ErrorCode.INVALID_REQUEST, f"{'Broker' if describing else 'Node'} id must be "
                          f"an integer, but it is: {name}") from None
-    if node != broker.node_id:
+    if node not in broker.node_ids:
         raise KafkaError(ErrorCode.INVALID_REQUEST, f"Unexpected broker id, expected {broker.node_id}"
                          f"{' or empty string' if describing else ''}, but received {name}")
     return ConfigSource.DYNAMIC_BROKER_CONFIG
@@ -381,7 +382,7 @@ def _resource_names(broker, resource_type: int) -> list[str]:
     if resource_type == TOPIC:
         return sorted(broker.logs.topics)
     if resource_type in (BROKER, BROKER_LOGGER):
-        return [str(broker.node_id)]
+        return [str(node) for node in broker.node_ids]
     if resource_type == GROUP:
         return broker.group_configs.groups()
     return broker.telemetry.subscriptions.names()  # CLIENT_METRICS

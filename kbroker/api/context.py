@@ -23,8 +23,10 @@ class ClientSession:
     security_protocol: str  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
     advertised: tuple[str, int]  # (host, port) of this listener, as clients are told
     authenticated: bool
+    node_id: int  # the node whose listener it connected to (one of several with --brokers N)
     client_software: str | None = None  # "name version" from ApiVersions v3+
     sasl: Mechanism | None = None  # the SASL exchange under way, from SaslHandshake
+    sasl_raw_tokens: bool = False  # after SaslHandshake v0: tokens come bare, not in SaslAuthenticate
     principal: str = ANONYMOUS  # Kafka's principal: User:alice, User:CN=alice,O=example
     sasl_mechanism: str | None = None  # of the last successful authentication
     sasl_version: int = 0  # SaslAuthenticate version it used; re-authentication needs 1+
@@ -53,3 +55,8 @@ class RequestContext:
     request_bytes: int = 0  # size of the request frame
     throttle_ms: int = 0  # set by quotas: the connection is muted this long after the response
     waited_seconds: float = 0.0  # long polling, left out of the request quota's time
+
+    @property
+    def node_id(self) -> int:
+        """The node the request was sent to (the routing checks of --brokers N compare it)."""
+        return self.session.node_id

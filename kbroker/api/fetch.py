@@ -14,8 +14,10 @@ import trio
 from kbroker.api.authorization import allowed_topic
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
+from kbroker.api.routing import current_leader, leader_error, moved_leaders, node_endpoints
 from kbroker.fetch_sessions import FetchPosition, position_key
 from kbroker.log import LEADER_EPOCH
+from kbroker.protocol import FileRegion
 from kbroker.log.message_formats import down_convert
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import FetchRequest, FetchResponse
@@ -64,9 +66,10 @@ def _error_data(position: FetchPosition, error: ErrorCode) -> PartitionData:
                          records=NO_RECORDS)
 
 
-def _read_partition(broker, position: FetchPosition, committed: bool, budget: int,
+def _read_partition(ctx: RequestContext, position: FetchPosition, committed: bool, budget: int,
                     min_one_batch: bool, unreadable: frozenset[str]) -> tuple[PartitionData, int]:
     """One partition's answer and the bytes of records it carries."""
+    broker = ctx.broker
     if position.topic is None:
         return _error_data(position, ErrorCode.UNKNOWN_TOPIC_ID), 0
     if unreadable and position.topic in unreadable:
@@ -77,7 +80,14 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
         return _error_data(position, exc.code), 0
     if partition_log is None:
         return _error_data(position, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), 0
-    if position.current_leader_epoch > LEADER_EPOCH:
+    if broker.several_brokers:  # routing.py R1-R3
+        error = leader_error(ctx, position.topic, position.partition, position.current_leader_epoch)
+        if error:
+            refused = _error_data(position, error)
+            refused.current_leader = current_leader(broker, position.topic, position.partition,
+                                                    FetchResponse.LeaderIdAndEpoch)
+            return refused, 0
+    elif position.current_leader_epoch > LEADER_EPOCH:
         return _error_data(position, ErrorCode.UNKNOWN_LEADER_EPOCH), 0
     high_watermark = partition_log.high_watermark
     last_stable_offset = partition_log.last_stable_offset
@@ -96,7 +106,7 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
         data.error_code = exc.code
         return data, 0
     size = 0
-    if result.records:  # a FileRegion, or b"" when nothing is readable
+    if isinstance(result.records, FileRegion):  # else b"": nothing is readable
         data.records = result.records
         size = result.records.size
         broker.metrics.fetched(position.topic, size)
@@ -109,7 +119,7 @@ def _read_partition(broker, position: FetchPosition, committed: bool, budget: in
     return data, size
 
 
-def _read_all(broker, positions, committed: bool, max_bytes: int, incremental: bool,
+def _read_all(ctx: RequestContext, positions, committed: bool, max_bytes: int, incremental: bool,
               unreadable: frozenset[str]):
     """Read every position within the response budget, but topics the consumer may not read;
     returns (topics, bytes, has_error)."""
@@ -117,7 +127,7 @@ def _read_all(broker, positions, committed: bool, max_bytes: int, incremental: b
     total = 0
     has_error = False
     for position in positions:
-        data, size = _read_partition(broker, position, committed, max(max_bytes - total, 0),
+        data, size = _read_partition(ctx, position, committed, max(max_bytes - total, 0),
                                      min_one_batch=total == 0, unreadable=unreadable)
         total += size
         has_error = has_error or data.error_code != ErrorCode.NONE
@@ -195,7 +205,7 @@ async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchRespo
     unreadable = _NONE if broker.acls is None else frozenset(
         topic for topic, _ in watched if not allowed_topic(ctx, Operation.READ, topic))
     while True:
-        topics, total, has_error = _read_all(broker, positions, committed, max_bytes, incremental,
+        topics, total, has_error = _read_all(ctx, positions, committed, max_bytes, incremental,
                                              unreadable)
         remaining = deadline - trio.current_time()
         if total >= min_bytes or has_error or remaining <= 0 or not watched:
@@ -211,9 +221,11 @@ async def handle_fetch(ctx: RequestContext, request: FetchRequest) -> FetchRespo
                                  session_id=session_id, responses=[])
     if session_id:
         _remember_sent(positions, topics)
+    leaders = moved_leaders(topics.values(), "partitions") if has_error and broker.several_brokers else ()
     if version < 4:
         _down_convert(topics, positions, version)
     return FetchResponse(
         throttle_time_ms=ctx.throttle_ms, error_code=ErrorCode.NONE, session_id=session_id,
         responses=list(topics.values()),
+        node_endpoints=node_endpoints(ctx, leaders, FetchResponse.NodeEndpoint) if leaders else [],
     )

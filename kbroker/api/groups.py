@@ -13,6 +13,7 @@ from kbroker.api.authorization import (
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
+from kbroker.api.routing import group_coordinator, node_address, transaction_coordinator
 from kbroker.groups.classic_model import STABLE, JoinRequest
 from kbroker.groups.coordinator import OffsetToCommit
 from kbroker.protocol.errors import ErrorCode
@@ -51,7 +52,8 @@ def _partition_exists(broker, topic: str, partition: int) -> bool:
 @serves("FindCoordinator", 0, 6)
 async def handle_find_coordinator(ctx: RequestContext,
                                   request: FindCoordinatorRequest) -> FindCoordinatorResponse:
-    """Groups and transactional ids (key types 0 and 1) are all coordinated by this broker."""
+    """Groups and transactional ids (key types 0 and 1): the leader of the key's partition of
+    __consumer_offsets / __transaction_state (this broker, unless --brokers N)."""
     version = ctx.api_version
     key_type = request.key_type if version >= 1 else GROUP_KEY
     host, port = ctx.session.advertised
@@ -63,7 +65,13 @@ async def handle_find_coordinator(ctx: RequestContext,
             return ErrorCode.GROUP_AUTHORIZATION_FAILED, "", NO_NODE
         if key_type == TRANSACTION_KEY and not allowed_transactional_id(ctx, Operation.DESCRIBE, key):
             return ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "", NO_NODE
-        return ErrorCode.NONE, "NONE", (ctx.broker.node_id, host, port)
+        if not ctx.broker.several_brokers:
+            return ErrorCode.NONE, "NONE", (ctx.broker.node_id, host, port)
+        node = (group_coordinator if key_type == GROUP_KEY else transaction_coordinator)(ctx.broker, key)
+        address = node_address(ctx, node)
+        if address is None:  # its partition has no leader (routing.py R5)
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE, "", NO_NODE
+        return ErrorCode.NONE, "NONE", (node, *address)
 
     if version < 4:
         error, message, (node_id, host, port) = answer(request.key)

@@ -1,4 +1,6 @@
-"""Metadata: brokers, cluster id, controller and topics; auto-creates topics when allowed."""
+"""Metadata: brokers, cluster id, controller and topics; auto-creates topics when allowed.
+With --brokers N the brokers and each partition's leader and replicas come from the cluster
+model (kbroker/api/routing.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,9 @@ from kbroker.api.authorization import allowed_topic, authorized_operations, may_
 from kbroker.api.common import CLUSTER_OPERATIONS, OPERATIONS_NOT_REQUESTED, TOPIC_OPERATIONS
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
+from kbroker.api.routing import controller_id, live_brokers, partition_state
 from kbroker.broker import INTERNAL_TOPICS
+from kbroker.cluster import NO_LEADER
 from kbroker.log import validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import MetadataRequest, MetadataResponse
@@ -16,21 +20,29 @@ Topic = MetadataResponse.MetadataResponseTopic
 Partition = MetadataResponse.MetadataResponsePartition
 
 
+def partition_fields(broker, topic: str, index: int) -> dict:
+    """A partition's leader, epoch, replicas, ISR and offline replicas from the cluster model
+    (routing.py R6); a partition without a leader has LEADER_NOT_AVAILABLE."""
+    state = partition_state(broker, topic, index)
+    if state is None:
+        return dict(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, partition_index=index,
+                    leader_id=-1, leader_epoch=-1, replica_nodes=[], isr_nodes=[], offline_replicas=[])
+    return dict(
+        error_code=ErrorCode.NONE if state.leader != NO_LEADER else ErrorCode.LEADER_NOT_AVAILABLE,
+        partition_index=index, leader_id=state.leader, leader_epoch=state.leader_epoch,
+        replica_nodes=list(state.replicas), isr_nodes=list(state.isr),
+        offline_replicas=broker.cluster.offline_replicas(state))
+
+
 def _topic_entry(ctx: RequestContext, info, include_operations: bool) -> Topic:
     broker = ctx.broker
-    node = broker.node_id
     return Topic(
         error_code=ErrorCode.NONE,
         name=info.name,
         topic_id=info.topic_id,
         is_internal=info.name in INTERNAL_TOPICS,
-        partitions=[
-            Partition(
-                error_code=ErrorCode.NONE, partition_index=index, leader_id=node, leader_epoch=0,
-                replica_nodes=[node], isr_nodes=[node], offline_replicas=[],
-            )
-            for index in range(info.partitions)
-        ],
+        partitions=[Partition(**partition_fields(broker, info.name, index))
+                    for index in range(info.partitions)],
         topic_authorized_operations=(
             authorized_operations(ctx, ResourceType.TOPIC, info.name, TOPIC_OPERATIONS)
             if include_operations else OPERATIONS_NOT_REQUESTED),
@@ -82,13 +94,12 @@ async def handle_metadata(ctx: RequestContext, request: MetadataRequest) -> Meta
                     continue
                 name = info.name
             topics.append(_requested_topic(ctx, name, may_create, include_operations))
-    host, port = ctx.session.advertised
     include_cluster_operations = 8 <= version <= 10 and request.include_cluster_authorized_operations
     return MetadataResponse(
-        brokers=[MetadataResponse.MetadataResponseBroker(
-            node_id=broker.node_id, host=host, port=port, rack=None)],
+        brokers=[MetadataResponse.MetadataResponseBroker(node_id=node, host=host, port=port, rack=None)
+                 for node, host, port in live_brokers(ctx)],
         cluster_id=broker.identity.cluster_id,
-        controller_id=broker.node_id,
+        controller_id=controller_id(broker),
         topics=topics,
         cluster_authorized_operations=(
             authorized_operations(ctx, ResourceType.CLUSTER, CLUSTER_NAME, CLUSTER_OPERATIONS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kbroker.api.authorization import allowed_topic
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
+from kbroker.api.routing import leader_error
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
@@ -54,12 +55,16 @@ def _unsupported_timestamp(timestamp: int, version: int) -> bool:
     return timestamp < 0 and version < _FIRST_VERSION_OF.get(timestamp, version + 1)
 
 
-def _partition_log_or_error(logs, topic: str, partition: int, current_leader_epoch: int):
-    """(log, NONE) for a partition a client may query, else (None, Kafka's error)."""
-    partition_log = logs.partition(topic, partition)
+def _partition_log_or_error(ctx: RequestContext, topic: str, partition: int, current_leader_epoch: int):
+    """(log, NONE) for a partition a client may query, else (None, Kafka's error): with several
+    brokers only its leader answers (kbroker/api/routing.py R1, R2)."""
+    partition_log = ctx.broker.logs.partition(topic, partition)
     if partition_log is None:
         return None, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-    error = _leader_epoch_error(current_leader_epoch)
+    if ctx.broker.several_brokers:
+        error = leader_error(ctx, topic, partition, current_leader_epoch)
+    else:
+        error = _leader_epoch_error(current_leader_epoch)
     return (partition_log if error == ErrorCode.NONE else None), error
 
 
@@ -68,7 +73,6 @@ async def handle_list_offsets(ctx: RequestContext,
                               request: ListOffsetsRequest) -> ListOffsetsResponse:
     """v0 (--as-version before 4.0) answers a list of up to MaxNumOffsets offsets: the one
     found, as later versions find it (Kafka listed segment base offsets after it too)."""
-    logs = ctx.broker.logs
     committed = ctx.api_version >= 2 and request.isolation_level == READ_COMMITTED
     topics = []
     for topic in request.topics:
@@ -81,7 +85,7 @@ async def handle_list_offsets(ctx: RequestContext,
                 partition_log, error = None, ErrorCode.UNSUPPORTED_VERSION
             else:
                 partition_log, error = _partition_log_or_error(
-                    logs, topic.name, asked.partition_index, asked.current_leader_epoch)
+                    ctx, topic.name, asked.partition_index, asked.current_leader_epoch)
             answer = ListPartition(partition_index=asked.partition_index, error_code=error)
             if partition_log is not None:
                 answer.offset, answer.timestamp = _lookup(partition_log, asked.timestamp, committed)
@@ -97,7 +101,6 @@ async def handle_list_offsets(ctx: RequestContext,
 @serves("OffsetForLeaderEpoch", 2, 4, oldest=0)
 async def handle_offset_for_leader_epoch(
         ctx: RequestContext, request: OffsetForLeaderEpochRequest) -> OffsetForLeaderEpochResponse:
-    logs = ctx.broker.logs
     EpochEndOffset = OffsetForLeaderEpochResponse.EpochEndOffset
     topics = []
     for topic in request.topics:
@@ -105,7 +108,7 @@ async def handle_offset_for_leader_epoch(
         describable = allowed_topic(ctx, Operation.DESCRIBE, topic.topic)
         for asked in topic.partitions:
             partition_log, error = _partition_log_or_error(
-                logs, topic.topic, asked.partition, asked.current_leader_epoch
+                ctx, topic.topic, asked.partition, asked.current_leader_epoch
             ) if describable else (None, ErrorCode.TOPIC_AUTHORIZATION_FAILED)
             answer = EpochEndOffset(error_code=error, partition=asked.partition)
             if partition_log is not None:

@@ -7,6 +7,7 @@ import logging
 from kbroker.api.authorization import allowed_topic, allowed_transactional_id
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import CloseConnection, serves
+from kbroker.api.routing import current_leader, isr_error, moved_leaders, node_endpoints
 from kbroker.api.transactions import TxnWrite, check_transactional_write, transactional_batch
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.log.message_formats import up_convert
@@ -25,7 +26,8 @@ RecordError = ProduceResponse.BatchIndexAndErrorMessage
 
 async def _append(broker, topic: str, partition: int, records, timestamp_ms: int,
                   transactional_id: str | None, version: int, acks: int,
-                  appended_to: list) -> PartitionResponse:
+                  appended_to: list, node: int | None) -> PartitionResponse:
+    """One partition's append; `node` is the node asked, None with one broker (no routing)."""
     if topic in INTERNAL_TOPICS:
         return PartitionResponse(
             index=partition, error_code=ErrorCode.INVALID_TOPIC_EXCEPTION,
@@ -37,6 +39,10 @@ async def _append(broker, topic: str, partition: int, records, timestamp_ms: int
         return PartitionResponse(index=partition, error_code=exc.code, error_message=exc.message)
     if partition_log is None:
         return PartitionResponse(index=partition, error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    if node is not None and broker.cluster.leader(topic, partition) != node:  # routing.py R1, R3
+        return PartitionResponse(
+            index=partition, error_code=ErrorCode.NOT_LEADER_OR_FOLLOWER, base_offset=-1,
+            current_leader=current_leader(broker, topic, partition, ProduceResponse.LeaderIdAndEpoch))
     if records is None:
         return PartitionResponse(index=partition, error_code=ErrorCode.CORRUPT_MESSAGE,
                                  error_message="no records")
@@ -47,11 +53,11 @@ async def _append(broker, topic: str, partition: int, records, timestamp_ms: int
             return PartitionResponse(index=partition, error_code=exc.code, base_offset=-1,
                                      error_message=exc.message)
     required = partition_log.config.min_insync_replicas
-    if acks == -1 and required > 1:  # one broker: the in-sync replicas are this one alone
-        return PartitionResponse(
-            index=partition, error_code=ErrorCode.NOT_ENOUGH_REPLICAS, base_offset=-1,
-            error_message=f"The size of the current ISR 1 is insufficient to satisfy the min.isr "
-                          f"requirement of {required} for partition {topic}-{partition}")
+    if acks == -1 and required > 1:  # routing.py R4
+        error, message = isr_error(broker, topic, partition, required)
+        if error:
+            return PartitionResponse(index=partition, error_code=error, base_offset=-1,
+                                     error_message=message)
     header = transactional_batch(records)
     if header is not None:
         how = TxnWrite.of(version, first_abortable=11)
@@ -101,6 +107,7 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
     version = ctx.api_version
     error = None
     appended_to: list = []
+    node = ctx.node_id if broker.several_brokers else None
     checks_acls = broker.acls is not None  # no authorizer: nothing more to do per topic
     transactional_id = request.transactional_id
     if (transactional_id is None or checks_acls) and any(
@@ -126,10 +133,11 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
                 continue
             responses.append(TopicResponse(name=name, topic_id=topic.topic_id, partition_responses=[
                 await _append(broker, name, data.index, data.records, timestamp_ms,
-                              request.transactional_id, version, request.acks, appended_to)
+                              request.transactional_id, version, request.acks, appended_to, node)
                 for data in topic.partition_data
             ]))
     await broker.storage.flush_if_due(appended_to)
+    node_endpoints = _routing_answers(ctx, responses, request.acks) if node is not None else []
     if broker.throttles.active:  # producer_byte_rate counts the request's bytes, as Kafka's
         ctx.throttle_ms = broker.throttles.produce.record(
             quota_user(ctx.session.principal), ctx.client_id, ctx.request_bytes, broker.clock.now_ms())
@@ -144,4 +152,20 @@ async def handle_produce(ctx: RequestContext, request: ProduceRequest) -> Produc
             log.info("acks=0 produce failed %s; closing the connection", failed)
             raise CloseConnection
         return None
-    return ProduceResponse(responses=responses, throttle_time_ms=ctx.throttle_ms)
+    return ProduceResponse(responses=responses, throttle_time_ms=ctx.throttle_ms,
+                           node_endpoints=node_endpoints)
+
+
+def _routing_answers(ctx: RequestContext, responses: list[TopicResponse], acks: int) -> list:
+    """With several brokers, after the appends: acks=all writes whose ISR shrank meanwhile get
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND (routing.py R4); the endpoints of the leaders named in
+    NOT_LEADER_OR_FOLLOWER answers (R3, KIP-951)."""
+    if acks == -1:
+        for topic in responses:
+            info = ctx.broker.logs.topics.get(topic.name)
+            for answer in topic.partition_responses:
+                if answer.error_code == ErrorCode.NONE and info is not None and isr_error(
+                        ctx.broker, topic.name, answer.index, info.config.min_insync_replicas)[0]:
+                    answer.error_code = ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    leaders = moved_leaders(responses, "partition_responses")
+    return node_endpoints(ctx, leaders, ProduceResponse.NodeEndpoint) if leaders else []

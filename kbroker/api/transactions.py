@@ -17,6 +17,7 @@ from kbroker.api.authorization import (
 from kbroker.api.common import topic_names
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
+from kbroker.api.routing import leader_error
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
 from kbroker.log import validate_topic_name
@@ -365,6 +366,10 @@ async def handle_describe_producers(ctx: RequestContext,
                 partitions.append(DescribeProducersResponse.PartitionResponse(
                     partition_index=index, error_message=message,
                     error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if error == ErrorCode.NONE else error))
+                continue
+            if broker.several_brokers and (refused := leader_error(ctx, topic.name, index)):
+                partitions.append(DescribeProducersResponse.PartitionResponse(
+                    partition_index=index, error_code=refused))
                 continue
             partitions.append(DescribeProducersResponse.PartitionResponse(
                 partition_index=index, error_code=ErrorCode.NONE, active_producers=[

@@ -41,7 +41,7 @@ async def handle_api_versions(ctx: RequestContext,
             return ApiVersionsResponse(error_code=ErrorCode.INVALID_REQUEST)
     if ctx.api_version >= 5 and request.cluster_id is not None and (
             request.cluster_id != ctx.broker.identity.cluster_id
-            or request.node_id != ctx.broker.node_id):
+            or request.node_id != ctx.node_id):
         return ApiVersionsResponse(error_code=ErrorCode.REBOOTSTRAP_REQUIRED)
     if ctx.api_version >= 3:
         ctx.session.client_software = f"{name} {version}"

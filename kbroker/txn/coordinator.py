@@ -82,6 +82,10 @@ class TransactionCoordinator:
 
     # -- the log ---------------------------------------------------------------------------------
 
+
+    def partition_for(self, transactional_id: str) -> int:
+        """The __transaction_state partition keeping this id (whose leader coordinates it)."""
+        return _partition_of(transactional_id, self.num_partitions)
     def _replay(self) -> None:
         for index, _, batch in self.topic.replay():
             for record in iter_records(batch):
@@ -98,7 +102,7 @@ class TransactionCoordinator:
 
     def _store(self, metadata: TxnMetadata, now_ms: int) -> ErrorCode:
         """Write metadata to the log, then make it current; the error to answer if it failed."""
-        index = _partition_of(metadata.transactional_id, self.num_partitions)
+        index = self.partition_for(metadata.transactional_id)
         try:
             self.topic.append(index, [records.encode(metadata, now_ms)], now_ms)
         except OSError:
