@@ -223,7 +223,7 @@ async def serve(broker: Broker, *, http_port: int | None = None,
         nursery.start_soon(broker.run_background_tasks)
         host, port = listeners[0].host, listeners[0].port
         if http_port is not None:
-            # The console reads the broker as a client of a listener without TLS, PLAINTEXT first.
+            # The console reads the broker as a client of one of its listeners, PLAINTEXT first, TLS last.
             console = min(listeners, key=lambda listener: (listener.config.uses_tls, listener.config.uses_sasl))
             reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(console.host, console.host)
             app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],

@@ -3,7 +3,10 @@
 Pages read topics, offsets, groups and configs through the Kafka protocol, as a client of the
 broker they run in (a connection per page, to the broker's own listener); only what the
 protocol cannot tell (open connections, client software, API versions used, counters) comes
-from the broker's objects. On a SASL listener they authenticate as its first configured user.
+from the broker's objects. On a SASL listener they authenticate as its first configured user;
+on a TLS listener they trust only the listener's own certificate, and present it when the
+listener requires client certificates (kbroker/tls.py's own_client_context). Nothing is granted
+to them that the same credentials would not get from any client.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from kbroker.config import SASL_JAAS_SETTING
 from kbroker.http import console, faults, prometheus
 from kbroker.http.server import Request, Response, Routes
 from kbroker.sasl import users_from_jaas
+from kbroker.tls import own_client_context
 
 CLIENT_ID = "kbroker-console"
 
@@ -38,13 +42,14 @@ class HttpApp:
     def __init__(self, broker, sessions, bootstrap: str, listener):
         self.broker = broker
         self._sessions = sessions  # () -> the ClientSession of each open connection
-        self.bootstrap = bootstrap  # of `listener` (a ListenerConfig without TLS)
+        self.bootstrap = bootstrap  # of `listener` (a ListenerConfig)
         self._credentials = _console_credentials(broker.config, listener)
+        self._tls = own_client_context(broker.config, listener) if listener.uses_tls else None
 
     @contextlib.asynccontextmanager
     async def cluster(self):
         cluster = await Cluster.open(self.bootstrap, CLIENT_ID, single_node=True,
-                                     sasl=self._credentials)
+                                     sasl=self._credentials, tls=self._tls)
         try:
             yield cluster
         finally:
