@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import ssl
+import urllib.error
+import urllib.request
 
 import pytest
 from confluent_kafka import Producer
@@ -109,3 +111,15 @@ def test_the_console_trusts_only_its_own_listeners_certificate(certs, tmp_path):
                            "ssl.keystore.location": str(keystore)})
         with pytest.raises(ssl.SSLCertVerificationError):
             _handshake(pinned, server_context(impostor, impostor.listeners()[0]))
+
+
+def test_console_says_why_it_cannot_log_in(certs, tmp_path):
+    """A SASL listener with no PLAIN or SCRAM user the console could log in as: the pages say so
+    (and /metrics keeps its other families)."""
+    with _serve(certs, tmp_path / "data", listeners="SASL_SSL://127.0.0.1:0",
+                **{"sasl.enabled.mechanisms": "OAUTHBEARER"}) as broker:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(broker.http + "/", timeout=10)
+        assert "the console cannot log in to listener SASL_SSL" in refused.value.read().decode()
+        metrics = urllib.request.urlopen(broker.http + "/metrics", timeout=10).read().decode()
+        assert "kafka_network_requestmetrics" in metrics and "cannot log in" in metrics

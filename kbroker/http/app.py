@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 
-from kbroker.client import Cluster
+from kbroker.client import ClientError, Cluster
 from kbroker.client.sasl import SaslCredentials
 from kbroker.config import SASL_JAAS_SETTING
-from kbroker.http import console, faults, prometheus
+from kbroker.http import cluster_control, console, faults, prometheus
 from kbroker.http.server import Request, Response, Routes
 from kbroker.sasl import users_from_jaas
 from kbroker.tls import own_client_context
@@ -44,10 +44,15 @@ class HttpApp:
         self._sessions = sessions  # () -> the ClientSession of each open connection
         self.bootstrap = bootstrap  # of `listener` (a ListenerConfig)
         self._credentials = _console_credentials(broker.config, listener)
+        self._no_login = (f"the console cannot log in to listener {listener.name}: it needs a PLAIN "
+                          "or SCRAM user in its sasl.jaas.config (kbroker serve --sasl-user NAME:PASSWORD)"
+                          if listener.uses_sasl and self._credentials is None else None)
         self._tls = own_client_context(broker.config, listener) if listener.uses_tls else None
 
     @contextlib.asynccontextmanager
     async def cluster(self):
+        if self._no_login is not None:
+            raise ClientError(self._no_login)
         cluster = await Cluster.open(self.bootstrap, CLIENT_ID, single_node=True,
                                      sasl=self._credentials, tls=self._tls)
         try:
@@ -70,6 +75,7 @@ class HttpApp:
         routes.add("GET", "/metrics", self.metrics_page)
         console.add_routes(routes, self)
         faults.add_routes(routes, self.broker.faults)
+        cluster_control.add_routes(routes, self.broker.cluster, lambda: self.broker.node_switch)
         return routes
 
     async def metrics_page(self, request: Request) -> Response:
