@@ -79,6 +79,22 @@ class BrokerConveniences:
     def delete_fault(self, fault_id: str) -> None:
         self.control().delete_fault(fault_id)
 
+    def cluster(self) -> dict:
+        """The brokers and each partition's leader, epoch, replicas and ISR (`GET /api/cluster`)."""
+        return self.control().cluster()
+
+    def stop_broker(self, node_id: int) -> dict:
+        """Stop one broker of `--brokers N`: listener closed, connections dropped, leaders moved."""
+        return self.control().stop_broker(node_id)
+
+    def start_broker(self, node_id: int) -> dict:
+        """Start a stopped broker again on its port; it rejoins the ISRs."""
+        return self.control().start_broker(node_id)
+
+    def move_leader(self, topic: str, partition: int, node_id: int) -> dict:
+        """Move the partition's leadership to `node_id` (in its ISR), bumping the leader epoch."""
+        return self.control().move_leader(topic, partition, node_id)
+
     def create_topic(self, name: str, partitions: int = 1, **configs) -> None:
         """Create a topic; configs by Kafka name with dots as underscores (retention_ms=1000)."""
         run_sync(lambda: create_topic(self.bootstrap, name, partitions, **configs))

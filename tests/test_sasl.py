@@ -104,6 +104,24 @@ def test_exact_error_codes_over_the_wire(sasl_broker, broker):
         assert answer.error_code == ErrorCode.ILLEGAL_SASL_STATE
 
 
+def test_handshake_v0_then_bare_tokens(sasl_broker):
+    """SaslHandshake v0 (Kafka serves 0-1): the tokens then travel bare in size-prefixed frames."""
+    with WireClient(sasl_broker.bootstrap) as client:
+        versions = client.request("ApiVersions", 3, client_software_name="t", client_software_version="1")
+        handshake = next(key for key in versions.api_keys if key.api_key == messages.API_KEYS["SaslHandshake"])
+        assert (handshake.min_version, handshake.max_version) == (0, 1)
+        assert client.request("SaslHandshake", 0, mechanism="PLAIN").error_code == ErrorCode.NONE
+        token = b"\0alice\0alice-secret"
+        client.send_raw(len(token).to_bytes(4, "big") + token)
+        assert client.receive_frame() == b""  # PLAIN's (empty) server token, bare
+        assert client.request("Metadata", 12, topics=[]).brokers
+    with WireClient(sasl_broker.bootstrap) as client:
+        assert client.request("SaslHandshake", 0, mechanism="PLAIN").error_code == ErrorCode.NONE
+        token = b"\0alice\0wrong"
+        client.send_raw(len(token).to_bytes(4, "big") + token)
+        assert client.is_closed_by_peer()
+
+
 def test_scram_exchange_rejects_a_wrong_proof():
     credential = scram_credential("pw", "sha256", salt=b"salt", iterations=4096)
     server = Scram("sha256", {"u": credential})
