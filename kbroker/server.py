@@ -58,8 +58,10 @@ class Server:
         try:
             for index, node_id in enumerate(self.broker.node_ids):
                 bound[node_id] = []
-                for settings in self.broker.config.listeners():
-                    bound[node_id].append(await self._open(_node_listener(settings, index), node_id))
+                listeners = self.broker.config.listeners()
+                for settings in listeners:
+                    bound[node_id].append(await self._open(
+                        _node_listener(settings, index * len(listeners)), node_id))
         except BaseException:
             for pairs in bound.values():
                 for _, sock in pairs:
@@ -243,12 +245,14 @@ async def serve(broker: Broker, *, http_port: int | None = None,
         task_status.started((host, port, http_port))
 
 
-def _node_listener(settings: ListenerConfig, index: int) -> ListenerConfig:
-    """A listener as the index-th simulated node opens it: port (and advertised port) + index."""
-    if not index:
+def _node_listener(settings: ListenerConfig, offset: int) -> ListenerConfig:
+    """A listener as a simulated node opens it: port (and advertised port) + offset, the node's
+    index times the number of listeners, so that each node takes the next block of ports
+    (PLAINTEXT 9092 and SSL 9093: node 1 on 9094 and 9095)."""
+    if not offset:
         return settings
-    return replace(settings, port=settings.port and settings.port + index,
-                   advertised_port=settings.advertised_port and settings.advertised_port + index)
+    return replace(settings, port=settings.port and settings.port + offset,
+                   advertised_port=settings.advertised_port and settings.advertised_port + offset)
 
 
 async def _close_later(sock: socket.socket, delay_ms: int) -> None:
