@@ -30,7 +30,7 @@ from tests.kafka_clients import confluent_producer
 from tests.polling import wait_for
 from tests.wire import WireClient
 
-GROUP_KEY = 0  # FindCoordinator key types
+GROUP_KEY, TRANSACTION_KEY = 0, 1  # FindCoordinator key types
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +175,32 @@ def test_a_group_started_while_the_first_broker_is_stopped_finds_a_coordinator(t
                             "the group's assignment")
         finally:
             consumer.close()
+
+
+def test_a_transaction_commits_after_its_coordinator_stopped(cluster, topic_name):
+    create(cluster, topic_name)
+    transactional_id = topic_name + "-txn"
+    producer = confluent_producer(cluster.bootstrap, **{"transactional.id": transactional_id})
+    producer.init_transactions(30)
+    with WireClient(address(cluster, 1)) as wire:
+        response = wire.request("FindCoordinator", 4, key_type=TRANSACTION_KEY, coordinator_keys=[transactional_id])
+        coordinator_node = response.coordinators[0].node_id
+    producer.begin_transaction()
+    producer.produce(topic_name, b"before", partition=0)
+    producer.flush(30)
+    cluster.stop_broker(coordinator_node)
+    producer.produce(topic_name, b"after", partition=0)
+    producer.commit_transaction(60)  # EndTxn finds the coordinator that took the partition over
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": topic_name,
+                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    try:
+        consumer.assign([TopicPartition(topic_name, 0, 0)])
+        values: list[bytes] = []
+        wait_for(lambda: values.extend(m.value() for m in consumer.consume(10, 0.2) if not m.error())
+                 or len(values) >= 2, 30, "the committed records")
+    finally:
+        consumer.close()
+    assert values == [b"before", b"after"]
 
 
 def _stop_and_start(cluster, topic) -> list[tuple[str, dict]]:
