@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import trio
 from confluent_kafka import Consumer, ElectionType, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KpTopicPartition
@@ -25,7 +26,7 @@ from kbroker.protocol.messages import (
     ProduceRequest,
 )
 from kbroker.protocol.records import Record, build_batch
-from kbroker.testing import running_broker
+from kbroker.testing import embedded_broker, running_broker, serve_in_nursery
 from tests.kafka_clients import confluent_producer
 from tests.polling import wait_for
 from tests.wire import WireClient
@@ -201,6 +202,28 @@ def test_a_transaction_commits_after_its_coordinator_stopped(cluster, topic_name
     finally:
         consumer.close()
     assert values == [b"before", b"after"]
+
+
+def test_embedded_and_nursery_clusters_have_the_same_controls():
+    with embedded_broker({"simulated.brokers": "3"}) as embedded:
+        embedded.create_topic("orders")
+        assert embedded.stop_broker(2)["up"] is False
+        assert [b["up"] for b in embedded.cluster()["brokers"]] == [True, False, True]
+        assert embedded.start_broker(2)["up"] is True
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            async with serve_in_nursery(nursery, {"simulated.brokers": "3"}) as broker:
+                await broker.create_topic("orders")
+                leader = (await broker.cluster())["topics"]["orders"][0]["leader"]
+                other = next(n for n in (1, 2, 3) if n != leader)
+                assert (await broker.move_leader("orders", 0, other))["leader"] == other
+                assert (await broker.stop_broker(other))["up"] is False
+                assert (await broker.cluster())["topics"]["orders"][0]["leader"] != other
+                await broker.start_broker(other)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
 
 
 def _stop_and_start(cluster, topic) -> list[tuple[str, dict]]:
