@@ -129,6 +129,10 @@ class Broker:
                                    OFFSETS_TOPIC_CONFIGS),
             offsets_partition=self.groups.partition_for)
         self.storage.deletion_listeners.append(self.share.on_topics_deleted)
+        # Coordinators are placed before their topics are first written (FindCoordinator, C1).
+        for coordinator in (self.groups, self.transactions, self.share):
+            self.cluster.sync_topic(coordinator.topic.name, coordinator.topic.partitions,
+                                    self.cluster.default_replication_factor)
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""
