@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -19,26 +20,38 @@ from compat.registry import ClientSpec
 from compat.scenarios import SCENARIOS, Ctx, Fail, run_scenario
 
 
+def own_broker(job: dict, args: tuple[str, ...]):
+    """A kbroker for this cell alone (a scenario that stops brokers or injects faults), started
+    like the variant's brokers (its listener, --as-version) plus the scenario's arguments."""
+    from kbroker.testing import BrokerProcess
+    data = Path(tempfile.mkdtemp(prefix=f"cell-{job['prefix'][-40:]}-", dir=job["work_dir"]))
+    return BrokerProcess(data, [*job["broker_args"], "--http-port", "0", *args], startup_timeout=30).start()
+
+
 def run_cell(job: dict) -> dict:
     client = ClientSpec.from_json(job["client"])
     partner = ClientSpec.from_json(job["partner"])
+    scenario = SCENARIOS[job["scenario"]]
     log_dir = Path(job["log_dir"])
     log_dir.mkdir(parents=True, exist_ok=True)
     agents: list[Agent] = []
+    log_name = f"{job['prefix']}.{client.name}"
+    broker = own_broker(job, scenario.broker) if scenario.broker is not None else None
+    bootstrap = broker.bootstrap if broker else job["bootstrap"]
 
-    def start_agent(role: str, which: str | None, bootstrap: str | None) -> Agent:
+    def start_agent(role: str, which: str | None, address: str | None) -> Agent:
         spec = partner if which is not None and which != client.name else client
-        agent = Agent(f"{spec.name}/{role}", spec.agent_command(bootstrap or job["bootstrap"]), spec.env,
-                      log_dir / f"{job['scenario']}.{client.name}.{role}.log")
+        agent = Agent(f"{spec.name}/{role}", spec.agent_command(address or bootstrap),
+                      {**spec.env, **job.get("security_env", {})}, log_dir / f"{log_name}.{role}.log")
         agents.append(agent)
         return agent
 
     ctx = Ctx(client=client.name, features=set(job["features"]), start_agent=start_agent,
-              bootstrap=job["bootstrap"], strict_bootstrap=job.get("strict_bootstrap"), prefix=job["prefix"],
-              partner=partner.name)
+              bootstrap=bootstrap, strict_bootstrap=job.get("strict_bootstrap"), prefix=job["prefix"],
+              partner=partner.name, broker=broker)
     started = time.monotonic()
     try:
-        run_scenario(ctx, SCENARIOS[job["scenario"]])
+        run_scenario(ctx, scenario)
         status, reason = "PASS", ""
     except Unsupported as exc:
         status, reason = "N/A", str(exc)
@@ -50,6 +63,9 @@ def run_cell(job: dict) -> dict:
     finally:
         for agent in agents:
             agent.close(timeout=5)
+        if broker is not None:
+            broker.stop()
+            (log_dir / f"{log_name}.broker.log").write_text("".join(broker.output))
     return {"status": status, "reason": reason.replace("\n", " "), "notes": ctx.notes,
             "seconds": round(time.monotonic() - started, 1)}
 

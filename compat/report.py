@@ -32,6 +32,7 @@ class Matrix:
     broker: str
     api_usage: dict = field(default_factory=dict)
     seconds: float = 0.0
+    variants: dict = field(default_factory=lambda: {"plaintext/latest": "PLAINTEXT, the broker's latest protocol"})
     date: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).strftime(
         "%Y-%m-%d %H:%M UTC"))
 
@@ -46,18 +47,21 @@ class Matrix:
 
     def text(self, width: int = 22) -> str:
         first = max(len(s) for s in self.scenarios) + 2
-        lines = ["".ljust(first) + "".join(c[:width].ljust(width + 1) for c in self.clients)]
-        for s in self.scenarios:
-            lines.append(s.ljust(first) + "".join(
-                short(self.results[s, c], width).ljust(width + 1) for c in self.clients))
+        lines = []
+        for variant, title in self.variants.items():
+            if len(self.variants) > 1:
+                lines += ["", f"== {title}"]
+            lines.append("".ljust(first) + "".join(c[:width].ljust(width + 1) for c in self.clients))
+            for s in self.scenarios:
+                lines.append(s.ljust(first) + "".join(
+                    short(self.results[variant, s, c], width).ljust(width + 1) for c in self.clients))
         problems: dict[tuple, list[str]] = {}  # one line per (status, client, reason), e.g. a broken install
-        for s in self.scenarios:
-            for c in self.clients:
-                r = self.results[s, c]
-                if r["status"] in ("FAIL", "FLAKY", "XFAIL", "XPASS"):
-                    why = r["reason"] if r["status"] != "XPASS" else \
-                        f"passes, but listed as expected to fail: {r['expected']}"
-                    problems.setdefault((r["status"], c, why), []).append(s)
+        for (variant, s, c), r in self.results.items():
+            if r["status"] in ("FAIL", "FLAKY", "XFAIL", "XPASS"):
+                why = r["reason"] if r["status"] != "XPASS" else \
+                    f"passes, but listed as expected to fail: {r['expected']}"
+                where = f" [{variant}]" if len(self.variants) > 1 else ""
+                problems.setdefault((r["status"], c + where, why), []).append(s)
         if problems:
             lines.append("")
             for (status, c, why), scenarios in problems.items():
@@ -77,29 +81,34 @@ class Matrix:
         for c in self.clients:
             info = self.hellos.get(c, {})
             out.append(f"| {c} | {info.get('version', '?')} | {info.get('detail') or info.get('error', '')} |")
-        out += ["", "## Matrix", "", "| scenario | " + " | ".join(self.clients) + " |",
-                "|---|" + "---|" * len(self.clients)]
-        for s in self.scenarios:
-            cells = []
-            for c in self.clients:
-                r = self.results[s, c]
-                cells.append(r["status"] if r["status"] != "FAIL" else f"FAIL: {r['reason'][:80]}".replace("|", "/"))
-            out.append(f"| {s} | " + " | ".join(cells) + " |")
+        for variant, title in self.variants.items():
+            out += ["", f"## Matrix: {title}" if len(self.variants) > 1 else "## Matrix", ""]
+            out += self.table(variant)
         out += ["", "## Scenarios", ""]
         out += [f"- **{s}**: {SCENARIOS[s].summary}" for s in self.scenarios]
-        notes = [(s, c, r) for (s, c), r in sorted(self.results.items())
-                 if r["status"] not in ("PASS",) or r.get("notes")]
+        notes = [(key, r) for key, r in sorted(self.results.items()) if r["status"] != "PASS" or r.get("notes")]
         if notes:
-            out += ["", "## Details", "", "| scenario | client | status | reason / notes |", "|---|---|---|---|"]
-            for s, c, r in notes:
+            out += ["", "## Details", "", "| variant | scenario | client | status | reason / notes |",
+                    "|---|---|---|---|---|"]
+            for (variant, s, c), r in notes:
                 text = r.get("expected") if r["status"] == "XPASS" else r["reason"]
                 text = "; ".join(filter(None, [text, *r.get("notes", [])]))
                 if r["status"] == "XFAIL":
                     text = f"{r['expected']} (observed: {r['reason']})"
-                out.append(f"| {s} | {c} | {r['status']} | {text.replace('|', '/')[:300]} |")
+                out.append(f"| {variant} | {s} | {c} | {r['status']} | {text.replace('|', '/')[:300]} |")
         out += ["", "## What the broker saw (client x API x versions)", ""]
         out += self.usage_table()
         return "\n".join(out) + "\n"
+
+    def table(self, variant: str) -> list[str]:
+        rows = ["| scenario | " + " | ".join(self.clients) + " |", "|---|" + "---|" * len(self.clients)]
+        for s in self.scenarios:
+            cells = []
+            for c in self.clients:
+                r = self.results[variant, s, c]
+                cells.append(r["status"] if r["status"] != "FAIL" else f"FAIL: {r['reason'][:80]}".replace("|", "/"))
+            rows.append(f"| {s} | " + " | ".join(cells) + " |")
+        return rows
 
     def usage_by_client(self) -> dict[str, dict[str, list[int]]]:
         """The broker keys usage by ApiVersions v3+ software name, else by client id (the agents use
@@ -144,7 +153,9 @@ class Matrix:
         return {"date": self.date, "broker": self.broker, "seconds": round(self.seconds, 1),
                 "clients": {c: self.hellos.get(c, {}) for c in self.clients},
                 "scenarios": {s: SCENARIOS[s].summary for s in self.scenarios},
-                "results": {s: {c: self.results[s, c] for c in self.clients} for s in self.scenarios},
+                "variants": self.variants,
+                "results": {v: {s: {c: self.results[v, s, c] for c in self.clients} for s in self.scenarios}
+                            for v in self.variants},
                 "counts": dict(self.counts()), "api_usage": self.api_usage}
 
     def write(self, directory: Path) -> None:

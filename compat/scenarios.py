@@ -29,7 +29,8 @@ class Scenario:
     needs: tuple[str, ...] = ()
     timeout: float = 60.0
     strict_broker: bool = False  # needs a broker started with --no-auto-create-topics
-    slow: bool = False
+    broker: tuple[str, ...] | None = None  # `kbroker serve` arguments of a broker of the cell's own
+    since: str = ""  # the Kafka release that brought what the scenario needs (for --as-version)
 
 
 SCENARIOS: dict[str, Scenario] = {}
@@ -91,6 +92,7 @@ class Ctx:
     strict_bootstrap: str | None
     prefix: str
     partner: str
+    broker: object = None  # the cell's own BrokerProcess, for scenarios that have one
     notes: list = field(default_factory=list)
     started_ms: int = field(default_factory=lambda: now_ms())
     _main: object = None
@@ -660,5 +662,5 @@ def run_scenario(ctx: Ctx, scenario_: Scenario) -> None:
     scenario_.run(ctx)
 
 
-# The KIP-848 scenarios live in their own module; importing it registers them.
-from compat import scenarios_kip848  # noqa: E402, F401
+# The KIP-848 and fault scenarios live in their own modules; importing them registers them.
+from compat import scenarios_faults, scenarios_kip848  # noqa: E402, F401

@@ -99,10 +99,10 @@ def sarama(cache: Path) -> ClientSpec:
     steps = []
     if not SARAMA_SOURCE.is_dir() or not shutil.which("go"):
         steps.append(["apt-get", "install", "-y", "-q", "golang-go", "golang-github-shopify-sarama-dev"])
-    source = HERE / "sarama" / "agent.go"
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]  # rebuild when the agent changes
+    sources = sorted((HERE / "sarama").glob("*.go"))
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sources)).hexdigest()[:12]  # rebuilt on changes
     steps.append(["env", "GO111MODULE=off", "GOPATH=/usr/share/gocode", f"GOCACHE={home / 'gocache'}",
-                  "go", "build", "-o", str(home / f"agent-{digest}"), str(source)])
+                  "go", "build", "-o", str(home / f"agent-{digest}"), *map(str, sources)])
     error = _install(home / ".installed", steps)
     spec = ClientSpec("sarama", [str(home / f"agent-{digest}")])
     return _unusable(spec.name, error) if error else spec

@@ -18,7 +18,7 @@ from kbroker.clock import Clock
 from kbroker.cluster import NodeSwitch
 from kbroker.config import SASL_JAAS_SETTING, SIMULATED_BROKERS, Config
 from kbroker.faults import FaultInjector
-from kbroker.features import FinalizedFeatures
+from kbroker.features import ELIGIBLE_LEADER_REPLICAS_VERSION, FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
@@ -88,6 +88,7 @@ class Broker:
         self.storage.creation_listeners.append(lambda name: self.metadata_offset.advance())
         self.storage.deletion_listeners.append(lambda names: self.metadata_offset.advance(len(names)))
         self.features = FinalizedFeatures(self.data_dir, self.node_id)
+        self.on_features_finalized()
         self.quotas = ClientQuotas(self.data_dir)
         self.throttles = Throttles(self.quotas, config["quota.window.num"],
                                    config["quota.window.size.seconds"] * 1000,
@@ -133,6 +134,12 @@ class Broker:
         for coordinator in (self.groups, self.transactions, self.share):
             self.cluster.sync_topic(coordinator.topic.name, coordinator.topic.partitions,
                                     self.cluster.default_replication_factor)
+
+    def on_features_finalized(self) -> None:
+        """What a finalized feature level brings with it (Kafka's controller on activation and on
+        UpdateFeatures): eligible leader replicas pin the cluster-level min.insync.replicas."""
+        if self.features.level(ELIGIBLE_LEADER_REPLICAS_VERSION) >= 1:
+            self.dynamic_configs.pin_cluster_min_insync_replicas()
 
     async def run_background_tasks(self) -> None:
         """Start every timer-driven part of the broker in one nursery that owns them."""

@@ -24,6 +24,7 @@ from kbroker.api.context import ClientSession, RequestContext
 from kbroker.api.quotas import apply_request_quota
 from kbroker.api.registry import HANDLERS, CloseConnection, api_versions
 from kbroker.api.routing import misdirected
+from kbroker.api.security import exchange_raw_token
 from kbroker.api.versions import unsupported_version_response
 from kbroker.broker import Broker
 from kbroker.limits import RepeatedWarnings, RequestMemory
@@ -173,7 +174,7 @@ class Connection:
         limit, setting = self._max_frame, "socket.request.max.bytes"
         if not self.session.authenticated:
             limit, setting = min(limit, self._max_sasl_frame), "sasl.server.max.receive.size"
-        if size < 8 or size > limit:
+        if size < (1 if self.session.sasl_raw_tokens else 8) or size > limit:
             repeated_warnings.warning(
                 ("frame size", self._ip),
                 "connection %s: frame size %d outside 8..%d (%s), closing",
@@ -212,6 +213,8 @@ class Connection:
 
     async def _handle_frame(self, frame: memoryview) -> int:
         """Handle one request; returns how long (ms) a quota mutes the connection after it."""
+        if self.session.sasl_raw_tokens:
+            return await self._handle_raw_sasl_token(frame)
         started = time.perf_counter()
         try:
             header, body_offset = codec.decode_request_header(frame)
@@ -277,6 +280,15 @@ class Connection:
         if context.close_after_response:
             raise ConnectionClosed
         return context.throttle_ms
+
+    async def _handle_raw_sasl_token(self, frame: memoryview) -> int:
+        """After SaslHandshake v0 the SASL tokens travel bare in size-prefixed frames, both ways."""
+        context = RequestContext(self.broker, self.session, 0, 0, "", request_bytes=len(frame))
+        reply = await exchange_raw_token(context, bytes(frame))
+        if reply is None:
+            raise ConnectionClosed
+        await self._send([_SIZE.pack(len(reply)), reply])
+        return 0
 
     async def _send(self, parts: list) -> None:
         """Send a response: runs of buffers with one sendmsg (writev), FileRegions with sendfile."""

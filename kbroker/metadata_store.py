@@ -30,6 +30,7 @@ log = logging.getLogger("kbroker")
 DYNAMIC_CONFIGS_FILE = "dynamic-broker-configs.json"
 SCRAM_CREDENTIALS_FILE = "scram-credentials.json"  # AlterUserScramCredentials' store
 ACLS_FILE = "acls.json"  # CreateAcls' and DeleteAcls' store
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
 CLUSTER_FILE = "cluster.json"  # the simulated cluster's replicas, leaders and epochs (--brokers N)
 # Keys of the two dynamic layers in DYNAMIC_CONFIGS_FILE (Kafka keeps them in its metadata log).
 _DYNAMIC_LAYERS = {ConfigSource.DYNAMIC_BROKER_CONFIG: "broker",
@@ -128,6 +129,19 @@ class DynamicBrokerConfigs:
                 config.set_dynamic(layer, stored.get(key, {}))
             except KafkaError as exc:
                 log.warning("ignoring stored dynamic %s configs: %s", key, exc.message)
+
+    def pin_cluster_min_insync_replicas(self) -> None:
+        """With eligible leader replicas enabled (KIP-966), Kafka's controller writes a
+        cluster-level min.insync.replicas at its static value when none is set, so every topic's
+        DescribeConfigs reports it as a dynamic cluster default rather than a default."""
+        layer = ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG
+        texts = self.config.dynamic_texts(layer)
+        if MIN_INSYNC_REPLICAS in texts:
+            return
+        static = next(text for source, text in self.config.sources(MIN_INSYNC_REPLICAS)
+                      if source in (ConfigSource.STATIC_BROKER_CONFIG, ConfigSource.DEFAULT_CONFIG))
+        assert static is not None
+        self.alter(layer, {**texts, MIN_INSYNC_REPLICAS: static})
 
     def alter(self, layer: ConfigSource, texts: dict[str, str], validate_only: bool = False) -> None:
         """Replace one dynamic layer of broker settings: validated, persisted, in effect at once.

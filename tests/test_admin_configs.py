@@ -93,7 +93,9 @@ def test_describe_broker_configs(configs_broker):
         assert (configs["log.retention.bytes"].value, configs["log.retention.bytes"].config_source) == ("123456789", 4)
         assert (configs["log.retention.ms"].value, configs["log.retention.ms"].config_source) == ("604800000", 5)
         assert configs["log.cleanup.policy"].config_type == 7
-        assert describe(wire, BROKER, "").configs == []  # nothing set for the whole cluster yet
+        # Nothing set for the whole cluster yet but what eligible leader replicas pin (KIP-966).
+        assert [(c.name, c.value, c.config_source) for c in describe(wire, BROKER, "").configs] == [
+            ("min.insync.replicas", "1", 3)]
         wrong = describe(wire, BROKER, "2")
         assert (wrong.error_code, wrong.error_message) == (
             ErrorCode.INVALID_REQUEST, "Unexpected broker id, expected 1 or empty string, but received 2")
@@ -147,6 +149,44 @@ def test_confluent_incremental_and_legacy_alter(configs_broker, topic_name):
     with pytest.raises(KafkaException) as caught:
         admin.incremental_alter_configs([bad])[bad].result()
     assert caught.value.args[0].code() == ErrorCode.INVALID_CONFIG
+
+
+def test_non_default_topic_configs_as_confluent_kafka_pythons_suite_expects(broker, topic_name):
+    """confluent-kafka-python's test_incremental_alter_configs against Kafka 4.1+: the
+    cluster-level min.insync.replicas that eligible leader replicas pin (KIP-966) is listed with
+    the topic's own overrides."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    names = [f"{topic_name}-1", f"{topic_name}-2"]
+    for future in admin.create_topics([CkNewTopic(name, 2, 1, config={"compression.type": "gzip"})
+                                       for name in names]).values():
+        future.result()
+    appended, subtracted = (
+        CkConfigResource("topic", names[0], incremental_configs=[
+            ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND),
+            ConfigEntry("retention.ms", "10000", incremental_operation=AlterConfigOpType.SET)]),
+        CkConfigResource("topic", names[1], incremental_configs=[
+            ConfigEntry("cleanup.policy", "delete", incremental_operation=AlterConfigOpType.SUBTRACT),
+            ConfigEntry("retention.ms", "5000", incremental_operation=AlterConfigOpType.SET)]))
+    for future in admin.incremental_alter_configs([appended, subtracted]).values():
+        assert future.result() is None
+    described = admin.describe_configs([CkConfigResource("topic", name) for name in names])
+    non_default = {resource.name: sorted(str(entry) for entry in future.result().values() if not entry.is_default)
+                   for resource, future in described.items()}
+    assert non_default == {
+        names[0]: ['cleanup.policy="delete,compact"', 'compression.type="gzip"', 'min.insync.replicas="1"',
+                   'retention.ms="10000"'],
+        names[1]: ['cleanup.policy=""', 'compression.type="gzip"', 'min.insync.replicas="1"',
+                   'retention.ms="5000"']}
+    pinned = list(admin.describe_configs([CkConfigResource("topic", names[0])]).values())[0].result()
+    assert pinned["min.insync.replicas"].source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+
+
+def test_eligible_leader_replicas_pin_the_static_min_insync_replicas(tmp_path):
+    with running_broker("--override", "min.insync.replicas=2", data_dir=tmp_path) as broker:
+        with WireClient(broker.bootstrap) as wire:
+            cluster = describe(wire, BROKER, "", include_synonyms=True)
+            assert [(c.name, c.value, c.config_source) for c in cluster.configs] == [
+                ("min.insync.replicas", "2", 3)]
 
 
 def test_aiokafka_describe_and_alter(configs_broker, topic_name):
@@ -220,7 +260,7 @@ def test_broker_configs_are_dynamic_and_persisted(tmp_path, topic_name):
             assert (configs["cleanup.policy"].value, configs["cleanup.policy"].config_source) == ("compact", 3)
             cluster = describe(wire, BROKER, "", include_synonyms=True)
             assert [(c.name, c.value, c.config_source, [s.source for s in c.synonyms]) for c in cluster.configs] == \
-                [("log.cleanup.policy", "compact", 3, [3])]
+                [("log.cleanup.policy", "compact", 3, [3]), ("min.insync.replicas", "1", 3, [3])]
             assert incremental(wire, BROKER, "1", ("log.retention.ms", DELETE, None)) == (0, None)
             assert values(describe(wire, TOPIC, topic_name, ["retention.ms"])) == {"retention.ms": "604800000"}
             broker_view = {c.name: c for c in describe(wire, BROKER, "1").configs}

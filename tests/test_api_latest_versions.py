@@ -20,11 +20,7 @@ E = ErrorCode
 _ids = itertools.count()
 
 # Served ranges that differ from Kafka's stable range, and why.
-NARROWER_THAN_KAFKA = {
-    # v0 sends the SASL tokens unframed after the handshake (before KIP-152); every client
-    # since Kafka 1.0 uses v1 with SaslAuthenticate, and kbroker's server frames only that.
-    "SaslHandshake": (1, 1),
-}
+NARROWER_THAN_KAFKA: dict[str, tuple[int, int]] = {}
 
 
 def stable_range(api_key: int) -> tuple[int, int]:

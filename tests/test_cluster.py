@@ -240,3 +240,35 @@ def test_a_restart_keeps_replicas_and_leaders(tmp_path, topic_name):
         answer = produce(broker.addresses[after[0].leader_id - 1], topic_name, 0).responses[0] \
             .partition_responses[0]
         assert (answer.error_code, answer.base_offset) == (E.NONE, 1)
+
+
+def test_a_stopped_broker_moves_leaders_and_shrinks_isrs(tmp_path, topic_name):
+    request = messages.CreateTopicsRequest
+    with running_broker("--http-port", "0", data_dir=tmp_path, brokers=3) as broker:
+        with WireClient(broker.bootstrap) as wire:
+            created = wire.request("CreateTopics", 7, timeout_ms=5000, validate_only=False, topics=[
+                request.CreatableTopic(name=topic_name, num_partitions=3, replication_factor=3,
+                                       assignments=[], configs=[request.CreatableTopicConfig(
+                                           name="min.insync.replicas", value="3")])])
+        assert created.topics[0].error_code == E.NONE
+        group = key_coordinated_by(broker, 3, "moved")
+        broker.stop_broker(3)
+        response = metadata(broker.bootstrap, topic_name)
+        assert sorted(b.node_id for b in response.brokers) == [1, 2]
+        for partition in response.topics[0].partitions:
+            assert partition.leader_id in (1, 2) and 3 not in partition.isr_nodes
+            assert partition.offline_replicas == [3]
+            assert partition.leader_epoch == (1 if partition.replica_nodes[0] == 3 else 0)
+        leader = response.topics[0].partitions[0].leader_id
+        answer = produce(broker.addresses[leader - 1], topic_name, 0).responses[0].partition_responses[0]
+        assert answer.error_code == E.NOT_ENOUGH_REPLICAS  # acks=all, ISR 2 < min.insync.replicas 3
+        assert "ISR 2 is insufficient" in answer.error_message
+        answer = produce(broker.addresses[leader - 1], topic_name, 0, acks=1).responses[0].partition_responses[0]
+        assert (answer.error_code, answer.base_offset) == (E.NONE, 0)
+        assert find_coordinator(broker.bootstrap, group).node_id in (1, 2)  # the coordinator moved
+
+        broker.start_broker(3)
+        (topic,) = metadata(broker.bootstrap, topic_name).topics
+        assert all(sorted(p.isr_nodes) == NODES for p in topic.partitions)
+        answer = produce(broker.addresses[leader - 1], topic_name, 0).responses[0].partition_responses[0]
+        assert (answer.error_code, answer.base_offset) == (E.NONE, 1)

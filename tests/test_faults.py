@@ -162,6 +162,8 @@ def test_fetch_answers_each_partition_by_topic_id_with_a_top_level_error():
     assert response.error_code == NOT_LEADER
     assert [(t.topic_id, [(p.partition_index, p.error_code) for p in t.partitions])
             for t in response.responses] == [(topic_id, [(3, NOT_LEADER)])]
+    # empty records, as Kafka sends: sarama 1.22 cannot read a null record set
+    assert bytes(response.responses[0].partitions[0].records) == b""
 
 
 def test_metadata_answers_every_requested_topic_and_lists_no_broker():

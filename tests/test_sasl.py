@@ -86,8 +86,15 @@ def test_exact_error_codes_over_the_wire(sasl_broker, broker):
         assert client.request("SaslHandshake", 1, mechanism="PLAIN").error_code == ErrorCode.NONE
         failed = client.request("SaslAuthenticate", 2, auth_bytes=b"\0alice\0nope")
         assert failed.error_code == ErrorCode.SASL_AUTHENTICATION_FAILED
-        assert failed.error_message
+        # PlainSaslServer's own message reaches the client (kafkajs's suite shows it).
+        assert failed.error_message == "Authentication failed: Invalid username or password"
         assert client.is_closed_by_peer()
+    with WireClient(sasl_broker.bootstrap) as client:
+        client.request("SaslHandshake", 1, mechanism="PLAIN")
+        malformed = client.request("SaslAuthenticate", 2, auth_bytes=b"\0alice\0")
+        assert (malformed.error_code, malformed.error_message) == (
+            ErrorCode.SASL_AUTHENTICATION_FAILED,
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism PLAIN")
     with WireClient(sasl_broker.bootstrap) as client:
         client.send_raw(b"")
         with pytest.raises(ConnectionError):
@@ -95,6 +102,24 @@ def test_exact_error_codes_over_the_wire(sasl_broker, broker):
     with WireClient(broker.bootstrap) as plaintext:
         answer = plaintext.request("SaslHandshake", 1, mechanism="PLAIN")
         assert answer.error_code == ErrorCode.ILLEGAL_SASL_STATE
+
+
+def test_handshake_v0_then_bare_tokens(sasl_broker):
+    """SaslHandshake v0 (Kafka serves 0-1): the tokens then travel bare in size-prefixed frames."""
+    with WireClient(sasl_broker.bootstrap) as client:
+        versions = client.request("ApiVersions", 3, client_software_name="t", client_software_version="1")
+        handshake = next(key for key in versions.api_keys if key.api_key == messages.API_KEYS["SaslHandshake"])
+        assert (handshake.min_version, handshake.max_version) == (0, 1)
+        assert client.request("SaslHandshake", 0, mechanism="PLAIN").error_code == ErrorCode.NONE
+        token = b"\0alice\0alice-secret"
+        client.send_raw(len(token).to_bytes(4, "big") + token)
+        assert client.receive_frame() == b""  # PLAIN's (empty) server token, bare
+        assert client.request("Metadata", 12, topics=[]).brokers
+    with WireClient(sasl_broker.bootstrap) as client:
+        assert client.request("SaslHandshake", 0, mechanism="PLAIN").error_code == ErrorCode.NONE
+        token = b"\0alice\0wrong"
+        client.send_raw(len(token).to_bytes(4, "big") + token)
+        assert client.is_closed_by_peer()
 
 
 def test_scram_exchange_rejects_a_wrong_proof():

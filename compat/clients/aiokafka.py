@@ -11,6 +11,7 @@ from aiokafka.errors import for_code
 
 from compat.agent import serve
 from compat.clients.base import MAX_FETCH, PyDriver, producer_settings, records_arg
+from compat.security import Security, from_env
 from compat.wire import Rec
 
 try:
@@ -35,6 +36,16 @@ def raise_errors(obj) -> None:
     elif isinstance(obj, (list, tuple)):
         for value in obj:
             raise_errors(value)
+
+
+def security_settings(security: Security) -> dict:
+    """aiokafka takes an SSLContext (verifying the broker against the CA) instead of file names."""
+    if security.protocol == "PLAINTEXT":
+        return {}
+    from aiokafka.helpers import create_ssl_context
+    return {"security_protocol": security.protocol, "ssl_context": create_ssl_context(cafile=security.ca),
+            "sasl_mechanism": security.mechanism, "sasl_plain_username": security.username,
+            "sasl_plain_password": security.password}
 
 
 class Adapter:
@@ -70,7 +81,8 @@ class Driver(PyDriver):
         return {"client": self.name, "version": aiokafka.__version__, "detail": "", "features": features}
 
     def common(self) -> dict:
-        return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id(), "request_timeout_ms": 15000}
+        return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id(), "request_timeout_ms": 15000,
+                **security_settings(from_env())}
 
     def admin_call(self, method: str, *args, **kwargs):
         async def run():

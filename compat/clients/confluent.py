@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from compat.agent import serve
 from compat.clients.base import MAX_FETCH, PyDriver, records_arg
+from compat.security import from_env, librdkafka_settings
 from compat.wire import Rec
 
 
@@ -71,7 +72,7 @@ class Driver(PyDriver):
 
     def common(self) -> dict:
         return {"bootstrap.servers": self.bootstrap, "client.id": self.client_id(),
-                "broker.address.family": "v4"}
+                "broker.address.family": "v4", **librdkafka_settings(from_env())}
 
     def admin(self) -> AdminClient:
         # keep the returned client referenced until its futures resolve: a collected AdminClient

@@ -10,6 +10,7 @@ from kafka.structs import OffsetAndMetadata
 
 from compat.agent import serve
 from compat.clients.base import MAX_FETCH, PyDriver, producer_settings, records_arg
+from compat.security import Security, from_env
 from compat.wire import Rec
 
 MAJOR = int(kafka.__version__.split(".")[0])
@@ -25,6 +26,15 @@ def offset_meta(offset: int) -> OffsetAndMetadata:
         return OffsetAndMetadata(offset, "", -1)
     except TypeError:  # 2.0.x has no leader epoch field
         return OffsetAndMetadata(offset, "")
+
+
+def security_settings(security: Security) -> dict:
+    """kafka-python's names (aiokafka shares the SASL ones); the CA file verifies the broker."""
+    if security.protocol == "PLAINTEXT":
+        return {}
+    return {"security_protocol": security.protocol, "ssl_cafile": security.ca, "ssl_check_hostname": True,
+            "sasl_mechanism": security.mechanism, "sasl_plain_username": security.username,
+            "sasl_plain_password": security.password}
 
 
 class Consumer:
@@ -60,7 +70,8 @@ class Driver(PyDriver):
         return {"client": self.name, "version": kafka.__version__, "detail": "", "features": features}
 
     def common(self) -> dict:
-        return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id(), "request_timeout_ms": 15000}
+        return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id(), "request_timeout_ms": 15000,
+                **security_settings(from_env())}
 
     def admin(self) -> KafkaAdminClient:
         return KafkaAdminClient(**self.common())

@@ -16,6 +16,7 @@ import threading
 import time
 
 from compat.agent import Unsupported, serve, spawn
+from compat.security import from_env, librdkafka_settings
 from compat.wire import Rec
 
 KCAT = os.environ.get("KCAT", "kcat")
@@ -106,6 +107,7 @@ class Driver:
 
     def __init__(self, bootstrap: str):
         self.bootstrap = bootstrap
+        self.security = librdkafka_settings(from_env())
         self.kcat_version, self.librdkafka = version()
         self.member: Running | None = None
         self.watch: Running | None = None
@@ -113,6 +115,8 @@ class Driver:
     def base(self, *args: str, **config) -> list[str]:
         command = [KCAT, "-b", self.bootstrap, "-X", "broker.address.family=v4",
                    "-X", f"client.id=compat-kcat-{self.kcat_version}", *args]
+        for name, value in self.security.items():
+            command += ["-X", f"{name}={value}"]
         for name, value in config.items():
             command += ["-X", f"{name.replace('_', '.')}={value}"]
         return command

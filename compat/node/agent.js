@@ -3,6 +3,7 @@
 // drivers (see compat/clients/__init__.py), done with kafkajs's public API.
 // Usage: node agent.js HOST:PORT   (KAFKAJS_DIR may point at another kafkajs release, for --wide)
 
+const fs = require('fs')
 const readline = require('readline')
 const path = require('path')
 const KAFKAJS = process.env.KAFKAJS_DIR || path.join(__dirname, 'node_modules', 'kafkajs')
@@ -12,9 +13,16 @@ const VERSION = require(path.join(KAFKAJS, 'package.json')).version
 const bootstrap = process.argv[2]
 const clientId = `compat-kafkajs-${VERSION}`
 
+// COMPAT_SECURITY (compat/security.py): TLS verified against the CA file, and SASL
+const security = JSON.parse(process.env.COMPAT_SECURITY || '{"protocol": "PLAINTEXT"}')
+const secure = security.protocol === 'SASL_SSL'
+  ? { ssl: { ca: [fs.readFileSync(security.ca, 'utf-8')] },
+      sasl: { mechanism: security.mechanism.toLowerCase(), username: security.username, password: security.password } }
+  : {}
+
 function kafka (options = {}) {
   const retry = options.timeout_ms ? { retries: 2, initialRetryTime: 200, maxRetryTime: 1000 } : { retries: 5 }
-  return new Kafka({ clientId, brokers: [bootstrap], logLevel: logLevel.NOTHING, requestTimeout: 15000, retry })
+  return new Kafka({ clientId, brokers: [bootstrap], logLevel: logLevel.NOTHING, requestTimeout: 15000, retry, ...secure })
 }
 
 class Unsupported extends Error {}

@@ -11,7 +11,13 @@ const DIR = process.env.PLATFORMATIC_DIR
 const { Admin, Consumer, Producer } = await import(join(DIR, 'dist', 'index.js'))
 const VERSION = JSON.parse(readFileSync(join(DIR, 'package.json'))).version
 const bootstrap = process.argv[2]
-const base = { clientId: `compat-platformatic-${VERSION}`, bootstrapBrokers: [bootstrap] }
+// COMPAT_SECURITY (compat/security.py): TLS verified against the CA file, and SASL
+const security = JSON.parse(process.env.COMPAT_SECURITY || '{"protocol": "PLAINTEXT"}')
+const secure = security.protocol === 'SASL_SSL'
+  ? { tls: { ca: [readFileSync(security.ca, 'utf-8')] },
+      sasl: { mechanism: security.mechanism, username: security.username, password: security.password } }
+  : {}
+const base = { clientId: `compat-platformatic-${VERSION}`, bootstrapBrokers: [bootstrap], ...secure }
 
 class Unsupported extends Error {}
 
@@ -63,7 +69,16 @@ const ops = {
   }),
 
   metadata: () => withAdmin(async admin => {
-    const metadata = await admin.metadata({ topics: await admin.listTopics() })
+    // it has no "every topic" request: list, then describe. A topic another cell deletes in
+    // between fails the describe; listing again is what an application would do.
+    let metadata
+    for (let attempt = 1; !metadata; attempt++) {
+      try {
+        metadata = await admin.metadata({ topics: await admin.listTopics() })
+      } catch (e) {
+        if (attempt === 3) throw e
+      }
+    }
     return {
       brokers: [...metadata.brokers.values()].map(b => [b.host, b.port]),
       topics: Object.fromEntries([...metadata.topics.entries()].map(([name, t]) => [name, t.partitionsCount]))

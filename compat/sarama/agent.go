@@ -1,7 +1,7 @@
 // sarama agent for kbroker's compatibility matrix (--wide): the JSON-lines operations of
 // compat/clients/__init__.py done with Debian's sarama (golang-github-shopify-sarama-dev, 1.22),
 // which picks request versions from Config.Version instead of negotiating them.
-// Build: GO111MODULE=off GOPATH=/usr/share/gocode go build -o sarama-agent agent.go
+// Build: GO111MODULE=off GOPATH=/usr/share/gocode go build -o sarama-agent agent.go security.go
 package main
 
 import (
@@ -105,6 +105,7 @@ func config(options map[string]interface{}) *sarama.Config {
 	if options["reset"] == "latest" {
 		c.Consumer.Offsets.Initial = sarama.OffsetNewest
 	}
+	secure(c)
 	return c
 }
 

@@ -26,6 +26,7 @@ class ClientSession:
     node_id: int  # the node whose listener it connected to (one of several with --brokers N)
     client_software: str | None = None  # "name version" from ApiVersions v3+
     sasl: Mechanism | None = None  # the SASL exchange under way, from SaslHandshake
+    sasl_raw_tokens: bool = False  # after SaslHandshake v0: tokens come bare, not in SaslAuthenticate
     principal: str = ANONYMOUS  # Kafka's principal: User:alice, User:CN=alice,O=example
     sasl_mechanism: str | None = None  # of the last successful authentication
     sasl_version: int = 0  # SaslAuthenticate version it used; re-authentication needs 1+

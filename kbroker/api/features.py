@@ -36,6 +36,7 @@ async def handle_update_features(ctx: RequestContext,
     else:
         if updates and not request.validate_only:
             ctx.broker.metadata_offset.advance(len(updates))
+            ctx.broker.on_features_finalized()
     code = ErrorCode.NONE if error is None else error.code
     message = None if error is None else error.message
     results = [] if ctx.api_version >= 2 else [

@@ -26,7 +26,7 @@ log = logging.getLogger("kbroker.sasl")
 CLUSTER_AUTHORIZATION_MESSAGE = "Cluster authorization failed."  # Kafka's default (Errors.java)
 
 
-@serves("SaslHandshake", 1, 1)
+@serves("SaslHandshake", 0, 1)
 async def handle_sasl_handshake(ctx: RequestContext,
                                 request: SaslHandshakeRequest) -> SaslHandshakeResponse:
     session = ctx.session
@@ -41,7 +41,20 @@ async def handle_sasl_handshake(ctx: RequestContext,
         return SaslHandshakeResponse(error_code=ErrorCode.UNSUPPORTED_SASL_MECHANISM,
                                      mechanisms=users.mechanisms)
     session.sasl = exchange
+    session.sasl_raw_tokens = ctx.api_version == 0
     return SaslHandshakeResponse(error_code=ErrorCode.NONE, mechanisms=users.mechanisms)
+
+
+async def exchange_raw_token(ctx: RequestContext, token: bytes) -> bytes | None:
+    """The next bare token of a client that sent SaslHandshake v0 (Kafka serves it, and clients
+    such as librdkafka 2.0 need it in range even though they then use SaslAuthenticate): the
+    SaslAuthenticate v0 rules without the framing. None when authentication failed: the
+    connection is then closed, as Kafka does."""
+    response = await handle_sasl_authenticate(ctx, SaslAuthenticateRequest(auth_bytes=token))
+    if response.error_code != ErrorCode.NONE:
+        return None
+    ctx.session.sasl_raw_tokens = not ctx.session.authenticated
+    return bytes(response.auth_bytes)
 
 
 @serves("SaslAuthenticate", 0, 2)

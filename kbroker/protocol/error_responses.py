@@ -64,8 +64,10 @@ def _answer(cls: type[Struct], request: Struct | None, version: int, error_code:
             setattr(response, field.attr, error_code)
         elif field.attr == _ERROR_MESSAGE and message is not None:
             setattr(response, field.attr, message)
-        elif field.type == "records" and not _within(field.nullable_versions or (0, -1), version):
-            setattr(response, field.attr, b"")  # no records, where null may not be sent
+        elif field.type == "records":
+            # Kafka answers with empty records (MemoryRecords.EMPTY), never null: clients such as
+            # sarama 1.22 cannot read a null record set in a Fetch response
+            setattr(response, field.attr, b"")
         elif field.array and field.struct is not None and _carries_errors(field.struct):
             source = _answered_array(field.struct, field.attr, request_fields)
             if source is not None:
