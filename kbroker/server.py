@@ -25,6 +25,7 @@ from kbroker.tls import TlsSetupError, principal_mapper, server_context
 log = logging.getLogger("kbroker.server")
 
 _ACCEPT_BACKOFF_S = (0.01, 1.0)  # pause after accept() fails for lack of descriptors, doubling
+_PORT_BLOCK_ATTEMPTS = 20  # free first ports tried until the ports after it are free too
 
 
 class CannotListen(Exception):
@@ -54,19 +55,15 @@ class Server:
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Open every listener of every node, then accept on each; reports the BoundListeners
         once clients can connect. A listener that cannot be set up stops it all with CannotListen."""
-        bound: dict[int, list[tuple[BoundListener, trio.socket.SocketType]]] = {}
-        try:
-            for index, node_id in enumerate(self.broker.node_ids):
-                bound[node_id] = []
-                listeners = self.broker.config.listeners()
-                for settings in listeners:
-                    bound[node_id].append(await self._open(
-                        _node_listener(settings, index * len(listeners)), node_id))
-        except BaseException:
-            for pairs in bound.values():
-                for _, sock in pairs:
-                    sock.close()
-            raise
+        free_ports = self.broker.several_brokers and any(
+            settings.port == 0 for settings in self.broker.config.listeners())
+        for attempt in range(_PORT_BLOCK_ATTEMPTS if free_ports else 1):
+            try:
+                bound = await self._open_all()
+                break
+            except CannotListen:
+                if attempt == _PORT_BLOCK_ATTEMPTS - 1 or not free_ports:
+                    raise
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._close_idle_connections)
@@ -77,6 +74,30 @@ class Server:
                 self._serving[node_id] = await nursery.start(self._serve_node, pairs)
             self.broker.node_switch = self
             task_status.started([listener for listeners in self.nodes.values() for listener in listeners])
+
+    async def _open_all(self) -> dict[int, list[tuple[BoundListener, trio.socket.SocketType]]]:
+        """Every node's listeners. A port 0 listener takes a free port for the first node and the
+        others take the ports after it as fixed ports do (_node_listener), so that `--port` of
+        that first one starts them all again."""
+        bound: dict[int, list[tuple[BoundListener, trio.socket.SocketType]]] = {}
+        first_ports: dict[str, int] = {}
+        try:
+            for index, node_id in enumerate(self.broker.node_ids):
+                bound[node_id] = []
+                listeners = self.broker.config.listeners()
+                for settings in listeners:
+                    if index and settings.port == 0:
+                        settings = replace(settings, port=first_ports[settings.name])
+                    listener, sock = await self._open(
+                        _node_listener(settings, index * len(listeners)), node_id)
+                    first_ports.setdefault(settings.name, listener.port)
+                    bound[node_id].append((listener, sock))
+        except BaseException:
+            for pairs in bound.values():
+                for _, sock in pairs:
+                    sock.close()
+            raise
+        return bound
 
     async def _serve_node(self, pairs, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         ended = trio.Event()
