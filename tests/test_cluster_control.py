@@ -500,6 +500,38 @@ def test_reassignments_through_kafka_python_admin(cluster, topic_name):
         admin.close()
 
 
+KAFKAJS_REASSIGN = """
+const { Kafka, logLevel } = require(process.argv[1]);
+const [bootstrap, topic] = process.argv.slice(2);
+const admin = new Kafka({ brokers: bootstrap.split(","), logLevel: logLevel.NOTHING }).admin();
+const reassign = replicas => admin.alterPartitionReassignments({
+  topics: [{ topic, partitionAssignment: [{ partition: 0, replicas }] }] });
+(async () => {
+  await admin.connect();
+  await reassign([2, 3]);
+  const ongoing = await admin.listPartitionReassignments({ topics: [{ topic, partitions: [0] }] });
+  const refused = await reassign([1, 9]).then(() => null, error => error.errors.map(e => e.type));
+  await admin.disconnect();
+  process.stdout.write(JSON.stringify({ ongoing: ongoing.topics, refused }) + "\\n");
+})().catch(error => { console.error(error); process.exit(1); });
+"""
+
+
+@pytest.mark.skipif(not KAFKAJS.exists(), reason="kafkajs is installed by scripts/install_test_tools.sh")
+def test_kafkajs_admin_reassigns_and_lists_ongoing_reassignments(cluster, topic_name):
+    create(cluster, topic_name, assignment=[[1, 3]])
+    cluster.stop_broker(2)
+    done = subprocess.run(["node", "-e", KAFKAJS_REASSIGN, str(KAFKAJS), address(cluster, 1), topic_name],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "ongoing": [{"name": topic_name, "partitions": [
+            {"partition": 0, "replicas": [2, 3, 1], "addingReplicas": [2], "removingReplicas": [1]}]}],
+        "refused": ["INVALID_REPLICA_ASSIGNMENT"]}
+    cluster.start_broker(2)  # the reassignment completes
+    assert partition(cluster, topic_name)["replicas"] == [2, 3]
+
+
 def test_a_reassignment_may_refuse_a_replication_factor_change(cluster, topic_name):
     """KIP-860: AlterPartitionReassignments v1 with AllowReplicationFactorChange false."""
     create(cluster, topic_name, assignment=[[1, 2]])
