@@ -116,9 +116,9 @@ class Ctx:
     def name(self, suffix: str) -> str:
         return f"{self.prefix}-{suffix}"
 
-    def create_topic(self, name: str, partitions: int, config: dict | None = None, via=None) -> str:
+    def create_topic(self, name: str, partitions: int, config: dict | None = None, via=None, replicas: int = 1) -> str:
         (via or self.helper).call("create_topics", topics=[{"name": name, "partitions": partitions,
-                                                            "config": config or {}}])
+                                                            "config": config or {}, "replicas": replicas}])
         return name
 
     def produce(self, topic: str, records: list[Rec], via=None, timeout: float = 60, **options) -> list:
@@ -662,5 +662,5 @@ def run_scenario(ctx: Ctx, scenario_: Scenario) -> None:
     scenario_.run(ctx)
 
 
-# The KIP-848 and fault scenarios live in their own modules; importing them registers them.
-from compat import scenarios_faults, scenarios_kip848  # noqa: E402, F401
+# The KIP-848, fault and cluster scenarios live in their own modules; importing them registers them.
+from compat import scenarios_cluster, scenarios_faults, scenarios_kip848  # noqa: E402, F401
