@@ -634,7 +634,7 @@ def share_group(ctx: Ctx, suffix: str, count: int) -> tuple[str, str]:
 
 
 @scenario("share_accept", "a share consumer gets every record once and accepts it; none comes again",
-          needs=("share_consumer",))
+          needs=("share_consumer",), since="4.1")
 def share_accept(ctx: Ctx):
     topic, group = share_group(ctx, "share", 10)
     got = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=10)
@@ -644,7 +644,7 @@ def share_accept(ctx: Ctx):
 
 
 @scenario("share_release_reject", "released records come back with delivery count 2; rejected ones never",
-          needs=("share_consumer",))
+          needs=("share_consumer",), since="4.1")
 def share_release_reject(ctx: Ctx):
     topic, group = share_group(ctx, "redeliver", 3)
     released = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=3, ack="release")

@@ -141,8 +141,8 @@ class Driver:
         except subprocess.TimeoutExpired:
             proc.kill()
             raise RuntimeError("kcat did not finish producing in time") from None
-        errors = [line for line in stderr.decode(errors="replace").splitlines() if "ERROR" in line]
-        if proc.returncode != 0 or errors:
+        if proc.returncode != 0:  # not every "% ERROR" line: a cluster change logs some it recovers from
+            errors = [line for line in stderr.decode(errors="replace").splitlines() if "ERROR" in line]
             raise RuntimeError(f"kcat exit {proc.returncode}: {' | '.join(errors[-3:])}")
 
     def op_hello(self):

@@ -97,7 +97,10 @@ class Running {
       if (onJoin) onJoin()
     })
     consumer.on(consumer.events.FETCH, () => { if (this.joined) this.ready = true })
-    consumer.on(consumer.events.CRASH, e => { this.error = `${e.payload.error.name}: ${e.payload.error.message}` })
+    consumer.on(consumer.events.CRASH, e => { // a crash kafkajs restarts from (retriable) is not the member's end,
+      this.assigned = [] //                        but it owns nothing until it has joined again
+      if (!e.payload.restart) this.error = `${e.payload.error.name}: ${e.payload.error.message}`
+    })
     await consumer.connect()
     for (const topic of topics) await consumer.subscribe({ topic, fromBeginning: this.fromBeginning })
     await consumer.run({

@@ -368,15 +368,21 @@ func (a *agent) op(name string, args map[string]interface{}) (interface{}, error
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		m.stop = func() { cancel(); <-done; group.Close() }
-		go func() {
+		go func() { // as a robust application does: Consume again after an error, for a while
 			defer close(done)
-			for ctx.Err() == nil {
-				if err := group.Consume(ctx, topics, m); err != nil {
+			for failures := 0; ctx.Err() == nil; {
+				err := group.Consume(ctx, topics, m)
+				if err == nil {
+					failures = 0
+					continue
+				}
+				if failures++; failures == 20 {
 					m.Lock()
 					m.err = err.Error()
 					m.Unlock()
 					return
 				}
+				time.Sleep(500 * time.Millisecond)
 			}
 		}()
 		a.member = m
