@@ -55,7 +55,8 @@ def make_certificates(directory: Path, hosts: Sequence[str] = (), client: str = 
             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     names = ",".join(_alt_name(host) for host in dict.fromkeys(["localhost", "127.0.0.1", "::1", *hosts]))
     for name, subject, extensions in (
-            ("broker", "/O=kbroker/CN=localhost", f"subjectAltName={names}\nextendedKeyUsage=serverAuth\n"),
+            ("broker", "/O=kbroker/CN=localhost",
+             f"subjectAltName={names}\nextendedKeyUsage=serverAuth,clientAuth\n"),
             ("client", _subject(client), "extendedKeyUsage=clientAuth\n")):
         (directory / f"{name}.ext").write_text(extensions)
         openssl("req", *_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)

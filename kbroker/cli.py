@@ -163,8 +163,10 @@ def apis_table() -> str:
     import kbroker.api  # noqa: F401  (registers every handler)
     from kbroker.api.registry import supported_apis
 
-    rows = ["| API | key | versions |", "|---|---|---|"]
-    rows += [f"| {e.name} | {e.api_key} | {e.min_version}-{e.max_version} |" for e in supported_apis()]
+    rows = ["| API | key | versions | with --as-version before 4.0 |", "|---|---|---|---|"]
+    rows += [f"| {e.name} | {e.api_key} | {e.min_version}-{e.max_version} | "
+             f"{f'from v{e.oldest_version}' if e.oldest_version < e.min_version else ''} |"
+             for e in supported_apis()]
     return "\n".join(rows) + "\n"
 
 

@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import quote
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT_S = 10.0
@@ -53,3 +54,23 @@ class Control:
 
     def delete_fault(self, fault_id: str) -> None:
         self._call("DELETE", f"/api/faults/{fault_id}")
+
+    def cluster(self) -> dict:
+        """The simulated cluster: {"brokers": [{"id", "host", "port", "up"}, ...], "topics":
+        {name: [{"partition", "leader", "leader_epoch", "replicas", "isr"}, ...]}}."""
+        return self._call("GET", "/api/cluster")
+
+    def stop_broker(self, node_id: int) -> dict:
+        """Stop a broker of the cluster (`serve --brokers N`): its listener closes, its
+        connections drop, its leaderships and coordinators move; returns its entry."""
+        return self._call("POST", f"/api/brokers/{node_id}/stop", {})
+
+    def start_broker(self, node_id: int) -> dict:
+        """Start a stopped broker again: it listens on the same port and rejoins the ISRs."""
+        return self._call("POST", f"/api/brokers/{node_id}/start", {})
+
+    def move_leader(self, topic: str, partition: int, node_id: int) -> dict:
+        """Make `node_id` (a replica in the ISR) lead the partition, with a new leader epoch;
+        returns the partition's entry."""
+        return self._call("POST", f"/api/partitions/{quote(topic, safe='')}/{partition}/leader",
+                          {"node": node_id})

@@ -79,6 +79,22 @@ class BrokerConveniences:
     def delete_fault(self, fault_id: str) -> None:
         self.control().delete_fault(fault_id)
 
+    def cluster(self) -> dict:
+        """The brokers and each partition's leader, epoch, replicas and ISR (`GET /api/cluster`)."""
+        return self.control().cluster()
+
+    def stop_broker(self, node_id: int) -> dict:
+        """Stop one broker of `--brokers N`: listener closed, connections dropped, leaders moved."""
+        return self.control().stop_broker(node_id)
+
+    def start_broker(self, node_id: int) -> dict:
+        """Start a stopped broker again on its port; it rejoins the ISRs."""
+        return self.control().start_broker(node_id)
+
+    def move_leader(self, topic: str, partition: int, node_id: int) -> dict:
+        """Move the partition's leadership to `node_id` (in its ISR), bumping the leader epoch."""
+        return self.control().move_leader(topic, partition, node_id)
+
     def create_topic(self, name: str, partitions: int = 1, **configs) -> None:
         """Create a topic; configs by Kafka name with dots as underscores (retention_ms=1000)."""
         run_sync(lambda: create_topic(self.bootstrap, name, partitions, **configs))
@@ -121,13 +137,20 @@ class NurseryBroker:
         await trio.to_thread.run_sync(control(self.http).delete_fault, fault_id)
 
 
-def _broker(data_dir: str | os.PathLike, overrides: dict[str, str] | None):
+def _release(as_version: str | None):
+    """The release an embedded broker acts as; ValueError naming the supported ones."""
+    from kbroker import versions
+
+    return versions.release(as_version) if as_version else None
+
+
+def _broker(data_dir: str | os.PathLike, overrides: dict[str, str] | None, release):
     from kbroker.broker import Broker
     from kbroker.config import Config
 
     settings = {"listeners": "PLAINTEXT://127.0.0.1:0", "log.dirs": str(data_dir)}
     settings.update(overrides or {})
-    return Broker(Config(settings))
+    return Broker(Config(settings, release))
 
 
 async def _serve_until_cancelled(broker, http_port, task_status) -> None:
@@ -154,12 +177,14 @@ def _data_dir(data_dir):
 
 @contextlib.contextmanager
 def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
-                    http_port: int | None = 0):
+                    http_port: int | None = 0, as_version: str | None = None):
     """Run a broker in a thread of this process; yields a BrokerHandle.
 
     `overrides` are broker settings by their Kafka names ({"num.partitions": "3"}); the HTTP
-    port (metrics, console) is a free one unless given, None for none.
+    port (metrics, console) is a free one unless given, None for none; `as_version` ("2.8")
+    makes it act as that Kafka release, as `kbroker serve --as-version` does.
     """
+    release = _release(as_version)
     with _data_dir(data_dir) as directory:
         started = threading.Event()
         state: dict = {}
@@ -167,7 +192,7 @@ def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
         async def main() -> None:
             async with trio.open_nursery() as nursery:
                 host, port, http = await nursery.start(
-                    _serve_until_cancelled, _broker(directory, overrides), http_port)
+                    _serve_until_cancelled, _broker(directory, overrides, release), http_port)
                 state.update(address=f"{host}:{port}", http=_http_url(host, http),
                              cancel=nursery.cancel_scope.cancel,
                              token=trio.lowlevel.current_trio_token())
@@ -196,8 +221,9 @@ def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
 
 @contextlib.asynccontextmanager
 async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | None = None, *,
-                           data_dir=None, http_port: int | None = 0):
+                           data_dir=None, http_port: int | None = 0, as_version: str | None = None):
     """Serve a broker as a task of the caller's trio nursery; yields a NurseryBroker."""
+    release = _release(as_version)
     with _data_dir(data_dir) as directory:
         scope = trio.CancelScope()
         stopped = trio.Event()
@@ -205,7 +231,7 @@ async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | No
         async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
             try:
                 with scope:
-                    await _serve_until_cancelled(_broker(directory, overrides), http_port,
+                    await _serve_until_cancelled(_broker(directory, overrides, release), http_port,
                                                  task_status)
             finally:
                 stopped.set()
@@ -221,9 +247,9 @@ async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | No
 
 @contextlib.asynccontextmanager
 async def asyncio_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
-                         http_port: int | None = 0):
+                         http_port: int | None = 0, as_version: str | None = None):
     """For asyncio programs: an embedded_broker started and stopped without blocking the loop."""
-    context = embedded_broker(overrides, data_dir=data_dir, http_port=http_port)
+    context = embedded_broker(overrides, data_dir=data_dir, http_port=http_port, as_version=as_version)
     handle = await asyncio.to_thread(context.__enter__)
     try:
         yield handle

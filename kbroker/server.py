@@ -47,7 +47,8 @@ class Server:
         self.quotas = ConnectionQuotas(broker.config, broker.quotas)
         self.memory = RequestMemory(broker.config["queued.max.request.bytes"])
         self.nodes: dict[int, list[BoundListener]] = {}  # every node's listeners, in node order
-        self._serving: dict[int, trio.CancelScope] = {}  # the nodes accepting connections
+        # the nodes accepting connections: the scope of their tasks, and set once those ended
+        self._serving: dict[int, tuple[trio.CancelScope, trio.Event]] = {}
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -57,8 +58,10 @@ class Server:
         try:
             for index, node_id in enumerate(self.broker.node_ids):
                 bound[node_id] = []
-                for settings in self.broker.config.listeners():
-                    bound[node_id].append(await self._open(_node_listener(settings, index), node_id))
+                listeners = self.broker.config.listeners()
+                for settings in listeners:
+                    bound[node_id].append(await self._open(
+                        _node_listener(settings, index * len(listeners)), node_id))
         except BaseException:
             for pairs in bound.values():
                 for _, sock in pairs:
@@ -76,19 +79,25 @@ class Server:
             task_status.started([listener for listeners in self.nodes.values() for listener in listeners])
 
     async def _serve_node(self, pairs, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                for listener, sock in pairs:
-                    nursery.start_soon(self._accept_connections, listener, sock)
-                task_status.started(scope)
+        ended = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                async with trio.open_nursery() as nursery:
+                    for listener, sock in pairs:
+                        nursery.start_soon(self._accept_connections, listener, sock)
+                    task_status.started((scope, ended))
+        finally:
+            ended.set()
 
     async def stop_node(self, node_id: int) -> None:
         """Stop one simulated broker: the model moves its leaderships (kbroker/cluster.py B2),
         then its listeners close and its connections are dropped."""
         self.broker.cluster.stop_broker(node_id)
-        scope = self._serving.pop(node_id, None)
-        if scope is not None:
+        serving = self._serving.pop(node_id, None)
+        if serving is not None:
+            scope, ended = serving
             scope.cancel()
+            await ended.wait()  # its listeners are closed once the caller hears it stopped
             log.info("node %d stopped", node_id)
 
     async def start_node(self, node_id: int) -> None:
@@ -223,7 +232,7 @@ async def serve(broker: Broker, *, http_port: int | None = None,
         nursery.start_soon(broker.run_background_tasks)
         host, port = listeners[0].host, listeners[0].port
         if http_port is not None:
-            # The console reads the broker as a client of a listener without TLS, PLAINTEXT first.
+            # The console reads the broker as a client of one of its listeners, PLAINTEXT first, TLS last.
             console = min(listeners, key=lambda listener: (listener.config.uses_tls, listener.config.uses_sasl))
             reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(console.host, console.host)
             app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],
@@ -236,12 +245,14 @@ async def serve(broker: Broker, *, http_port: int | None = None,
         task_status.started((host, port, http_port))
 
 
-def _node_listener(settings: ListenerConfig, index: int) -> ListenerConfig:
-    """A listener as the index-th simulated node opens it: port (and advertised port) + index."""
-    if not index:
+def _node_listener(settings: ListenerConfig, offset: int) -> ListenerConfig:
+    """A listener as a simulated node opens it: port (and advertised port) + offset, the node's
+    index times the number of listeners, so that each node takes the next block of ports
+    (PLAINTEXT 9092 and SSL 9093: node 1 on 9094 and 9095)."""
+    if not offset:
         return settings
-    return replace(settings, port=settings.port and settings.port + index,
-                   advertised_port=settings.advertised_port and settings.advertised_port + index)
+    return replace(settings, port=settings.port and settings.port + offset,
+                   advertised_port=settings.advertised_port and settings.advertised_port + offset)
 
 
 async def _close_later(sock: socket.socket, delay_ms: int) -> None:

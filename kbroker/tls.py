@@ -74,6 +74,35 @@ def server_context(config, listener: ListenerConfig) -> ssl.SSLContext:
     return context
 
 
+def own_client_context(config, listener: ListenerConfig) -> ssl.SSLContext:
+    """The context the broker's own web console connects to a TLS listener with. It trusts
+    exactly the certificate the listener serves (the first of its key store's chain; no CA, no
+    host name to match), so only a peer holding the listener's private key passes; and when the
+    listener requires client certificates it presents that same certificate, whose principal
+    is then the console's (give it ACLs, or name it in super.users)."""
+    settings = _Settings(config, listener)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the pinned leaf is a trust anchor
+    _set_versions(context, settings)
+    _set_ciphers(context, settings)
+    chain = settings["ssl.keystore.certificate.chain"]
+    location = settings["ssl.keystore.location"]
+    if location:
+        with open(location) as file:
+            chain = file.read()
+    leaf = _PEM_CERTIFICATE.search(chain or "")
+    if leaf is None:
+        raise TlsSetupError(f"{settings.name('ssl.keystore.location')}: no certificate found")
+    context.load_verify_locations(cadata=leaf.group(0))
+    if settings["ssl.client.auth"] == "required":
+        _load_keystore(context, settings)
+    return context
+
+
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
 def principal_mapper(config, listener: ListenerConfig) -> PrincipalMapper:
     return PrincipalMapper(config.for_listener(listener, "ssl.principal.mapping.rules"))
 

@@ -35,9 +35,6 @@ NOT_SERVED = {
     "DeleteShareGroupState", "ReadShareGroupStateSummary",  # broker to share coordinator
     "StreamsGroupHeartbeat", "StreamsGroupDescribe",  # KIP-1071 streams groups
 }
-# Served ranges narrower than the release's, and why: SaslHandshake v0 sends the SASL tokens
-# unframed after the handshake, which kbroker's server does not do (every client since 1.0 uses v1).
-NARROWER = {"SaslHandshake": (1, 1)}
 LONG_MAX = 9223372036854775807
 SARAMA_SOURCE = Path("/usr/share/gocode/src/github.com/Shopify/sarama")
 
@@ -45,8 +42,7 @@ SARAMA_SOURCE = Path("/usr/share/gocode/src/github.com/Shopify/sarama")
 def release_table(name: str) -> dict[str, tuple[int, int]]:
     with open(SPECS_DIR / "releases.json", encoding="utf-8") as f:
         table = json.load(f)["releases"][name]
-    return {api: NARROWER.get(api, (low, high)) for api, (low, high) in table.items()
-            if api not in NOT_SERVED}
+    return {api: (low, high) for api, (low, high) in table.items() if api not in NOT_SERVED}
 
 
 def by_name(ranges: dict[int, tuple[int, int]]) -> dict[str, tuple[int, int]]:
@@ -293,3 +289,16 @@ def test_every_removed_version_is_answered_as_2_8(broker_28, api, version):
     with WireClient(broker_28.bootstrap) as wire:
         response = wire.request(api, version, **fields)
     assert type(response).__name__ == f"{api}Response"
+
+
+def test_an_embedded_broker_acts_as_a_release_too():
+    from kbroker.testing import embedded_broker
+
+    with embedded_broker(as_version="2.8") as embedded:
+        producer = KafkaProducer(bootstrap_servers=embedded.bootstrap, api_version=(0, 10, 1))
+        producer.send("embedded-old", b"v1 message").get(10)
+        producer.close()
+        assert [r.value for r in embedded.records("embedded-old")] == [b"v1 message"]
+    with pytest.raises(ValueError, match="supported: 2.1"):
+        with embedded_broker(as_version="9.9"):
+            pass

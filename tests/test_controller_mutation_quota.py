@@ -5,6 +5,7 @@ clients of both kinds."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from kbroker.protocol.messages import CreatePartitionsRequest, DeleteTopicsReque
 from kbroker.quotas import ClientQuotas
 from kbroker.testing import running_broker
 from kbroker.throttling import CONTROLLER_MUTATION_RATE, ControllerMutationQuotas
+from tests.cli_brokers import kbroker_command
 from tests.test_admin import create, topic
 from tests.test_client_quotas import alter, alteration
 from tests.wire import WireClient
@@ -133,3 +135,29 @@ def test_confluent_admin_is_slowed_down_not_refused(tmp_path):
         # The second request empties the bucket 20 below zero: the third waits 2 s for it.
         assert time.monotonic() - started >= 1.5
         assert {f"topic-{index}" for index in range(3)} <= set(admin.list_topics(timeout=10).topics)
+
+
+def test_quota_command_sets_describes_and_removes_quotas(tmp_path):
+    """`kbroker quota` sets the quota kbroker's own tools are then held to (they send
+    CreateTopics v7: refused once the bucket is empty)."""
+    with running_broker(*BROKER_ARGS, data_dir=tmp_path) as broker:
+        def kb(*args: str) -> tuple[int, str, str]:
+            done = kbroker_command(broker.bootstrap, *args)
+            return done.returncode, done.stdout.decode(), done.stderr.decode().strip()
+
+        assert kb("quota", "alter", "--client-id", "kbroker-cli", "--add",
+                  "controller_mutation_rate=10")[0] == 0
+        assert kb("quota", "alter", "--ip-default", "--add", "connection_creation_rate=50")[0] == 0
+        listed = json.loads(kb("quota", "describe", "--json")[1])
+        assert sorted(map(str, listed)) == sorted(map(str, [
+            {"entity": {"client-id": "kbroker-cli"}, "quotas": {"controller_mutation_rate": 10.0}},
+            {"entity": {"ip": None}, "quotas": {"connection_creation_rate": 50.0}}]))
+        assert "client-id=kbroker-cli  controller_mutation_rate=10" in kb(
+            "quota", "describe", "--client-id", "kbroker-cli")[1]
+        assert kb("topic", "create", "big", "-p", "30")[0] == 0
+        assert kb("topic", "create", "small", "-p", "1") == (
+            1, "", "kbroker: THROTTLING_QUOTA_EXCEEDED: topic small: The throttling quota has been exceeded.")
+        assert kb("quota", "alter", "--client-id", "kbroker-cli", "--delete", "controller_mutation_rate")[0] == 0
+        assert kb("topic", "create", "small", "-p", "1")[0] == 0
+        assert kb("quota", "alter", "--ip", "10.0.0.1", "--add", "producer_byte_rate=5") == (
+            1, "", "kbroker: INVALID_REQUEST: Invalid configuration key producer_byte_rate")

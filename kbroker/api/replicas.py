@@ -1,8 +1,9 @@
-"""Replicas, leaders and log dirs, answered as a one-broker KRaft Apache Kafka with one log dir
-answers them: DescribeLogDirs, AlterReplicaLogDirs, ElectLeaders and the reassignment APIs.
+"""Replicas, leaders and log dirs: DescribeLogDirs, AlterReplicaLogDirs, ElectLeaders and the
+reassignment APIs, answered as a KRaft Apache Kafka with one log dir per broker answers them.
 
-Rules: this broker leads every partition with epoch 0, so preferred/unclean elections are never
-needed and no reassignment is ever in progress; a replica is already in the one log dir. Each
+Rules: elections and reassignments act on the cluster model (kbroker/cluster.py, its rules P5
+and P6; one broker is a cluster of one), with the checks and messages of Kafka's controller
+(ReplicationControlManager) around them; a replica is already in its broker's one log dir. Each
 API needs CLUSTER DESCRIBE (DescribeLogDirs, ListPartitionReassignments) or CLUSTER ALTER.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from kbroker.api.admin import DEFAULT_MESSAGES, check_replica_list
+from kbroker.api.admin import DEFAULT_MESSAGES
 from kbroker.api.authorization import allowed_cluster
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
@@ -104,23 +105,30 @@ async def handle_alter_replica_log_dirs(
 
 # -- ElectLeaders and reassignments ----------------------------------------------------------
 
-def _require_partition(broker, topic: str, partition: int, no_topic: str, no_partition: str) -> None:
-    """UNKNOWN_TOPIC_OR_PARTITION, in the caller's wording, unless the partition exists."""
-    info = broker.logs.topics.get(topic)
-    if info is None:
+def _require_partition(cluster, topic: str, partition: int, no_topic: str, no_partition: str):
+    """The partition's state in the cluster model; UNKNOWN_TOPIC_OR_PARTITION, in the caller's
+    wording (Kafka's differ by API), if there is none."""
+    if topic not in cluster.topics:
         raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, no_topic)
-    if not 0 <= partition < info.partitions:
+    state = cluster.partition(topic, partition)
+    if state is None:
         raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, no_partition)
+    return state
 
 
-def _leader_question(broker, topic: str, partition: int) -> KafkaError:
-    """Why no election is done for one partition: unknown, or its leader is already in place."""
+def _elect(cluster, topic: str, partition: int, election: int) -> KafkaError | None:
+    """One partition's election (Kafka's ReplicationControlManager.electLeader): None when a new
+    leader was elected, else why not, with Kafka's default message for the election errors."""
     try:
-        _require_partition(broker, topic, partition, f"No such topic as {topic}",
+        _require_partition(cluster, topic, partition, f"No such topic as {topic}",
                            f"No such partition as {topic}-{partition}")
+        if election == PREFERRED:
+            cluster.elect_preferred(topic, partition)
+        else:
+            cluster.elect_unclean(topic, partition)
     except KafkaError as exc:
-        return exc
-    return KafkaError(ErrorCode.ELECTION_NOT_NEEDED, DEFAULT_MESSAGES[ErrorCode.ELECTION_NOT_NEEDED])
+        return KafkaError(exc.code, DEFAULT_MESSAGES.get(exc.code, exc.message))
+    return None
 
 
 @serves("ElectLeaders", 0, 2)
@@ -141,18 +149,22 @@ async def handle_elect_leaders(ctx: RequestContext,
                 PartitionResult(partition_id=p, error_code=error, error_message=message)
                 for p in topic.partitions])
             for topic in request.topic_partitions or []])
+    cluster = ctx.broker.cluster
+
+    def answer(topic: str, partition: int) -> ElectLeadersResponse.PartitionResult:
+        failure = _elect(cluster, topic, partition, election)
+        return PartitionResult(partition_id=partition, error_code=failure.code if failure else ErrorCode.NONE,
+                               error_message=failure.message if failure else None)
+
     if request.topic_partitions is None:
-        # Every partition already has its preferred leader; those are left out of the answer.
-        results = [Result(topic=name, partition_result=[]) for name in ctx.broker.logs.topics]
+        # Every partition of every topic; those whose leader is already right are left out.
+        results = [Result(topic=topic, partition_result=[
+            result for result in (answer(topic, p) for p in range(len(partitions)))
+            if result.error_code != ErrorCode.ELECTION_NOT_NEEDED])
+            for topic, partitions in list(cluster.topics.items())]
     else:
-        results = []
-        for topic in request.topic_partitions:
-            answers = []
-            for partition in topic.partitions:
-                reason = _leader_question(ctx.broker, topic.topic, partition)
-                answers.append(PartitionResult(partition_id=partition, error_code=reason.code,
-                                               error_message=reason.message))
-            results.append(Result(topic=topic.topic, partition_result=answers))
+        results = [Result(topic=topic.topic, partition_result=[answer(topic.topic, p) for p in topic.partitions])
+                   for topic in request.topic_partitions]
     return ElectLeadersResponse(throttle_time_ms=0, error_code=ErrorCode.NONE,
                                 replica_election_results=results)
 
@@ -161,19 +173,38 @@ async def handle_elect_leaders(ctx: RequestContext,
 async def handle_list_partition_reassignments(
         ctx: RequestContext,
         request: ListPartitionReassignmentsRequest) -> ListPartitionReassignmentsResponse:
-    error = ErrorCode.NONE if allowed_cluster(ctx, Operation.DESCRIBE) \
-        else ErrorCode.CLUSTER_AUTHORIZATION_FAILED
-    return ListPartitionReassignmentsResponse(throttle_time_ms=0, error_code=error,
-                                              error_message=None, topics=[])
+    Response = ListPartitionReassignmentsResponse
+    if not allowed_cluster(ctx, Operation.DESCRIBE):
+        return Response(throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
+                        error_message=None, topics=[])
+    ongoing = ctx.broker.cluster.reassignments()
+    if request.topics is None:
+        wanted = sorted(ongoing)
+    else:  # unknown topics and partitions, and those not being reassigned, are left out
+        wanted = [(topic.name, p) for topic in request.topics for p in topic.partition_indexes
+                  if (topic.name, p) in ongoing]
+    by_topic: dict[str, list] = {}
+    for topic, partition in wanted:
+        state = ongoing[(topic, partition)]
+        by_topic.setdefault(topic, []).append(Response.OngoingPartitionReassignment(
+            partition_index=partition, replicas=list(state.replicas),
+            adding_replicas=list(state.adding), removing_replicas=list(state.removing)))
+    return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, topics=[
+        Response.OngoingTopicReassignment(name=name, partitions=partitions)
+        for name, partitions in by_topic.items()])
 
 
-def _reassign(broker, topic: str, partition: int, replicas: list[int] | None) -> None:
-    _require_partition(broker, topic, partition, f"Unable to find a topic named {topic}.",
-                       f"Unable to find partition {topic}:{partition}.")
-    if replicas is None:
-        raise KafkaError(ErrorCode.NO_REASSIGNMENT_IN_PROGRESS,
-                         DEFAULT_MESSAGES[ErrorCode.NO_REASSIGNMENT_IN_PROGRESS])
-    check_replica_list(replicas, broker.node_id, None)  # [this broker]: nothing to move
+def _reassign(cluster, topic: str, partition: int, replicas: list[int] | None,
+              allow_replication_factor_change: bool) -> None:
+    """One partition of AlterPartitionReassignments (Kafka's alterPartitionReassignment)."""
+    state = _require_partition(cluster, topic, partition, f"Unable to find a topic named {topic}.",
+                               f"Unable to find partition {topic}:{partition}.")
+    if replicas is not None and not allow_replication_factor_change:  # KIP-860
+        heading_for = [node for node in state.replicas if node not in state.removing]
+        if len(replicas) != len(heading_for):
+            raise KafkaError(ErrorCode.INVALID_REPLICATION_FACTOR,
+                             f"The replication factor is changed from {len(heading_for)} to {len(replicas)}")
+    cluster.reassign(topic, partition, replicas)
 
 
 @serves("AlterPartitionReassignments", 0, 1)
@@ -185,22 +216,20 @@ async def handle_alter_partition_reassignments(
         return Response(throttle_time_ms=0, error_code=ErrorCode.CLUSTER_AUTHORIZATION_FAILED,
                         error_message=None, responses=[],
                         allow_replication_factor_change=request.allow_replication_factor_change)
+    # v0 has no AllowReplicationFactorChange: its default, true, applies.
+    allow_change = ctx.api_version < 1 or request.allow_replication_factor_change
     topics = []
     for topic in request.topics:
         answers = []
         for partition in topic.partitions:
+            code, message = ErrorCode.NONE, None
             try:
-                _reassign(ctx.broker, topic.name, partition.partition_index, partition.replicas)
+                _reassign(ctx.broker.cluster, topic.name, partition.partition_index, partition.replicas,
+                          allow_change)
             except KafkaError as exc:
-                answers.append(Response.ReassignablePartitionResponse(
-                    partition_index=partition.partition_index, error_code=exc.code,
-                    error_message=exc.message))
-            else:
-                answers.append(Response.ReassignablePartitionResponse(
-                    partition_index=partition.partition_index, error_code=ErrorCode.NONE,
-                    error_message=None))
+                code, message = exc.code, exc.message
+            answers.append(Response.ReassignablePartitionResponse(
+                partition_index=partition.partition_index, error_code=code, error_message=message))
         topics.append(Response.ReassignableTopicResponse(name=topic.name, partitions=answers))
-    # One broker: the only valid target is the current replica list, so the replication factor
-    # never changes and v1's AllowReplicationFactorChange is only echoed, as Kafka does.
     return Response(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=topics,
                     allow_replication_factor_change=request.allow_replication_factor_change)

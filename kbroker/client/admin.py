@@ -16,6 +16,7 @@ CONFIG_SOURCES = dict(enumerate((  # DescribeConfigs' config_source, by Kafka's 
     "STATIC_BROKER_CONFIG", "DEFAULT_CONFIG", "DYNAMIC_BROKER_LOGGER_CONFIG",
     "CLIENT_METRICS_CONFIG", "GROUP_CONFIG")))
 EARLIEST, LATEST = -2, -1  # ListOffsets timestamps
+MATCH_EXACT, MATCH_DEFAULT = 0, 1  # DescribeClientQuotas match types
 TIMEOUT_MS = 30_000
 
 
@@ -322,3 +323,30 @@ async def delete_group(cluster: Cluster, group: str) -> None:
         groups_names=[group]))
     (result,) = response.results
     check(result.error_code, None, f"group {group}")
+
+
+async def describe_client_quotas(cluster: Cluster, entity: dict[str, str | None]
+                                 ) -> list[tuple[dict[str, str | None], dict[str, float]]]:
+    """The quotas of the entity (entity type -> name, None for the type's default entity), as
+    kafka-configs.sh --describe shows them; with no entity, of every entity."""
+    Request = messages.DescribeClientQuotasRequest
+    response = await cluster.bootstrap.request("DescribeClientQuotas", Request(strict=bool(entity), components=[
+        Request.ComponentData(entity_type=kind, match_type=MATCH_DEFAULT if name is None else MATCH_EXACT,
+                              match=name)
+        for kind, name in entity.items()]))
+    check(response.error_code, response.error_message)
+    return [({part.entity_type: part.entity_name for part in entry.entity},
+             {value.key: value.value for value in entry.values}) for entry in response.entries]
+
+
+async def alter_client_quotas(cluster: Cluster, entity: dict[str, str | None],
+                              values: dict[str, float | None]) -> None:
+    """Set the entity's quotas (None: remove that quota)."""
+    Request = messages.AlterClientQuotasRequest
+    response = await cluster.bootstrap.request("AlterClientQuotas", Request(validate_only=False, entries=[
+        Request.EntryData(entity=[Request.EntityData(entity_type=kind, entity_name=name)
+                                  for kind, name in entity.items()],
+                          ops=[Request.OpData(key=key, value=value or 0.0, remove=value is None)
+                               for key, value in values.items()])]))
+    (entry,) = response.entries
+    check(entry.error_code, entry.error_message)

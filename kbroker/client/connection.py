@@ -28,6 +28,7 @@ WANTED_VERSIONS = {
     "DescribeGroups": 5, "OffsetFetch": 8, "OffsetCommit": 8, "DeleteGroups": 2,
     "DescribeLogDirs": 4, "SaslHandshake": 1, "SaslAuthenticate": 2,
     "JoinGroup": 7, "SyncGroup": 5, "Heartbeat": 4, "LeaveGroup": 4, "ConsumerGroupDescribe": 1,
+    "DescribeClientQuotas": 1, "AlterClientQuotas": 1,
 }
 
 

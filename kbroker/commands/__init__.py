@@ -1,13 +1,13 @@
-"""The everyday command line tools (`kbroker topic|produce|consume|group`), on kbroker.client,
+"""The everyday command line tools (`kbroker topic|produce|consume|group|quota`), on kbroker.client,
 and `kbroker ctl` on the broker's HTTP control API (kbroker.control).
 
 Each module adds its subcommand with `add_parser(commands)`, which sets the function that runs
 it as the parser's `handler` default.
 """
 
-from kbroker.commands import consume, ctl, group, produce, topic
+from kbroker.commands import consume, ctl, group, produce, quota, topic
 
-MODULES = (topic, produce, consume, group, ctl)
+MODULES = (topic, produce, consume, group, quota, ctl)
 
 
 def add_parsers(commands) -> None:

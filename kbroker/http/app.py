@@ -3,19 +3,23 @@
 Pages read topics, offsets, groups and configs through the Kafka protocol, as a client of the
 broker they run in (a connection per page, to the broker's own listener); only what the
 protocol cannot tell (open connections, client software, API versions used, counters) comes
-from the broker's objects. On a SASL listener they authenticate as its first configured user.
+from the broker's objects. On a SASL listener they authenticate as its first configured user;
+on a TLS listener they trust only the listener's own certificate, and present it when the
+listener requires client certificates (kbroker/tls.py's own_client_context). Nothing is granted
+to them that the same credentials would not get from any client.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from kbroker.client import Cluster
+from kbroker.client import ClientError, Cluster
 from kbroker.client.sasl import SaslCredentials
 from kbroker.config import SASL_JAAS_SETTING
-from kbroker.http import console, faults, prometheus
+from kbroker.http import cluster_control, console, faults, prometheus
 from kbroker.http.server import Request, Response, Routes
 from kbroker.sasl import users_from_jaas
+from kbroker.tls import own_client_context
 
 CLIENT_ID = "kbroker-console"
 
@@ -38,13 +42,19 @@ class HttpApp:
     def __init__(self, broker, sessions, bootstrap: str, listener):
         self.broker = broker
         self._sessions = sessions  # () -> the ClientSession of each open connection
-        self.bootstrap = bootstrap  # of `listener` (a ListenerConfig without TLS)
+        self.bootstrap = bootstrap  # of `listener` (a ListenerConfig)
         self._credentials = _console_credentials(broker.config, listener)
+        self._no_login = (f"the console cannot log in to listener {listener.name}: it needs a PLAIN "
+                          "or SCRAM user in its sasl.jaas.config (kbroker serve --sasl-user NAME:PASSWORD)"
+                          if listener.uses_sasl and self._credentials is None else None)
+        self._tls = own_client_context(broker.config, listener) if listener.uses_tls else None
 
     @contextlib.asynccontextmanager
     async def cluster(self):
+        if self._no_login is not None:
+            raise ClientError(self._no_login)
         cluster = await Cluster.open(self.bootstrap, CLIENT_ID, single_node=True,
-                                     sasl=self._credentials)
+                                     sasl=self._credentials, tls=self._tls)
         try:
             yield cluster
         finally:
@@ -65,6 +75,7 @@ class HttpApp:
         routes.add("GET", "/metrics", self.metrics_page)
         console.add_routes(routes, self)
         faults.add_routes(routes, self.broker.faults)
+        cluster_control.add_routes(routes, self.broker.cluster, lambda: self.broker.node_switch)
         return routes
 
     async def metrics_page(self, request: Request) -> Response:
