@@ -16,8 +16,9 @@ EXPECTED_FAILURES: dict[tuple[str, ...], str] = {
     ("admin_topics", "sarama"): "sarama 1.22 describes topic configs with DescribeConfigs v0; kbroker serves v1 "
                                 "and up (as Kafka 4.0 does) and closes the connection",
     # --as-version 2.8: Kafka 2.8 serves DescribeCluster v0 only (v1 added EndpointType, KIP-919).
-    ("metadata", "kafka-python", "2.8"): "kafka-python 3.0.12's describe_cluster reads endpoint_type, which "
-                                         "DescribeCluster v0 (all Kafka 2.8 serves) lacks: KeyError, as against Kafka 2.8",
+    **{(scenario, "kafka-python", "2.8"): "kafka-python 3.0.12's describe_cluster reads endpoint_type, which "
+       "DescribeCluster v0 (all Kafka 2.8 serves) lacks: KeyError, as against Kafka 2.8"
+       for scenario in ("metadata", "admin_topics", "error_unknown_topic")},
     # --wide only. kafka-python 2.0's producer has retries=0 by default (3.x retries).
     **{(scenario, "kafka-python@2.0.2"): "kafka-python 2.0's producer defaults to retries=0, so the first "
                                          "NOT_LEADER_OR_FOLLOWER fails the send, as it would against Kafka"

@@ -103,7 +103,8 @@ class Driver(PyDriver):
 
     def op_create_topics(self, topics):
         response = self.admin_call("create_topics", [
-            NewTopic(t["name"], t["partitions"], t.get("replicas", 1), topic_configs=t.get("config") or {}) for t in topics])
+            NewTopic(t["name"], t["partitions"], t.get("replicas", 1), topic_configs=t.get("config") or {})
+            for t in topics])
         raise_errors(response.to_object())
 
     def op_delete_topics(self, topics):

@@ -98,7 +98,8 @@ class Driver(PyDriver):
     def op_create_topics(self, topics):
         admin = self.admin()
         try:
-            admin.create_topics([NewTopic(t["name"], t["partitions"], t.get("replicas", 1), topic_configs=t.get("config") or {})
+            admin.create_topics([NewTopic(t["name"], t["partitions"], t.get("replicas", 1),
+                                          topic_configs=t.get("config") or {})
                                  for t in topics])
         finally:
             admin.close()
