@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--brokers", type=int, default=1, metavar="N",
                        help="simulate a cluster of N brokers in this process: node ids --node-id.., "
-                            "ports --port.. (simulated.brokers)")
+                            "ports --port.. (--port 0: a free block of ports)")
     serve.add_argument("--num-partitions", type=int, default=1,
                        help="partitions of auto-created topics")
     serve.add_argument("--auto-create-topics", action=argparse.BooleanOptionalAction, default=True,

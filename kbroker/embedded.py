@@ -31,7 +31,8 @@ def topic_configs(configs: dict) -> dict[str, str]:
 async def create_topic(bootstrap: str, name: str, partitions: int = 1, **configs) -> None:
     cluster = await Cluster.open(bootstrap, "kbroker-testing")
     try:
-        await admin.create_topic(cluster, name, partitions, 1, topic_configs(configs))
+        # -1: the broker's default.replication.factor (min(3, N) with --brokers N)
+        await admin.create_topic(cluster, name, partitions, -1, topic_configs(configs))
     finally:
         await cluster.close()
 
@@ -135,6 +136,19 @@ class NurseryBroker:
 
     async def delete_fault(self, fault_id: str) -> None:
         await trio.to_thread.run_sync(control(self.http).delete_fault, fault_id)
+
+    async def cluster(self) -> dict:
+        return await trio.to_thread.run_sync(control(self.http).cluster)
+
+    async def stop_broker(self, node_id: int) -> dict:
+        """BrokerConveniences.stop_broker, in a worker thread (as start_broker, move_leader)."""
+        return await trio.to_thread.run_sync(control(self.http).stop_broker, node_id)
+
+    async def start_broker(self, node_id: int) -> dict:
+        return await trio.to_thread.run_sync(control(self.http).start_broker, node_id)
+
+    async def move_leader(self, topic: str, partition: int, node_id: int) -> dict:
+        return await trio.to_thread.run_sync(control(self.http).move_leader, topic, partition, node_id)
 
 
 def _release(as_version: str | None):
