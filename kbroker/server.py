@@ -19,7 +19,7 @@ from kbroker.connection import RECEIVE_CHUNK, BoundListener, Connection, TlsConn
 from kbroker.http.app import HttpApp
 from kbroker.http.server import serve_http
 from kbroker.limits import ConnectionQuotas, RequestMemory
-from kbroker.listeners import ListenerConfig
+from kbroker.listeners import ListenerConfig, host_port
 from kbroker.tls import TlsSetupError, principal_mapper, server_context
 
 log = logging.getLogger("kbroker.server")
@@ -156,7 +156,7 @@ class Server:
             await sock.bind((host, listener.port))
         except OSError as exc:
             sock.close()
-            raise CannotListen(f"cannot listen on {_address(host, listener.port)} (listeners): "
+            raise CannotListen(f"cannot listen on {host_port(host, listener.port)} (listeners): "
                                f"{exc.strerror}") from None
         sock.listen(512)
         encrypted_input = memoryview(bytearray(RECEIVE_CHUNK if tls else 0))
@@ -257,7 +257,7 @@ async def serve(broker: Broker, *, http_port: int | None = None,
             console = min(listeners, key=lambda listener: (listener.config.uses_tls, listener.config.uses_sasl))
             reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(console.host, console.host)
             app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],
-                          _address(reachable, console.port), console.config)
+                          host_port(reachable, console.port), console.config)
             try:
                 _, http_port = await nursery.start(serve_http, app.routes(), host, http_port)
             except OSError as exc:
@@ -284,16 +284,12 @@ async def _close_later(sock: socket.socket, delay_ms: int) -> None:
         sock.close()
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def listening_line(listening: list[tuple[str, str, int]]) -> str:
     """HOST:PORT of a single listener; HOST:PORT (NAME), ... of several; each listener's
     addresses of the simulated nodes (--brokers N) joined by commas, a bootstrap list."""
     by_name: dict[str, list[str]] = {}
     for name, host, port in listening:
-        by_name.setdefault(name, []).append(_address(host, port))
+        by_name.setdefault(name, []).append(host_port(host, port))
     if len(by_name) == 1:
         return ",".join(*by_name.values())
     return ", ".join(f"{','.join(addresses)} ({name})" for name, addresses in by_name.items())
@@ -305,7 +301,7 @@ async def run_broker(broker: Broker, *, http_port: int | None = None, announce=p
         async with trio.open_nursery() as nursery:
             host, _, http_port = await nursery.start(partial(serve, broker, http_port=http_port))
             if http_port is not None:
-                announce(f"kbroker: metrics and console on http://{_address(host, http_port)}/",
+                announce(f"kbroker: metrics and console on http://{host_port(host, http_port)}/",
                          flush=True)
             nodes = (f"nodes {broker.node_ids[0]}-{broker.node_ids[-1]}" if broker.several_brokers
                      else f"node {broker.node_id}")

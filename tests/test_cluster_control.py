@@ -111,6 +111,8 @@ def test_the_cluster_shows_three_brokers_and_every_partitions_leader_and_isr(clu
     assert [(b["id"], b["host"], b["up"]) for b in shown["brokers"]] == [
         (1, "127.0.0.1", True), (2, "127.0.0.1", True), (3, "127.0.0.1", True)]
     assert len({b["port"] for b in shown["brokers"]}) == 3
+    assert [b["listeners"] for b in shown["brokers"]] == [
+        {"PLAINTEXT": f"{b['host']}:{b['port']}"} for b in shown["brokers"]]
     partitions = shown["topics"][topic_name]
     assert [p["partition"] for p in partitions] == [0, 1, 2]
     for p in partitions:
@@ -224,6 +226,25 @@ def test_embedded_and_nursery_clusters_have_the_same_controls():
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_faults_narrowed_to_one_broker_fire_only_there(cluster, topic_name):
+    create(cluster, topic_name)
+    leader = partition(cluster, topic_name)["leader"]
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    at_leader = cluster.add_fault("Produce", "NOT_LEADER_OR_FOLLOWER", times=2, broker=leader)
+    at_follower = cluster.add_fault("Produce", disconnect=True, broker=follower)
+    try:
+        producer = confluent_producer(cluster.bootstrap, **{"enable.idempotence": True})
+        for i in range(5):
+            producer.produce(topic_name, b"%d" % i, partition=0)
+        assert producer.flush(30) == 0
+        hits = {fault["id"]: fault["hits"] for fault in cluster.faults()}
+        assert (hits[at_leader], hits[at_follower]) == (2, 0)
+        assert [r.value for r in cluster.records(topic_name)] == [b"%d" % i for i in range(5)]
+    finally:
+        cluster.delete_fault(at_leader)
+        cluster.delete_fault(at_follower)
 
 
 def _stop_and_start(cluster, topic) -> list[tuple[str, dict]]:

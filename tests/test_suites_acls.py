@@ -107,6 +107,34 @@ def test_librdkafka_0081_delete_acls(trivup_like_broker, version):
         assert admin.describe_acls(deleting).result() == []
 
 
+def test_librdkafka_0081_describe_consumer_groups_with_authorized_ops(trivup_like_broker):
+    """Over SASL, as 0081 runs it: with no ACL a group allows what Kafka 4 supports on groups
+    (its configs included); an ACL allowing READ leaves READ and the DESCRIBE it implies."""
+    admin = _admin(trivup_like_broker, "SASL_PLAINTEXT")
+    sasl = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+            "sasl.username": "sasl_user", "sasl.password": "sasl_user"}
+    topic, group = _name("authorized-ops"), _name("authorized-ops-group")
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+    producer = confluent_producer(trivup_like_broker.listeners["SASL_PLAINTEXT"], **sasl)
+    producer.produce(topic, b"Hello Python!")
+    assert producer.flush(10) == 0
+    _commit_one_offset(trivup_like_broker.listeners["SASL_PLAINTEXT"], sasl, group, topic)
+
+    def operations() -> set:
+        described = admin.describe_consumer_groups([group], include_authorized_operations=True)[group]
+        return set(described.result().authorized_operations)
+
+    assert operations() == {AclOperation.DELETE, AclOperation.DESCRIBE, AclOperation.READ,
+                            AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS}
+    _create(admin, [_binding(ResourceType.GROUP, group, ResourcePatternType.LITERAL, "User:sasl_user",
+                             AclOperation.READ)])
+    assert operations() == {AclOperation.DESCRIBE, AclOperation.READ}
+    cluster = admin.describe_cluster(include_authorized_operations=True).result()
+    assert set(cluster.authorized_operations) == {
+        AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS,
+        AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER, AclOperation.DESCRIBE}
+
+
 # -- confluent-kafka-python tests/integration/admin -------------------------------------------
 
 def test_confluent_kafka_python_verify_admin_acls():
