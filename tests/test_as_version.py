@@ -329,3 +329,20 @@ def test_offset_commit_v1_commit_timestamps_age_the_offsets(tmp_path, topic_name
                 break
             time.sleep(0.1)
     assert offsets == [-1, 7]
+
+
+def test_a_corrupt_message_set_is_answered_corrupt_message(broker_28, topic_name):
+    from tests.test_message_formats import message
+
+    payload = bytearray(message(1, b"k", b"v"))
+    payload[-1] ^= 1  # the CRC no longer matches
+    broker_28.create_topic(topic_name)
+    request = messages.ProduceRequest
+    with WireClient(broker_28.bootstrap) as wire:
+        response = wire.request("Produce", 2, acks=1, timeout_ms=5000, topic_data=[
+            request.TopicProduceData(name=topic_name, partition_data=[
+                request.PartitionProduceData(index=0, records=bytes(payload))])])
+        (partition,) = response.responses[0].partition_responses
+        assert partition.error_code == ErrorCode.CORRUPT_MESSAGE
+        assert wire.request("Metadata", 0, topics=[]).topics  # the connection stays usable
+    assert broker_28.records(topic_name) == []
