@@ -130,6 +130,10 @@ class Broker:
                                    OFFSETS_TOPIC_CONFIGS),
             offsets_partition=self.groups.partition_for)
         self.storage.deletion_listeners.append(self.share.on_topics_deleted)
+        # Coordinators are placed before their topics are first written (FindCoordinator, C1).
+        for coordinator in (self.groups, self.transactions, self.share):
+            self.cluster.sync_topic(coordinator.topic.name, coordinator.topic.partitions,
+                                    self.cluster.default_replication_factor)
 
     def on_features_finalized(self) -> None:
         """What a finalized feature level brings with it (Kafka's controller on activation and on

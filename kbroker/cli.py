@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-id", type=int, default=1)
     serve.add_argument("--brokers", type=int, default=1, metavar="N",
                        help="simulate a cluster of N brokers in this process: node ids --node-id.., "
-                            "ports --port.. (simulated.brokers)")
+                            "ports --port.. (--port 0: a free block of ports)")
     serve.add_argument("--num-partitions", type=int, default=1,
                        help="partitions of auto-created topics")
     serve.add_argument("--auto-create-topics", action=argparse.BooleanOptionalAction, default=True,
@@ -163,8 +163,10 @@ def apis_table() -> str:
     import kbroker.api  # noqa: F401  (registers every handler)
     from kbroker.api.registry import supported_apis
 
-    rows = ["| API | key | versions |", "|---|---|---|"]
-    rows += [f"| {e.name} | {e.api_key} | {e.min_version}-{e.max_version} |" for e in supported_apis()]
+    rows = ["| API | key | versions | with --as-version before 4.0 |", "|---|---|---|---|"]
+    rows += [f"| {e.name} | {e.api_key} | {e.min_version}-{e.max_version} | "
+             f"{f'from v{e.oldest_version}' if e.oldest_version < e.min_version else ''} |"
+             for e in supported_apis()]
     return "\n".join(rows) + "\n"
 
 

@@ -31,7 +31,8 @@ def topic_configs(configs: dict) -> dict[str, str]:
 async def create_topic(bootstrap: str, name: str, partitions: int = 1, **configs) -> None:
     cluster = await Cluster.open(bootstrap, "kbroker-testing")
     try:
-        await admin.create_topic(cluster, name, partitions, 1, topic_configs(configs))
+        # -1: the broker's default.replication.factor (min(3, N) with --brokers N)
+        await admin.create_topic(cluster, name, partitions, -1, topic_configs(configs))
     finally:
         await cluster.close()
 
@@ -136,14 +137,34 @@ class NurseryBroker:
     async def delete_fault(self, fault_id: str) -> None:
         await trio.to_thread.run_sync(control(self.http).delete_fault, fault_id)
 
+    async def cluster(self) -> dict:
+        return await trio.to_thread.run_sync(control(self.http).cluster)
 
-def _broker(data_dir: str | os.PathLike, overrides: dict[str, str] | None):
+    async def stop_broker(self, node_id: int) -> dict:
+        """BrokerConveniences.stop_broker, in a worker thread (as start_broker, move_leader)."""
+        return await trio.to_thread.run_sync(control(self.http).stop_broker, node_id)
+
+    async def start_broker(self, node_id: int) -> dict:
+        return await trio.to_thread.run_sync(control(self.http).start_broker, node_id)
+
+    async def move_leader(self, topic: str, partition: int, node_id: int) -> dict:
+        return await trio.to_thread.run_sync(control(self.http).move_leader, topic, partition, node_id)
+
+
+def _release(as_version: str | None):
+    """The release an embedded broker acts as; ValueError naming the supported ones."""
+    from kbroker import versions
+
+    return versions.release(as_version) if as_version else None
+
+
+def _broker(data_dir: str | os.PathLike, overrides: dict[str, str] | None, release):
     from kbroker.broker import Broker
     from kbroker.config import Config
 
     settings = {"listeners": "PLAINTEXT://127.0.0.1:0", "log.dirs": str(data_dir)}
     settings.update(overrides or {})
-    return Broker(Config(settings))
+    return Broker(Config(settings, release))
 
 
 async def _serve_until_cancelled(broker, http_port, task_status) -> None:
@@ -170,12 +191,14 @@ def _data_dir(data_dir):
 
 @contextlib.contextmanager
 def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
-                    http_port: int | None = 0):
+                    http_port: int | None = 0, as_version: str | None = None):
     """Run a broker in a thread of this process; yields a BrokerHandle.
 
     `overrides` are broker settings by their Kafka names ({"num.partitions": "3"}); the HTTP
-    port (metrics, console) is a free one unless given, None for none.
+    port (metrics, console) is a free one unless given, None for none; `as_version` ("2.8")
+    makes it act as that Kafka release, as `kbroker serve --as-version` does.
     """
+    release = _release(as_version)
     with _data_dir(data_dir) as directory:
         started = threading.Event()
         state: dict = {}
@@ -183,7 +206,7 @@ def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
         async def main() -> None:
             async with trio.open_nursery() as nursery:
                 host, port, http = await nursery.start(
-                    _serve_until_cancelled, _broker(directory, overrides), http_port)
+                    _serve_until_cancelled, _broker(directory, overrides, release), http_port)
                 state.update(address=f"{host}:{port}", http=_http_url(host, http),
                              cancel=nursery.cancel_scope.cancel,
                              token=trio.lowlevel.current_trio_token())
@@ -212,8 +235,9 @@ def embedded_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
 
 @contextlib.asynccontextmanager
 async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | None = None, *,
-                           data_dir=None, http_port: int | None = 0):
+                           data_dir=None, http_port: int | None = 0, as_version: str | None = None):
     """Serve a broker as a task of the caller's trio nursery; yields a NurseryBroker."""
+    release = _release(as_version)
     with _data_dir(data_dir) as directory:
         scope = trio.CancelScope()
         stopped = trio.Event()
@@ -221,7 +245,7 @@ async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | No
         async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
             try:
                 with scope:
-                    await _serve_until_cancelled(_broker(directory, overrides), http_port,
+                    await _serve_until_cancelled(_broker(directory, overrides, release), http_port,
                                                  task_status)
             finally:
                 stopped.set()
@@ -237,9 +261,9 @@ async def serve_in_nursery(nursery: trio.Nursery, overrides: dict[str, str] | No
 
 @contextlib.asynccontextmanager
 async def asyncio_broker(overrides: dict[str, str] | None = None, *, data_dir=None,
-                         http_port: int | None = 0):
+                         http_port: int | None = 0, as_version: str | None = None):
     """For asyncio programs: an embedded_broker started and stopped without blocking the loop."""
-    context = embedded_broker(overrides, data_dir=data_dir, http_port=http_port)
+    context = embedded_broker(overrides, data_dir=data_dir, http_port=http_port, as_version=as_version)
     handle = await asyncio.to_thread(context.__enter__)
     try:
         yield handle

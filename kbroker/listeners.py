@@ -29,6 +29,11 @@ def _invalid(why: str) -> ValueError:
     return ValueError(why)
 
 
+def host_port(host: str, port: int) -> str:
+    """HOST:PORT, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_endpoints(text: str | None) -> list[tuple[str, str, int]]:
     """(NAME, host, port) of each NAME://HOST:PORT entry (rule L1, L2)."""
     endpoints: list[tuple[str, str, int]] = []

@@ -52,6 +52,10 @@ class Mechanism:
         raise NotImplementedError
 
 
+_PLAIN_REFUSED = "Authentication failed: Invalid username or password"
+_PLAIN_OTHER_AUTHZID = "Authentication failed: Client requested an authorization id that is different from username"
+
+
 class Plain(Mechanism):
     """RFC 4616: one token `authzid NUL user NUL password`."""
 
@@ -61,14 +65,17 @@ class Plain(Mechanism):
         self._users = users
 
     def step(self, token: bytes) -> bytes:
+        """As Kafka's PlainSaslServer: a malformed token gets the generic answer, a refused one
+        its own message (Kafka's SaslAuthenticationException reaches the client)."""
         parts = token.split(b"\0")
-        if self.done or len(parts) != 3:
+        if self.done or len(parts) != 3 or not all(parts[1:]):
             raise AuthenticationFailed("Invalid SASL/PLAIN request")
         authzid, user, password = (part.decode("utf-8", "replace") for part in parts)
         expected = self._users.get(user)
-        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()) \
-                or (authzid and authzid != user):
-            raise AuthenticationFailed("Invalid username or password")
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            raise AuthenticationFailed("Invalid username or password", client_message=_PLAIN_REFUSED)
+        if authzid and authzid != user:
+            raise AuthenticationFailed("authorization id differs", client_message=_PLAIN_OTHER_AUTHZID)
         self.user, self.done = user, True
         return b""
 

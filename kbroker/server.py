@@ -19,12 +19,13 @@ from kbroker.connection import RECEIVE_CHUNK, BoundListener, Connection, TlsConn
 from kbroker.http.app import HttpApp
 from kbroker.http.server import serve_http
 from kbroker.limits import ConnectionQuotas, RequestMemory
-from kbroker.listeners import ListenerConfig
+from kbroker.listeners import ListenerConfig, host_port
 from kbroker.tls import TlsSetupError, principal_mapper, server_context
 
 log = logging.getLogger("kbroker.server")
 
 _ACCEPT_BACKOFF_S = (0.01, 1.0)  # pause after accept() fails for lack of descriptors, doubling
+_PORT_BLOCK_ATTEMPTS = 20  # free first ports tried until the ports after it are free too
 
 
 class CannotListen(Exception):
@@ -54,17 +55,15 @@ class Server:
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Open every listener of every node, then accept on each; reports the BoundListeners
         once clients can connect. A listener that cannot be set up stops it all with CannotListen."""
-        bound: dict[int, list[tuple[BoundListener, trio.socket.SocketType]]] = {}
-        try:
-            for index, node_id in enumerate(self.broker.node_ids):
-                bound[node_id] = []
-                for settings in self.broker.config.listeners():
-                    bound[node_id].append(await self._open(_node_listener(settings, index), node_id))
-        except BaseException:
-            for pairs in bound.values():
-                for _, sock in pairs:
-                    sock.close()
-            raise
+        free_ports = self.broker.several_brokers and any(
+            settings.port == 0 for settings in self.broker.config.listeners())
+        for attempt in range(_PORT_BLOCK_ATTEMPTS if free_ports else 1):
+            try:
+                bound = await self._open_all()
+                break
+            except CannotListen:
+                if attempt == _PORT_BLOCK_ATTEMPTS - 1 or not free_ports:
+                    raise
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._close_idle_connections)
@@ -75,6 +74,30 @@ class Server:
                 self._serving[node_id] = await nursery.start(self._serve_node, pairs)
             self.broker.node_switch = self
             task_status.started([listener for listeners in self.nodes.values() for listener in listeners])
+
+    async def _open_all(self) -> dict[int, list[tuple[BoundListener, trio.socket.SocketType]]]:
+        """Every node's listeners. A port 0 listener takes a free port for the first node and the
+        others take the ports after it as fixed ports do (_node_listener), so that `--port` of
+        that first one starts them all again."""
+        bound: dict[int, list[tuple[BoundListener, trio.socket.SocketType]]] = {}
+        first_ports: dict[str, int] = {}
+        try:
+            for index, node_id in enumerate(self.broker.node_ids):
+                bound[node_id] = []
+                listeners = self.broker.config.listeners()
+                for settings in listeners:
+                    if index and settings.port == 0:
+                        settings = replace(settings, port=first_ports[settings.name])
+                    listener, sock = await self._open(
+                        _node_listener(settings, index * len(listeners)), node_id)
+                    first_ports.setdefault(settings.name, listener.port)
+                    bound[node_id].append((listener, sock))
+        except BaseException:
+            for pairs in bound.values():
+                for _, sock in pairs:
+                    sock.close()
+            raise
+        return bound
 
     async def _serve_node(self, pairs, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         ended = trio.Event()
@@ -133,7 +156,7 @@ class Server:
             await sock.bind((host, listener.port))
         except OSError as exc:
             sock.close()
-            raise CannotListen(f"cannot listen on {_address(host, listener.port)} (listeners): "
+            raise CannotListen(f"cannot listen on {host_port(host, listener.port)} (listeners): "
                                f"{exc.strerror}") from None
         sock.listen(512)
         encrypted_input = memoryview(bytearray(RECEIVE_CHUNK if tls else 0))
@@ -234,7 +257,7 @@ async def serve(broker: Broker, *, http_port: int | None = None,
             console = min(listeners, key=lambda listener: (listener.config.uses_tls, listener.config.uses_sasl))
             reachable = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(console.host, console.host)
             app = HttpApp(broker, lambda: [c.session for c in list(server.open_connections)],
-                          _address(reachable, console.port), console.config)
+                          host_port(reachable, console.port), console.config)
             try:
                 _, http_port = await nursery.start(serve_http, app.routes(), host, http_port)
             except OSError as exc:
@@ -243,12 +266,14 @@ async def serve(broker: Broker, *, http_port: int | None = None,
         task_status.started((host, port, http_port))
 
 
-def _node_listener(settings: ListenerConfig, index: int) -> ListenerConfig:
-    """A listener as the index-th simulated node opens it: port (and advertised port) + index."""
-    if not index:
+def _node_listener(settings: ListenerConfig, offset: int) -> ListenerConfig:
+    """A listener as a simulated node opens it: port (and advertised port) + offset, the node's
+    index times the number of listeners, so that each node takes the next block of ports
+    (PLAINTEXT 9092 and SSL 9093: node 1 on 9094 and 9095)."""
+    if not offset:
         return settings
-    return replace(settings, port=settings.port and settings.port + index,
-                   advertised_port=settings.advertised_port and settings.advertised_port + index)
+    return replace(settings, port=settings.port and settings.port + offset,
+                   advertised_port=settings.advertised_port and settings.advertised_port + offset)
 
 
 async def _close_later(sock: socket.socket, delay_ms: int) -> None:
@@ -259,16 +284,12 @@ async def _close_later(sock: socket.socket, delay_ms: int) -> None:
         sock.close()
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def listening_line(listening: list[tuple[str, str, int]]) -> str:
     """HOST:PORT of a single listener; HOST:PORT (NAME), ... of several; each listener's
     addresses of the simulated nodes (--brokers N) joined by commas, a bootstrap list."""
     by_name: dict[str, list[str]] = {}
     for name, host, port in listening:
-        by_name.setdefault(name, []).append(_address(host, port))
+        by_name.setdefault(name, []).append(host_port(host, port))
     if len(by_name) == 1:
         return ",".join(*by_name.values())
     return ", ".join(f"{','.join(addresses)} ({name})" for name, addresses in by_name.items())
@@ -280,7 +301,7 @@ async def run_broker(broker: Broker, *, http_port: int | None = None, announce=p
         async with trio.open_nursery() as nursery:
             host, _, http_port = await nursery.start(partial(serve, broker, http_port=http_port))
             if http_port is not None:
-                announce(f"kbroker: metrics and console on http://{_address(host, http_port)}/",
+                announce(f"kbroker: metrics and console on http://{host_port(host, http_port)}/",
                          flush=True)
             nodes = (f"nodes {broker.node_ids[0]}-{broker.node_ids[-1]}" if broker.several_brokers
                      else f"node {broker.node_id}")

@@ -69,6 +69,7 @@ class BrokerProcess(BrokerConveniences):
             *self.args,
         ]
         self.output = []
+        self.bootstrap = ""
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             preexec_fn=self.preexec_fn,

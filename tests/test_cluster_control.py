@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import trio
 from confluent_kafka import Consumer, ElectionType, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KpTopicPartition
@@ -21,15 +22,16 @@ from kafka.admin import KafkaAdminClient
 
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
-    AlterPartitionReassignmentsRequest, FetchRequest, ProduceRequest,
+    AlterPartitionReassignmentsRequest, AlterReplicaLogDirsRequest, DescribeLogDirsRequest, FetchRequest,
+    ProduceRequest,
 )
 from kbroker.protocol.records import Record, build_batch
-from kbroker.testing import running_broker
+from kbroker.testing import embedded_broker, running_broker, serve_in_nursery
 from tests.kafka_clients import confluent_producer
 from tests.polling import wait_for
 from tests.wire import WireClient
 
-GROUP_KEY = 0  # FindCoordinator key types
+GROUP_KEY, TRANSACTION_KEY = 0, 1  # FindCoordinator key types
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +111,8 @@ def test_the_cluster_shows_three_brokers_and_every_partitions_leader_and_isr(clu
     assert [(b["id"], b["host"], b["up"]) for b in shown["brokers"]] == [
         (1, "127.0.0.1", True), (2, "127.0.0.1", True), (3, "127.0.0.1", True)]
     assert len({b["port"] for b in shown["brokers"]}) == 3
+    assert [b["listeners"] for b in shown["brokers"]] == [
+        {"PLAINTEXT": f"{b['host']}:{b['port']}"} for b in shown["brokers"]]
     partitions = shown["topics"][topic_name]
     assert [p["partition"] for p in partitions] == [0, 1, 2]
     for p in partitions:
@@ -161,6 +165,88 @@ def test_a_stopped_broker_drops_its_connections_and_its_leaderships_and_coordina
         assert sorted(p["isr"]) == [1, 2, 3]
 
 
+def test_a_group_started_while_the_first_broker_is_stopped_finds_a_coordinator(tmp_path):
+    """Before __consumer_offsets exists the coordinator is a live node, not the stopped node 1."""
+    with running_broker("--brokers", "3", "--http-port", "0", data_dir=tmp_path) as fresh:
+        create(fresh, "orders")
+        fresh.stop_broker(1)
+        consumer = Consumer({"bootstrap.servers": address(fresh, 2), "group.id": "g",
+                             "auto.offset.reset": "earliest"})
+        try:
+            consumer.subscribe(["orders"])
+            assert wait_for(lambda: consumer.poll(0.2) is None and consumer.assignment(), 30,
+                            "the group's assignment")
+        finally:
+            consumer.close()
+
+
+def test_a_transaction_commits_after_its_coordinator_stopped(cluster, topic_name):
+    create(cluster, topic_name)
+    transactional_id = topic_name + "-txn"
+    producer = confluent_producer(cluster.bootstrap, **{"transactional.id": transactional_id})
+    producer.init_transactions(30)
+    with WireClient(address(cluster, 1)) as wire:
+        response = wire.request("FindCoordinator", 4, key_type=TRANSACTION_KEY, coordinator_keys=[transactional_id])
+        coordinator_node = response.coordinators[0].node_id
+    producer.begin_transaction()
+    producer.produce(topic_name, b"before", partition=0)
+    producer.flush(30)
+    cluster.stop_broker(coordinator_node)
+    producer.produce(topic_name, b"after", partition=0)
+    producer.commit_transaction(60)  # EndTxn finds the coordinator that took the partition over
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": topic_name,
+                         "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    try:
+        consumer.assign([TopicPartition(topic_name, 0, 0)])
+        values: list[bytes] = []
+        wait_for(lambda: values.extend(m.value() for m in consumer.consume(10, 0.2) if not m.error())
+                 or len(values) >= 2, 30, "the committed records")
+    finally:
+        consumer.close()
+    assert values == [b"before", b"after"]
+
+
+def test_embedded_and_nursery_clusters_have_the_same_controls():
+    with embedded_broker({"simulated.brokers": "3"}) as embedded:
+        embedded.create_topic("orders")
+        assert embedded.stop_broker(2)["up"] is False
+        assert [b["up"] for b in embedded.cluster()["brokers"]] == [True, False, True]
+        assert embedded.start_broker(2)["up"] is True
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            async with serve_in_nursery(nursery, {"simulated.brokers": "3"}) as broker:
+                await broker.create_topic("orders")
+                leader = (await broker.cluster())["topics"]["orders"][0]["leader"]
+                other = next(n for n in (1, 2, 3) if n != leader)
+                assert (await broker.move_leader("orders", 0, other))["leader"] == other
+                assert (await broker.stop_broker(other))["up"] is False
+                assert (await broker.cluster())["topics"]["orders"][0]["leader"] != other
+                await broker.start_broker(other)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_faults_narrowed_to_one_broker_fire_only_there(cluster, topic_name):
+    create(cluster, topic_name)
+    leader = partition(cluster, topic_name)["leader"]
+    follower = next(n for n in (1, 2, 3) if n != leader)
+    at_leader = cluster.add_fault("Produce", "NOT_LEADER_OR_FOLLOWER", times=2, broker=leader)
+    at_follower = cluster.add_fault("Produce", disconnect=True, broker=follower)
+    try:
+        producer = confluent_producer(cluster.bootstrap, **{"enable.idempotence": True})
+        for i in range(5):
+            producer.produce(topic_name, b"%d" % i, partition=0)
+        assert producer.flush(30) == 0
+        hits = {fault["id"]: fault["hits"] for fault in cluster.faults()}
+        assert (hits[at_leader], hits[at_follower]) == (2, 0)
+        assert [r.value for r in cluster.records(topic_name)] == [b"%d" % i for i in range(5)]
+    finally:
+        cluster.delete_fault(at_leader)
+        cluster.delete_fault(at_follower)
+
+
 def _stop_and_start(cluster, topic) -> list[tuple[str, dict]]:
     leader = partition(cluster, topic)["leader"]
     return [(f"/api/brokers/{leader}/stop", {}), (f"/api/brokers/{leader}/start", {})]
@@ -208,7 +294,7 @@ def _confluent_run(cluster, topic, steps) -> list[bytes]:
                 producer.produce(topic, value=b"%d" % (chunk * 100 + i), partition=0)
             assert producer.flush(60) == 0
             deadline = time.monotonic() + 60
-            while len(seen) < (chunk + 1) * 100 and time.monotonic() < deadline:
+            while len(set(seen)) < (chunk + 1) * 100 and time.monotonic() < deadline:
                 message = consumer.poll(0.2)
                 if message is not None and not message.error():
                     seen.append(message.value())
@@ -230,7 +316,7 @@ def _kafka_python_run(cluster, topic, steps) -> list[bytes]:
             producer.flush(60)
             assert all(f.succeeded() for f in futures)
             deadline = time.monotonic() + 60
-            while len(seen) < (chunk + 1) * 100 and time.monotonic() < deadline:
+            while len(set(seen)) < (chunk + 1) * 100 and time.monotonic() < deadline:
                 for records in consumer.poll(200).values():
                     seen += [r.value for r in records]
     finally:
@@ -243,7 +329,7 @@ KAFKAJS = Path(__file__).resolve().parent.parent / "compat" / "node" / "node_mod
 KAFKAJS_RUN = """
 const { Kafka, logLevel } = require(process.argv[1]);
 const [bootstrap, http, topic, steps] = [...process.argv.slice(2, 5), JSON.parse(process.argv[5])];
-const kafka = new Kafka({ brokers: bootstrap.split(","), logLevel: logLevel.NOTHING,
+const kafka = new Kafka({ brokers: bootstrap.split(","), logLevel: logLevel.WARN,  // to stderr
                           retry: { retries: 30, initialRetryTime: 100, maxRetryTime: 1000 } });
 const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
 const consumer = kafka.consumer({ groupId: topic + "-g", maxWaitTimeInMs: 100, heartbeatInterval: 100 });
@@ -263,7 +349,7 @@ const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
     const messages = Array.from({ length: 100 }, (_, i) => ({ value: String(chunk * 100 + i), partition: 0 }));
     await producer.send({ topic, acks: -1, messages });
     const deadline = Date.now() + 60000;
-    while (seen.length < (chunk + 1) * 100 && Date.now() < deadline) await sleep(50);
+    while (new Set(seen).size < (chunk + 1) * 100 && Date.now() < deadline) await sleep(50);
   }
   // A coordinator that moved is found by the next heartbeat (as a running application's would
   // be); leaving the group before that would send LeaveGroup to the old one.
@@ -281,7 +367,7 @@ def _kafkajs_run(cluster, topic, steps) -> list[bytes]:
     done = subprocess.run(["node", "-e", KAFKAJS_RUN, str(KAFKAJS), cluster.bootstrap, cluster.http, topic,
                            json.dumps(steps)], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
-    return [value.encode() for value in json.loads(done.stdout)]
+    return [value.encode() for value in json.loads(done.stdout.splitlines()[-1])]
 
 
 @pytest.mark.parametrize("disruption", DISRUPTIONS)
@@ -414,6 +500,38 @@ def test_reassignments_through_kafka_python_admin(cluster, topic_name):
         admin.close()
 
 
+KAFKAJS_REASSIGN = """
+const { Kafka, logLevel } = require(process.argv[1]);
+const [bootstrap, topic] = process.argv.slice(2);
+const admin = new Kafka({ brokers: bootstrap.split(","), logLevel: logLevel.NOTHING }).admin();
+const reassign = replicas => admin.alterPartitionReassignments({
+  topics: [{ topic, partitionAssignment: [{ partition: 0, replicas }] }] });
+(async () => {
+  await admin.connect();
+  await reassign([2, 3]);
+  const ongoing = await admin.listPartitionReassignments({ topics: [{ topic, partitions: [0] }] });
+  const refused = await reassign([1, 9]).then(() => null, error => error.errors.map(e => e.type));
+  await admin.disconnect();
+  process.stdout.write(JSON.stringify({ ongoing: ongoing.topics, refused }) + "\\n");
+})().catch(error => { console.error(error); process.exit(1); });
+"""
+
+
+@pytest.mark.skipif(not KAFKAJS.exists(), reason="kafkajs is installed by scripts/install_test_tools.sh")
+def test_kafkajs_admin_reassigns_and_lists_ongoing_reassignments(cluster, topic_name):
+    create(cluster, topic_name, assignment=[[1, 3]])
+    cluster.stop_broker(2)
+    done = subprocess.run(["node", "-e", KAFKAJS_REASSIGN, str(KAFKAJS), address(cluster, 1), topic_name],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "ongoing": [{"name": topic_name, "partitions": [
+            {"partition": 0, "replicas": [2, 3, 1], "addingReplicas": [2], "removingReplicas": [1]}]}],
+        "refused": ["INVALID_REPLICA_ASSIGNMENT"]}
+    cluster.start_broker(2)  # the reassignment completes
+    assert partition(cluster, topic_name)["replicas"] == [2, 3]
+
+
 def test_a_reassignment_may_refuse_a_replication_factor_change(cluster, topic_name):
     """KIP-860: AlterPartitionReassignments v1 with AllowReplicationFactorChange false."""
     create(cluster, topic_name, assignment=[[1, 2]])
@@ -431,6 +549,24 @@ def test_a_reassignment_may_refuse_a_replication_factor_change(cluster, topic_na
                                     Partition(partition_index=0, replicas=[2, 3])])])
         assert response.responses[0].partitions[0].error_code == ErrorCode.NONE
     assert partition(cluster, topic_name)["replicas"] == [2, 3]
+
+
+def test_each_broker_describes_and_moves_only_its_own_replicas(cluster, topic_name):
+    create(cluster, topic_name, assignment=[[1, 2], [2, 3]])
+    Topic = DescribeLogDirsRequest.DescribableLogDirTopic
+    hosted = {}
+    for node in (1, 2, 3):
+        with WireClient(address(cluster, node)) as wire:
+            response = wire.request("DescribeLogDirs", 4, topics=[Topic(topic=topic_name, partitions=[0, 1])])
+            hosted[node] = [p.partition_index for result in response.results for t in result.topics
+                            for p in t.partitions]
+            log_dir = response.results[0].log_dir
+            moved = wire.request("AlterReplicaLogDirs", 2, dirs=[AlterReplicaLogDirsRequest.AlterReplicaLogDir(
+                path=log_dir, topics=[AlterReplicaLogDirsRequest.AlterReplicaLogDirTopic(
+                    name=topic_name, partitions=[0])])])
+            assert moved.results[0].partitions[0].error_code == (
+                ErrorCode.NONE if 0 in hosted[node] else ErrorCode.REPLICA_NOT_AVAILABLE)
+    assert hosted == {1: [0], 2: [0, 1], 3: [1]}
 
 
 # -- the HTTP API's refusals and `kbroker ctl` -------------------------------------------------

@@ -15,7 +15,7 @@ class WireClient:
 
     def __init__(self, bootstrap: str, timeout_s: float = 10.0, client_id: str = "wire-test",
                  source_address: tuple[str, int] | None = None):
-        host, port = bootstrap.rsplit(":", 1)
+        host, port = bootstrap.split(",")[0].rsplit(":", 1)  # a list: its first broker
         self.sock = socket.create_connection((host, int(port)), timeout=timeout_s,
                                              source_address=source_address)
         self.client_id = client_id

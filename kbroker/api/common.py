@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 # Kafka's ACL operation numbers; with no authorizer every operation on a resource is allowed,
-# so the "authorized operations" bit sets are fixed.
+# so the "authorized operations" bit sets are fixed: the operations Kafka's
+# AclEntry.supportedOperations gives each resource type (a group's configs since Kafka 4.0).
 _READ, _WRITE, _CREATE, _DELETE, _ALTER, _DESCRIBE = 3, 4, 5, 6, 7, 8
 _CLUSTER_ACTION, _DESCRIBE_CONFIGS, _ALTER_CONFIGS, _IDEMPOTENT_WRITE = 9, 10, 11, 12
-_CREATE_TOKENS, _DESCRIBE_TOKENS = 13, 14
 
 
 def _bits(*operations: int) -> int:
@@ -16,8 +16,8 @@ def _bits(*operations: int) -> int:
 TOPIC_OPERATIONS = _bits(_READ, _WRITE, _CREATE, _DELETE, _ALTER, _DESCRIBE, _DESCRIBE_CONFIGS,
                          _ALTER_CONFIGS)
 CLUSTER_OPERATIONS = _bits(_CREATE, _ALTER, _DESCRIBE, _CLUSTER_ACTION, _DESCRIBE_CONFIGS,
-                           _ALTER_CONFIGS, _IDEMPOTENT_WRITE, _CREATE_TOKENS, _DESCRIBE_TOKENS)
-GROUP_OPERATIONS = _bits(_READ, _DELETE, _DESCRIBE)
+                           _ALTER_CONFIGS, _IDEMPOTENT_WRITE)
+GROUP_OPERATIONS = _bits(_READ, _DELETE, _DESCRIBE, _DESCRIBE_CONFIGS, _ALTER_CONFIGS)
 # Sent when the client did not ask for authorized operations (Integer.MIN_VALUE).
 OPERATIONS_NOT_REQUESTED = -(2**31)
 

@@ -16,6 +16,7 @@ from kbroker.api.admin import DEFAULT_MESSAGES
 from kbroker.api.authorization import allowed_cluster
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
+from kbroker.api.routing import partition_state
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
@@ -29,6 +30,15 @@ PREFERRED, UNCLEAN = 0, 1  # ElectLeaders election types
 
 
 # -- DescribeLogDirs -------------------------------------------------------------------------
+
+def _hosted(ctx: RequestContext, topic: str, index: int) -> bool:
+    """Whether the node asked keeps a replica of the partition (with --brokers N each node
+    describes and moves only its own replicas, as each Kafka broker does)."""
+    if not ctx.broker.several_brokers:
+        return True
+    state = partition_state(ctx.broker, topic, index)
+    return state is not None and ctx.node_id in state.replicas
+
 
 @serves("DescribeLogDirs", 1, 5, oldest=0)
 async def handle_describe_log_dirs(ctx: RequestContext,
@@ -45,7 +55,7 @@ async def handle_describe_log_dirs(ctx: RequestContext,
     by_topic: dict[str, list] = {}
     for name, info in broker.logs.topics.items():
         for index in range(info.partitions):
-            if wanted is not None and (name, index) not in wanted:
+            if (wanted is not None and (name, index) not in wanted) or not _hosted(ctx, name, index):
                 continue
             partition_log = broker.logs.partition(name, index)
             assert partition_log is not None  # the topic has it
@@ -61,9 +71,10 @@ async def handle_describe_log_dirs(ctx: RequestContext,
     return DescribeLogDirsResponse(throttle_time_ms=0, error_code=ErrorCode.NONE, results=[result])
 
 
-def _move_replica(broker, topic: str, partition: int, destination: str) -> None:
+def _move_replica(ctx: RequestContext, topic: str, partition: int, destination: str) -> None:
     """The checks of Kafka's ReplicaManager.alterReplicaLogDirs, in its order. There is one log
     dir, so a replica that passes them is already where it is asked to be."""
+    broker = ctx.broker
     if len(f"{topic}-{partition}.{uuid.UUID(int=0).hex}-future") > 255:
         raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, "The topic name is too long.")
     data_dir = broker.data_dir
@@ -72,7 +83,7 @@ def _move_replica(broker, topic: str, partition: int, destination: str) -> None:
     if broker.logs.log_dir.offline:
         raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"Log directory {destination} is offline")
     info = broker.logs.topics.get(topic)
-    if info is None or not 0 <= partition < info.partitions:
+    if info is None or not 0 <= partition < info.partitions or not _hosted(ctx, topic, partition):
         # Kafka answers NOT_LEADER_OR_FOLLOWER as REPLICA_NOT_AVAILABLE here, for old clients.
         raise KafkaError(ErrorCode.REPLICA_NOT_AVAILABLE)
 
@@ -92,7 +103,7 @@ async def handle_alter_replica_log_dirs(
         try:
             if not altering_allowed:
                 raise KafkaError(ErrorCode.CLUSTER_AUTHORIZATION_FAILED)
-            _move_replica(ctx.broker, topic_name, partition, destination)
+            _move_replica(ctx, topic_name, partition, destination)
             code = ErrorCode.NONE
         except KafkaError as exc:
             code = exc.code

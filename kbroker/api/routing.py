@@ -101,9 +101,10 @@ def isr_error(broker, topic: str, index: int, required: int) -> tuple[ErrorCode,
 
 
 def coordinator_node(broker, internal_topic: str, index: int) -> int:
-    """R5: the node coordinating one partition of an internal topic (placed if need be)."""
+    """R5: the node coordinating one partition of an internal topic (placed if need be); before
+    the topic exists, the controller (a live node: the first node may be stopped)."""
     state = partition_state(broker, internal_topic, index)
-    return broker.node_id if state is None else state.leader
+    return controller_id(broker) if state is None else state.leader
 
 
 def group_coordinator(broker, group_id: str) -> int:

@@ -1,7 +1,8 @@
 """The simulated cluster's control API on the HTTP port (`serve --brokers N`; the rules are in
 kbroker/cluster.py, the listeners in kbroker/server.py):
 
-    GET  /api/cluster                   -> {"brokers": [{"id": 1, "host": .., "port": .., "up": true}, ..],
+    GET  /api/cluster                   -> {"brokers": [{"id": 1, "host": .., "port": .., "up": true,
+                                                         "listeners": {"PLAINTEXT": "HOST:PORT"}}, ..],
                                             "topics": {"t": [{"partition": 0, "leader": 1,
                                                               "leader_epoch": 0, "replicas": [1, 2, 3],
                                                               "isr": [1, 2, 3], ...}, ..]}}
@@ -29,6 +30,7 @@ from typing import Callable
 from kbroker.cluster import Cluster, NodeSwitch, PartitionState
 from kbroker.http.faults import json_response
 from kbroker.http.server import Request, Response, Routes
+from kbroker.listeners import host_port
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 _STATUS = {ErrorCode.BROKER_NOT_AVAILABLE: HTTPStatus.NOT_FOUND,
@@ -45,8 +47,9 @@ def describe_partition(index: int, state: PartitionState) -> dict:
 def describe_cluster(cluster: Cluster) -> dict:
     brokers = []
     for node_id, broker in sorted(cluster.brokers.items()):
-        host, port = next(iter(broker.endpoints.values()), (None, None))
-        brokers.append({"id": node_id, "host": host, "port": port, "up": broker.up})
+        host, port = next(iter(broker.endpoints.values()), (None, None))  # the first listener's
+        listeners = {name: host_port(*endpoint) for name, endpoint in broker.endpoints.items()}
+        brokers.append({"id": node_id, "host": host, "port": port, "up": broker.up, "listeners": listeners})
     return {"brokers": brokers, "topics": {
         topic: [describe_partition(index, state) for index, state in enumerate(partitions)]
         for topic, partitions in sorted(cluster.topics.items())}}
