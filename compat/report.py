@@ -51,10 +51,11 @@ class Matrix:
         for variant, title in self.variants.items():
             if len(self.variants) > 1:
                 lines += ["", f"== {title}"]
-            lines.append("".ljust(first) + "".join(c[:width].ljust(width + 1) for c in self.clients))
+            clients = self.clients_of(variant)
+            lines.append("".ljust(first) + "".join(c[:width].ljust(width + 1) for c in clients))
             for s in self.scenarios:
                 lines.append(s.ljust(first) + "".join(
-                    short(self.results[variant, s, c], width).ljust(width + 1) for c in self.clients))
+                    short(self.results[variant, s, c], width).ljust(width + 1) for c in clients))
         problems: dict[tuple, list[str]] = {}  # one line per (status, client, reason), e.g. a broken install
         for (variant, s, c), r in self.results.items():
             if r["status"] in ("FAIL", "FLAKY", "XFAIL", "XPASS"):
@@ -100,11 +101,16 @@ class Matrix:
         out += self.usage_table()
         return "\n".join(out) + "\n"
 
+    def clients_of(self, variant: str) -> list[str]:
+        """The columns of a variant's table (--as-version releases run the current clients only)."""
+        return [c for c in self.clients if (variant, self.scenarios[0], c) in self.results]
+
     def table(self, variant: str) -> list[str]:
-        rows = ["| scenario | " + " | ".join(self.clients) + " |", "|---|" + "---|" * len(self.clients)]
+        clients = self.clients_of(variant)
+        rows = ["| scenario | " + " | ".join(clients) + " |", "|---|" + "---|" * len(clients)]
         for s in self.scenarios:
             cells = []
-            for c in self.clients:
+            for c in clients:
                 r = self.results[variant, s, c]
                 cells.append(r["status"] if r["status"] != "FAIL" else f"FAIL: {r['reason'][:80]}".replace("|", "/"))
             rows.append(f"| {s} | " + " | ".join(cells) + " |")
@@ -154,7 +160,7 @@ class Matrix:
                 "clients": {c: self.hellos.get(c, {}) for c in self.clients},
                 "scenarios": {s: SCENARIOS[s].summary for s in self.scenarios},
                 "variants": self.variants,
-                "results": {v: {s: {c: self.results[v, s, c] for c in self.clients} for s in self.scenarios}
+                "results": {v: {s: {c: self.results[v, s, c] for c in self.clients_of(v)} for s in self.scenarios}
                             for v in self.variants},
                 "counts": dict(self.counts()), "api_usage": self.api_usage}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from compat import report, security
 from compat.agent import ROOT, Agent, describe
 from compat.expected_failures import expected_failure
-from compat.registry import ClientSpec, current_clients, partner_for
+from compat.registry import CURRENT, ClientSpec, current_clients, partner_for
 from compat.scenarios import SCENARIOS, Scenario
 from compat.variants import LATEST, Variant, variants
 
@@ -172,6 +172,11 @@ def judge(result: dict, expected_reason: str | None) -> dict:
     return result
 
 
+def variant_clients(variant: Variant, clients: list[str]) -> list[str]:
+    """An --as-version release other than the latest runs the current clients only."""
+    return [c for c in clients if variant.as_version == LATEST or c in CURRENT]
+
+
 def not_runnable(scenario: Scenario, variant: Variant, info: dict, strict: str | None,
                  own_brokers: bool) -> str | None:
     """Why a cell is N/A before it starts (None: it runs)."""
@@ -241,7 +246,7 @@ def main(argv=None) -> int:
                 for variant, (settings, broker_args, bootstrap, strict) in targets.items():
                     for s in chosen_scenarios:
                         scenario = SCENARIOS[s]
-                        for c in chosen_clients:
+                        for c in variant_clients(variant, chosen_clients):
                             info = said[variant.security, c]
                             expected = expected_failure(s, c, variant, args.sasl_mechanism)
                             why_not = not_runnable(scenario, variant, info, strict, not args.bootstrap)

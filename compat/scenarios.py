@@ -116,9 +116,9 @@ class Ctx:
     def name(self, suffix: str) -> str:
         return f"{self.prefix}-{suffix}"
 
-    def create_topic(self, name: str, partitions: int, config: dict | None = None, via=None) -> str:
+    def create_topic(self, name: str, partitions: int, config: dict | None = None, via=None, replicas: int = 1) -> str:
         (via or self.helper).call("create_topics", topics=[{"name": name, "partitions": partitions,
-                                                            "config": config or {}}])
+                                                            "config": config or {}, "replicas": replicas}])
         return name
 
     def produce(self, topic: str, records: list[Rec], via=None, timeout: float = 60, **options) -> list:
@@ -634,7 +634,7 @@ def share_group(ctx: Ctx, suffix: str, count: int) -> tuple[str, str]:
 
 
 @scenario("share_accept", "a share consumer gets every record once and accepts it; none comes again",
-          needs=("share_consumer",))
+          needs=("share_consumer",), since="4.1")
 def share_accept(ctx: Ctx):
     topic, group = share_group(ctx, "share", 10)
     got = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=10)
@@ -644,7 +644,7 @@ def share_accept(ctx: Ctx):
 
 
 @scenario("share_release_reject", "released records come back with delivery count 2; rejected ones never",
-          needs=("share_consumer",))
+          needs=("share_consumer",), since="4.1")
 def share_release_reject(ctx: Ctx):
     topic, group = share_group(ctx, "redeliver", 3)
     released = ctx.main.call("share_consume", timeout=60, group=group, topic=topic, count=3, ack="release")
@@ -662,5 +662,5 @@ def run_scenario(ctx: Ctx, scenario_: Scenario) -> None:
     scenario_.run(ctx)
 
 
-# The KIP-848 and fault scenarios live in their own modules; importing them registers them.
-from compat import scenarios_faults, scenarios_kip848  # noqa: E402, F401
+# The KIP-848, fault and cluster scenarios live in their own modules; importing them registers them.
+from compat import scenarios_cluster, scenarios_faults, scenarios_kip848  # noqa: E402, F401

@@ -16,7 +16,7 @@ KIP848 = {"protocol": "consumer"}
 
 
 @scenario("kip848_join_leave_crash", "group.protocol=consumer: 3 members share 6 partitions; one leaves, "
-          "one crashes (broker session 6 s), the last owns all", needs=("consumer_protocol",), timeout=120)
+          "one crashes (broker session 6 s), the last owns all", needs=("consumer_protocol",), since="4.0", timeout=120)
 def kip848_join_leave_crash(ctx: Ctx):
     topic, group = ctx.create_topic(ctx.name("g"), 6), ctx.name("grp")
     first = Member(ctx, "m1", group, [topic], **KIP848)
@@ -27,7 +27,7 @@ def kip848_join_leave_crash(ctx: Ctx):
 
 @scenario("kip848_range_and_growth", "group.protocol=consumer, remote assignor range: 2 members split 4 "
           "partitions; after CreatePartitions to 6 the new ones are assigned too",
-          needs=("consumer_protocol", "admin"), timeout=90)
+          needs=("consumer_protocol", "admin"), since="4.0", timeout=90)
 def kip848_range_and_growth(ctx: Ctx):
     topic, group = ctx.create_topic(ctx.name("g"), 4), ctx.name("grp")
     members = [Member(ctx, f"m{i}", group, [topic], remote_assignor="range", **KIP848) for i in (1, 2)]
@@ -42,7 +42,7 @@ def kip848_range_and_growth(ctx: Ctx):
 
 
 @scenario("kip848_regex", "group.protocol=consumer subscribed to ^prefix.*: matching topics, and one "
-          "created later, are assigned; others are not", needs=("consumer_protocol",), timeout=90)
+          "created later, are assigned; others are not", needs=("consumer_protocol",), since="4.0", timeout=90)
 def kip848_regex(ctx: Ctx):
     prefix = ctx.name("rx")
     first = ctx.create_topic(f"{prefix}-a", 2)
@@ -58,7 +58,7 @@ def kip848_regex(ctx: Ctx):
 
 @scenario("kip848_mixed_protocols", "a classic member, then a group.protocol=consumer one: the group "
           "converts and both share 4 partitions; the consumer-protocol member leaves, the group turns "
-          "classic and the first owns all", needs=("consumer_protocol",), timeout=90)
+          "classic and the first owns all", needs=("consumer_protocol",), since="4.0", timeout=90)
 def kip848_mixed_protocols(ctx: Ctx):
     topic, group = ctx.create_topic(ctx.name("g"), 4), ctx.name("grp")
     classic = Member(ctx, "classic", group, [topic])

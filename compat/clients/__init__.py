@@ -3,14 +3,15 @@ client's public API; a scenario only ever calls these, so it is written once for
 
 hello()                                  -> {"client", "version", "detail", "features": [...]}
 metadata()                               -> {"brokers": [[host, port]], "topics": {name: partitions}}
-create_topics(topics=[{name, partitions, config}]) / delete_topics(topics=[names])
+create_topics(topics=[{name, partitions, config, replicas (default 1)}]) / delete_topics(topics=[names])
 describe_configs(topic, keys)            -> {key: value}
 create_partitions(topic, count)          (count: the new total)
 list_groups() -> [group ids]; describe_group(group) -> {"state", "members": count}
 group_offsets(group, topic) -> [[topic, partition, committed offset]]; delete_groups(groups)
 alter_configs(topic, config={k: v})
 produce(topic, records, options)         -> [offset or null per record], in order
-      options: compression, idempotent, max_request_size, timeout_ms
+      options: compression, idempotent, max_request_size, timeout_ms, pace_ms (one record per
+      request, pace_ms apart, with one producer)
 consume(topic, partition, offset, count, timeout_ms, options) -> records (assign mode, no group)
       offset: int | "earliest" | "latest"; options: reset, isolation, fetch_max_wait_ms
 list_offsets(topic, partition, spec)     -> offset or null; spec: "earliest" | "latest" | timestamp ms

@@ -103,7 +103,8 @@ class Driver(PyDriver):
 
     def op_create_topics(self, topics):
         response = self.admin_call("create_topics", [
-            NewTopic(t["name"], t["partitions"], 1, topic_configs=t.get("config") or {}) for t in topics])
+            NewTopic(t["name"], t["partitions"], t.get("replicas", 1), topic_configs=t.get("config") or {})
+            for t in topics])
         raise_errors(response.to_object())
 
     def op_delete_topics(self, topics):
@@ -156,9 +157,13 @@ class Driver(PyDriver):
         return AIOKafkaProducer(**config)
 
     @staticmethod
-    async def send_all(producer: AIOKafkaProducer, topic: str, records: list[Rec]) -> list[int]:
-        futures = [await producer.send(topic, value=r.value, key=r.key, partition=r.partition,
-                                       timestamp_ms=r.timestamp, headers=list(r.headers)) for r in records]
+    async def send_all(producer: AIOKafkaProducer, topic: str, records: list[Rec], pace_s: float = 0.0) -> list[int]:
+        futures = []
+        for r in records:
+            futures.append(await producer.send(topic, value=r.value, key=r.key, partition=r.partition,
+                                               timestamp_ms=r.timestamp, headers=list(r.headers)))
+            if pace_s:  # paced: each record goes in a request of its own
+                await asyncio.sleep(pace_s)
         return [(await future).offset for future in futures]
 
     def op_produce(self, topic, records, options=None):
@@ -169,8 +174,10 @@ class Driver(PyDriver):
             await producer.start()
             try:
                 # a safety net only: aiokafka's own request timeout (options.timeout_ms) comes first
-                return await asyncio.wait_for(self.send_all(producer, topic, records_arg(records)),
-                                              options.get("timeout_ms", 30000) / 1000 + 10)
+                records_ = records_arg(records)
+                pace_s = options.get("pace_ms", 0) / 1000
+                return await asyncio.wait_for(self.send_all(producer, topic, records_, pace_s),
+                                              options.get("timeout_ms", 30000) / 1000 + 10 + pace_s * len(records_))
             finally:
                 await producer.stop()
 

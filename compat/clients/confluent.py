@@ -87,7 +87,7 @@ class Driver(PyDriver):
 
     def op_create_topics(self, topics):
         wait_all(self.admin().create_topics(
-            [NewTopic(t["name"], t["partitions"], 1, config=t.get("config") or {}) for t in topics],
+            [NewTopic(t["name"], t["partitions"], t.get("replicas", 1), config=t.get("config") or {}) for t in topics],
             operation_timeout=15))
 
     def op_delete_topics(self, topics):
@@ -164,7 +164,7 @@ class Driver(PyDriver):
         return Producer(config)
 
     @staticmethod
-    def send_all(producer: Producer, topic: str, records: list[Rec]) -> list:
+    def send_all(producer: Producer, topic: str, records: list[Rec], pace_s: float = 0.0) -> list:
         results: list = [None] * len(records)
 
         def delivered(index):
@@ -179,6 +179,9 @@ class Driver(PyDriver):
             producer.produce(topic, value=r.value, key=r.key, headers=list(r.headers) or None,
                              on_delivery=delivered(index), **kwargs)
             producer.poll(0)
+            paced_until = time.monotonic() + pace_s  # paced: each record goes in a request of its own
+            while (left := paced_until - time.monotonic()) > 0:
+                producer.poll(left)
         return results
 
     @staticmethod
@@ -193,7 +196,7 @@ class Driver(PyDriver):
     def op_produce(self, topic, records, options=None):
         options = options or {}
         producer = self.producer(options)
-        results = self.send_all(producer, topic, records_arg(records))
+        results = self.send_all(producer, topic, records_arg(records), options.get("pace_ms", 0) / 1000)
         return self.settle(producer, results, options.get("timeout_ms", 30000) / 1000 + 5)
 
     def op_transaction(self, topic, txid, steps, options=None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 
 import kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -97,7 +98,8 @@ class Driver(PyDriver):
     def op_create_topics(self, topics):
         admin = self.admin()
         try:
-            admin.create_topics([NewTopic(t["name"], t["partitions"], 1, topic_configs=t.get("config") or {})
+            admin.create_topics([NewTopic(t["name"], t["partitions"], t.get("replicas", 1),
+                                          topic_configs=t.get("config") or {})
                                  for t in topics])
         finally:
             admin.close()
@@ -176,15 +178,19 @@ class Driver(PyDriver):
         return KafkaProducer(**config)
 
     @staticmethod
-    def send_all(producer: KafkaProducer, topic: str, records: list[Rec]):
-        return [producer.send(topic, key=r.key, value=r.value, headers=list(r.headers), partition=r.partition,
-                              timestamp_ms=r.timestamp) for r in records]
+    def send_all(producer: KafkaProducer, topic: str, records: list[Rec], pace_s: float = 0.0):
+        futures = []
+        for r in records:
+            futures.append(producer.send(topic, key=r.key, value=r.value, headers=list(r.headers),
+                                         partition=r.partition, timestamp_ms=r.timestamp))
+            time.sleep(pace_s)  # paced: each record goes in a request of its own
+        return futures
 
     def op_produce(self, topic, records, options=None):
         options = options or {}
         producer = self.producer(options)
         try:
-            futures = self.send_all(producer, topic, records_arg(records))
+            futures = self.send_all(producer, topic, records_arg(records), options.get("pace_ms", 0) / 1000)
             producer.flush(options.get("timeout_ms", 30000) / 1000)
             return [f.get(timeout=1).offset for f in futures]
         finally:

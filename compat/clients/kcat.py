@@ -129,6 +129,22 @@ class Driver:
             raise RuntimeError(f"kcat exit {done.returncode}: {' | '.join(errors[-3:]) or done.stderr[-300:]}")
         return done.stdout.decode(errors="replace")
 
+    def run_paced(self, command: list[str], bodies: list[bytes], pace_s: float, timeout: float) -> None:
+        """One kcat producer fed a record every pace_s, so that each goes in a request of its own."""
+        proc = spawn(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for body in bodies:
+            proc.stdin.write(body)
+            proc.stdin.flush()
+            time.sleep(pace_s)
+        try:
+            _, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise RuntimeError("kcat did not finish producing in time") from None
+        if proc.returncode != 0:  # not every "% ERROR" line: a cluster change logs some it recovers from
+            errors = [line for line in stderr.decode(errors="replace").splitlines() if "ERROR" in line]
+            raise RuntimeError(f"kcat exit {proc.returncode}: {' | '.join(errors[-3:])}")
+
     def op_hello(self):
         return {"client": self.name, "version": self.kcat_version, "detail": f"librdkafka {self.librdkafka}",
                 "features": ["idempotence", "repeated_headers"]
@@ -168,9 +184,13 @@ class Driver:
                 args += ["-Z"]
             for name, value in headers:
                 args += ["-H", f"{name}={value.decode()}"]
-            body = b"".join((r.key + KEY_DELIM if keyed else b"") + (r.value or b"") + MESSAGE_DELIM for r in run)
+            bodies = [(r.key + KEY_DELIM if keyed else b"") + (r.value or b"") + MESSAGE_DELIM for r in run]
             command = self.base(*args, **{k: str(v) for k, v in config.items()})
-            self.run(command, body, timeout=options.get("timeout_ms", 30000) / 1000 + 10)
+            timeout = options.get("timeout_ms", 30000) / 1000 + 10
+            if options.get("pace_ms"):
+                self.run_paced(command, bodies, options["pace_ms"] / 1000, timeout)
+            else:
+                self.run(command, b"".join(bodies), timeout=timeout)
         return [None] * len(records)
 
     def consumer_args(self, topic, partition, offset, options) -> list[str]:

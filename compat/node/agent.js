@@ -22,7 +22,7 @@ const secure = security.protocol === 'SASL_SSL'
 
 function kafka (options = {}) {
   const retry = options.timeout_ms ? { retries: 2, initialRetryTime: 200, maxRetryTime: 1000 } : { retries: 5 }
-  return new Kafka({ clientId, brokers: [bootstrap], logLevel: logLevel.NOTHING, requestTimeout: 15000, retry, ...secure })
+  return new Kafka({ clientId, brokers: bootstrap.split(','), logLevel: logLevel.NOTHING, requestTimeout: 15000, retry, ...secure })
 }
 
 class Unsupported extends Error {}
@@ -97,7 +97,10 @@ class Running {
       if (onJoin) onJoin()
     })
     consumer.on(consumer.events.FETCH, () => { if (this.joined) this.ready = true })
-    consumer.on(consumer.events.CRASH, e => { this.error = `${e.payload.error.name}: ${e.payload.error.message}` })
+    consumer.on(consumer.events.CRASH, e => { // a crash kafkajs restarts from (retriable) is not the member's end,
+      this.assigned = [] //                        but it owns nothing until it has joined again
+      if (!e.payload.restart) this.error = `${e.payload.error.name}: ${e.payload.error.message}`
+    })
     await consumer.connect()
     for (const topic of topics) await consumer.subscribe({ topic, fromBeginning: this.fromBeginning })
     await consumer.run({
@@ -167,7 +170,7 @@ const ops = {
       topics: topics.map(t => ({
         topic: t.name,
         numPartitions: t.partitions,
-        replicationFactor: 1,
+        replicationFactor: t.replicas || 1,
         configEntries: Object.entries(t.config || {}).map(([name, value]) => ({ name, value }))
       }))
     })
@@ -212,11 +215,15 @@ const ops = {
     const compression = options.compression ? CODECS[options.compression] : CompressionTypes.None
     if (compression === undefined) throw new Unsupported(`kafkajs has no built-in ${options.compression} codec`)
     const config = options.idempotent ? { idempotent: true, maxInFlightRequests: 1 } : {}
+    const send = messages => ({ topic, acks: -1, compression, timeout: options.timeout_ms || 30000, messages })
     return withProducer(config, options, async producer => {
-      const metadata = await producer.send({
-        topic, acks: -1, compression, timeout: options.timeout_ms || 30000, messages: records.map(toMessage)
-      })
-      return offsetsOf(records, metadata)
+      if (!options.pace_ms) return offsetsOf(records, await producer.send(send(records.map(toMessage))))
+      const offsets = [] // paced: one record per send, pace_ms apart, with one producer
+      for (const r of records) {
+        offsets.push(...offsetsOf([r], await producer.send(send([toMessage(r)]))))
+        await new Promise(resolve => setTimeout(resolve, options.pace_ms))
+      }
+      return offsets
     })
   },
 

@@ -17,7 +17,7 @@ const secure = security.protocol === 'SASL_SSL'
   ? { tls: { ca: [readFileSync(security.ca, 'utf-8')] },
       sasl: { mechanism: security.mechanism, username: security.username, password: security.password } }
   : {}
-const base = { clientId: `compat-platformatic-${VERSION}`, bootstrapBrokers: [bootstrap], ...secure }
+const base = { clientId: `compat-platformatic-${VERSION}`, bootstrapBrokers: bootstrap.split(','), ...secure }
 
 class Unsupported extends Error {}
 
@@ -88,7 +88,7 @@ const ops = {
   create_topics: ({ topics }) => withAdmin(async admin => {
     for (const t of topics) {
       await admin.createTopics({
-        topics: [t.name], partitions: t.partitions, replicas: 1,
+        topics: [t.name], partitions: t.partitions, replicas: t.replicas || 1,
         configs: Object.entries(t.config || {}).map(([name, value]) => ({ name, value }))
       })
     }

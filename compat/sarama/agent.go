@@ -275,7 +275,14 @@ func (a *agent) op(name string, args map[string]interface{}) (interface{}, error
 			}
 			messages = append(messages, m)
 		}
-		if err := producer.SendMessages(messages); err != nil {
+		if pace, ok := opts(args["options"])["pace_ms"].(float64); ok && pace > 0 {
+			for _, m := range messages { // paced: one record per request, pace_ms apart, with one producer
+				if _, _, err := producer.SendMessage(m); err != nil {
+					return nil, err
+				}
+				time.Sleep(time.Duration(pace) * time.Millisecond)
+			}
+		} else if err := producer.SendMessages(messages); err != nil {
 			if errs, ok := err.(sarama.ProducerErrors); ok && len(errs) > 0 {
 				return nil, errs[0].Err
 			}
@@ -361,15 +368,21 @@ func (a *agent) op(name string, args map[string]interface{}) (interface{}, error
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		m.stop = func() { cancel(); <-done; group.Close() }
-		go func() {
+		go func() { // as a robust application does: Consume again after an error, for a while
 			defer close(done)
-			for ctx.Err() == nil {
-				if err := group.Consume(ctx, topics, m); err != nil {
+			for failures := 0; ctx.Err() == nil; {
+				err := group.Consume(ctx, topics, m)
+				if err == nil {
+					failures = 0
+					continue
+				}
+				if failures++; failures == 20 {
 					m.Lock()
 					m.err = err.Error()
 					m.Unlock()
 					return
 				}
+				time.Sleep(500 * time.Millisecond)
 			}
 		}()
 		a.member = m
@@ -418,7 +431,11 @@ func (a *agent) adminOp(name string, args map[string]interface{}) (interface{}, 
 				value := v.(string)
 				entries[k] = &value
 			}
-			detail := &sarama.TopicDetail{NumPartitions: int32(num(spec["partitions"])), ReplicationFactor: 1, ConfigEntries: entries}
+			replicas := int16(1)
+			if r, ok := spec["replicas"].(float64); ok {
+				replicas = int16(r)
+			}
+			detail := &sarama.TopicDetail{NumPartitions: int32(num(spec["partitions"])), ReplicationFactor: replicas, ConfigEntries: entries}
 			if err := admin.CreateTopic(str(spec["name"]), detail, false); err != nil {
 				return nil, err
 			}
@@ -489,7 +506,7 @@ func (a *agent) adminOp(name string, args map[string]interface{}) (interface{}, 
 }
 
 func main() {
-	a := &agent{bootstrap: []string{os.Args[1]}}
+	a := &agent{bootstrap: strings.Split(os.Args[1], ",")}
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 64<<20), 64<<20)
 	out := json.NewEncoder(os.Stdout)

@@ -201,7 +201,8 @@ async def handle_offset_commit(ctx: RequestContext,
             elif _partition_exists(broker, name, p.partition_index):
                 valid.append(OffsetToCommit(
                     name, p.partition_index, p.committed_offset,
-                    p.committed_leader_epoch if version >= 6 else -1, p.committed_metadata))
+                    p.committed_leader_epoch if version >= 6 else -1, p.committed_metadata,
+                    p.commit_timestamp if version == 1 else -1))
             else:
                 errors[(name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     if valid:
@@ -319,6 +320,8 @@ async def handle_list_groups(ctx: RequestContext, request: ListGroupsRequest) ->
     every += [(g.group_id, CONSUMER_PROTOCOL_TYPE, g.state.value, CONSUMER_GROUP_TYPE)
               for g in groups.consumer.list_groups()]
     every += [(g.group_id, SHARE_TYPE, g.state, SHARE_TYPE) for g in ctx.broker.share.groups.groups.values()]
+    if ctx.broker.several_brokers:  # each broker lists the groups it coordinates (routing.py R5)
+        every = [entry for entry in every if group_coordinator(ctx.broker, entry[0]) == ctx.node_id]
     listed = [
         ListGroupsResponse.ListedGroup(group_id=group_id, protocol_type=protocol_type,
                                        group_state=state, group_type=group_type)

@@ -68,6 +68,13 @@ def java_string_hash(text: str) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
+def key_partition(key: str, partitions: int) -> int:
+    """The internal-topic partition of a group id or transactional id, as Kafka places them:
+    Utils.abs(key.hashCode()) % partitions (Utils.abs takes Integer.MIN_VALUE to 0)."""
+    code = java_string_hash(key)
+    return (0 if code == -(1 << 31) else abs(code)) % partitions
+
+
 class Waiter:
     """A parked JoinGroup or SyncGroup request."""
 
@@ -85,6 +92,7 @@ class OffsetToCommit:
     offset: int
     leader_epoch: int
     metadata: str | None
+    commit_timestamp_ms: int = -1  # OffsetCommit v1 may give one; -1: the time of the commit
 
 
 class GroupCoordinator:
@@ -112,7 +120,7 @@ class GroupCoordinator:
     # -- the log ---------------------------------------------------------------------------------
 
     def partition_for(self, group_id: str) -> int:
-        return (java_string_hash(group_id) & 0x7FFFFFFF) % self.num_partitions
+        return key_partition(group_id, self.num_partitions)
 
     def _write(self, routed: list[tuple[int, Record]], now_ms: int) -> dict[int, int]:
         """Append (partition, record) pairs; returns each partition's first record offset.
@@ -393,7 +401,8 @@ class GroupCoordinator:
                 errors.append(ErrorCode.OFFSET_METADATA_TOO_LARGE)
                 continue
             errors.append(ErrorCode.NONE)
-            value = CommittedOffset(item.offset, item.leader_epoch, item.metadata or "", now_ms)
+            value = CommittedOffset(item.offset, item.leader_epoch, item.metadata or "",
+                                    now_ms if item.commit_timestamp_ms == -1 else item.commit_timestamp_ms)
             entries.append(make_entry((item.topic, item.partition), value))
         if entries:
             try:

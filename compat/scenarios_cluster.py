@@ -1,0 +1,220 @@
+"""Scenarios on a cluster of the cell's own (`kbroker serve --brokers 3`), changed while the client
+works through the broker's HTTP control API: leaders moved (`POST /api/partitions/{t}/{p}/leader`),
+brokers stopped and started (`POST /api/brokers/{id}/stop|start`), read from `GET /api/cluster`.
+
+Topics have 3 replicas, so a partition always has a live in-sync replica to lead it. A producer
+that must cross a change sends one record per request (`pace_ms`), with one producer, while the
+cell changes the cluster; every record must then be stored exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from urllib.parse import quote
+
+from compat.agent import Unsupported
+from compat.scenarios import (
+    Ctx, Fail, Member, expect, expect_each_gets_its_own, expect_records, expect_stored, scenario, texts,
+    wait_balanced, wait_until,
+)
+from compat.wire import Rec, decode_records, encode_records
+from kbroker.groups.coordinator import java_string_hash
+
+CLUSTER = ("--brokers", "3")
+PACE_MS = 100
+
+
+def control(ctx: Ctx, method: str, path: str, body: dict | None = None):
+    """One call of the cell broker's HTTP control API (JSON in, JSON out)."""
+    request = urllib.request.Request(ctx.broker.http + path, None if body is None else json.dumps(body).encode(),
+                                     method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404 and path == "/api/cluster":
+            raise Unsupported("this kbroker has no cluster control API (GET /api/cluster)") from None
+        raise Fail(f"{method} {path}: HTTP {exc.code} {exc.read()[:200]!r}") from None
+
+
+def leader(ctx: Ctx, topic: str, partition: int = 0) -> int:
+    entries = control(ctx, "GET", "/api/cluster")["topics"][topic]
+    return next(entry["leader"] for entry in entries if entry["partition"] == partition)
+
+
+def other_node(node: int) -> int:
+    return node % 3 + 1
+
+
+def move_leader(ctx: Ctx, topic: str, node: int) -> None:
+    control(ctx, "POST", f"/api/partitions/{quote(topic, safe='')}/0/leader", {"node": node})
+
+
+def stop_broker(ctx: Ctx, node: int) -> None:
+    control(ctx, "POST", f"/api/brokers/{node}/stop", {})
+
+
+def start_broker(ctx: Ctx, node: int) -> None:
+    control(ctx, "POST", f"/api/brokers/{node}/start", {})
+
+
+def coordinator(ctx: Ctx, internal_topic: str, key: str) -> int:
+    """The leader of the key's partition of __consumer_offsets / __transaction_state (Kafka's
+    placement: the key's Java hash, made non-negative, modulo the partition count)."""
+    entries = control(ctx, "GET", "/api/cluster")["topics"][internal_topic]
+    hashed = java_string_hash(key)
+    index = (hashed & 0x7FFFFFFF if internal_topic == "__consumer_offsets"
+             else (0 if hashed == -2**31 else abs(hashed))) % len(entries)
+    return next(entry["leader"] for entry in entries if entry["partition"] == index)
+
+
+def produce_while(ctx: Ctx, topic: str, records: list[Rec], changes) -> None:
+    """Produce `records` paced, one request each, while `changes()` runs; both must succeed."""
+    failure: list[BaseException] = []
+    main = ctx.main  # started here: an agent dies with the thread that started it (PR_SET_PDEATHSIG)
+
+    def produce() -> None:
+        try:
+            ctx.produce(topic, records, via=main, timeout=120, idempotent="idempotence" in ctx.features,
+                        pace_ms=PACE_MS)
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the cell's thread
+            failure.append(exc)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        changes()
+    finally:
+        producer.join(150)
+    if failure:
+        raise failure[0]
+    expect(not producer.is_alive(), "the paced produce did not end")
+
+
+def paced_records(prefix: str) -> list[Rec]:
+    return texts(prefix, 30, partition=0)  # 3 s at PACE_MS
+
+
+@scenario("cluster_leader_change", "3 brokers: the partition's leader moves twice while a paced producer "
+          "(idempotent where it can be) sends 30 records; each stored once, in order", broker=CLUSTER, timeout=120)
+def cluster_leader_change(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("lc"), 1, replicas=3)
+    records = paced_records("lc")
+    first = leader(ctx, topic)
+
+    def changes() -> None:
+        time.sleep(0.8)
+        move_leader(ctx, topic, other_node(first))
+        time.sleep(0.8)
+        move_leader(ctx, topic, other_node(other_node(first)))
+
+    produce_while(ctx, topic, records, changes)
+    expect(leader(ctx, topic) != first, "the leader did not move")
+    expect_stored(ctx, topic, 0, [replace(r, partition=None) for r in records], what="after two leader changes")
+
+
+@scenario("cluster_broker_stop_produce", "3 brokers: the leader is stopped while a paced producer sends 30 "
+          "records, and started again; each stored once, in order", broker=CLUSTER, timeout=120)
+def cluster_broker_stop_produce(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("sp"), 1, replicas=3)
+    records = paced_records("sp")
+    stopped = leader(ctx, topic)
+
+    def changes() -> None:
+        time.sleep(0.8)
+        stop_broker(ctx, stopped)
+        time.sleep(1.2)
+        start_broker(ctx, stopped)
+
+    produce_while(ctx, topic, records, changes)
+    expect_stored(ctx, topic, 0, [replace(r, partition=None) for r in records], what="after the leader stopped")
+
+
+@scenario("cluster_broker_stop_consume", "3 brokers: a consumer reading a partition keeps reading when its "
+          "leader is stopped; every record once, in order", broker=CLUSTER, timeout=120)
+def cluster_broker_stop_consume(ctx: Ctx):
+    topic = ctx.create_topic(ctx.name("sc"), 1, replicas=3)
+    before, after = texts("before", 10, partition=0), texts("after", 10, partition=0)
+    ctx.produce(topic, before, via=ctx.helper)
+    ctx.main.call("watch_start", topic=topic, partition=0, offset="earliest", options={})
+    seen: list[Rec] = []
+
+    def has(count: int):
+        def probe() -> bool:
+            seen.extend(decode_records(ctx.main.call("watch_state")["records"]))
+            return len(seen) >= count
+        return probe
+
+    wait_until(has(10), 30, lambda: f"the consumer got {len(seen)} of 10 records before the stop")
+    stopped = leader(ctx, topic)
+    stop_broker(ctx, stopped)
+    ctx.produce(topic, after, via=ctx.helper)
+    wait_until(has(20), 40, lambda: f"the consumer got {len(seen)} of 20 records after the leader stopped")
+    time.sleep(0.5)
+    has(len(seen) + 1)()  # anything delivered twice comes in meanwhile
+    want = [replace(r, offset=i, partition=0) for i, r in enumerate(before + after)]
+    expect_records([r.without("timestamp", "headers", "arrived") for r in seen], want, "read across the stop")
+    start_broker(ctx, stopped)
+
+
+def wait_settled(members: list[Member], topic: str, partitions: int, timeout: float, when: str,
+                 hold: float = 4.0) -> None:
+    """Balanced, and the same assignments for `hold` seconds: after a failover a client may still be
+    rejoining (kafkajs restarts a crashed consumer) although its last assignment looked whole."""
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_balanced(members, topic, partitions, max(1.0, deadline - time.monotonic()), when)
+        settled = [m.assigned for m in members]
+        time.sleep(hold)
+        wait_balanced(members, topic, partitions, 0.1, when)
+        if [m.assigned for m in members] == settled:
+            return
+        expect(time.monotonic() < deadline, f"{when}: the assignments kept changing for {timeout:.0f} s")
+
+
+@scenario("cluster_coordinator_failover", "3 brokers: the group coordinator is stopped while a second member "
+          "joins; the group rebalances on the new coordinator and each member gets its own partitions",
+          broker=CLUSTER, timeout=150)
+def cluster_coordinator_failover(ctx: Ctx):
+    topic, group = ctx.create_topic(ctx.name("cf"), 4, replicas=3), ctx.name("grp")
+    first = Member(ctx, "m1", group, [topic], session_timeout_ms=6000)
+    wait_balanced([first], topic, 4, 40, "alone")
+    stopped = coordinator(ctx, "__consumer_offsets", group)
+    second = Member(ctx, "m2", group, [topic], session_timeout_ms=6000)
+    stop_broker(ctx, stopped)
+    expect(coordinator(ctx, "__consumer_offsets", group) != stopped, "the coordinator did not move")
+    wait_settled([first, second], topic, 4, 60, "after the coordinator failed over")
+    expect_each_gets_its_own(ctx, [first, second], topic, 4, 1)
+    for member in (first, second):
+        member.close()
+    start_broker(ctx, stopped)
+
+
+@scenario("cluster_txn_coordinator_failover", "3 brokers: a transaction commits, its coordinator is stopped, the "
+          "same transactional id aborts one and commits one on the new coordinator; read_committed sees exactly "
+          "the committed", needs=("transactions",), broker=CLUSTER, timeout=150)
+def cluster_txn_coordinator_failover(ctx: Ctx):
+    topic, txid = ctx.create_topic(ctx.name("tc"), 1, replicas=3), ctx.name("txid")
+    batches = {name: texts(f"tc-{name}", count, partition=0) for name, count in (("A", 3), ("B", 2), ("C", 3))}
+
+    def transactions(*steps: tuple[str, str]) -> None:
+        ctx.main.call("transaction", timeout=120, topic=topic, txid=txid, steps=[
+            {"records": encode_records(batches[name]), "end": end} for name, end in steps])
+
+    transactions(("A", "commit"))
+    stopped = coordinator(ctx, "__transaction_state", txid)
+    stop_broker(ctx, stopped)
+    transactions(("B", "abort"), ("C", "commit"))
+    start_broker(ctx, stopped)
+
+    def placed(records, offsets):
+        return [replace(r, offset=o) for r, o in zip(records, offsets)]
+
+    committed = placed(batches["A"], [0, 1, 2]) + placed(batches["C"], [7, 8, 9])
+    got = ctx.consume(topic, 0, 0, len(committed), isolation="read_committed")
+    expect_records([r.without("timestamp", "headers") for r in got], committed, "read_committed")
