@@ -30,10 +30,6 @@ EXPECTED_FAILURES: dict[tuple[str, ...], str] = {
        for client, librdkafka in (("kcat", "2.0.2"), ("confluent-kafka@2.0.2", "2.0.2"),
                                   ("confluent-kafka@2.3.0", "2.3.0"))
        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")},
-    **{("cluster_coordinator_failover", client): "after the coordinator's broker stops, kafkajs crashes its "
-       "consumer (connection refused, retries exhausted) and restarts it; a member then delivers records of "
-       "partitions the group gave the other member (seen with 2.2.4 and 1.16.0; the cause in the client is "
-       "not pinned down yet)" for client in ("kafkajs", "kafkajs@1.16.0")},
     # --wide only: clients that do not find the new group coordinator after its broker stopped.
     ("cluster_coordinator_failover", "sarama"): "sarama 1.22 keeps its cached coordinator when JoinGroup cannot "
         "connect (newSession returns the error without RefreshCoordinator), so it dials the stopped broker forever",
