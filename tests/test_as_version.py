@@ -302,3 +302,47 @@ def test_an_embedded_broker_acts_as_a_release_too():
     with pytest.raises(ValueError, match="supported: 2.1"):
         with embedded_broker(as_version="9.9"):
             pass
+
+
+def test_offset_commit_v1_commit_timestamps_age_the_offsets(tmp_path, topic_name):
+    """v1 may date a commit (Kafka 2.8 kept it as the commit timestamp); offsets of a group
+    without members expire offsets.retention.minutes after it, so an old date expires at once."""
+    request = messages.OffsetCommitRequest
+    old = int(time.time() * 1000) - 10 * 60_000
+    with running_broker("--as-version", "2.8", "--override", "offsets.retention.minutes=1",
+                        "--override", "offsets.retention.check.interval.ms=200",
+                        data_dir=tmp_path) as broker, WireClient(broker.bootstrap) as wire:
+        broker.create_topic(topic_name, partitions=2)
+        response = wire.request("OffsetCommit", 1, group_id="dated", generation_id_or_member_epoch=-1,
+                                member_id="", topics=[request.OffsetCommitRequestTopic(name=topic_name, partitions=[
+                                    request.OffsetCommitRequestPartition(partition_index=0, committed_offset=5,
+                                                                         commit_timestamp=old),
+                                    request.OffsetCommitRequestPartition(partition_index=1, committed_offset=7)])])
+        assert [p.error_code for p in response.topics[0].partitions] == [ErrorCode.NONE] * 2
+        fetch = messages.OffsetFetchRequest
+        deadline = time.monotonic() + 10
+        while True:
+            fetched = wire.request("OffsetFetch", 1, group_id="dated", topics=[
+                fetch.OffsetFetchRequestTopic(name=topic_name, partition_indexes=[0, 1])])
+            offsets = [p.committed_offset for p in fetched.topics[0].partitions]
+            if offsets[0] == -1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert offsets == [-1, 7]
+
+
+def test_a_corrupt_message_set_is_answered_corrupt_message(broker_28, topic_name):
+    from tests.test_message_formats import message
+
+    payload = bytearray(message(1, b"k", b"v"))
+    payload[-1] ^= 1  # the CRC no longer matches
+    broker_28.create_topic(topic_name)
+    request = messages.ProduceRequest
+    with WireClient(broker_28.bootstrap) as wire:
+        response = wire.request("Produce", 2, acks=1, timeout_ms=5000, topic_data=[
+            request.TopicProduceData(name=topic_name, partition_data=[
+                request.PartitionProduceData(index=0, records=bytes(payload))])])
+        (partition,) = response.responses[0].partition_responses
+        assert partition.error_code == ErrorCode.CORRUPT_MESSAGE
+        assert wire.request("Metadata", 0, topics=[]).topics  # the connection stays usable
+    assert broker_28.records(topic_name) == []

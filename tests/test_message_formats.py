@@ -7,6 +7,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kbroker.log.message_formats import (
     NO_TIMESTAMP, LegacyMessage, down_convert, parse_message_set, up_convert,
@@ -139,3 +141,16 @@ def test_partial_last_batch_of_a_read_is_left_out():
     first = build_batch([Record(value=b"a")], base_offset=0)
     second = build_batch([Record(value=b"b")], base_offset=1)
     assert [m.value for m in parse_message_set(down_convert(first + second[:-3], 0, 0, 1 << 20))] == [b"a"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([0, 1]))
+def test_any_bytes_are_messages_or_corrupt(data, magic):
+    """A Produce v0-2 payload never fails otherwise than with a Kafka error."""
+    payloads = [data, message(magic, None, data), wrapper(magic, GZIP, data),
+                message(magic, b"k", b"v") + data]
+    for payload in payloads:
+        try:
+            parse_message_set(payload)
+        except KafkaError as exc:
+            assert exc.code == ErrorCode.CORRUPT_MESSAGE

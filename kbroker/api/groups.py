@@ -201,7 +201,8 @@ async def handle_offset_commit(ctx: RequestContext,
             elif _partition_exists(broker, name, p.partition_index):
                 valid.append(OffsetToCommit(
                     name, p.partition_index, p.committed_offset,
-                    p.committed_leader_epoch if version >= 6 else -1, p.committed_metadata))
+                    p.committed_leader_epoch if version >= 6 else -1, p.committed_metadata,
+                    p.commit_timestamp if version == 1 else -1))
             else:
                 errors[(name, p.partition_index)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     if valid:

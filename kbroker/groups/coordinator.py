@@ -85,6 +85,7 @@ class OffsetToCommit:
     offset: int
     leader_epoch: int
     metadata: str | None
+    commit_timestamp_ms: int = -1  # OffsetCommit v1 may give one; -1: the time of the commit
 
 
 class GroupCoordinator:
@@ -393,7 +394,8 @@ class GroupCoordinator:
                 errors.append(ErrorCode.OFFSET_METADATA_TOO_LARGE)
                 continue
             errors.append(ErrorCode.NONE)
-            value = CommittedOffset(item.offset, item.leader_epoch, item.metadata or "", now_ms)
+            value = CommittedOffset(item.offset, item.leader_epoch, item.metadata or "",
+                                    now_ms if item.commit_timestamp_ms == -1 else item.commit_timestamp_ms)
             entries.append(make_entry((item.topic, item.partition), value))
         if entries:
             try:
