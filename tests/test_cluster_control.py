@@ -294,7 +294,7 @@ def _confluent_run(cluster, topic, steps) -> list[bytes]:
                 producer.produce(topic, value=b"%d" % (chunk * 100 + i), partition=0)
             assert producer.flush(60) == 0
             deadline = time.monotonic() + 60
-            while len(seen) < (chunk + 1) * 100 and time.monotonic() < deadline:
+            while len(set(seen)) < (chunk + 1) * 100 and time.monotonic() < deadline:
                 message = consumer.poll(0.2)
                 if message is not None and not message.error():
                     seen.append(message.value())
@@ -316,7 +316,7 @@ def _kafka_python_run(cluster, topic, steps) -> list[bytes]:
             producer.flush(60)
             assert all(f.succeeded() for f in futures)
             deadline = time.monotonic() + 60
-            while len(seen) < (chunk + 1) * 100 and time.monotonic() < deadline:
+            while len(set(seen)) < (chunk + 1) * 100 and time.monotonic() < deadline:
                 for records in consumer.poll(200).values():
                     seen += [r.value for r in records]
     finally:
@@ -329,7 +329,7 @@ KAFKAJS = Path(__file__).resolve().parent.parent / "compat" / "node" / "node_mod
 KAFKAJS_RUN = """
 const { Kafka, logLevel } = require(process.argv[1]);
 const [bootstrap, http, topic, steps] = [...process.argv.slice(2, 5), JSON.parse(process.argv[5])];
-const kafka = new Kafka({ brokers: bootstrap.split(","), logLevel: logLevel.NOTHING,
+const kafka = new Kafka({ brokers: bootstrap.split(","), logLevel: logLevel.WARN,  // to stderr
                           retry: { retries: 30, initialRetryTime: 100, maxRetryTime: 1000 } });
 const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
 const consumer = kafka.consumer({ groupId: topic + "-g", maxWaitTimeInMs: 100, heartbeatInterval: 100 });
@@ -349,7 +349,7 @@ const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
     const messages = Array.from({ length: 100 }, (_, i) => ({ value: String(chunk * 100 + i), partition: 0 }));
     await producer.send({ topic, acks: -1, messages });
     const deadline = Date.now() + 60000;
-    while (seen.length < (chunk + 1) * 100 && Date.now() < deadline) await sleep(50);
+    while (new Set(seen).size < (chunk + 1) * 100 && Date.now() < deadline) await sleep(50);
   }
   // A coordinator that moved is found by the next heartbeat (as a running application's would
   // be); leaving the group before that would send LeaveGroup to the old one.
@@ -367,7 +367,7 @@ def _kafkajs_run(cluster, topic, steps) -> list[bytes]:
     done = subprocess.run(["node", "-e", KAFKAJS_RUN, str(KAFKAJS), cluster.bootstrap, cluster.http, topic,
                            json.dumps(steps)], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
-    return [value.encode() for value in json.loads(done.stdout)]
+    return [value.encode() for value in json.loads(done.stdout.splitlines()[-1])]
 
 
 @pytest.mark.parametrize("disruption", DISRUPTIONS)
@@ -498,6 +498,38 @@ def test_reassignments_through_kafka_python_admin(cluster, topic_name):
         assert admin.alter_partition_reassignments({tp: None})[tp].errno == ErrorCode.NO_REASSIGNMENT_IN_PROGRESS
     finally:
         admin.close()
+
+
+KAFKAJS_REASSIGN = """
+const { Kafka, logLevel } = require(process.argv[1]);
+const [bootstrap, topic] = process.argv.slice(2);
+const admin = new Kafka({ brokers: bootstrap.split(","), logLevel: logLevel.NOTHING }).admin();
+const reassign = replicas => admin.alterPartitionReassignments({
+  topics: [{ topic, partitionAssignment: [{ partition: 0, replicas }] }] });
+(async () => {
+  await admin.connect();
+  await reassign([2, 3]);
+  const ongoing = await admin.listPartitionReassignments({ topics: [{ topic, partitions: [0] }] });
+  const refused = await reassign([1, 9]).then(() => null, error => error.errors.map(e => e.type));
+  await admin.disconnect();
+  process.stdout.write(JSON.stringify({ ongoing: ongoing.topics, refused }) + "\\n");
+})().catch(error => { console.error(error); process.exit(1); });
+"""
+
+
+@pytest.mark.skipif(not KAFKAJS.exists(), reason="kafkajs is installed by scripts/install_test_tools.sh")
+def test_kafkajs_admin_reassigns_and_lists_ongoing_reassignments(cluster, topic_name):
+    create(cluster, topic_name, assignment=[[1, 3]])
+    cluster.stop_broker(2)
+    done = subprocess.run(["node", "-e", KAFKAJS_REASSIGN, str(KAFKAJS), address(cluster, 1), topic_name],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "ongoing": [{"name": topic_name, "partitions": [
+            {"partition": 0, "replicas": [2, 3, 1], "addingReplicas": [2], "removingReplicas": [1]}]}],
+        "refused": ["INVALID_REPLICA_ASSIGNMENT"]}
+    cluster.start_broker(2)  # the reassignment completes
+    assert partition(cluster, topic_name)["replicas"] == [2, 3]
 
 
 def test_a_reassignment_may_refuse_a_replication_factor_change(cluster, topic_name):

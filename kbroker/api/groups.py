@@ -320,6 +320,8 @@ async def handle_list_groups(ctx: RequestContext, request: ListGroupsRequest) ->
     every += [(g.group_id, CONSUMER_PROTOCOL_TYPE, g.state.value, CONSUMER_GROUP_TYPE)
               for g in groups.consumer.list_groups()]
     every += [(g.group_id, SHARE_TYPE, g.state, SHARE_TYPE) for g in ctx.broker.share.groups.groups.values()]
+    if ctx.broker.several_brokers:  # each broker lists the groups it coordinates (routing.py R5)
+        every = [entry for entry in every if group_coordinator(ctx.broker, entry[0]) == ctx.node_id]
     listed = [
         ListGroupsResponse.ListedGroup(group_id=group_id, protocol_type=protocol_type,
                                        group_state=state, group_type=group_type)

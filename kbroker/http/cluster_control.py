@@ -48,8 +48,8 @@ def describe_cluster(cluster: Cluster) -> dict:
     brokers = []
     for node_id, broker in sorted(cluster.brokers.items()):
         host, port = next(iter(broker.endpoints.values()), (None, None))  # the first listener's
-        brokers.append({"id": node_id, "host": host, "port": port, "up": broker.up,
-                        "listeners": {name: host_port(*endpoint) for name, endpoint in broker.endpoints.items()}})
+        listeners = {name: host_port(*endpoint) for name, endpoint in broker.endpoints.items()}
+        brokers.append({"id": node_id, "host": host, "port": port, "up": broker.up, "listeners": listeners})
     return {"brokers": brokers, "topics": {
         topic: [describe_partition(index, state) for index, state in enumerate(partitions)]
         for topic, partitions in sorted(cluster.topics.items())}}
