@@ -185,6 +185,8 @@ def test_clients_produce_and_consume_across_leaders_with_a_group_elsewhere(clust
     assert sum(p.offset for p in committed) == 60
     (offsets,) = metadata(cluster.bootstrap, "__consumer_offsets").topics  # written by now
     assert sorted(p.leader_id for p in offsets.partitions) == NODES
+    listed = admin.list_consumer_groups().result(10).valid  # asks every broker: each lists its own
+    assert [g.group_id for g in listed].count(group) == 1
 
 
 def test_transactions_with_a_coordinator_on_another_broker(cluster, topic_name):

@@ -3,6 +3,7 @@
 import pytest
 
 from kbroker.cluster import NO_LEADER, Cluster
+from kbroker.groups.coordinator import java_string_hash, key_partition
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 
@@ -214,3 +215,12 @@ def test_restore_with_fewer_brokers_drops_their_replicas():
     restored = Cluster.restore(cluster.snapshot(), [1])
     assert [(s.replicas, s.leader) for s in restored.topics["t"]] == [([1], 1)] * 3
     assert restored.topics["t"][1].leader_epoch == 1  # leadership moved from 2 to 1
+
+
+def test_keys_are_placed_as_kafka_places_them():
+    # Utils.abs(key.hashCode()) % partitions: "my-group" has a negative hash code and lands on 12
+    # of 50 (Kafka's placement, not the hash's low 31 bits); Integer.MIN_VALUE goes to 0.
+    assert java_string_hash("my-group") == -1906497762
+    assert key_partition("my-group", 50) == 12
+    assert java_string_hash("polygenelubricants") == -(1 << 31)
+    assert key_partition("polygenelubricants", 50) == 0

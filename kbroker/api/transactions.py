@@ -17,7 +17,7 @@ from kbroker.api.authorization import (
 from kbroker.api.common import topic_names
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
-from kbroker.api.routing import leader_error
+from kbroker.api.routing import leader_error, transaction_coordinator
 from kbroker.broker import INTERNAL_TOPICS
 from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
 from kbroker.log import validate_topic_name
@@ -340,7 +340,9 @@ async def handle_list_transactions(ctx: RequestContext,
             transactional_id=item.transactional_id, producer_id=item.producer_id,
             transaction_state=item.state.kafka_name)
             for item in listed if (matcher is None or matcher(item.transactional_id))
-            and allowed_transactional_id(ctx, Operation.DESCRIBE, item.transactional_id)])
+            and allowed_transactional_id(ctx, Operation.DESCRIBE, item.transactional_id)
+            and (not ctx.broker.several_brokers  # each broker lists the ids it coordinates
+                 or transaction_coordinator(ctx.broker, item.transactional_id) == ctx.node_id)])
 
 
 @serves("DescribeProducers", 0, 0)

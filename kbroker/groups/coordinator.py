@@ -68,6 +68,13 @@ def java_string_hash(text: str) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
+def key_partition(key: str, partitions: int) -> int:
+    """The internal-topic partition of a group id or transactional id, as Kafka places them:
+    Utils.abs(key.hashCode()) % partitions (Utils.abs takes Integer.MIN_VALUE to 0)."""
+    code = java_string_hash(key)
+    return (0 if code == -(1 << 31) else abs(code)) % partitions
+
+
 class Waiter:
     """A parked JoinGroup or SyncGroup request."""
 
@@ -113,7 +120,7 @@ class GroupCoordinator:
     # -- the log ---------------------------------------------------------------------------------
 
     def partition_for(self, group_id: str) -> int:
-        return (java_string_hash(group_id) & 0x7FFFFFFF) % self.num_partitions
+        return key_partition(group_id, self.num_partitions)
 
     def _write(self, routed: list[tuple[int, Record]], now_ms: int) -> dict[int, int]:
         """Append (partition, record) pairs; returns each partition's first record offset.

@@ -30,7 +30,7 @@ from typing import Callable, Iterable, NamedTuple
 from kbroker.clock import DeadlineSleeper
 from kbroker.config import Config
 from kbroker.group_configs import GroupConfigs
-from kbroker.groups.coordinator import java_string_hash
+from kbroker.groups.coordinator import key_partition
 from kbroker.log import PartitionLog
 from kbroker.protocol import coordinator_records as crecords
 from kbroker.protocol.errors import ErrorCode, KafkaError
@@ -310,7 +310,7 @@ class ShareCoordinator:
 
     def _state_partition(self, key: PartitionKey) -> int:
         text = f"{key.group_id}:{key.topic_id}:{key.partition}"
-        return (java_string_hash(text) & 0x7FFFFFFF) % self.topic.partitions
+        return key_partition(text, self.topic.partitions)
 
     def _write(self, keys: Iterable[PartitionKey], force_snapshot: bool = False) -> bool:
         now = self.clock()

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Protocol
 import trio
 
 from kbroker.config import Config
-from kbroker.groups.coordinator import OFFSETS_TOPIC, java_string_hash
+from kbroker.groups.coordinator import OFFSETS_TOPIC, key_partition
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.records import iter_records
 from kbroker.storage import InternalTopic
@@ -41,12 +41,6 @@ TRANSACTION_STATE_TOPIC = "__transaction_state"
 # Kafka's transaction.state.log.segment.bytes default; compacted by transactional id.
 TRANSACTION_STATE_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
 COORDINATOR_EPOCH = 0  # this broker leads __transaction_state forever
-
-
-def _partition_of(transactional_id: str, partitions: int) -> int:
-    """Kafka's Utils.abs(transactionalId.hashCode) % partitions."""
-    code = java_string_hash(transactional_id)
-    return (0 if code == -(1 << 31) else abs(code)) % partitions
 
 
 class MarkerWriter(Protocol):
@@ -85,7 +79,7 @@ class TransactionCoordinator:
 
     def partition_for(self, transactional_id: str) -> int:
         """The __transaction_state partition keeping this id (whose leader coordinates it)."""
-        return _partition_of(transactional_id, self.num_partitions)
+        return key_partition(transactional_id, self.num_partitions)
     def _replay(self) -> None:
         for index, _, batch in self.topic.replay():
             for record in iter_records(batch):
