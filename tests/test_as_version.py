@@ -362,3 +362,24 @@ def test_a_corrupt_message_set_is_answered_corrupt_message(broker_28, topic_name
         assert partition.error_code == ErrorCode.CORRUPT_MESSAGE
         assert wire.request("Metadata", 0, topics=[]).topics  # the connection stays usable
     assert broker_28.records(topic_name) == []
+
+
+@pytest.mark.parametrize("codec, api_version", [("gzip", (0, 9)), ("snappy", (0, 10, 1)),
+                                                ("lz4", (0, 8, 2))])
+def test_an_old_consumer_reads_a_compressed_batch_from_its_middle(broker_28, topic_name, codec,
+                                                                  api_version):
+    """Down-converted as one wrapper message (format v0 for Fetch v0-1, v1 with relative inner
+    offsets for v2-3); the consumer skips the records before its position."""
+    producer = KafkaProducer(bootstrap_servers=broker_28.bootstrap, compression_type=codec, linger_ms=200)
+    for i in range(5):
+        producer.send(topic_name, value=b"v%d" % i)
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=broker_28.bootstrap, api_version=api_version,
+                             consumer_timeout_ms=2000)
+    try:
+        partition = TopicPartition(topic_name, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, 2)
+        assert [(r.offset, r.value) for r in consumer] == [(2, b"v2"), (3, b"v3"), (4, b"v4")]
+    finally:
+        consumer.close()
