@@ -609,6 +609,7 @@ def test_a_broker_whose_port_was_taken_meanwhile_stays_stopped(cluster):
     host, port = address(cluster, 3).rsplit(":", 1)
     cluster.stop_broker(3)
     squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the node's TIME_WAITs
     try:
         squatter.bind((host, int(port)))
         squatter.listen()
