@@ -80,6 +80,8 @@ class Broker:
         self.node_ids = list(range(self.node_id, self.node_id + config[SIMULATED_BROKERS]))
         self.several_brokers = len(self.node_ids) > 1
         self.cluster = open_cluster(self.data_dir, self.node_ids)
+        self.cluster.remove_topics([name for name in self.cluster.topics  # deleted meanwhile
+                                    if name not in self.logs.topics and name not in INTERNAL_TOPICS])
         self.node_switch: NodeSwitch | None = None  # set by the server: stop and start a node
         for info in self.logs.topics.values():
             self.place_topic(info.name)
