@@ -139,8 +139,10 @@ class Broker:
 
     def on_features_finalized(self) -> None:
         """What a finalized feature level brings with it (Kafka's controller on activation and on
-        UpdateFeatures): eligible leader replicas pin the cluster-level min.insync.replicas."""
-        if self.features.level(ELIGIBLE_LEADER_REPLICAS_VERSION) >= 1:
+        UpdateFeatures): eligible leader replicas pin the cluster-level min.insync.replicas
+        (Kafka 4.1 on; --as-version of an older release does not)."""
+        if (self.release is None or self.release.number >= (4, 1)) \
+                and self.features.level(ELIGIBLE_LEADER_REPLICAS_VERSION) >= 1:
             self.dynamic_configs.pin_cluster_min_insync_replicas()
 
     async def run_background_tasks(self) -> None:

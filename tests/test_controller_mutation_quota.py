@@ -20,6 +20,7 @@ from kbroker.quotas import ClientQuotas
 from kbroker.testing import running_broker
 from kbroker.throttling import CONTROLLER_MUTATION_RATE, ControllerMutationQuotas
 from tests.cli_brokers import kbroker_command
+from tests.test_acls_wire import _client as sasl_client
 from tests.test_admin import create, topic
 from tests.test_client_quotas import alter, alteration
 from tests.wire import WireClient
@@ -71,16 +72,17 @@ def test_strict_versions_answer_throttling_quota_exceeded_per_topic(tmp_path):
         _limit(broker, "admin")
         with WireClient(broker.bootstrap, client_id="admin") as wire:
             response = wire.request("CreateTopics", 7, timeout_ms=5000, validate_only=False,
-                                    topics=[topic("big", partitions=30), topic("small", partitions=2)])
+                                    topics=[topic("big", partitions=50), topic("small", partitions=2)])
             big, small = response.topics
-            assert big.error_code == ErrorCode.NONE  # a full bucket (20) lets it through: -10
+            assert big.error_code == ErrorCode.NONE  # a full bucket (20) lets it through: -30
             assert small.error_code == ErrorCode.THROTTLING_QUOTA_EXCEEDED
             assert small.error_message == "The throttling quota has been exceeded."
-            # The time to refill the 10 missing tokens; the connection is muted as long.
-            assert 900 <= response.throttle_time_ms <= 1000
+            # The time to refill the 30 missing tokens (less the time creating `big` took, during
+            # which the bucket refilled); the connection is muted as long.
+            assert 0 < response.throttle_time_ms <= 3000
             time.sleep(0.2)
             grown = wire.request("CreatePartitions", 3, timeout_ms=5000, validate_only=False, topics=[
-                CreatePartitionsRequest.CreatePartitionsTopic(name="big", count=41, assignments=None)])
+                CreatePartitionsRequest.CreatePartitionsTopic(name="big", count=76, assignments=None)])
             assert grown.results[0].error_code == ErrorCode.NONE  # refilled: accepted, below 0 again
             deleted = wire.request("DeleteTopics", 6, timeout_ms=5000, topics=[
                 DeleteTopicsRequest.DeleteTopicState(name="big")])
@@ -94,14 +96,15 @@ def test_older_versions_are_accepted_and_the_connection_muted(tmp_path):
     with running_broker(*BROKER_ARGS, data_dir=tmp_path) as broker:
         _limit(broker, "admin")
         with WireClient(broker.bootstrap, client_id="admin") as wire:
-            first = wire.request("CreateTopics", 5, topics=[topic("a", partitions=30)],
+            first = wire.request("CreateTopics", 5, topics=[topic("a", partitions=40)],
                                  timeout_ms=5000, validate_only=False)
             assert first.topics[0].error_code == ErrorCode.NONE
-            assert 900 <= first.throttle_time_ms <= 1000
+            assert 1000 <= first.throttle_time_ms <= 2000  # 20 tokens short, less the creation's time
             started = time.monotonic()
             second = wire.request("CreateTopics", 5, topics=[topic("b", partitions=10)],
                                   timeout_ms=5000, validate_only=False)
-            assert time.monotonic() - started >= 0.9  # read only after the throttle
+            # Read only after the throttle.
+            assert time.monotonic() - started >= 0.9 * first.throttle_time_ms / 1000
             assert second.topics[0].error_code == ErrorCode.NONE
 
 
@@ -111,7 +114,7 @@ def test_kafka_python_admin_gets_throttling_quota_exceeded(tmp_path):
         _limit(broker, "kafka-python-admin")
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="kafka-python-admin")
         try:
-            admin.create_topics([KafkaPythonNewTopic("first", 25, 1)])
+            admin.create_topics([KafkaPythonNewTopic("first", 60, 1)])  # 40 short: 4 s to refill
             with pytest.raises(ThrottlingQuotaExceededError):
                 admin.create_topics([KafkaPythonNewTopic("second", 5, 1)])
             with WireClient(broker.bootstrap) as wire:  # the admin client waits out its throttle
@@ -146,13 +149,13 @@ def test_quota_command_sets_describes_and_removes_quotas(tmp_path):
             return done.returncode, done.stdout.decode(), done.stderr.decode().strip()
 
         assert kb("quota", "alter", "--client-id", "kbroker-cli", "--add",
-                  "controller_mutation_rate=10")[0] == 0
+                  "controller_mutation_rate=1")[0] == 0  # 2 tokens: 30 partitions leave it 28 s short
         assert kb("quota", "alter", "--ip-default", "--add", "connection_creation_rate=50")[0] == 0
         listed = json.loads(kb("quota", "describe", "--json")[1])
         assert sorted(map(str, listed)) == sorted(map(str, [
-            {"entity": {"client-id": "kbroker-cli"}, "quotas": {"controller_mutation_rate": 10.0}},
+            {"entity": {"client-id": "kbroker-cli"}, "quotas": {"controller_mutation_rate": 1.0}},
             {"entity": {"ip": None}, "quotas": {"connection_creation_rate": 50.0}}]))
-        assert "client-id=kbroker-cli  controller_mutation_rate=10" in kb(
+        assert "client-id=kbroker-cli  controller_mutation_rate=1" in kb(
             "quota", "describe", "--client-id", "kbroker-cli")[1]
         assert kb("topic", "create", "big", "-p", "30")[0] == 0
         assert kb("topic", "create", "small", "-p", "1") == (
@@ -161,3 +164,13 @@ def test_quota_command_sets_describes_and_removes_quotas(tmp_path):
         assert kb("topic", "create", "small", "-p", "1")[0] == 0
         assert kb("quota", "alter", "--ip", "10.0.0.1", "--add", "producer_byte_rate=5") == (
             1, "", "kbroker: INVALID_REQUEST: Invalid configuration key producer_byte_rate")
+
+
+def test_the_default_user_quota_gives_each_user_a_bucket_of_its_own(tmp_path):
+    with running_broker(*BROKER_ARGS, "--sasl-user", "alice:alice-secret", "--sasl-user",
+                        "bob:bob-secret", data_dir=tmp_path) as broker:
+        with sasl_client(broker, "alice") as alice, sasl_client(broker, "bob") as bob:
+            assert alter(alice, alteration({"user": None}, controller_mutation_rate=1.0)) == [(0, None)]
+            assert create(alice, topic("alice-1", partitions=30))["alice-1"].error_code == ErrorCode.NONE
+            assert create(bob, topic("bob-1", partitions=30))["bob-1"].error_code == ErrorCode.NONE
+            assert create(bob, topic("bob-2"))["bob-2"].error_code == ErrorCode.THROTTLING_QUOTA_EXCEEDED
