@@ -21,7 +21,8 @@ from kbroker.faults import FaultInjector
 from kbroker.features import ELIGIBLE_LEADER_REPLICAS_VERSION, FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
-from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
+from kbroker.groups.coordinator import GroupCoordinator
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
 from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity
@@ -80,6 +81,8 @@ class Broker:
         self.node_ids = list(range(self.node_id, self.node_id + config[SIMULATED_BROKERS]))
         self.several_brokers = len(self.node_ids) > 1
         self.cluster = open_cluster(self.data_dir, self.node_ids)
+        self.cluster.remove_topics([name for name in self.cluster.topics  # deleted meanwhile
+                                    if name not in self.logs.topics and name not in INTERNAL_TOPICS])
         self.node_switch: NodeSwitch | None = None  # set by the server: stop and start a node
         for info in self.logs.topics.values():
             self.place_topic(info.name)
