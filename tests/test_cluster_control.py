@@ -372,7 +372,8 @@ const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
   await new Promise(resolve => consumer.on(consumer.events.HEARTBEAT, resolve));
   await consumer.disconnect();
   await producer.disconnect();
-  process.stdout.write(JSON.stringify(seen) + "\\n");
+  // exit once written: a restart timer kafkajs left behind must not keep node running
+  process.stdout.write(JSON.stringify(seen) + "\\n", () => process.exit(0));
 })().catch(error => { console.error(error); process.exit(1); });
 """
 
@@ -528,7 +529,7 @@ const reassign = replicas => admin.alterPartitionReassignments({
   const ongoing = await admin.listPartitionReassignments({ topics: [{ topic, partitions: [0] }] });
   const refused = await reassign([1, 9]).then(() => null, error => error.errors.map(e => e.type));
   await admin.disconnect();
-  process.stdout.write(JSON.stringify({ ongoing: ongoing.topics, refused }) + "\\n");
+  process.stdout.write(JSON.stringify({ ongoing: ongoing.topics, refused }) + "\\n", () => process.exit(0));
 })().catch(error => { console.error(error); process.exit(1); });
 """
 
