@@ -20,6 +20,7 @@ from kbroker.quotas import ClientQuotas
 from kbroker.testing import running_broker
 from kbroker.throttling import CONTROLLER_MUTATION_RATE, ControllerMutationQuotas
 from tests.cli_brokers import kbroker_command
+from tests.test_acls_wire import _client as sasl_client
 from tests.test_admin import create, topic
 from tests.test_client_quotas import alter, alteration
 from tests.wire import WireClient
@@ -161,3 +162,13 @@ def test_quota_command_sets_describes_and_removes_quotas(tmp_path):
         assert kb("topic", "create", "small", "-p", "1")[0] == 0
         assert kb("quota", "alter", "--ip", "10.0.0.1", "--add", "producer_byte_rate=5") == (
             1, "", "kbroker: INVALID_REQUEST: Invalid configuration key producer_byte_rate")
+
+
+def test_the_default_user_quota_gives_each_user_a_bucket_of_its_own(tmp_path):
+    with running_broker(*BROKER_ARGS, "--sasl-user", "alice:alice-secret", "--sasl-user",
+                        "bob:bob-secret", data_dir=tmp_path) as broker:
+        with sasl_client(broker, "alice") as alice, sasl_client(broker, "bob") as bob:
+            assert alter(alice, alteration({"user": None}, controller_mutation_rate=1.0)) == [(0, None)]
+            assert create(alice, topic("alice-1", partitions=30))["alice-1"].error_code == ErrorCode.NONE
+            assert create(bob, topic("bob-1", partitions=30))["bob-1"].error_code == ErrorCode.NONE
+            assert create(bob, topic("bob-2"))["bob-2"].error_code == ErrorCode.THROTTLING_QUOTA_EXCEEDED
