@@ -80,6 +80,8 @@ class Broker:
         self.node_ids = list(range(self.node_id, self.node_id + config[SIMULATED_BROKERS]))
         self.several_brokers = len(self.node_ids) > 1
         self.cluster = open_cluster(self.data_dir, self.node_ids)
+        self.cluster.remove_topics([name for name in self.cluster.topics  # deleted meanwhile
+                                    if name not in self.logs.topics and name not in INTERNAL_TOPICS])
         self.node_switch: NodeSwitch | None = None  # set by the server: stop and start a node
         for info in self.logs.topics.values():
             self.place_topic(info.name)
@@ -137,8 +139,10 @@ class Broker:
 
     def on_features_finalized(self) -> None:
         """What a finalized feature level brings with it (Kafka's controller on activation and on
-        UpdateFeatures): eligible leader replicas pin the cluster-level min.insync.replicas."""
-        if self.features.level(ELIGIBLE_LEADER_REPLICAS_VERSION) >= 1:
+        UpdateFeatures): eligible leader replicas pin the cluster-level min.insync.replicas
+        (Kafka 4.1 on; --as-version of an older release does not)."""
+        if (self.release is None or self.release.number >= (4, 1)) \
+                and self.features.level(ELIGIBLE_LEADER_REPLICAS_VERSION) >= 1:
             self.dynamic_configs.pin_cluster_min_insync_replicas()
 
     async def run_background_tasks(self) -> None:

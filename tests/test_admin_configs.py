@@ -181,6 +181,12 @@ def test_non_default_topic_configs_as_confluent_kafka_pythons_suite_expects(brok
     assert pinned["min.insync.replicas"].source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
 
 
+def test_releases_before_4_1_pin_no_min_insync_replicas(tmp_path):
+    with running_broker("--as-version", "3.9", data_dir=tmp_path) as broker:
+        with WireClient(broker.bootstrap) as wire:
+            assert describe(wire, BROKER, "").configs == []
+
+
 def test_eligible_leader_replicas_pin_the_static_min_insync_replicas(tmp_path):
     with running_broker("--override", "min.insync.replicas=2", data_dir=tmp_path) as broker:
         with WireClient(broker.bootstrap) as wire:

@@ -15,6 +15,7 @@ from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode as E
 from kbroker.protocol.records import Record, build_batch
 from kbroker.testing import running_broker
+from tests.kafka_clients import kafka_python_consume, kafka_python_producer
 from tests.wire import WireClient
 
 NODES = [1, 2, 3]
@@ -187,6 +188,19 @@ def test_clients_produce_and_consume_across_leaders_with_a_group_elsewhere(clust
     assert sorted(p.leader_id for p in offsets.partitions) == NODES
     listed = admin.list_consumer_groups().result(10).valid  # asks every broker: each lists its own
     assert [g.group_id for g in listed].count(group) == 1
+
+
+def test_kafka_python_across_leaders_with_a_group_elsewhere(cluster, topic_name):
+    create_topic(cluster.bootstrap, topic_name, partitions=3)
+    producer = kafka_python_producer(cluster.addresses, acks="all")
+    for index in range(30):
+        producer.send(topic_name, value=b"%d" % index, partition=index % 3)
+    producer.flush(20)
+    producer.close()
+    group = key_coordinated_by(cluster, 2, "kafka-python")
+    records = kafka_python_consume(cluster.addresses, topic_name, 30, group_id=group)
+    assert sorted(int(r.value) for r in records) == list(range(30))
+    assert {r.partition for r in records} == {0, 1, 2}
 
 
 def test_transactions_with_a_coordinator_on_another_broker(cluster, topic_name):

@@ -259,8 +259,21 @@ def _move_leader_twice(cluster, topic) -> list[tuple[str, dict]]:
     return [(path, {"node": other}), (path, {"node": first["leader"]})]
 
 
+def _stop_the_coordinator(cluster, topic) -> list[tuple[str, dict]]:
+    """Stop and start the node coordinating the run's group (topic + "-g"), wherever the
+    partition's leader is."""
+    group = topic + "-g"
+    committer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)  # the group exists
+    committer.close()
+    with WireClient(address(cluster, 1)) as wire:
+        node = coordinator(wire, group)
+    return [(f"/api/brokers/{node}/stop", {}), (f"/api/brokers/{node}/start", {})]
+
+
 # Two HTTP calls, each made between two chunks of 100 records.
-DISRUPTIONS = {"stop-start": _stop_and_start, "move-leader": _move_leader_twice}
+DISRUPTIONS = {"stop-start": _stop_and_start, "move-leader": _move_leader_twice,
+               "stop-coordinator": _stop_the_coordinator}
 
 
 def _post(url: str, body: bytes = b"{}") -> tuple[int, dict]:
@@ -332,7 +345,10 @@ const [bootstrap, http, topic, steps] = [...process.argv.slice(2, 5), JSON.parse
 const kafka = new Kafka({ brokers: bootstrap.split(","), logLevel: logLevel.WARN,  // to stderr
                           retry: { retries: 30, initialRetryTime: 100, maxRetryTime: 1000 } });
 const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-const consumer = kafka.consumer({ groupId: topic + "-g", maxWaitTimeInMs: 100, heartbeatInterval: 100 });
+// kafkajs restarts a member that lost its coordinator under a new member id: the group waits for
+// the old one's session to expire, as Kafka's does, so the session is short.
+const consumer = kafka.consumer({ groupId: topic + "-g", maxWaitTimeInMs: 100, heartbeatInterval: 100,
+                                  sessionTimeout: 6000 });
 const seen = [];
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
 (async () => {

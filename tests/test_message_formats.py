@@ -16,7 +16,7 @@ from kbroker.log.message_formats import (
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.records import (
     GZIP, LOG_APPEND_TIME, LZ4, NO_COMPRESSION, SNAPPY, ZSTD, BatchHeader, Record, build_batch,
-    compress, iter_records,
+    compress, decompress, iter_records,
 )
 
 
@@ -154,3 +154,39 @@ def test_any_bytes_are_messages_or_corrupt(data, magic):
             parse_message_set(payload)
         except KafkaError as exc:
             assert exc.code == ErrorCode.CORRUPT_MESSAGE
+
+
+def entries(message_set: bytes) -> list[tuple[int, int]]:
+    """(offset, attributes) of the top-level entries of a message set."""
+    found, pos = [], 0
+    while pos < len(message_set):
+        offset, size = struct.unpack_from(">qi", message_set, pos)
+        found.append((offset, message_set[pos + 12 + 5]))
+        pos += 12 + size
+    return found
+
+
+@pytest.mark.parametrize("magic, codec", [(1, GZIP), (1, SNAPPY), (1, LZ4), (0, GZIP), (0, SNAPPY)])
+def test_a_compressed_batch_goes_down_as_one_wrapper(magic, codec):
+    batch = build_batch([Record(timestamp=10 + i, value=b"%d" % i) for i in range(3)],
+                        base_offset=20, compression=codec)
+    converted = down_convert(batch, magic, 21, 1 << 20)
+    assert entries(converted) == [(22, codec)]  # the wrapper carries the last offset
+    inner = memoryview(decompress(codec, parse_wrapper_value(converted))).cast("B")
+    expected_offsets = [0, 1, 2] if magic == 1 else [20, 21, 22]  # relative in magic 1
+    assert [offset for offset, _ in entries(bytes(inner))] == expected_offsets
+    assert [m.value for m in parse_message_set(converted)] == [b"0", b"1", b"2"]
+
+
+def parse_wrapper_value(message_set: bytes) -> bytes:
+    magic = message_set[12 + 4]
+    pos = 12 + 6 + (8 if magic == 1 else 0)
+    (key_length,) = struct.unpack_from(">i", message_set, pos)
+    pos += 4 + max(key_length, 0)
+    (length,) = struct.unpack_from(">i", message_set, pos)
+    return message_set[pos + 4:pos + 4 + length]
+
+
+def test_lz4_goes_uncompressed_into_magic_0():
+    batch = build_batch([Record(value=b"a"), Record(value=b"b")], compression=LZ4)
+    assert entries(down_convert(batch, 0, 0, 1 << 20)) == [(0, 0), (1, 0)]

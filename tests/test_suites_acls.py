@@ -18,6 +18,7 @@ from confluent_kafka.admin import (
 
 from kbroker.testing import running_broker
 from tests.kafka_clients import confluent_producer
+from tests.wire import WireClient
 
 TRIVUP_AUTHORIZER = ("--override", "authorizer.class.name=kafka.security.authorizer.AclAuthorizer",
                      "--override", "allow.everyone.if.no.acl.found=true")
@@ -133,6 +134,17 @@ def test_librdkafka_0081_describe_consumer_groups_with_authorized_ops(trivup_lik
     assert set(cluster.authorized_operations) == {
         AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS,
         AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER, AclOperation.DESCRIBE}
+
+
+@pytest.mark.parametrize("as_version, operations", [
+    (None, {"READ", "DELETE", "DESCRIBE", "DESCRIBE_CONFIGS", "ALTER_CONFIGS"}),
+    ("3.9", {"READ", "DELETE", "DESCRIBE"})])  # before 4.0 a group had no configs
+def test_group_operations_of_each_release(tmp_path, as_version, operations):
+    release = ("--as-version", as_version) if as_version else ()
+    with running_broker(*release, *TRIVUP_AUTHORIZER, data_dir=tmp_path) as broker:
+        with WireClient(broker.bootstrap) as wire:
+            (group,) = wire.request("DescribeGroups", 5, groups=["g"], include_authorized_operations=True).groups
+    assert group.authorized_operations == sum(1 << AclOperation[name].value for name in operations)
 
 
 # -- confluent-kafka-python tests/integration/admin -------------------------------------------

@@ -65,29 +65,6 @@ DEFAULT_MESSAGES = {
 }
 
 
-def check_replica_list(broker_ids: list[int], node_id: int, expected: int | None) -> None:
-    """Kafka's validateManualPartitionAssignment for a cluster of one broker."""
-    if not broker_ids:
-        raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-                         "The manual partition assignment includes an empty replica list.")
-    previous = None
-    for broker_id in sorted(broker_ids):
-        if broker_id != node_id:
-            raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-                             f"The manual partition assignment includes broker {broker_id}, but no "
-                             "such broker is registered.")
-        if broker_id == previous:
-            raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-                             f"The manual partition assignment includes the broker {broker_id} more "
-                             "than once.")
-        previous = broker_id
-    if expected is not None and len(broker_ids) != expected:
-        raise KafkaError(ErrorCode.INVALID_REPLICA_ASSIGNMENT,
-                         f"The manual partition assignment includes a partition with "
-                         f"{len(broker_ids)} replica(s), but this is not consistent with previous "
-                         f"partitions, which have {expected} replica(s).")
-
-
 def _duplicates(names: Iterable[T]) -> set[T]:
     seen: set[T] = set()
     twice: set[T] = set()

@@ -10,7 +10,9 @@ from __future__ import annotations
 from kbroker.api.authorization import (
     allowed_cluster, allowed_group, allowed_topic, allowed_transactional_id, authorized_operations,
 )
-from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED, topic_names
+from kbroker.api.common import (
+    GROUP_OPERATIONS, GROUP_OPERATIONS_BEFORE_4_0, OPERATIONS_NOT_REQUESTED, topic_names,
+)
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.api.routing import group_coordinator, node_address, transaction_coordinator
@@ -337,7 +339,9 @@ async def handle_describe_groups(ctx: RequestContext,
                                  request: DescribeGroupsRequest) -> DescribeGroupsResponse:
     """Unknown groups, and consumer groups (KIP-848), are described as Dead: with
     GROUP_ID_NOT_FOUND from v6, before with no error, as Kafka does."""
-    operations = GROUP_OPERATIONS if ctx.api_version >= 3 and request.include_authorized_operations \
+    release = ctx.broker.release
+    supported = GROUP_OPERATIONS_BEFORE_4_0 if release and release.number < (4, 0) else GROUP_OPERATIONS
+    operations = supported if ctx.api_version >= 3 and request.include_authorized_operations \
         else OPERATIONS_NOT_REQUESTED
     described = []
     for group_id in request.groups:
@@ -348,7 +352,7 @@ async def handle_describe_groups(ctx: RequestContext,
                 authorized_operations=OPERATIONS_NOT_REQUESTED))
             continue
         if operations != OPERATIONS_NOT_REQUESTED:
-            operations = authorized_operations(ctx, ResourceType.GROUP, group_id, GROUP_OPERATIONS)
+            operations = authorized_operations(ctx, ResourceType.GROUP, group_id, supported)
         group = ctx.broker.groups.group(group_id)
         if group is None and ctx.api_version >= 6:
             described.append(DescribeGroupsResponse.DescribedGroup(

@@ -24,7 +24,7 @@ from typing import Iterator, NamedTuple
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.records import (
     COMPRESSION_MASK, GZIP, LZ4, NO_COMPRESSION, SNAPPY, TIMESTAMP_TYPE_BIT, ZSTD, Record,
-    build_batch, decompress, iter_batches, iter_records,
+    build_batch, compress, decompress, iter_batches, iter_records,
 )
 
 NO_TIMESTAMP = -1
@@ -126,9 +126,8 @@ def up_convert(records) -> bytes:
                        compression=codec)
 
 
-def _message(magic: int, offset: int, timestamp: int, log_append_time: bool,
+def _message(magic: int, offset: int, timestamp: int, attributes: int,
              key: bytes | None, value: bytes | None) -> bytes:
-    attributes = TIMESTAMP_TYPE_BIT if magic == 1 and log_append_time else 0
     body = bytes([magic, attributes])
     if magic == 1:
         body += struct.pack(">q", timestamp)
@@ -138,26 +137,40 @@ def _message(magic: int, offset: int, timestamp: int, log_append_time: bool,
     return _ENTRY.pack(offset, len(message)) + message
 
 
+def _batch_messages(batch, header, magic: int, fetch_offset: int) -> list[bytes]:
+    """One stored batch as messages of `magic`: a wrapper with the batch's codec around its
+    records if it is compressed (inner offsets relative in magic 1, absolute in magic 0), else
+    a message per record from `fetch_offset` on. lz4 goes uncompressed into magic 0, whose lz4
+    framing clients read in Kafka 0.8's non-standard way (KAFKA-3160)."""
+    timestamp_type = TIMESTAMP_TYPE_BIT if magic == 1 and header.timestamp_type else 0
+    records = list(iter_records(batch))
+    codec = header.compression
+    if codec == NO_COMPRESSION or (codec == LZ4 and magic == 0):
+        return [_message(magic, header.base_offset + r.offset_delta, r.timestamp, timestamp_type,
+                         r.key, r.value)
+                for r in records if header.base_offset + r.offset_delta >= fetch_offset]
+    inner = b"".join(
+        _message(magic, r.offset_delta if magic == 1 else header.base_offset + r.offset_delta,
+                 r.timestamp, 0, r.key, r.value) for r in records)
+    last = header.base_offset + records[-1].offset_delta
+    return [_message(magic, last, header.max_timestamp, codec | timestamp_type, None,
+                     compress(codec, inner))]
+
+
 def down_convert(stored, magic: int, fetch_offset: int, max_bytes: int) -> bytes:
-    """Stored v2 batches as a message set of `magic` (0 or 1) for an old Fetch: records from
-    `fetch_offset` on, uncompressed, whole messages up to `max_bytes` (at least one, so that
-    a consumer always progresses). A zstd batch cannot be expressed (Kafka answers
-    UNSUPPORTED_COMPRESSION_TYPE): KafkaError."""
+    """Stored v2 batches as a message set of `magic` (0 or 1) for an old Fetch, as Kafka
+    down-converts: each compressed batch as one wrapper message, whole messages up to
+    `max_bytes` (at least one, so that a consumer always progresses). A zstd batch cannot be
+    expressed (Kafka answers UNSUPPORTED_COMPRESSION_TYPE): KafkaError."""
     out = bytearray()
     for position, header in iter_batches(stored, allow_partial=True):
-        if header.is_control:
+        if header.is_control or header.last_offset < fetch_offset:
             continue
         if header.compression == ZSTD:
             raise KafkaError(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE,
                              "zstd-compressed records cannot be down-converted")
         batch = memoryview(stored)[position:position + header.size]
-        log_append_time = bool(header.timestamp_type)
-        for record in iter_records(batch):
-            offset = header.base_offset + record.offset_delta
-            if offset < fetch_offset:
-                continue
-            message = _message(magic, offset, record.timestamp, log_append_time, record.key,
-                               record.value)
+        for message in _batch_messages(batch, header, magic, fetch_offset):
             if out and len(out) + len(message) > max_bytes:
                 return bytes(out)
             out += message
