@@ -21,7 +21,8 @@ from kbroker.faults import FaultInjector
 from kbroker.features import ELIGIBLE_LEADER_REPLICAS_VERSION, FinalizedFeatures
 from kbroker.fetch_sessions import FetchSessionCache
 from kbroker.group_configs import GroupConfigs
-from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS, GroupCoordinator
+from kbroker.groups.coordinator import GroupCoordinator
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
 from kbroker.housekeeping import LogHousekeeping
 from kbroker.log import LogManager
 from kbroker.log.cleaner import LogCleaner, key_map_capacity

@@ -1,6 +1,7 @@
 """The classic group's data: its states, members, requests and results, and what is stored of it.
 
-The rules that move a group between these states are in kbroker/groups/classic.py.
+The rules that move a group between these states are in kbroker/groups/classic.py and
+classic_join.py.
 """
 
 from __future__ import annotations
