@@ -20,7 +20,7 @@ from compat.scenarios import (
     wait_balanced, wait_settled, wait_until,
 )
 from compat.wire import Rec, decode_records, encode_records
-from kbroker.groups.coordinator import java_string_hash
+from kbroker.groups.offsets_topic import java_string_hash
 
 CLUSTER = ("--brokers", "3")
 PACE_MS = 100
