@@ -20,7 +20,7 @@ from compat.scenarios import (
     wait_balanced, wait_settled, wait_until,
 )
 from compat.wire import Rec, decode_records, encode_records
-from kbroker.groups.offsets_topic import java_string_hash
+from kbroker.groups.offsets_topic import key_partition
 
 CLUSTER = ("--brokers", "3")
 PACE_MS = 100
@@ -36,12 +36,10 @@ def other_node(node: int) -> int:
 
 
 def coordinator(ctx: Ctx, internal_topic: str, key: str) -> int:
-    """The leader of the key's partition of __consumer_offsets / __transaction_state (Kafka's
-    placement: the key's Java hash, made non-negative, modulo the partition count)."""
+    """The leader of the key's partition of __consumer_offsets / __transaction_state, placed as
+    the broker places it."""
     entries = ctx.broker.cluster()["topics"][internal_topic]
-    hashed = java_string_hash(key)
-    index = (hashed & 0x7FFFFFFF if internal_topic == "__consumer_offsets"
-             else (0 if hashed == -2**31 else abs(hashed))) % len(entries)
+    index = key_partition(key, len(entries))
     return next(entry["leader"] for entry in entries if entry["partition"] == index)
 
 
