@@ -29,6 +29,11 @@ def _invalid(why: str) -> ValueError:
     return ValueError(why)
 
 
+class CannotListen(Exception):
+    """A listener cannot be set up: its address cannot be bound (in use, not this host's, not
+    allowed) or its TLS settings do not work."""
+
+
 def host_port(host: str, port: int) -> str:
     """HOST:PORT, with an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -19,18 +19,13 @@ from kbroker.connection import RECEIVE_CHUNK, BoundListener, Connection, TlsConn
 from kbroker.http.app import HttpApp
 from kbroker.http.server import serve_http
 from kbroker.limits import ConnectionQuotas, RequestMemory
-from kbroker.listeners import ListenerConfig, host_port
+from kbroker.listeners import CannotListen, ListenerConfig, host_port
 from kbroker.tls import TlsSetupError, principal_mapper, server_context
 
 log = logging.getLogger("kbroker.server")
 
 _ACCEPT_BACKOFF_S = (0.01, 1.0)  # pause after accept() fails for lack of descriptors, doubling
 _PORT_BLOCK_ATTEMPTS = 20  # free first ports tried until the ports after it are free too
-
-
-class CannotListen(Exception):
-    """A listener cannot be set up: its address cannot be bound (in use, not this host's, not
-    allowed) or its TLS settings do not work."""
 
 
 class Server:

@@ -605,6 +605,24 @@ def test_unknown_brokers_and_partitions_bad_bodies_and_ineligible_leaders_are_re
     assert partition(cluster, topic_name)["leader"] == 1
 
 
+def test_a_broker_whose_port_was_taken_meanwhile_stays_stopped(cluster):
+    host, port = address(cluster, 3).rsplit(":", 1)
+    cluster.stop_broker(3)
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the node's TIME_WAITs
+    try:
+        squatter.bind((host, int(port)))
+        squatter.listen()
+        status, answer = _post(f"{cluster.http}/api/brokers/3/start")
+        assert status == 409 and f"cannot listen on {host}:{port}" in answer["error"]
+        assert [b["up"] for b in cluster.cluster()["brokers"]] == [True, True, False]
+    finally:
+        squatter.close()
+    assert cluster.start_broker(3)["up"] is True
+    with WireClient(address(cluster, 3)) as wire:
+        assert wire.request("Metadata", 12, topics=None, allow_auto_topic_creation=False).brokers
+
+
 def _ctl(cluster, *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "kbroker", "ctl", "--http", cluster.http, *args],
                           capture_output=True, text=True, timeout=30)

@@ -3,7 +3,7 @@
 import pytest
 
 from kbroker.cluster import NO_LEADER, Cluster
-from kbroker.groups.coordinator import java_string_hash, key_partition
+from kbroker.groups.offsets_topic import java_string_hash, key_partition
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 

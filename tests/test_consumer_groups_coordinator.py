@@ -13,8 +13,9 @@ from kbroker.clock import Clock
 from kbroker.config import Config
 from kbroker.groups.classic_model import GroupState as ClassicState
 from kbroker.groups.classic_model import JoinRequest
-from kbroker.groups.consumer import GroupState, Heartbeat
-from kbroker.groups.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetToCommit
+from kbroker.groups.consumer_model import GroupState, Heartbeat
+from kbroker.groups.coordinator import GroupCoordinator, OffsetToCommit
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC
 from kbroker.protocol import codec, messages
 from kbroker.protocol.errors import ErrorCode
 from tests.memory_topic import MemoryTopic

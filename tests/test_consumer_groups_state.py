@@ -8,7 +8,8 @@ import pytest
 
 from kbroker.groups import consumer_records
 from kbroker.groups.assignors import range_assignor, uniform
-from kbroker.groups.consumer import ConsumerGroups, ConsumerSettings, GroupState, Heartbeat
+from kbroker.groups.consumer import ConsumerGroups
+from kbroker.groups.consumer_model import ConsumerSettings, GroupState, Heartbeat
 from kbroker.groups.consumer_member import MemberState, offset_commit_error, offset_fetch_error
 from kbroker.protocol.errors import ErrorCode
 

@@ -99,7 +99,8 @@ def test_older_versions_are_accepted_and_the_connection_muted(tmp_path):
             first = wire.request("CreateTopics", 5, topics=[topic("a", partitions=40)],
                                  timeout_ms=5000, validate_only=False)
             assert first.topics[0].error_code == ErrorCode.NONE
-            assert 1000 <= first.throttle_time_ms <= 2000  # 20 tokens short, less the creation's time
+            # 20 tokens short: 2 s, less the time the creation took (long on a loaded machine)
+            assert 0 < first.throttle_time_ms <= 2000
             started = time.monotonic()
             second = wire.request("CreateTopics", 5, topics=[topic("b", partitions=10)],
                                   timeout_ms=5000, validate_only=False)

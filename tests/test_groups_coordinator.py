@@ -14,7 +14,8 @@ import trio
 from kbroker.clock import Clock
 from kbroker.config import Config
 from kbroker.groups.classic_model import GroupState, JoinRequest
-from kbroker.groups.coordinator import OFFSETS_TOPIC, GroupCoordinator, OffsetToCommit, java_string_hash
+from kbroker.groups.coordinator import GroupCoordinator, OffsetToCommit
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC, java_string_hash
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.records import Record
 from tests.memory_topic import MemoryTopic

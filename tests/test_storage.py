@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 
 from kbroker.clock import Clock
-from kbroker.groups.coordinator import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC, OFFSETS_TOPIC_CONFIGS
 from kbroker.log import LogConfig, LogManager
 from kbroker.protocol.records import Record, build_batch
 from kbroker.storage import LogTopic, Storage

@@ -11,7 +11,7 @@ from kbroker.api.authorization import allowed_group
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
 from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
-from kbroker.groups.consumer import Heartbeat
+from kbroker.groups.consumer_model import Heartbeat
 from kbroker.protocol.errors import ErrorCode
 from kbroker.protocol.messages import (
     ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,

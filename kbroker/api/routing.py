@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from kbroker.cluster import NO_LEADER, PartitionState
-from kbroker.groups.coordinator import OFFSETS_TOPIC
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC
 from kbroker.protocol import messages
 from kbroker.protocol.errors import ErrorCode
 from kbroker.txn.coordinator import TRANSACTION_STATE_TOPIC

@@ -19,7 +19,8 @@ from kbroker.api.context import RequestContext
 from kbroker.api.registry import serves
 from kbroker.api.routing import leader_error, transaction_coordinator
 from kbroker.broker import INTERNAL_TOPICS
-from kbroker.groups.coordinator import OFFSETS_TOPIC, OffsetToCommit
+from kbroker.groups.coordinator import OffsetToCommit
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC
 from kbroker.log import validate_topic_name
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (

@@ -4,7 +4,8 @@ No trio, no sockets, no clock: calls take `now_ms`. The machine decides in recor
 GroupMetadataManager does: `heartbeat` computes the records a request produces without changing
 anything; the caller writes them to __consumer_offsets and then `replay`s them, which is also
 how a restart rebuilds every group. Deadlines live in `self.timers`; `expire(now_ms)` runs the
-due ones, replays their records at once and returns them for writing.
+due ones, replays their records at once and returns them for writing. The groups' data, and what
+each record does to it, are in consumer_model.py.
 
 Group: a group epoch (bumped when a member joins, leaves or changes its subscription, or when the
 partitions of the subscribed topics change), a target assignment computed for one group epoch
@@ -55,11 +56,8 @@ Leaving
 from __future__ import annotations
 
 import dataclasses
-import enum
 import re
 import uuid
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from kbroker.groups.assignors import ASSIGNORS, Assignment
@@ -67,6 +65,10 @@ from kbroker.groups.consumer_classic import ClassicMembers
 from kbroker.groups.consumer_member import (
     LEAVE_EPOCH, LEAVE_STATIC_EPOCH, Member, MemberState, TopicMeta, check_epoch, reconcile,
 )
+from kbroker.groups.consumer_model import (
+    ConsumerGroup, ConsumerSettings, Heartbeat, HeartbeatResult, apply_record, preferred_assignor,
+)
+from kbroker.groups.consumer_model import GroupState as GroupState  # re-exported: it was defined here
 from kbroker.groups.consumer_records import (
     CurrentAssignmentRecord, GroupEpochRecord, MemberRecord, RegexRecord,
     SubscriptionMetadataRecord, TargetEpochRecord, TargetMemberRecord,
@@ -75,104 +77,6 @@ from kbroker.groups.timers import Timers
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 MEMBER_ID_REQUIRED_VERSION = 1  # ConsumerGroupHeartbeat v1: clients generate member ids
-PROTOCOL_TYPE = "consumer"
-
-
-class GroupState(enum.Enum):
-    EMPTY = "Empty"
-    ASSIGNING = "Assigning"
-    RECONCILING = "Reconciling"
-    STABLE = "Stable"
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerSettings:
-    session_timeout_ms: int = 45000
-    heartbeat_interval_ms: int = 5000
-    max_size: int = 2**31 - 1
-    assignors: tuple[str, ...] = ("uniform", "range")
-    migration_policy: str = "bidirectional"  # group.consumer.migration.policy
-    classic_max_size: int = 2**31 - 1  # group.max.size, for downgrades
-    # A group's own consumer.session.timeout.ms / consumer.heartbeat.interval.ms (the GROUP config
-    # resource): (group id, name) -> value in effect; None: the two settings above for every group.
-    group_setting: Callable[[str, str], int] | None = None
-
-    def session_timeout(self, group_id: str) -> int:
-        if self.group_setting is None:
-            return self.session_timeout_ms
-        return self.group_setting(group_id, "consumer.session.timeout.ms")
-
-    def heartbeat_interval(self, group_id: str) -> int:
-        if self.group_setting is None:
-            return self.heartbeat_interval_ms
-        return self.group_setting(group_id, "consumer.heartbeat.interval.ms")
-
-
-@dataclass(slots=True)
-class Heartbeat:
-    """A ConsumerGroupHeartbeat request, the fields the machine uses."""
-
-    group_id: str
-    member_id: str
-    member_epoch: int
-    instance_id: str | None = None
-    rack_id: str | None = None
-    rebalance_timeout_ms: int = -1
-    topic_names: list[str] | None = None
-    topic_regex: str | None = None
-    server_assignor: str | None = None
-    owned: Assignment | None = None  # TopicPartitions; None: not sent
-    client_id: str = ""
-    client_host: str = ""
-    version: int = 1
-
-
-@dataclass(slots=True)
-class HeartbeatResult:
-    error: ErrorCode = ErrorCode.NONE
-    message: str | None = None
-    member_id: str | None = None
-    member_epoch: int = 0
-    heartbeat_interval_ms: int = 0
-    assignment: Assignment | None = None
-    records: list = field(default_factory=list)
-    replaces_classic_group: bool = False
-
-
-class ConsumerGroup:
-    def __init__(self, group_id: str):
-        self.group_id = group_id
-        self.group_epoch = 0
-        self.assignment_epoch = 0
-        self.members: dict[str, Member] = {}
-        self.static_members: dict[str, str] = {}  # instance id -> member id
-        self.target: dict[str, Assignment] = {}
-        self.owners: dict[tuple[uuid.UUID, int], str] = {}  # partition -> member owning/revoking it
-        self.subscription_metadata: dict[str, TopicMeta] = {}
-        self.regexes: dict[str, frozenset[str]] = {}
-
-    @property
-    def state(self) -> GroupState:
-        if not self.members:
-            return GroupState.EMPTY
-        if self.group_epoch > self.assignment_epoch:
-            return GroupState.ASSIGNING
-        if any(m.member_epoch != self.assignment_epoch or m.state != MemberState.STABLE
-               for m in self.members.values()):
-            return GroupState.RECONCILING
-        return GroupState.STABLE
-
-    def partition_epoch(self, topic_id: uuid.UUID, partition: int) -> int:
-        """The epoch of the member owning (or revoking) the partition, -1 when it is free."""
-        owner = self.owners.get((topic_id, partition))
-        return -1 if owner is None else self.members[owner].member_epoch
-
-    def preferred_assignor(self) -> str | None:
-        return _preferred_assignor(self.members)
-
-
-def _partitions(assignment: Assignment):
-    return ((topic_id, p) for topic_id, parts in assignment.items() for p in parts)
 
 
 def _invalid(message: str) -> KafkaError:
@@ -402,7 +306,7 @@ class ConsumerGroups(ClassicMembers):
     def _assign(self, group: ConsumerGroup, members: Mapping[str, Member],
                 regexes: Mapping[str, frozenset[str]], metadata: Mapping[str, TopicMeta],
                 targets: Mapping[str, Assignment]) -> dict[str, Assignment]:
-        name = _preferred_assignor(members) or self.settings.assignors[0]
+        name = preferred_assignor(members) or self.settings.assignors[0]
         subscriptions = {mid: _subscribed(m, regexes) for mid, m in members.items()}
         sizes = {n: (meta.topic_id, meta.partitions) for n, meta in metadata.items()}
         return ASSIGNORS[name](subscriptions, sizes, targets)
@@ -502,72 +406,10 @@ class ConsumerGroups(ClassicMembers):
         for group in self.groups.values():
             for member in group.members.values():
                 self.schedule_session(group.group_id, member, now_ms)
-
-    # -- replay: records -> state ------------------------------------------------------------
-
-    def _group(self, group_id: str) -> ConsumerGroup:
-        group = self.groups.get(group_id)
-        if group is None:
-            group = self.groups[group_id] = ConsumerGroup(group_id)
-        return group
+    # -- replay: records -> state (consumer_model.py) ----------------------------------------
 
     def replay(self, record) -> None:
-        match record:
-            case GroupEpochRecord(group_id, None):
-                self.groups.pop(group_id, None)
-            case GroupEpochRecord(group_id, epoch) if epoch is not None:
-                self._group(group_id).group_epoch = epoch
-            case MemberRecord(group_id, member_id, None):
-                group = self.groups.get(group_id)
-                if group is not None:
-                    old = group.members.pop(member_id, None)
-                    if old is not None and old.instance_id is not None \
-                            and group.static_members.get(old.instance_id) == member_id:
-                        del group.static_members[old.instance_id]
-            case MemberRecord(group_id, member_id, member):
-                group = self._group(group_id)
-                old = group.members.get(member_id) or Member(member_id)
-                new = dataclasses.replace(old, **{f: getattr(member, f) for f in _SUBSCRIPTION})
-                group.members[member_id] = new
-                if new.instance_id is not None:
-                    group.static_members[new.instance_id] = member_id
-            case SubscriptionMetadataRecord(group_id, topics):
-                if (group := self.groups.get(group_id) if topics is None else self._group(group_id)):
-                    group.subscription_metadata = dict(topics or {})
-            case TargetMemberRecord(group_id, member_id, None):
-                if (group := self.groups.get(group_id)) is not None:
-                    group.target.pop(member_id, None)
-            case TargetMemberRecord(group_id, member_id, assignment) if assignment is not None:
-                self._group(group_id).target[member_id] = assignment
-            case TargetEpochRecord(group_id, epoch, _):
-                if (group := self.groups.get(group_id) if epoch is None else self._group(group_id)):
-                    group.assignment_epoch = epoch or 0
-            case CurrentAssignmentRecord(group_id, member_id, member):
-                self._replay_assignment(group_id, member_id, member)
-            case RegexRecord(group_id, regex, None):
-                if (group := self.groups.get(group_id)) is not None:
-                    group.regexes.pop(regex, None)
-            case RegexRecord(group_id, regex, topics) if topics is not None:
-                self._group(group_id).regexes[regex] = topics
-
-    def _replay_assignment(self, group_id: str, member_id: str, member: Member | None) -> None:
-        group = self._group(group_id) if member is not None else self.groups.get(group_id)
-        if group is None:
-            return
-        old = group.members.get(member_id)
-        if old is not None:
-            for tp in (*_partitions(old.assigned), *_partitions(old.pending_revocation)):
-                if group.owners.get(tp) == member_id:
-                    del group.owners[tp]
-        if member is None:
-            if old is not None:
-                group.members[member_id] = dataclasses.replace(
-                    old, member_epoch=LEAVE_EPOCH, assigned={}, pending_revocation={})
-            return
-        new = dataclasses.replace(old or Member(member_id), **{f: getattr(member, f) for f in _ASSIGNMENT})
-        group.members[member_id] = new
-        for tp in (*_partitions(new.assigned), *_partitions(new.pending_revocation)):
-            group.owners[tp] = member_id
+        apply_record(self.groups, record)
 
     # -- questions of other parts of the coordinator ------------------------------------------------
 
@@ -584,16 +426,6 @@ class ConsumerGroups(ClassicMembers):
                 SubscriptionMetadataRecord(gid, None), GroupEpochRecord(gid, None)]
 
 
-_SUBSCRIPTION = ("instance_id", "rack_id", "client_id", "client_host", "topic_names", "topic_regex",
-                 "rebalance_timeout_ms", "server_assignor", "classic")
-_ASSIGNMENT = ("member_epoch", "previous_member_epoch", "state", "assigned", "pending_revocation")
-
-
-def _preferred_assignor(members: Mapping[str, Member]) -> str | None:
-    """The ServerAssignor most members name (H6)."""
-    named = Counter(m.server_assignor for m in members.values() if m.server_assignor is not None)
-    return named.most_common(1)[0][0] if named else None
-
 
 def _removal(group_id: str, member_id: str) -> list:
     return [CurrentAssignmentRecord(group_id, member_id, None),
@@ -608,5 +440,3 @@ def _subscribed(member: Member, regexes: Mapping[str, frozenset[str]]) -> frozen
 def _subscription_metadata(members: Mapping[str, Member], regexes, topics) -> dict[str, TopicMeta]:
     names = {n for m in members.values() for n in _subscribed(m, regexes)}
     return {n: TopicMeta(topics[n].topic_id, topics[n].partitions) for n in sorted(names) if n in topics}
-
-

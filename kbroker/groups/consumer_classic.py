@@ -50,7 +50,7 @@ from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.exceptions import CorruptFrame, UnsupportedVersion
 
 if TYPE_CHECKING:
-    from kbroker.groups.consumer import ConsumerGroup, ConsumerSettings
+    from kbroker.groups.consumer_model import ConsumerGroup, ConsumerSettings
     from kbroker.groups.timers import Timers
 
 UPGRADE_POLICIES = ("upgrade", "bidirectional")

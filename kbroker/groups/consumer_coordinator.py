@@ -17,7 +17,8 @@ from kbroker.config import Config
 from kbroker.groups.assignors import assignor_names
 from kbroker.groups.classic import ClassicGroups
 from kbroker.groups.classic_model import JoinRequest, JoinResult
-from kbroker.groups.consumer import ConsumerGroup, ConsumerGroups, ConsumerSettings, Heartbeat, HeartbeatResult
+from kbroker.groups.consumer import ConsumerGroups
+from kbroker.groups.consumer_model import ConsumerGroup, ConsumerSettings, Heartbeat, HeartbeatResult
 from kbroker.groups.consumer_member import offset_commit_error, offset_fetch_error
 from kbroker.groups.records import GroupEntry
 from kbroker.protocol.errors import ErrorCode

@@ -1,14 +1,10 @@
-"""The group coordinator: the trio layer around the classic group state machine and the offsets.
+"""The group coordinator: the trio layer around the group state machines and the offsets.
 
-Everything the state machine and the offset store decide is written to __consumer_offsets
-before anybody is answered, and replayed from it when the broker starts, which is how Kafka
-keeps groups and committed offsets across restarts (a write reaches the page cache before the
-answer, so a kill -9 loses nothing; fsync follows the topic's flush settings). The topic is
-created on the first write.
-
-JoinGroup and SyncGroup park their request on a Waiter until the state machine answers it;
-one background task runs the machine's timers, another expires old offsets
-(offsets.retention.minutes, every offsets.retention.check.interval.ms).
+It answers the group and offset requests: JoinGroup and SyncGroup park their request on a
+Waiter until the state machine answers it; one background task runs the machines' timers,
+another expires old offsets (offsets.retention.minutes, every
+offsets.retention.check.interval.ms). What they decide is written to __consumer_offsets before
+anybody is answered (GroupLog in offsets_topic.py: placement, writes, replay at start).
 
 Its dependencies are narrow: the settings, the InternalTopic it keeps its state in, and a clock
 (ms); time passes with trio, so trio.testing.MockClock drives the timers in tests.
@@ -18,8 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import struct
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import trio
 
@@ -31,48 +26,19 @@ from kbroker.groups.classic_model import (
     EMPTY, STABLE, ClassicGroup, GroupSettings, JoinRequest, JoinResult, Outcome, SyncResult,
 )
 from kbroker.groups.consumer_coordinator import ConsumerGroupCoordinator, consumer_settings
-from kbroker.groups.consumer_records import CONSUMER_RECORD_TYPES
-from kbroker.groups.consumer_records import decode as decode_consumer_record
-from kbroker.groups.consumer_records import encode as encode_consumer_record
 from kbroker.groups.offsets import CommittedOffset, OffsetStore, TopicPartition
+from kbroker.groups.offsets_topic import GroupLog, write_error
+# Where these lived before offsets_topic.py was split off; compat/ and other callers import them here.
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC as OFFSETS_TOPIC
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC_CONFIGS as OFFSETS_TOPIC_CONFIGS
+from kbroker.groups.offsets_topic import java_string_hash as java_string_hash
+from kbroker.groups.offsets_topic import key_partition as key_partition
 from kbroker.protocol.errors import ErrorCode, KafkaError
-from kbroker.protocol.records import Record, iter_records
 from kbroker.storage import InternalTopic
 
 log = logging.getLogger("kbroker.groups")
 
-OFFSETS_TOPIC = "__consumer_offsets"
-# Kafka's offsets.topic.segment.bytes and offset.metadata.max.bytes defaults.
-OFFSETS_TOPIC_CONFIGS = {"cleanup.policy": "compact", "segment.bytes": "104857600"}
-OFFSET_METADATA_MAX_BYTES = 4096
-WRITE_BATCH_BYTES = 256 * 1024  # well below the topic's max.message.bytes
-
-# How Kafka's coordinator reports a failed write of its log (CoordinatorOperationExceptionHelper).
-_WRITE_ERRORS = {
-    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: ErrorCode.COORDINATOR_NOT_AVAILABLE,
-    ErrorCode.NOT_ENOUGH_REPLICAS: ErrorCode.COORDINATOR_NOT_AVAILABLE,
-    ErrorCode.REQUEST_TIMED_OUT: ErrorCode.COORDINATOR_NOT_AVAILABLE,
-    ErrorCode.NOT_LEADER_OR_FOLLOWER: ErrorCode.NOT_COORDINATOR,
-    ErrorCode.KAFKA_STORAGE_ERROR: ErrorCode.NOT_COORDINATOR,
-    ErrorCode.MESSAGE_TOO_LARGE: ErrorCode.UNKNOWN_SERVER_ERROR,
-    ErrorCode.RECORD_LIST_TOO_LARGE: ErrorCode.UNKNOWN_SERVER_ERROR,
-}
-
-
-def java_string_hash(text: str) -> int:
-    """Java's String.hashCode (over UTF-16 code units), as Kafka uses to place groups."""
-    value = 0
-    data = text.encode("utf-16-be")
-    for i in range(0, len(data), 2):
-        value = (31 * value + ((data[i] << 8) | data[i + 1])) & 0xFFFFFFFF
-    return value - (1 << 32) if value >= 1 << 31 else value
-
-
-def key_partition(key: str, partitions: int) -> int:
-    """The internal-topic partition of a group id or transactional id, as Kafka places them:
-    Utils.abs(key.hashCode()) % partitions (Utils.abs takes Integer.MIN_VALUE to 0)."""
-    code = java_string_hash(key)
-    return (0 if code == -(1 << 31) else abs(code)) % partitions
+OFFSET_METADATA_MAX_BYTES = 4096  # Kafka's offset.metadata.max.bytes default
 
 
 class Waiter:
@@ -95,13 +61,12 @@ class OffsetToCommit:
     commit_timestamp_ms: int = -1  # OffsetCommit v1 may give one; -1: the time of the commit
 
 
-class GroupCoordinator:
+class GroupCoordinator(GroupLog):
     """Groups and committed offsets of one broker, persisted in __consumer_offsets."""
 
     def __init__(self, config: Config, topic: InternalTopic, clock: Callable[[], int],
                  group_setting: Callable[[str, str], Any] | None = None):
-        self.topic = topic
-        self.clock = clock
+        super().__init__(topic, clock)
         self.groups = ClassicGroups(GroupSettings(
             min_session_timeout_ms=config["group.min.session.timeout.ms"],
             max_session_timeout_ms=config["group.max.session.timeout.ms"],
@@ -111,108 +76,10 @@ class GroupCoordinator:
         self.offsets = OffsetStore()
         # group_setting: a group's own settings (GROUP config resource) in effect, by name
         self.consumer = ConsumerGroupCoordinator(self, consumer_settings(config, group_setting))
-        self.num_partitions = topic.partitions
         self.retention_ms = config["offsets.retention.minutes"] * 60_000
         self.retention_check_interval_s = config["offsets.retention.check.interval.ms"] / 1000
         self._sleeper = DeadlineSleeper(clock, self._next_deadline)
         self._replay()
-
-    # -- the log ---------------------------------------------------------------------------------
-
-    def partition_for(self, group_id: str) -> int:
-        return key_partition(group_id, self.num_partitions)
-
-    def _write(self, routed: list[tuple[int, Record]], now_ms: int) -> dict[int, int]:
-        """Append (partition, record) pairs; returns each partition's first record offset.
-
-        A partition's records go in one batch, so one request's writes land all or nothing,
-        unless they exceed WRITE_BATCH_BYTES (expiring or deleting thousands of offsets); the
-        batches of a partition are then consecutive. Raises KafkaError (or OSError) with
-        nothing of the failing batch written.
-        """
-        by_partition: dict[int, list[Record]] = {}
-        for index, record in routed:
-            by_partition.setdefault(index, []).append(record._replace(timestamp=now_ms))
-        bases: dict[int, int] = {}
-        for index, partition_records in by_partition.items():
-            for chunk in _chunks(partition_records):
-                bases.setdefault(index, self.topic.append(index, chunk, now_ms))
-        return bases
-
-    def _replay(self) -> None:
-        """Rebuild groups and offsets from __consumer_offsets, then start loaded sessions."""
-        now = self.clock()
-        for index, base_offset, batch in self.topic.replay():
-            self._replay_batch(base_offset, batch, index, now)
-        self.groups.start_sessions(now)
-        self.consumer.machine.start_sessions(now)
-
-    def _replay_batch(self, base_offset: int, batch: bytes, index: int, now_ms: int) -> None:
-        """Apply one stored batch; what cannot be read is skipped, so the broker still starts."""
-        try:
-            entries = [records.decode(record.key, record.value, base_offset + record.offset_delta)
-                       or decode_consumer_record(record.key, record.value)
-                       for record in iter_records(batch)]
-        except (KafkaError, ValueError, struct.error, UnicodeDecodeError) as exc:
-            log.warning("skipping unreadable batch at %s-%d offset %d: %s",
-                        OFFSETS_TOPIC, index, base_offset, exc)
-            return
-        for entry in entries:
-            if entry is not None:
-                self._apply(entry, index, now_ms)
-
-    def _apply(self, entry: records.Entry, index: int, now_ms: int) -> None:
-        """Make the in-memory state what a record written to (or replayed from) partition
-        `index` says."""
-        match entry:
-            case records.OffsetCommitEntry(group_id, partition, None):
-                self.offsets.remove(group_id, partition)
-            case records.OffsetCommitEntry(group_id, partition, value) if value is not None:
-                self._ensure_group(group_id, now_ms)
-                self.offsets.put(group_id, partition, value)
-            case records.GroupEntry(group_id, None):
-                self.groups.drop(group_id)
-            case records.GroupEntry(_, snapshot) if snapshot is not None:
-                self.groups.load(snapshot)
-            case records.PendingOffsetEntry(producer_id, group_id, partition, value):
-                self._ensure_group(group_id, now_ms)
-                self.offsets.stage(producer_id, group_id, partition, value)
-            case records.TransactionEndEntry(producer_id, commit):
-                self.offsets.end_transaction(producer_id, commit,
-                                             lambda group_id: self.partition_for(group_id) == index)
-            case _ if isinstance(entry, CONSUMER_RECORD_TYPES):
-                self.consumer.machine.replay(entry)
-
-    def _ensure_group(self, group_id: str, now_ms: int) -> None:
-        """Offsets of a group nobody joined make it a (classic) simple group, as in Kafka."""
-        if self.consumer.group(group_id) is None:
-            self.groups.ensure(group_id, now_ms)
-
-    async def store(self, entries: Iterable[records.Entry], now_ms: int) -> ErrorCode:
-        """Write entries (each to its group's partition), apply them, flush; NONE or the error
-        Kafka reports for a failed write, with nothing applied."""
-        try:
-            self._write_entries(self._route(entries), now_ms)
-        except (KafkaError, OSError) as exc:
-            return _write_error(exc)
-        await self.topic.flush()
-        return ErrorCode.NONE
-
-    def _route(self, entries: Iterable[records.Entry]) -> list[tuple[int, records.Entry]]:
-        # (the ignore: transaction ends are routed by their producer's groups, never through here)
-        return [(self.partition_for(entry.group_id), entry) for entry in entries]  # type: ignore[union-attr]
-
-    def _write_entries(self, routed: list[tuple[int, records.Entry]], now_ms: int) -> None:
-        """Write (partition, entry) pairs, then apply them with their record offsets.
-
-        Raises like _write, with nothing applied.
-        """
-        bases = self._write([(index, _encode(entry)) for index, entry in routed], now_ms)
-        positions = dict.fromkeys(bases, 0)
-        for index, entry in routed:
-            record_offset = bases[index] + positions[index]
-            positions[index] += 1
-            self._apply(_with_record_offset(entry, record_offset), index, now_ms)
 
     # -- applying state machine outcomes --------------------------------------------------------
 
@@ -223,9 +90,8 @@ class GroupCoordinator:
         outcome.replies.extend(expired.replies)
         outcome.stored.extend(expired.stored)
         if outcome.stored:
-            routed = self._route(records.GroupEntry(s.group_id, s) for s in outcome.stored)
             try:
-                self._write([(index, _encode(entry)) for index, entry in routed], now_ms)
+                self._write_applied((records.GroupEntry(s.group_id, s) for s in outcome.stored), now_ms)
             except (KafkaError, OSError):
                 # The answers still go out: members can work on, only a restart would forget.
                 log.exception("could not store the metadata of groups %s",
@@ -253,7 +119,7 @@ class GroupCoordinator:
         is returned."""
         if entries:
             try:
-                self._write([(index, _encode(entry)) for index, entry in self._route(entries)], now_ms)
+                self._write_applied(entries, now_ms)
             except (KafkaError, OSError):
                 log.exception("could not store the removal of consumer group members")
         outcome = Outcome()
@@ -368,7 +234,7 @@ class GroupCoordinator:
             try:
                 self._write_entries(self._route([*tombstones, *group_tombstones]), now)
             except (KafkaError, OSError) as exc:
-                results[group_id] = _write_error(exc)
+                results[group_id] = write_error(exc)
         await self.topic.flush()
         return results
 
@@ -408,7 +274,7 @@ class GroupCoordinator:
             try:
                 self._write_entries(self._route(entries), now_ms)
             except (KafkaError, OSError) as exc:
-                failure = _write_error(exc)
+                failure = write_error(exc)
                 return [failure if e == ErrorCode.NONE else e for e in errors]
             await self.topic.flush()
         return errors
@@ -467,7 +333,7 @@ class GroupCoordinator:
             try:
                 self._write_entries(self._route(tombstones), now)
             except (KafkaError, OSError) as exc:
-                return _write_error(exc), {}
+                return write_error(exc), {}
             await self.topic.flush()
         return ErrorCode.NONE, results
 
@@ -571,44 +437,6 @@ def _expiration_base(group: ClassicGroup) -> Callable[[CommittedOffset], int] | 
             group.subscribed_topics() is not None:
         return lambda value: value.commit_timestamp_ms
     return None
-
-
-def _encode(entry: records.Entry) -> Record:
-    match entry:
-        case records.OffsetCommitEntry(group_id, partition, value):
-            return records.offset_commit(group_id, partition, value)
-        case records.GroupEntry(group_id, snapshot):
-            return records.group_metadata(group_id, snapshot)
-        case records.PendingOffsetEntry(producer_id, group_id, partition, value):
-            return records.pending_offset(producer_id, group_id, partition, value)
-        case records.TransactionEndEntry(producer_id, commit):
-            return records.transaction_end(producer_id, commit)
-    return encode_consumer_record(entry)
-
-
-def _with_record_offset(entry: records.Entry, record_offset: int) -> records.Entry:
-    if isinstance(entry, (records.OffsetCommitEntry, records.PendingOffsetEntry)) and entry.value is not None:
-        return dataclasses.replace(entry, value=dataclasses.replace(entry.value, record_offset=record_offset))
-    return entry
-
-
-def _chunks(batch_records: list[Record]) -> Iterator[list[Record]]:
-    chunk: list[Record] = []
-    size = 0
-    for record in batch_records:
-        record_size = len(record.key or b"") + len(record.value or b"") + 32
-        if chunk and size + record_size > WRITE_BATCH_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(record)
-        size += record_size
-    yield chunk
-
-
-def _write_error(exc: Exception) -> ErrorCode:
-    if isinstance(exc, KafkaError):
-        return _WRITE_ERRORS.get(exc.code, exc.code)
-    return ErrorCode.NOT_COORDINATOR  # a storage error
 
 
 def _deliver(replies) -> None:

@@ -17,7 +17,8 @@ kbroker/cluster.py, the listeners in kbroker/server.py):
 
 Stopping a stopped broker, starting a running one or moving a leadership to its leader changes
 nothing and answers as usual. An unknown broker or partition gets 404, a bad body 400, a node
-that cannot lead (not a live ISR member) 409, each with {"error": "..."}.
+that cannot lead (not a live ISR member) or a broker whose port was taken while it was stopped
+409, each with {"error": "..."}.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Callable
 from kbroker.cluster import Cluster, NodeSwitch, PartitionState
 from kbroker.http.faults import json_response
 from kbroker.http.server import Request, Response, Routes
-from kbroker.listeners import host_port
+from kbroker.listeners import CannotListen, host_port
 from kbroker.protocol.errors import ErrorCode, KafkaError
 
 _STATUS = {ErrorCode.BROKER_NOT_AVAILABLE: HTTPStatus.NOT_FOUND,
@@ -77,6 +78,8 @@ def add_routes(routes: Routes, cluster: Cluster, node_switch: Callable[[], NodeS
             await (node_switch().stop_node if stop else node_switch().start_node)(node_id)
         except KafkaError as exc:
             return _error(exc)
+        except CannotListen as exc:  # its port was taken while it was stopped: it stays stopped
+            return json_response({"error": str(exc)}, HTTPStatus.CONFLICT)
         return json_response(broker_entry(node_id))
 
     async def show(request: Request) -> Response:

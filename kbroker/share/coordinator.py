@@ -30,7 +30,7 @@ from typing import Callable, Iterable, NamedTuple
 from kbroker.clock import DeadlineSleeper
 from kbroker.config import Config
 from kbroker.group_configs import GroupConfigs
-from kbroker.groups.coordinator import key_partition
+from kbroker.groups.offsets_topic import key_partition
 from kbroker.log import PartitionLog
 from kbroker.protocol import coordinator_records as crecords
 from kbroker.protocol.errors import ErrorCode, KafkaError

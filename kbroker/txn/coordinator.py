@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Protocol
 import trio
 
 from kbroker.config import Config
-from kbroker.groups.coordinator import OFFSETS_TOPIC, key_partition
+from kbroker.groups.offsets_topic import OFFSETS_TOPIC, key_partition
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.records import iter_records
 from kbroker.storage import InternalTopic
