@@ -13,13 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from typing import Callable
 
 from compat.scenarios import (
     Ctx, Member, expect, expect_each_gets_its_own, expect_records, expect_stored, scenario, texts,
     wait_balanced, wait_settled, wait_until,
 )
 from compat.wire import Rec, decode_records, encode_records
-from kbroker.groups.coordinator import java_string_hash
+from kbroker.groups.offsets_topic import key_partition
 
 CLUSTER = ("--brokers", "3")
 PACE_MS = 100
@@ -35,17 +36,18 @@ def other_node(node: int) -> int:
 
 
 def coordinator(ctx: Ctx, internal_topic: str, key: str) -> int:
-    """The leader of the key's partition of __consumer_offsets / __transaction_state (Kafka's
-    placement: the key's Java hash, made non-negative, modulo the partition count)."""
+    """The leader of the key's partition of __consumer_offsets / __transaction_state, placed as
+    the broker places it."""
     entries = ctx.broker.cluster()["topics"][internal_topic]
-    hashed = java_string_hash(key)
-    index = (hashed & 0x7FFFFFFF if internal_topic == "__consumer_offsets"
-             else (0 if hashed == -2**31 else abs(hashed))) % len(entries)
+    index = key_partition(key, len(entries))
     return next(entry["leader"] for entry in entries if entry["partition"] == index)
 
 
-def produce_while(ctx: Ctx, topic: str, records: list[Rec], changes) -> None:
-    """Produce `records` paced, one request each, while `changes()` runs; both must succeed."""
+def produce_across(ctx: Ctx, suffix: str, changes: tuple[Callable[[str], None], ...], what: str) -> None:
+    """30 records to a new 3-replica topic, paced (one request each, 3 s, idempotent where the
+    client can be), while the changes run one a second; then each record must be stored once, in order."""
+    topic = ctx.create_topic(ctx.name(suffix), 1, replicas=3)
+    records = texts(suffix, 30, partition=0)
     failure: list[BaseException] = []
     main = ctx.main  # started here: an agent dies with the thread that started it (PR_SET_PDEATHSIG)
 
@@ -59,51 +61,36 @@ def produce_while(ctx: Ctx, topic: str, records: list[Rec], changes) -> None:
     producer = threading.Thread(target=produce)
     producer.start()
     try:
-        changes()
+        for change in changes:
+            time.sleep(1.0)
+            change(topic)
     finally:
         producer.join(150)
     if failure:
         raise failure[0]
     expect(not producer.is_alive(), "the paced produce did not end")
-
-
-def paced_records(prefix: str) -> list[Rec]:
-    return texts(prefix, 30, partition=0)  # 3 s at PACE_MS
+    expect_stored(ctx, topic, 0, [replace(r, partition=None) for r in records], what=what)
 
 
 @scenario("cluster_leader_change", "3 brokers: the partition's leader moves twice while a paced producer "
           "(idempotent where it can be) sends 30 records; each stored once, in order", broker=CLUSTER, timeout=120)
 def cluster_leader_change(ctx: Ctx):
-    topic = ctx.create_topic(ctx.name("lc"), 1, replicas=3)
-    records = paced_records("lc")
-    first = leader(ctx, topic)
+    def move(topic: str) -> None:
+        ctx.broker.move_leader(topic, 0, other_node(leader(ctx, topic)))
 
-    def changes() -> None:
-        time.sleep(0.8)
-        ctx.broker.move_leader(topic, 0, other_node(first))
-        time.sleep(0.8)
-        ctx.broker.move_leader(topic, 0, other_node(other_node(first)))
-
-    produce_while(ctx, topic, records, changes)
-    expect(leader(ctx, topic) != first, "the leader did not move")
-    expect_stored(ctx, topic, 0, [replace(r, partition=None) for r in records], what="after two leader changes")
+    produce_across(ctx, "lc", (move, move), "after two leader changes")
 
 
 @scenario("cluster_broker_stop_produce", "3 brokers: the leader is stopped while a paced producer sends 30 "
           "records, and started again; each stored once, in order", broker=CLUSTER, timeout=120)
 def cluster_broker_stop_produce(ctx: Ctx):
-    topic = ctx.create_topic(ctx.name("sp"), 1, replicas=3)
-    records = paced_records("sp")
-    stopped = leader(ctx, topic)
+    stopped: list[int] = []
 
-    def changes() -> None:
-        time.sleep(0.8)
-        ctx.broker.stop_broker(stopped)
-        time.sleep(1.2)
-        ctx.broker.start_broker(stopped)
+    def stop(topic: str) -> None:
+        stopped.append(leader(ctx, topic))
+        ctx.broker.stop_broker(stopped[0])
 
-    produce_while(ctx, topic, records, changes)
-    expect_stored(ctx, topic, 0, [replace(r, partition=None) for r in records], what="after the leader stopped")
+    produce_across(ctx, "sp", (stop, lambda topic: ctx.broker.start_broker(stopped[0])), "after the leader stopped")
 
 
 @scenario("cluster_broker_stop_consume", "3 brokers: a consumer reading a partition keeps reading when its "

@@ -40,7 +40,11 @@ from kbroker.telemetry import Subscriptions, Telemetry
 from kbroker.throttling import Throttles
 from kbroker.txn.coordinator import TRANSACTION_STATE_CONFIGS, TRANSACTION_STATE_TOPIC, TransactionCoordinator
 
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC, SHARE_STATE_TOPIC})
+# Each internal topic's replication factor setting (Kafka's names).
+INTERNAL_TOPIC_FACTORS = {OFFSETS_TOPIC: "offsets.topic.replication.factor",
+                          TRANSACTION_STATE_TOPIC: "transaction.state.log.replication.factor",
+                          SHARE_STATE_TOPIC: "share.coordinator.state.topic.replication.factor"}
+INTERNAL_TOPICS = frozenset(INTERNAL_TOPIC_FACTORS)
 
 
 def _sasl_users(config: Config, scram: ScramCredentials, clock_ms) -> dict[str, SaslUsers]:
@@ -121,11 +125,14 @@ class Broker:
         self.transactions = TransactionCoordinator(  # replays __transaction_state
             config, LogTopic(self.storage, TRANSACTION_STATE_TOPIC,
                              config["transaction.state.log.num.partitions"],
-                             TRANSACTION_STATE_CONFIGS),
+                             {**TRANSACTION_STATE_CONFIGS,
+                              "min.insync.replicas": str(config["transaction.state.log.min.isr"])}),
             self.clock.now_ms, self.producer_ids.allocate, self.storage, self.groups)
         self.share = ShareCoordinator(  # replays __share_group_state
             config, LogTopic(self.storage, SHARE_STATE_TOPIC,
-                             config["share.coordinator.state.topic.num.partitions"], SHARE_STATE_CONFIGS),
+                             config["share.coordinator.state.topic.num.partitions"],
+                             {**SHARE_STATE_CONFIGS,
+                              "min.insync.replicas": str(config["share.coordinator.state.topic.min.isr"])}),
             self.clock.now_ms, self.storage, self.group_configs,
             other_group_type=lambda group_id: self.groups.group(group_id) is not None
             or self.groups.consumer.group(group_id) is not None,
@@ -135,8 +142,7 @@ class Broker:
         self.storage.deletion_listeners.append(self.share.on_topics_deleted)
         # Coordinators are placed before their topics are first written (FindCoordinator, C1).
         for coordinator in (self.groups, self.transactions, self.share):
-            self.cluster.sync_topic(coordinator.topic.name, coordinator.topic.partitions,
-                                    self.cluster.default_replication_factor)
+            self.place_topic(coordinator.topic.name, coordinator.topic.partitions)
 
     def on_features_finalized(self) -> None:
         """What a finalized feature level brings with it (Kafka's controller on activation and on
@@ -158,11 +164,15 @@ class Broker:
             if self.several_brokers and self.config["auto.leader.rebalance.enable"]:
                 nursery.start_soon(self._rebalance_leaders)
 
-    def place_topic(self, topic: str) -> None:
-        """Give a topic's partitions the logs hold replicas and leaders in the cluster model."""
-        factor = (self.cluster.default_replication_factor if topic in INTERNAL_TOPICS
-                  else self.config["default.replication.factor"])
-        self.cluster.sync_topic(topic, self.logs.topics[topic].partitions, factor)
+    def place_topic(self, topic: str, partitions: int | None = None) -> None:
+        """Give a topic's partitions (those the logs hold, by default) replicas and leaders in the
+        cluster model; an internal topic's factor is capped at the number of brokers."""
+        if topic in INTERNAL_TOPIC_FACTORS:
+            factor = min(self.config[INTERNAL_TOPIC_FACTORS[topic]], len(self.cluster.brokers))
+        else:
+            factor = self.config["default.replication.factor"]
+        self.cluster.sync_topic(topic, self.logs.topics[topic].partitions if partitions is None else partitions,
+                                factor)
 
     async def _rebalance_leaders(self) -> None:
         """auto.leader.rebalance.enable: preferred leaders back, every check interval."""

@@ -48,7 +48,15 @@ _CLUSTER_DEFAULTS = {
     "offsets.topic.num.partitions": lambda n: n,
     "transaction.state.log.num.partitions": lambda n: n,
     "share.coordinator.state.topic.num.partitions": lambda n: n,
+    "offsets.topic.replication.factor": lambda n: min(3, n),
+    "transaction.state.log.replication.factor": lambda n: min(3, n),
+    "transaction.state.log.min.isr": lambda n: min(2, n),
+    "share.coordinator.state.topic.replication.factor": lambda n: min(3, n),
+    "share.coordinator.state.topic.min.isr": lambda n: min(2, n),
 }
+# An internal topic's replication factor over the brokers there are: kbroker places it on every
+# broker (Kafka would not create the topic, leaving its coordinator unavailable).
+_INTERNAL_FACTOR_NOTE = " (Kafka: 3; over the number of brokers, every broker)."
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _ALL_MECHANISMS = (*_MECHANISMS, "OAUTHBEARER")
 AUTHORIZER_CLASSES = ("", "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
@@ -246,6 +254,8 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "removed.", low=1),
     Setting("offsets.topic.num.partitions", "int", 1, "Partitions of __consumer_offsets (Kafka: "
             "50; one broker needs only one).", low=1),
+    Setting("offsets.topic.replication.factor", "short", 1, "Replicas of __consumer_offsets"
+            + _INTERNAL_FACTOR_NOTE, low=1),
     # Transactions.
     # Share groups (KIP-932).
     Setting("group.share.record.lock.duration.ms", "int", 30000, "How long a share consumer holds "
@@ -276,6 +286,10 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "share.heartbeat.interval.ms of a group.", low=1),
     Setting("share.coordinator.state.topic.num.partitions", "int", 1, "Partitions of "
             "__share_group_state (Kafka: 50; one broker needs only one).", low=1),
+    Setting("share.coordinator.state.topic.replication.factor", "short", 1, "Replicas of "
+            "__share_group_state" + _INTERNAL_FACTOR_NOTE, low=1),
+    Setting("share.coordinator.state.topic.min.isr", "short", 1, "min.insync.replicas of "
+            "__share_group_state (Kafka: 2).", low=1),
     Setting("share.coordinator.snapshot.update.records.per.snapshot", "int", 500, "ShareUpdate "
             "records written for a share partition between two ShareSnapshot records.", low=0,
             high=500),
@@ -287,6 +301,10 @@ _BROKER_SETTINGS: tuple[Setting, ...] = (
             "How often timed-out transactions are looked for.", low=1),
     Setting("transaction.state.log.num.partitions", "int", 1, "Partitions of "
             "__transaction_state (Kafka: 50; one broker needs only one).", low=1),
+    Setting("transaction.state.log.replication.factor", "short", 1, "Replicas of "
+            "__transaction_state" + _INTERNAL_FACTOR_NOTE, low=1),
+    Setting("transaction.state.log.min.isr", "int", 1, "min.insync.replicas of "
+            "__transaction_state (Kafka: 2).", low=1),
     Setting("producer.id.expiration.ms", "int", 86400000, "Idle time after which a producer's "
             "idempotence state is forgotten (one with an open transaction is kept).", low=1),
     Setting("producer.id.expiration.check.interval.ms", "int", 600000, "How often idle producers' "

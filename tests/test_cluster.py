@@ -288,3 +288,14 @@ def test_a_stopped_broker_moves_leaders_and_shrinks_isrs(tmp_path, topic_name):
         assert all(sorted(p.isr_nodes) == NODES for p in topic.partitions)
         answer = produce(broker.addresses[leader - 1], topic_name, 0).responses[0].partition_responses[0]
         assert (answer.error_code, answer.base_offset) == (E.NONE, 1)
+
+        (state,) = [p for p in metadata(broker.bootstrap, topic_name).topics[0].partitions if p.partition_index == 0]
+        other = next(node for node in state.isr_nodes if node != state.leader_id)
+        broker.move_leader(topic_name, 0, other)
+        list_offsets = messages.ListOffsetsRequest
+        with WireClient(broker.addresses[other - 1]) as wire:  # the new leader, asked with the old epoch
+            response = wire.request("ListOffsets", 7, replica_id=-1, isolation_level=0, topics=[
+                list_offsets.ListOffsetsTopic(name=topic_name, partitions=[
+                    list_offsets.ListOffsetsPartition(partition_index=0, timestamp=-1,
+                                                      current_leader_epoch=state.leader_epoch)])])
+        assert response.topics[0].partitions[0].error_code == E.FENCED_LEADER_EPOCH

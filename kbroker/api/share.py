@@ -23,6 +23,7 @@ from kbroker.api.authorization import allowed_group, allowed_topic
 from kbroker.api.context import RequestContext
 from kbroker.api.groups import _client_host as client_host
 from kbroker.api.registry import serves
+from kbroker.api.routing import current_leader
 from kbroker.log import LEADER_EPOCH
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.protocol.messages import (
@@ -162,6 +163,14 @@ def _acquire_all(broker, request, group_id: str, member_id: str, positions: list
     return results
 
 
+def _current_leader(broker, position: TopicIdPartition, leader_type):
+    """The partition's leader and epoch (this broker, epoch 0, unless --brokers N)."""
+    info = broker.logs.topic_by_id(position[0])
+    if not broker.several_brokers or info is None:
+        return leader_type(leader_id=broker.node_id, leader_epoch=LEADER_EPOCH)
+    return current_leader(broker, info.name, position[1], leader_type)
+
+
 def _fetch_response(broker, version: int, group_id: str, positions, fetched, ack_errors, full: bool):
     R = ShareFetchResponse
     by_topic: dict[uuid.UUID, list] = {}
@@ -173,7 +182,7 @@ def _fetch_response(broker, version: int, group_id: str, positions, fetched, ack
         by_topic.setdefault(position[0], []).append(R.PartitionData(
             partition_index=position[1], error_code=error, error_message=None,
             acknowledge_error_code=ack_error or ErrorCode.NONE, acknowledge_error_message=None,
-            current_leader=R.LeaderIdAndEpoch(leader_id=broker.node_id, leader_epoch=LEADER_EPOCH),
+            current_leader=_current_leader(broker, position, R.LeaderIdAndEpoch),
             records=data,
             acquired_records=[R.AcquiredRecords(first_offset=a.first, last_offset=a.last,
                                                 delivery_count=a.delivery_count) for a in acquired]))
@@ -259,7 +268,7 @@ async def handle_share_acknowledge(ctx: RequestContext,
     for (topic_id, partition), error in ack_errors.items():
         by_topic.setdefault(topic_id, []).append(R.PartitionData(
             partition_index=partition, error_code=error, error_message=None,
-            current_leader=R.LeaderIdAndEpoch(leader_id=broker.node_id, leader_epoch=LEADER_EPOCH)))
+            current_leader=_current_leader(broker, (topic_id, partition), R.LeaderIdAndEpoch)))
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None,
              acquisition_lock_timeout_ms=share.lock_duration_ms(group_id),
              responses=[R.ShareAcknowledgeTopicResponse(topic_id=topic_id, partitions=partitions)

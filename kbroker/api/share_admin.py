@@ -19,6 +19,8 @@ Rules (Kafka's GroupCoordinatorService and GroupMetadataManager):
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from kbroker.api.admin import DEFAULT_MESSAGES, UNKNOWN_TOPIC_MESSAGE, ZERO_UUID
 from kbroker.api.authorization import allowed_group, allowed_topic
 from kbroker.api.common import GROUP_OPERATIONS, OPERATIONS_NOT_REQUESTED
@@ -38,6 +40,8 @@ from kbroker.share.partition import ACKNOWLEDGED, ARCHIVED
 
 NO_OFFSET = -1
 TOPIC_DENIED_MESSAGE = DEFAULT_MESSAGES[ErrorCode.TOPIC_AUTHORIZATION_FAILED]
+_OffsetsResponse = TypeVar("_OffsetsResponse", AlterShareGroupOffsetsResponse,
+                           DeleteShareGroupOffsetsResponse)
 UNDESCRIBABLE_GROUP_MESSAGE = ("The group has described topic(s) that the client is not authorized "
                                "to describe.")
 
@@ -166,8 +170,13 @@ async def handle_describe_share_group_offsets(
     return R(throttle_time_ms=0, groups=groups)
 
 
-def _empty_share_group(broker, group_id: str, create: bool) -> None:
-    """Offsets may change only in an empty share group (or a new one, when altering)."""
+def _may_change_offsets(ctx: RequestContext, group_id: str, operation: Operation,
+                        create: bool) -> None:
+    """Offsets may change only with the group operation (READ to alter, DELETE to delete) and
+    only in an empty share group (or a new one, when altering); raises KafkaError."""
+    if not allowed_group(ctx, operation, group_id):
+        raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
+    broker = ctx.broker
     group = broker.share.groups.get(group_id)
     if group is None:
         if create and not broker.share.groups.other_group_type(group_id):
@@ -177,6 +186,11 @@ def _empty_share_group(broker, group_id: str, create: bool) -> None:
         raise KafkaError(ErrorCode.NON_EMPTY_GROUP, "The group is not empty.")
 
 
+def _failed(response: type[_OffsetsResponse], exc: KafkaError) -> _OffsetsResponse:
+    """The answer of an offsets request that failed as a whole (both APIs answer alike)."""
+    return response(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])
+
+
 @serves("AlterShareGroupOffsets", 0, 0)
 async def handle_alter_share_group_offsets(
         ctx: RequestContext,
@@ -184,11 +198,9 @@ async def handle_alter_share_group_offsets(
     R = AlterShareGroupOffsetsResponse
     broker = ctx.broker
     try:
-        if not allowed_group(ctx, Operation.READ, request.group_id):
-            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
-        _empty_share_group(broker, request.group_id, create=True)
+        _may_change_offsets(ctx, request.group_id, Operation.READ, create=True)
     except KafkaError as exc:
-        return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])
+        return _failed(R, exc)
     offsets = {}
     answers = []
     for topic in request.topics:
@@ -212,7 +224,7 @@ async def handle_alter_share_group_offsets(
         try:
             broker.share.reset_partitions(request.group_id, offsets)
         except KafkaError as exc:
-            return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])
+            return _failed(R, exc)
         await broker.share.topic.flush()
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=answers)
 
@@ -224,11 +236,9 @@ async def handle_delete_share_group_offsets(
     R = DeleteShareGroupOffsetsResponse
     broker = ctx.broker
     try:
-        if not allowed_group(ctx, Operation.DELETE, request.group_id):
-            raise KafkaError(ErrorCode.GROUP_AUTHORIZATION_FAILED, None)
-        _empty_share_group(broker, request.group_id, create=False)
+        _may_change_offsets(ctx, request.group_id, Operation.DELETE, create=False)
     except KafkaError as exc:
-        return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])
+        return _failed(R, exc)
     state = broker.share.group_partitions(request.group_id)
     answers = []
     forgotten = []
@@ -249,6 +259,6 @@ async def handle_delete_share_group_offsets(
     try:
         broker.share.forget_partitions(forgotten)
     except KafkaError as exc:
-        return R(throttle_time_ms=0, error_code=exc.code, error_message=exc.message, responses=[])
+        return _failed(R, exc)
     await broker.share.topic.flush()
     return R(throttle_time_ms=0, error_code=ErrorCode.NONE, error_message=None, responses=answers)

@@ -61,6 +61,25 @@ def add_json(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def cluster_command(commands, name: str, help: str):
+    """Add `kbroker NAME ACTION ...`, whose actions run against a cluster. Returns
+    add_action(action, handler, help, json=False): the action's parser, with the connection
+    options (and --json if asked); choosing it runs `handler(cluster, args)` through run()."""
+    parser = commands.add_parser(name, help=help)
+    actions = parser.add_subparsers(dest=f"{name}_command", required=True)
+    parser.set_defaults(handler=lambda args: run(args.action_handler, args))
+
+    def add_action(action: str, handler, help: str, *, json: bool = False):
+        action_parser = actions.add_parser(action, help=help)
+        action_parser.set_defaults(action_handler=handler)
+        if json:
+            add_json(action_parser)
+        add_bootstrap(action_parser)
+        return action_parser
+
+    return add_action
+
+
 def run(command, args) -> int:
     """Run `command(cluster, args)` against the cluster; a Kafka error or a broken conversation
     is printed as `kbroker: ERROR_NAME: message` and gives exit code 1."""

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 from kbroker.client import ClientError, admin
-from kbroker.commands.common import add_bootstrap, add_json, print_json, print_table, run, timestamp_ms
+from kbroker.commands.common import cluster_command, print_json, print_table, timestamp_ms
 
 
 def add_parser(commands) -> None:
-    group = commands.add_parser("group", help="list, describe, reset and delete consumer groups")
-    actions = group.add_subparsers(dest="group_command", required=True)
-
-    listing = actions.add_parser("list", help="list the groups")
-    add_json(listing)
-    listing.set_defaults(group_handler=_list)
-
-    describe = actions.add_parser(
-        "describe", help="state, members, assignments, committed offsets and lag")
+    action = cluster_command(commands, "group", "list, describe, reset and delete consumer groups")
+    action("list", _list, "list the groups", json=True)
+    describe = action("describe", _describe, "state, members, assignments, committed offsets and lag",
+                      json=True)
     describe.add_argument("group")
-    add_json(describe)
-    describe.set_defaults(group_handler=_describe)
 
-    reset = actions.add_parser("reset-offsets", help="move an inactive group's committed offsets")
+    reset = action("reset-offsets", _reset_offsets, "move an inactive group's committed offsets",
+                   json=True)
     reset.add_argument("group")
     reset.add_argument("--topic", required=True)
     target = reset.add_mutually_exclusive_group(required=True)
@@ -29,16 +23,9 @@ def add_parser(commands) -> None:
     target.add_argument("--to-offset", type=int, metavar="N")
     target.add_argument("--to-time", metavar="ISO8601")
     reset.add_argument("--dry-run", action="store_true", help="show the new offsets, change nothing")
-    add_json(reset)
-    reset.set_defaults(group_handler=_reset_offsets)
 
-    delete = actions.add_parser("delete", help="delete an empty group and its offsets")
+    delete = action("delete", _delete, "delete an empty group and its offsets")
     delete.add_argument("group")
-    delete.set_defaults(group_handler=_delete)
-
-    for action in (listing, describe, reset, delete):
-        add_bootstrap(action)
-    group.set_defaults(handler=lambda args: run(args.group_handler, args))
 
 
 async def _list(cluster, args) -> None:

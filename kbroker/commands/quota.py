@@ -4,34 +4,27 @@ the users, clients and ips entity types."""
 from __future__ import annotations
 
 from kbroker.client import admin
-from kbroker.commands.common import add_bootstrap, add_json, fail, key_values, print_json, print_table, run
+from kbroker.commands.common import cluster_command, fail, key_values, print_json, print_table
 
 _ENTITY_TYPES = (("user", "user"), ("client-id", "client_id"), ("ip", "ip"))  # type, option's dest
 
 
 def add_parser(commands) -> None:
-    quota = commands.add_parser("quota", help="describe and alter client quotas")
-    actions = quota.add_subparsers(dest="quota_command", required=True)
-
-    describe = actions.add_parser("describe", help="the quotas of an entity (default: of every entity)")
-    add_json(describe)
-    describe.set_defaults(quota_handler=_describe)
-
-    alter = actions.add_parser("alter", help="set or remove an entity's quotas")
+    action = cluster_command(commands, "quota", "describe and alter client quotas")
+    describe = action("describe", _describe, "the quotas of an entity (default: of every entity)",
+                      json=True)
+    alter = action("alter", _alter, "set or remove an entity's quotas")
     alter.add_argument("--add", action="append", default=[], metavar="KEY=VALUE",
                        help="set a quota, e.g. producer_byte_rate=1048576, controller_mutation_rate=10, "
                             "connection_creation_rate=20 (repeatable)")
     alter.add_argument("--delete", action="append", default=[], metavar="KEY", help="remove a quota (repeatable)")
-    alter.set_defaults(quota_handler=_alter)
 
-    for action in (describe, alter):
+    for parser in (describe, alter):
         for kind, dest in _ENTITY_TYPES:
-            group = action.add_mutually_exclusive_group()
+            group = parser.add_mutually_exclusive_group()
             group.add_argument(f"--{kind}", dest=dest, metavar="NAME", help=f"the {kind} entity NAME")
             group.add_argument(f"--{kind}-default", dest=dest, action="store_const", const="",
                                help=f"the default {kind} entity")
-        add_bootstrap(action)
-    quota.set_defaults(handler=lambda args: run(args.quota_handler, args))
 
 
 def _entity(args) -> dict[str, str | None]:

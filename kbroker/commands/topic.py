@@ -3,54 +3,40 @@
 from __future__ import annotations
 
 from kbroker.client import admin
-from kbroker.commands.common import add_bootstrap, add_json, key_values, print_json, print_table, run
+from kbroker.commands.common import cluster_command, key_values, print_json, print_table
 
 
 def add_parser(commands) -> None:
-    topic = commands.add_parser("topic", help="create, list, describe, alter and delete topics")
-    actions = topic.add_subparsers(dest="topic_command", required=True)
-
-    create = actions.add_parser("create", help="create a topic")
+    action = cluster_command(commands, "topic", "create, list, describe, alter and delete topics")
+    create = action("create", _create, "create a topic")
     create.add_argument("name")
     create.add_argument("-p", "--partitions", type=int, default=1)
     create.add_argument("-r", "--replication-factor", type=int, default=1)
     create.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
                         help="a topic config, by its Kafka name (repeatable)")
-    create.set_defaults(topic_handler=_create)
 
-    listing = actions.add_parser("list", help="list the topics")
-    add_json(listing)
-    listing.set_defaults(topic_handler=_list)
+    action("list", _list, "list the topics", json=True)
 
-    describe = actions.add_parser(
-        "describe", help="partitions, leaders, replicas, ISR, offsets and non-default configs")
+    describe = action("describe", _describe,
+                      "partitions, leaders, replicas, ISR, offsets and non-default configs", json=True)
     describe.add_argument("name")
     describe.add_argument("--all-configs", action="store_true",
                           help="show every config, defaults included")
-    add_json(describe)
-    describe.set_defaults(topic_handler=_describe)
 
-    delete = actions.add_parser("delete", help="delete a topic")
+    delete = action("delete", _delete, "delete a topic")
     delete.add_argument("name")
-    delete.set_defaults(topic_handler=_delete)
 
-    alter = actions.add_parser("alter-config", help="set or remove topic configs")
+    alter = action("alter-config", _alter_config, "set or remove topic configs")
     alter.add_argument("name")
     alter.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
                        help="set a config (repeatable)")
     alter.add_argument("-d", "--delete", action="append", default=[], metavar="KEY",
                        help="return a config to its default (repeatable)")
-    alter.set_defaults(topic_handler=_alter_config)
 
-    grow = actions.add_parser("add-partitions", help="raise a topic's partition count")
+    grow = action("add-partitions", _add_partitions, "raise a topic's partition count")
     grow.add_argument("name")
     grow.add_argument("-p", "--partitions", type=int, required=True,
                       help="the new total number of partitions")
-    grow.set_defaults(topic_handler=_add_partitions)
-
-    for action in (create, listing, describe, delete, alter, grow):
-        add_bootstrap(action)
-    topic.set_defaults(handler=lambda args: run(args.topic_handler, args))
 
 
 async def _create(cluster, args) -> None:

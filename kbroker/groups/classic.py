@@ -86,10 +86,9 @@ class ClassicGroups(ClassicJoins):
             error = ErrorCode.INVALID_GROUP_ID  # R1
         elif group is None or group.state == EMPTY:
             error = ErrorCode.UNKNOWN_MEMBER_ID  # S1
-        elif (error := group.validate_member(member_id, instance_id)) != ErrorCode.NONE:
+        elif (error := group.validate_generation(member_id, instance_id, generation_id)) \
+                != ErrorCode.NONE:
             pass
-        elif generation_id != group.generation_id:
-            error = ErrorCode.ILLEGAL_GENERATION
         elif _inconsistent(protocol_type, group.protocol_type) or \
                 _inconsistent(protocol_name, group.protocol_name):
             error = ErrorCode.INCONSISTENT_GROUP_PROTOCOL
@@ -127,11 +126,9 @@ class ClassicGroups(ClassicJoins):
         group = self.groups.get(group_id)
         if group is None:
             return ErrorCode.UNKNOWN_MEMBER_ID  # H1
-        error = group.validate_member(member_id, instance_id)
+        error = group.validate_generation(member_id, instance_id, generation_id)
         if error != ErrorCode.NONE:
             return error
-        if generation_id != group.generation_id:
-            return ErrorCode.ILLEGAL_GENERATION
         member = group.members[member_id]
         self._schedule_heartbeat(group, member_id, member.session_timeout_ms, now_ms)  # H2
         return ErrorCode.REBALANCE_IN_PROGRESS if group.state == PREPARING else ErrorCode.NONE
@@ -184,11 +181,9 @@ class ClassicGroups(ClassicJoins):
         if generation_id < 0 and group.state == EMPTY:
             return ErrorCode.NONE  # C2
         if generation_id >= 0 or member_id or instance_id is not None:  # C3
-            error = group.validate_member(member_id, instance_id)
+            error = group.validate_generation(member_id, instance_id, generation_id)
             if error != ErrorCode.NONE:
                 return error
-            if generation_id != group.generation_id:
-                return ErrorCode.ILLEGAL_GENERATION
         elif not transactional and group.state != EMPTY:
             return ErrorCode.UNKNOWN_MEMBER_ID
         if not transactional and group.state == COMPLETING:

@@ -251,6 +251,14 @@ class ClassicGroup:
                 return ErrorCode.FENCED_INSTANCE_ID
         return ErrorCode.NONE if member_id in self.members else ErrorCode.UNKNOWN_MEMBER_ID
 
+    def validate_generation(self, member_id: str, instance_id: str | None, generation_id: int
+                            ) -> ErrorCode:
+        """Rule V, then ILLEGAL_GENERATION for a generation other than the group's (S1, H1, C3)."""
+        error = self.validate_member(member_id, instance_id)
+        if error == ErrorCode.NONE and generation_id != self.generation_id:
+            return ErrorCode.ILLEGAL_GENERATION
+        return error
+
     def uses_consumer_protocol(self) -> bool:
         return self.protocol_type == CONSUMER_PROTOCOL_TYPE
 

@@ -25,7 +25,7 @@ CREATE_TIME = "CreateTime"
 LOG_APPEND_TIME = "LogAppendTime"
 COMPRESSION_TYPES = ("uncompressed", "zstd", "lz4", "snappy", "gzip", "producer")
 CLEANUP_POLICIES = ("compact", "delete")
-_INTEGER_LIMITS = {"int": INT_MAX, "long": LONG_MAX}
+_INTEGER_LIMITS = {"short": 32767, "int": INT_MAX, "long": LONG_MAX}
 
 
 def invalid(name: str, text: str | None, why: str) -> KafkaError:
@@ -43,7 +43,7 @@ class Setting:
     """
 
     name: str
-    kind: str  # int, long, double, boolean, string, list
+    kind: str  # short, int, long, double, boolean, string, list
     default: Any
     doc: str
     low: float | None = None
