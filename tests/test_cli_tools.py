@@ -217,3 +217,11 @@ def test_consumers_of_one_group_share_the_partitions(kbroker_only, topic_name):
                 process.send_signal(signal.SIGINT)  # the consumer leaves the group as it ends
                 process.communicate(timeout=30)
     assert wait_for_group(bootstrap, group, lambda g: not g["members"])["state"] == "Empty"
+
+
+def test_topic_create_takes_the_broker_defaults(tmp_path, topic_name):
+    """As kafka-topics.sh: without -p/-r the broker's num.partitions and default.replication.factor."""
+    with running_broker("--num-partitions", "2", data_dir=tmp_path, brokers=3) as cluster:
+        kb(cluster.bootstrap, "topic", "create", topic_name)
+        described = kb_json(cluster.bootstrap, "topic", "describe", topic_name)
+        assert [len(p["replicas"]) for p in described["partitions"]] == [3, 3]  # min(3, N)

@@ -76,7 +76,7 @@ class GroupInfo:
     offsets: list[PartitionLag] = field(default_factory=list)
 
 
-async def create_topic(cluster: Cluster, name: str, partitions: int, replication_factor: int = 1,
+async def create_topic(cluster: Cluster, name: str, partitions: int, replication_factor: int = -1,
                        configs: dict[str, str] | None = None) -> None:
     Creatable = messages.CreateTopicsRequest.CreatableTopic
     topic = Creatable(name=name, num_partitions=partitions, replication_factor=replication_factor,

@@ -10,8 +10,10 @@ def add_parser(commands) -> None:
     action = cluster_command(commands, "topic", "create, list, describe, alter and delete topics")
     create = action("create", _create, "create a topic")
     create.add_argument("name")
-    create.add_argument("-p", "--partitions", type=int, default=1)
-    create.add_argument("-r", "--replication-factor", type=int, default=1)
+    create.add_argument("-p", "--partitions", type=int, default=-1,
+                        help="default: the broker's num.partitions")
+    create.add_argument("-r", "--replication-factor", type=int, default=-1,
+                        help="default: the broker's default.replication.factor")
     create.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
                         help="a topic config, by its Kafka name (repeatable)")
 
