@@ -68,7 +68,6 @@ from kbroker.groups.consumer_member import (
 from kbroker.groups.consumer_model import (
     ConsumerGroup, ConsumerSettings, Heartbeat, HeartbeatResult, apply_record, preferred_assignor,
 )
-from kbroker.groups.consumer_model import GroupState as GroupState  # re-exported: it was defined here
 from kbroker.groups.consumer_records import (
     CurrentAssignmentRecord, GroupEpochRecord, MemberRecord, RegexRecord,
     SubscriptionMetadataRecord, TargetEpochRecord, TargetMemberRecord,

@@ -28,11 +28,6 @@ from kbroker.groups.classic_model import (
 from kbroker.groups.consumer_coordinator import ConsumerGroupCoordinator, consumer_settings
 from kbroker.groups.offsets import CommittedOffset, OffsetStore, TopicPartition
 from kbroker.groups.offsets_topic import GroupLog, write_error
-# Where these lived before offsets_topic.py was split off; compat/ and other callers import them here.
-from kbroker.groups.offsets_topic import OFFSETS_TOPIC as OFFSETS_TOPIC
-from kbroker.groups.offsets_topic import OFFSETS_TOPIC_CONFIGS as OFFSETS_TOPIC_CONFIGS
-from kbroker.groups.offsets_topic import java_string_hash as java_string_hash
-from kbroker.groups.offsets_topic import key_partition as key_partition
 from kbroker.protocol.errors import ErrorCode, KafkaError
 from kbroker.storage import InternalTopic
 
