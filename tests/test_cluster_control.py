@@ -127,14 +127,19 @@ def test_the_cluster_shows_three_brokers_and_every_partitions_leader_and_isr(clu
 
 # -- stopping and starting brokers -------------------------------------------------------------
 
+def group_coordinator(cluster, topic: str, group: str) -> int:
+    """Create the group (by committing an offset of the topic) and return its coordinator's node."""
+    committer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
+    committer.close()
+    with WireClient(address(cluster, 1)) as wire:
+        return coordinator(wire, group)
+
+
 def test_a_stopped_broker_drops_its_connections_and_its_leaderships_and_coordinators_move(cluster, topic_name):
     create(cluster, topic_name, partitions=3)
     group = topic_name + "-group"
-    committer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
-    committer.commit(offsets=[TopicPartition(topic_name, 0, 0)], asynchronous=False)  # the group exists
-    committer.close()
-    with WireClient(address(cluster, 1)) as wire:
-        victim = coordinator(wire, group)
+    victim = group_coordinator(cluster, topic_name, group)
     before = {p["partition"]: p for p in cluster.cluster()["topics"][topic_name]}
     victim_address = address(cluster, victim)
     connection = WireClient(victim_address)
@@ -262,12 +267,7 @@ def _move_leader_twice(cluster, topic) -> list[tuple[str, dict]]:
 def _stop_the_coordinator(cluster, topic) -> list[tuple[str, dict]]:
     """Stop and start the node coordinating the run's group (topic + "-g"), wherever the
     partition's leader is."""
-    group = topic + "-g"
-    committer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group})
-    committer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)  # the group exists
-    committer.close()
-    with WireClient(address(cluster, 1)) as wire:
-        node = coordinator(wire, group)
+    node = group_coordinator(cluster, topic, topic + "-g")
     return [(f"/api/brokers/{node}/stop", {}), (f"/api/brokers/{node}/start", {})]
 
 
