@@ -6,17 +6,12 @@ from __future__ import annotations
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from kbroker.protocol import messages
 from kbroker.testing import running_broker
-from tests.wire import WireClient
+from tests.test_cluster import metadata
 
 
 def replicas(bootstrap: str, topic: str) -> list[list[int]]:
-    with WireClient(bootstrap) as wire:
-        answer = wire.request("Metadata", 12, allow_auto_topic_creation=False,
-                              include_topic_authorized_operations=False,
-                              topics=[messages.MetadataRequest.MetadataRequestTopic(name=topic)])
-    (found,) = answer.topics
+    (found,) = metadata(bootstrap, topic).topics
     return [list(p.replica_nodes) for p in sorted(found.partitions, key=lambda p: p.partition_index)]
 
 
